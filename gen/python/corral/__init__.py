@@ -1,0 +1,1 @@
+"""Generated protobuf packages for Corral (do not edit; run make proto)."""

@@ -1,0 +1,1 @@
+"""Generated Corral v1 contracts (do not edit; run make proto)."""
