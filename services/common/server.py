@@ -1,0 +1,174 @@
+"""Service bootstrap shared by the four services: server, standard health, reflection, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.common.config import CorralConfig
+from services.common.interceptors import ErrorAndAccessInterceptor
+from services.common.logs import setup_logging
+from services.common.settings import ServiceConfig
+from services.common.tracing import setup_tracing, shutdown_tracing
+
+logger = logging.getLogger(__name__)
+
+Cleanup = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class ServiceContext:
+    """What a service's setup function receives.
+
+    Attributes:
+        server: The gRPC server to add servicers to.
+        cfg: The whole configuration.
+        service_cfg: This service's section.
+        health: The standard health servicer (statuses are set by run_service).
+        port: The bound gRPC port.
+        tasks: Background tasks; run_service cancels them after the drain.
+    """
+
+    server: grpc.aio.Server
+    cfg: CorralConfig
+    service_cfg: ServiceConfig
+    health: health.aio.HealthServicer
+    port: int
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+def build_server(
+    service_cfg: ServiceConfig,
+    service_names: Sequence[str],
+    *,
+    domain: str,
+    access_log: bool = True,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
+    """Builds a grpc.aio server with the shared interceptors, standard health and reflection.
+
+    Args:
+        service_cfg: The service's section (host, port, limits, reflection).
+        service_names: Full names of the services it will serve (for health and reflection).
+        domain: The ErrorInfo domain, e.g. "router.corral".
+        access_log: Write one access line per call.
+        interceptors: Extra interceptors placed before the shared ones (e.g. tracing, auth).
+
+    Returns:
+        The server (not started), the bound port and the health servicer (every name NOT_SERVING).
+    """
+    options = [
+        ("grpc.max_receive_message_length", service_cfg.max_message_bytes),
+        ("grpc.max_send_message_length", service_cfg.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
+    ]
+    server = grpc.aio.server(
+        interceptors=[*interceptors, ErrorAndAccessInterceptor(domain, access_log)],
+        options=options,
+        maximum_concurrent_rpcs=service_cfg.max_concurrent_rpcs,
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    if service_cfg.enable_reflection:
+        reflection.enable_server_reflection(
+            [
+                *service_names,
+                health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+                reflection.SERVICE_NAME,
+            ],
+            server,
+        )
+    if service_cfg.debug_rpcs:
+        server.add_generic_rpc_handlers([_debug_handler()])
+    port = server.add_insecure_port(f"{service_cfg.host}:{service_cfg.port}")
+    if port == 0:
+        raise OSError(f"cannot bind {service_cfg.host}:{service_cfg.port}")
+    return server, port, health_servicer
+
+
+DEBUG_SLEEP_METHOD = "/corral.debug.DebugService/Sleep"
+
+
+def _debug_handler() -> grpc.GenericRpcHandler:
+    """A raw-bytes RPC that sleeps for the number of milliseconds in its ASCII payload and echoes it."""
+
+    async def sleep(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        try:
+            delay_ms = float(request.decode("ascii") or "0")
+        except (UnicodeDecodeError, ValueError):
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "payload: milliseconds as ASCII digits")
+        await asyncio.sleep(min(delay_ms, 60_000) / 1000)
+        return request
+
+    handler = grpc.unary_unary_rpc_method_handler(sleep)
+    return grpc.method_handlers_generic_handler("corral.debug.DebugService", {"Sleep": handler})
+
+
+async def set_serving(
+    health_servicer: health.aio.HealthServicer, names: Sequence[str], serving: bool
+) -> None:
+    """Sets the overall status ("") and each service's status."""
+    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+    for name in ("", *names):
+        await health_servicer.set(name, status)
+
+
+async def run_service(
+    *,
+    name: str,
+    cfg: CorralConfig,
+    service_cfg: ServiceConfig,
+    service_names: Sequence[str],
+    setup: Callable[[ServiceContext], Awaitable[Cleanup]],
+) -> None:
+    """Runs one service until SIGTERM or SIGINT, then drains in-flight calls and returns.
+
+    Args:
+        name: The service name ("router", "cache", "health", "prewarm").
+        cfg: The whole configuration.
+        service_cfg: This service's section.
+        service_names: Full names of the gRPC services it serves.
+        setup: Adds servicers and starts background work; returns the cleanup to run at shutdown.
+    """
+    setup_logging(name, cfg.logging)
+    setup_tracing(name, cfg.tracing)
+    server, port, health_servicer = build_server(
+        service_cfg, service_names, domain=f"{name}.corral", access_log=cfg.logging.access_log
+    )
+    await set_serving(health_servicer, service_names, False)
+    ctx = ServiceContext(server=server, cfg=cfg, service_cfg=service_cfg, health=health_servicer, port=port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    cleanup = await setup(ctx)
+    await server.start()
+    await set_serving(health_servicer, service_names, True)
+    print(f"corral-{name}: serving on {service_cfg.host}:{port}", flush=True)
+    logger.info("serving on %s:%s", service_cfg.host, port)
+    await stop.wait()
+    logger.info("shutting down: draining in-flight calls for up to %.1f s", service_cfg.grace_s)
+    # NOTE: health first, so load balancers stop sending before the listener closes.
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(grace=service_cfg.grace_s)
+    for task in ctx.tasks:
+        task.cancel()
+    await asyncio.gather(*ctx.tasks, return_exceptions=True)
+    await cleanup()
+    shutdown_tracing()
+    logger.info("stopped")
+    sys.stdout.flush()
+
+
+async def no_cleanup() -> None:
+    """A cleanup that does nothing."""

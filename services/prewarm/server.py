@@ -1,0 +1,27 @@
+"""Builds and runs the prewarm service's gRPC server."""
+
+from __future__ import annotations
+
+from corral.v1 import prewarm_service_pb2, prewarm_service_pb2_grpc
+
+from services.common.config import load_config_or_exit
+from services.common.server import Cleanup, ServiceContext, no_cleanup, run_service
+
+SERVICE_NAMES = (prewarm_service_pb2.DESCRIPTOR.services_by_name["PrewarmService"].full_name,)
+
+
+async def setup(ctx: ServiceContext) -> Cleanup:
+    """Registers the servicer (RPCs answer UNIMPLEMENTED until the service is built)."""
+    prewarm_service_pb2_grpc.add_PrewarmServiceServicer_to_server(
+        prewarm_service_pb2_grpc.PrewarmServiceServicer(),  # type: ignore[abstract]
+        ctx.server,
+    )
+    return no_cleanup
+
+
+async def serve() -> None:
+    """Loads the configuration and runs the service until SIGTERM."""
+    cfg = load_config_or_exit("prewarm")
+    await run_service(
+        name="prewarm", cfg=cfg, service_cfg=cfg.prewarm, service_names=SERVICE_NAMES, setup=setup
+    )

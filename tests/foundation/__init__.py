@@ -1,0 +1,1 @@
+"""Foundation tests: config, bootstrap, service processes."""

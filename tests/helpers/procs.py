@@ -1,0 +1,128 @@
+"""Run Corral services (or any module) as separate OS processes in tests."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import socket
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+_READY = re.compile(r"serving on [^:\s]+:(\d+)|listening on [^:\s]+:(\d+)")
+
+
+def free_port() -> int:
+    """Returns a TCP port that was free on 127.0.0.1 a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def base_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for a child process: PYTHONPATH with the repo and gen/python, no stray config."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "gen" / "python"), env.get("PYTHONPATH", "")])
+    env["PYTHONUNBUFFERED"] = "1"
+    env.setdefault("CORRAL_LOGGING__LEVEL", "WARNING")
+    if extra:
+        env.update(extra)
+    return env
+
+
+class ServiceProcess:
+    """A Python module run as a child process that announces readiness on stdout.
+
+    The child prints a line containing "serving on HOST:PORT" (Corral services) or
+    "listening on HOST:PORT" (the simulator) once it accepts connections.
+    """
+
+    def __init__(self, module: str, env: Mapping[str, str] | None = None, args: tuple[str, ...] = ()) -> None:
+        self.module = module
+        self.env = base_env(env)
+        self.args = args
+        self.proc: asyncio.subprocess.Process | None = None
+        self.port = 0
+        self.output: list[str] = []
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self, timeout_s: float = 30.0) -> ServiceProcess:
+        """Starts the process and waits for its readiness line."""
+        self.proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            self.module,
+            *self.args,
+            env=self.env,
+            cwd=str(ROOT),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._reader = asyncio.create_task(self._read(ready))
+        try:
+            self.port = await asyncio.wait_for(ready, timeout_s)
+        except (TimeoutError, EOFError) as exc:
+            await self.kill()
+            raise RuntimeError(f"{self.module} did not become ready:\n" + "".join(self.output[-40:])) from exc
+        return self
+
+    async def _read(self, ready: asyncio.Future[int]) -> None:
+        assert self.proc is not None and self.proc.stdout is not None
+        while True:
+            line = await self.proc.stdout.readline()
+            if not line:
+                if not ready.done():
+                    ready.set_exception(EOFError("process exited"))
+                return
+            text = line.decode(errors="replace")
+            self.output.append(text)
+            if len(self.output) > 2000:
+                del self.output[:1000]
+            match = _READY.search(text)
+            if match and not ready.done():
+                ready.set_result(int(match.group(1) or match.group(2)))
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def signal(self, sig: int) -> None:
+        """Sends a signal to the process."""
+        if self.proc is not None and self.proc.returncode is None:
+            self.proc.send_signal(sig)
+
+    async def wait(self, timeout_s: float = 30.0) -> int:
+        """Waits for the process to exit and returns its exit code."""
+        assert self.proc is not None
+        code = await asyncio.wait_for(self.proc.wait(), timeout_s)
+        if self._reader is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._reader, 5)
+        return code
+
+    async def terminate(self, timeout_s: float = 30.0) -> int:
+        """SIGTERM, then wait for exit."""
+        self.signal(signal.SIGTERM)
+        return await self.wait(timeout_s)
+
+    async def kill(self) -> None:
+        """SIGKILL (after SIGCONT, in case it was stopped) and reap."""
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.send_signal(signal.SIGCONT)
+            self.proc.kill()
+        with contextlib.suppress(Exception):
+            await self.wait(10)
+
+    async def __aenter__(self) -> ServiceProcess:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.kill()
