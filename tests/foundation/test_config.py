@@ -26,10 +26,10 @@ def test_file_then_environment_override(tmp_path: Path) -> None:
 
 
 def test_env_for_unknown_key_is_rejected() -> None:
-    with pytest.raises(ConfigError, match="unknown key 'cache.nonsense'"):
+    with pytest.raises(ConfigError, match=r"unknown key 'cache\.nonsense'"):
         load_config(env={"CORRAL_CACHE__NONSENSE": "1"})
 
 
 def test_out_of_range_port_is_named() -> None:
-    with pytest.raises(ConfigError, match="'router.port'"):
+    with pytest.raises(ConfigError, match=r"'router\.port'"):
         load_config(env={"CORRAL_ROUTER__PORT": "70000"})

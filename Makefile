@@ -1,0 +1,59 @@
+# Corral — make targets. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BUF := node_modules/.bin/buf
+export PYTHONPATH := $(CURDIR):$(CURDIR)/gen/python
+STAMP := $(VENV)/.corral-installed
+PYTEST_ARGS ?=
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  %-14s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[local,dev]'
+	@touch $@
+
+$(BUF): package.json
+	npm install --no-audit --no-fund --silent
+	@touch $@
+
+setup: $(STAMP) $(BUF) ## Install everything into .venv and node_modules (idempotent)
+
+proto: $(STAMP) ## Regenerate Python stubs and .pyi types from protos/
+	PY=$(PY) ./scripts/gen_protos.sh
+
+proto-check: proto ## Fail when the committed stubs differ from the protos
+	git diff --exit-code -- gen/python
+
+lint: setup ## ruff, mypy, buf lint and buf breaking against main
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy services sim devstack tests bench scripts
+	$(BUF) lint protos
+	$(BUF) format -d --exit-code protos
+	@if git rev-parse --verify -q main >/dev/null && git ls-tree -d main protos >/dev/null 2>&1 && [ -n "$$(git ls-tree main protos)" ]; then \
+		$(BUF) breaking protos --against '.git#branch=main,subdir=protos'; \
+	else echo "buf breaking: no protos on main yet, skipped"; fi
+
+test: setup ## Run the whole test suite (starts its own Redis, PostgreSQL, simulator nodes and services)
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+demo: setup ## Start the local stack, run a scripted workload, print a report, stop everything
+	$(PY) -m scripts.demo
+
+up: setup ## Start the local stack in the background (Redis, PostgreSQL, 4 simulator nodes, 4 services)
+	$(PY) -m scripts.stack up
+
+down: ## Stop the local stack started by `make up`
+	@test -x $(PY) && $(PY) -m scripts.stack down || true
+
+clean: down ## Remove the state folder (databases, logs) and caches
+	rm -rf .state .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+.PHONY: help setup proto proto-check lint test demo up down clean
