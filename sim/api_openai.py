@@ -1,0 +1,262 @@
+"""OpenAI-compatible endpoints: /v1/chat/completions, /v1/embeddings, /v1/models."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from sim import textgen
+from sim.api_infer import json_key, render_chat
+from sim.completion import CompletionRequest, run_completion
+from sim.embedder import embed_texts
+from sim.engine import BusyError, Engine
+from sim.wire import ApiError, encode, json_response
+
+_ERROR_TYPES = {400: "invalid_request_error", 404: "not_found_error"}
+_ids = itertools.count(1)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def openai_errors(handler: Handler) -> Handler:
+    """Answer errors in OpenAI's shape, keeping the native status."""
+
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except ApiError as exc:
+            body = {
+                "error": {
+                    "message": exc.message,
+                    "type": _ERROR_TYPES.get(exc.status, "api_error"),
+                    "param": None,
+                    "code": None,
+                }
+            }
+            return json_response(body, status=exc.status)
+
+    return wrapped
+
+
+async def _body(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    if not raw.strip():
+        raise ApiError(400, "missing request body")
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise ApiError(400, f"invalid request body: {exc}") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid request body: expected a JSON object")
+    return body
+
+
+def _content_text(content: Any, index: int) -> str:
+    if content is None or isinstance(content, str):
+        return content or ""
+    if isinstance(content, list):
+        parts = [p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+        return "".join(str(p) for p in parts)
+    raise ApiError(400, f"messages[{index}].content: invalid content type")
+
+
+class OpenAiApi:
+    """Handlers bound to one node's engine."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    async def chat_completions(self, request: web.Request) -> web.StreamResponse:
+        """POST /v1/chat/completions."""
+        body = await _body(request)
+        name = body.get("model")
+        if not isinstance(name, str) or not name:
+            raise ApiError(400, "model is required")
+        spec = self.engine.resolve(name)
+        if spec is None:
+            raise ApiError(404, f"model '{name}' not found")
+        if "completion" not in spec.capabilities:
+            raise ApiError(400, f'"{name}" does not support chat')
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            raise ApiError(400, "[] is too short - 'messages'")
+        plain = []
+        for i, m in enumerate(messages):
+            if not isinstance(m, dict):
+                raise ApiError(400, f"messages[{i}]: must be an object")
+            plain.append({"role": m.get("role"), "content": _content_text(m.get("content"), i)})
+        ids, key = render_chat(plain)
+        max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
+        if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool)):
+            raise ApiError(400, "max_tokens: must be an integer")
+        stop = body.get("stop")
+        stops = [stop] if isinstance(stop, str) else list(stop) if isinstance(stop, list) else []
+        seed = body.get("seed")
+        fmt = body.get("response_format")
+        format_value: Any = None
+        if isinstance(fmt, dict) and fmt.get("type") == "json_object":
+            format_value = "json"
+        elif isinstance(fmt, dict) and fmt.get("type") == "json_schema":
+            format_value = (fmt.get("json_schema") or {}).get("schema") or "json"
+        req = CompletionRequest(
+            spec=spec,
+            prompt_ids=ids,
+            key=f"{spec.key}\x01{key}",
+            keep_alive_s=self.engine.cfg.keep_alive_s,
+            seed=seed if isinstance(seed, int) and seed >= 0 else self.engine.cfg.seed,
+            num_predict=max_tokens,
+            stop=[s for s in stops if isinstance(s, str)],
+            json_key=json_key(format_value),
+        )
+        completion_id = f"chatcmpl-{next(_ids)}"
+        created = int(time.time())
+        if not body.get("stream"):
+            try:
+                result = await run_completion(self.engine, req, None)
+            except BusyError as exc:
+                raise ApiError(503, str(exc)) from None
+            return json_response(
+                {
+                    "id": completion_id,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": name,
+                    "system_fingerprint": "fp_ollama",
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": result.text},
+                            "finish_reason": result.done_reason,
+                        }
+                    ],
+                    "usage": _usage(result.prompt_eval_count, result.eval_count),
+                }
+            )
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        response: web.StreamResponse | None = None
+
+        def chunk(delta: dict[str, Any], finish: str | None) -> bytes:
+            obj = {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": name,
+                "system_fingerprint": "fp_ollama",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+            return f"data: {encode(obj)}\n\n".encode()
+
+        async def start() -> web.StreamResponse:
+            sse = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            sse.enable_chunked_encoding()
+            await sse.prepare(request)
+            return sse
+
+        async def sink(piece: str) -> None:
+            nonlocal response
+            if response is None:
+                response = await start()
+            await response.write(chunk({"role": "assistant", "content": piece}, None))
+
+        try:
+            result = await run_completion(self.engine, req, sink)
+        except BusyError as exc:
+            raise ApiError(503, str(exc)) from None
+        if response is None:
+            response = await start()
+        await response.write(chunk({}, result.done_reason))
+        if include_usage:
+            usage = {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": name,
+                "system_fingerprint": "fp_ollama",
+                "choices": [],
+                "usage": _usage(result.prompt_eval_count, result.eval_count),
+            }
+            await response.write(f"data: {encode(usage)}\n\n".encode())
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    async def embeddings(self, request: web.Request) -> web.StreamResponse:
+        """POST /v1/embeddings."""
+        body = await _body(request)
+        name = body.get("model")
+        if not isinstance(name, str) or not name:
+            raise ApiError(400, "model is required")
+        spec = self.engine.resolve(name)
+        if spec is None:
+            raise ApiError(404, f'model "{name}" not found, try pulling it first')
+        raw = body.get("input")
+        if isinstance(raw, str):
+            texts = [raw]
+        elif isinstance(raw, list) and raw and all(isinstance(t, str) for t in raw):
+            texts = list(raw)
+        else:
+            raise ApiError(400, "invalid input type")
+        dimensions = body.get("dimensions")
+        if dimensions is not None and (not isinstance(dimensions, int) or dimensions < 1):
+            raise ApiError(400, "dimensions must be a positive integer")
+        engine = self.engine
+        try:
+            runner, _ = await engine.acquire_runner(spec, engine.cfg.keep_alive_s)
+        except BusyError as exc:
+            raise ApiError(503, str(exc)) from None
+        try:
+            try:
+                slot, _ = await engine.acquire_slot(runner, [])
+            except BusyError as exc:
+                raise ApiError(503, str(exc)) from None
+            try:
+                tokens = sum(textgen.count_tokens(t) for t in texts)
+                await engine.sleep(engine.prompt_eval_s(spec, tokens))
+                vectors = await embed_texts(spec, texts)
+                engine.account_prompt(spec, tokens, 0, 0)
+            finally:
+                engine.release_slot(runner, slot, None)
+        finally:
+            engine.release_runner(runner)
+        data = [
+            {"object": "embedding", "embedding": textgen.truncate_normalize(v, dimensions), "index": i}
+            for i, v in enumerate(vectors)
+        ]
+        return json_response(
+            {
+                "object": "list",
+                "data": data,
+                "model": name,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
+
+    def _model_entry(self, name: str, modified_at: str) -> dict[str, Any]:
+        created = int(time.mktime(time.strptime(modified_at[:19], "%Y-%m-%dT%H:%M:%S")))
+        return {"id": name, "object": "model", "created": created, "owned_by": "library"}
+
+    async def models(self, request: web.Request) -> web.StreamResponse:
+        """GET /v1/models."""
+        data = [self._model_entry(s.name, s.modified_at) for s in self.engine.installed.values()]
+        return json_response({"object": "list", "data": data})
+
+    async def model(self, request: web.Request) -> web.StreamResponse:
+        """GET /v1/models/{model}."""
+        name = request.match_info["model"]
+        spec = self.engine.resolve(name)
+        if spec is None:
+            raise ApiError(404, f"model '{name}' not found")
+        return json_response(self._model_entry(name, spec.modified_at))
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }

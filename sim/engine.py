@@ -1,0 +1,344 @@
+"""The node's scheduler and cost model: loads, eviction, keep-alive, parallel slots, queue, KV cache."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from sim.config import ModelSpec, NodeConfig, normalize_model_name
+from sim.faults import FaultState
+
+
+class BusyError(Exception):
+    """The node's queue is full: Ollama answers 503."""
+
+    MESSAGE = "server busy, please try again.  maximum pending requests exceeded"
+
+    def __init__(self) -> None:
+        super().__init__(self.MESSAGE)
+
+
+@dataclass(slots=True)
+class Slot:
+    """One parallel sequence of a runner, with the tokens of its last conversation (its KV cache)."""
+
+    index: int
+    token_ids: list[int] = field(default_factory=list)
+    last_used: float = 0.0
+
+
+class Runner:
+    """A loaded model (one llama-server in Ollama) with its slots."""
+
+    def __init__(self, spec: ModelSpec, num_parallel: int, load_ns: int) -> None:
+        self.spec = spec
+        self.slots = [Slot(i) for i in range(num_parallel)]
+        self.free: list[Slot] = list(self.slots)
+        self.waiters: deque[asyncio.Future[Slot]] = deque()
+        self.ref_count = 0
+        self.load_ns = load_ns
+        self.keep_alive_s = 300.0
+        self.expires_at = math.inf  # wall-clock seconds
+        self.expire_handle: asyncio.TimerHandle | None = None
+        self.expiring = False
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    def take_free_slot(self, prompt_ids: list[int]) -> Slot | None:
+        """Return the free slot sharing the longest prefix with the prompt (LRU on ties), if any."""
+        if not self.free:
+            return None
+        best = max(self.free, key=lambda s: (common_prefix(s.token_ids, prompt_ids), -s.last_used))
+        self.free.remove(best)
+        return best
+
+    def give_back(self, slot: Slot) -> None:
+        """Hand a slot to the first waiter still waiting, or put it back in the free list."""
+        while self.waiters:
+            waiter = self.waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(slot)
+                return
+        self.free.append(slot)
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """Length of the common prefix of two token lists."""
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
+
+
+@dataclass(slots=True)
+class NodeStats:
+    """Counters exposed by `/_sim/stats`."""
+
+    requests_total: int = 0
+    requests_by_route: dict[str, int] = field(default_factory=dict)
+    busy_rejections: int = 0
+    faults_injected: int = 0
+    loads: int = 0
+    unloads: int = 0
+    evictions: int = 0
+    prompt_tokens_evaluated: dict[str, int] = field(default_factory=dict)
+    prompt_tokens_cached: dict[str, int] = field(default_factory=dict)
+    eval_tokens: dict[str, int] = field(default_factory=dict)
+
+
+class Engine:
+    """Scheduler state of one node; all methods run on the node's event loop."""
+
+    def __init__(self, cfg: NodeConfig, faults: FaultState) -> None:
+        self.cfg = cfg
+        self.faults = faults
+        self.installed: dict[str, ModelSpec] = {m.key: m for m in cfg.models}
+        self.catalog: dict[str, ModelSpec] = {m.key: m for m in cfg.catalog}
+        self.catalog.update(self.installed)
+        self.runners: dict[str, Runner] = {}
+        self._loading: dict[str, asyncio.Task[Runner]] = {}
+        self._load_lock = asyncio.Lock()
+        self.queued = 0
+        self.in_flight = 0
+        self.stats = NodeStats()
+        self._watchers: list[asyncio.Future[None]] = []
+
+    # ----------------------------------------------------------------- lookups and costs
+    def resolve(self, name: str) -> ModelSpec | None:
+        """The installed model answering to `name`, if any."""
+        return self.installed.get(normalize_model_name(name))
+
+    def _rate(self, spec: ModelSpec, prompt: bool) -> float:
+        if prompt:
+            base = spec.prompt_eval_tok_s or self.cfg.prompt_eval_tok_s
+        else:
+            base = spec.eval_tok_s or self.cfg.eval_tok_s
+        return base * self.cfg.speed_factor / self.faults.current.slow_factor
+
+    def prompt_eval_s(self, spec: ModelSpec, tokens: int) -> float:
+        """Nominal seconds to evaluate `tokens` prompt tokens."""
+        return tokens / self._rate(spec, prompt=True)
+
+    def eval_s_per_token(self, spec: ModelSpec) -> float:
+        """Nominal seconds per generated token."""
+        return 1.0 / self._rate(spec, prompt=False)
+
+    def load_s(self, spec: ModelSpec) -> float:
+        """Nominal seconds to load a model from disk."""
+        seconds = self.cfg.load_base_s + self.cfg.load_s_per_gb * spec.size_bytes / 1e9
+        return seconds * self.faults.current.slow_factor / self.cfg.speed_factor
+
+    def warm_ns(self) -> int:
+        """Nominal load_duration of a request that finds its model loaded."""
+        return max(1, int(self.cfg.warm_load_ms * 1e6))
+
+    async def sleep(self, nominal_s: float) -> None:
+        """Sleep for a nominal duration, scaled by the time scale (no sleep at all in no-delay mode)."""
+        real_s = nominal_s * self.cfg.time_scale
+        if real_s > 0:
+            await asyncio.sleep(real_s)
+
+    def keep_alive_real_s(self, keep_alive_s: float) -> float:
+        """Real seconds of a keep-alive duration."""
+        if self.cfg.scale_keep_alive and self.cfg.time_scale > 0:
+            return keep_alive_s * self.cfg.time_scale
+        return keep_alive_s
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
+        """Wait until `predicate()` holds, re-checking whenever the scheduler state changes.
+
+        Raises:
+            TimeoutError: when it does not hold within `timeout_s`.
+        """
+        async with asyncio.timeout(timeout_s):
+            while not predicate():
+                waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                self._watchers.append(waiter)
+                await waiter
+
+    def poke(self) -> None:
+        # NOTE: cheap when nobody watches, which is the benchmark's hot path.
+        if self._watchers:
+            watchers, self._watchers = self._watchers, []
+            for waiter in watchers:
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    # ----------------------------------------------------------------- runners
+    async def acquire_runner(self, spec: ModelSpec, keep_alive_s: float) -> tuple[Runner, int]:
+        """Get the model's runner, loading it if needed; returns it with the request's load_duration (ns).
+
+        Raises:
+            BusyError: when the model must be loaded and the queue is full.
+        """
+        runner = self.runners.get(spec.key)
+        if runner is not None and not runner.expiring:
+            self._hold(runner, keep_alive_s)
+            return runner, self.warm_ns()
+        if self.queued >= self.cfg.max_queue:
+            self.stats.busy_rejections += 1
+            raise BusyError()
+        self.queued += 1
+        self.poke()
+        try:
+            while True:
+                task = self._loading.get(spec.key)
+                if task is None:
+                    task = asyncio.get_running_loop().create_task(self._load(spec))
+                    self._loading[spec.key] = task
+                runner = await asyncio.shield(task)
+                if self.runners.get(spec.key) is runner and not runner.expiring:
+                    self._hold(runner, keep_alive_s)
+                    return runner, runner.load_ns
+        finally:
+            self.queued -= 1
+            self.poke()
+
+    def _hold(self, runner: Runner, keep_alive_s: float) -> None:
+        runner.ref_count += 1
+        runner.idle.clear()
+        runner.keep_alive_s = keep_alive_s
+        if runner.expire_handle is not None:
+            runner.expire_handle.cancel()
+            runner.expire_handle = None
+        runner.expires_at = time.time() + self.keep_alive_real_s(keep_alive_s)
+
+    def release_runner(self, runner: Runner) -> None:
+        """Drop one reference; an idle runner starts its keep-alive timer (or unloads at once)."""
+        runner.ref_count -= 1
+        if runner.ref_count > 0:
+            return
+        runner.idle.set()
+        real_s = self.keep_alive_real_s(runner.keep_alive_s)
+        if runner.expiring or real_s <= 0:
+            self.unload(runner)
+            return
+        runner.expires_at = time.time() + real_s
+        if math.isfinite(real_s):
+            loop = asyncio.get_running_loop()
+            runner.expire_handle = loop.call_later(real_s, self._expire, runner)
+
+    def _expire(self, runner: Runner) -> None:
+        runner.expire_handle = None
+        if runner.ref_count == 0:
+            self.unload(runner)
+
+    def unload(self, runner: Runner) -> None:
+        """Remove an idle runner from memory."""
+        if self.runners.get(runner.spec.key) is runner:
+            del self.runners[runner.spec.key]
+            self.stats.unloads += 1
+        if runner.expire_handle is not None:
+            runner.expire_handle.cancel()
+            runner.expire_handle = None
+        self.poke()
+
+    def request_unload(self, spec: ModelSpec) -> None:
+        """keep_alive 0 with an empty prompt: unload now when idle, else once idle; no-op if not loaded."""
+        runner = self.runners.get(spec.key)
+        if runner is None:
+            return
+        runner.keep_alive_s = 0.0
+        if runner.ref_count == 0:
+            self.unload(runner)
+        else:
+            runner.expiring = True
+
+    async def _load(self, spec: ModelSpec) -> Runner:
+        try:
+            async with self._load_lock:
+                waited_s = await self._make_room()
+                load_s = self.load_s(spec)
+                await self.sleep(load_s)
+                parallel = 1 if spec.is_embedding else self.cfg.num_parallel
+                runner = Runner(spec, parallel, load_ns=int((load_s + waited_s) * 1e9))
+                self.runners[spec.key] = runner
+                self.stats.loads += 1
+                self.poke()
+                return runner
+        finally:
+            self._loading.pop(spec.key, None)
+
+    async def _make_room(self) -> float:
+        """Evict runners until one more fits; returns the nominal seconds spent waiting."""
+        waited_s = 0.0
+        while len(self.runners) >= self.cfg.max_loaded_models:
+            idle = [r for r in self.runners.values() if r.ref_count == 0]
+            if idle:
+                victim = min(idle, key=lambda r: (r.keep_alive_s, r.spec.key))
+                self.unload(victim)
+                self.stats.evictions += 1
+                continue
+            # NOTE: as Ollama's scheduler: the shortest-duration runner is set to expire and the load
+            # waits for its requests to finish.
+            victim = min(self.runners.values(), key=lambda r: (r.keep_alive_s, r.spec.key))
+            victim.expiring = True
+            started = time.perf_counter()
+            await victim.idle.wait()
+            if self.cfg.time_scale > 0:
+                waited_s += (time.perf_counter() - started) / self.cfg.time_scale
+            if self.runners.get(victim.spec.key) is victim:
+                self.unload(victim)
+                self.stats.evictions += 1
+        return waited_s
+
+    # ----------------------------------------------------------------- slots
+    async def acquire_slot(self, runner: Runner, prompt_ids: list[int]) -> tuple[Slot, float]:
+        """Wait for a free slot; returns it with the nominal seconds waited.
+
+        Raises:
+            BusyError: in queue_mode "all" when every slot is taken and the queue is full.
+        """
+        slot = runner.take_free_slot(prompt_ids)
+        if slot is not None:
+            self.in_flight += 1
+            return slot, 0.0
+        counted = self.cfg.queue_mode == "all"
+        if counted:
+            if self.queued >= self.cfg.max_queue:
+                self.stats.busy_rejections += 1
+                raise BusyError()
+            self.queued += 1
+            self.poke()
+        waiter: asyncio.Future[Slot] = asyncio.get_running_loop().create_future()
+        runner.waiters.append(waiter)
+        started = time.perf_counter()
+        try:
+            slot = await waiter
+        except asyncio.CancelledError:
+            if waiter.done() and not waiter.cancelled():
+                runner.give_back(waiter.result())
+            raise
+        finally:
+            if counted:
+                self.queued -= 1
+                self.poke()
+        self.in_flight += 1
+        waited = time.perf_counter() - started
+        return slot, (waited / self.cfg.time_scale if self.cfg.time_scale > 0 else 0.0)
+
+    def release_slot(self, runner: Runner, slot: Slot, token_ids: list[int] | None) -> None:
+        """Free a slot, remembering the conversation it now holds (None keeps the old cache)."""
+        if token_ids is not None:
+            slot.token_ids = token_ids
+        slot.last_used = time.monotonic()
+        self.in_flight -= 1
+        runner.give_back(slot)
+        self.poke()
+
+    def account_prompt(self, spec: ModelSpec, evaluated: int, cached: int, generated: int) -> None:
+        """Record token counters for `/_sim/stats`."""
+        stats = self.stats
+        stats.prompt_tokens_evaluated[spec.name] = stats.prompt_tokens_evaluated.get(spec.name, 0) + evaluated
+        stats.prompt_tokens_cached[spec.name] = stats.prompt_tokens_cached.get(spec.name, 0) + cached
+        stats.eval_tokens[spec.name] = stats.eval_tokens.get(spec.name, 0) + generated
+
+    def unload_all(self) -> None:
+        """Forget every loaded model (a restarted node starts cold)."""
+        for runner in list(self.runners.values()):
+            self.unload(runner)
