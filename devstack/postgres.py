@@ -41,14 +41,14 @@ _PG_HBA = """\
 host    all       all   127.0.0.1/32   trust
 """
 
-# NOTE: durability is traded for speed (a throw-away development database): fsync off still
-# survives a killed server, only an OS crash can lose data. No unix socket: TCP on 127.0.0.1 only,
-# which also avoids the 107-byte socket path limit under deep state folders.
+# NOTE: durability is traded for speed (a throw-away development database): with fsync off a
+# killed server loses nothing (WAL is written at commit; only an OS crash can lose data), so
+# synchronous_commit stays on, which tests that kill the server rely on. No unix socket: TCP on
+# 127.0.0.1 only, which also avoids the 107-byte socket path limit under deep state folders.
 _SERVER_SETTINGS = {
     "listen_addresses": LOCALHOST,
     "unix_socket_directories": "",
     "fsync": "off",
-    "synchronous_commit": "off",
     "full_page_writes": "off",
     "max_connections": "100",
     "shared_buffers": "64MB",

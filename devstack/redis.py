@@ -13,6 +13,8 @@ from pathlib import Path
 from types import TracebackType
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 from devstack import config
 from devstack._process import (
@@ -164,7 +166,15 @@ class RedisServer:
                 start_new_session=True,
             )
         deadline = time.monotonic() + _START_TIMEOUT_S
-        client = redis.Redis(host=LOCALHOST, port=self.port, socket_timeout=1.0, socket_connect_timeout=1.0)
+        # NOTE: no retries and a short timeout: while our server is not up, whatever answers
+        # (or hangs) on the port must not stall the loop that watches our process.
+        client = redis.Redis(
+            host=LOCALHOST,
+            port=self.port,
+            socket_timeout=0.25,
+            socket_connect_timeout=0.25,
+            retry=Retry(NoBackoff(), 0),
+        )
         try:
             while True:
                 if proc.poll() is not None:

@@ -1,0 +1,43 @@
+"""Shared pytest fixtures: one Redis and one migrated PostgreSQL per test session."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devstack import migrate
+from devstack.config import make_temp_state_dir
+from devstack.postgres import PostgresServer
+from devstack.redis import RedisServer
+
+
+@pytest.fixture(scope="session")
+def stack_state_dir() -> Iterator[Path]:
+    """A state folder for the session's servers, removed at the end."""
+    state = make_temp_state_dir("corral-test-")
+    yield state
+    shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def redis_server(stack_state_dir: Path) -> Iterator[RedisServer]:
+    """A Redis on a free port, shared by the session: do not stop it (start your own instead)."""
+    with RedisServer(port=0, state_dir=stack_state_dir) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_server(stack_state_dir: Path) -> Iterator[PostgresServer]:
+    """A PostgreSQL + pgvector on a free port, shared by the session: do not stop it."""
+    with PostgresServer(port=0, state_dir=stack_state_dir) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def migrated_dsn(postgres_server: PostgresServer) -> str:
+    """The DSN of the session's `corral` database with every migration applied."""
+    migrate.apply(postgres_server.dsn)
+    return postgres_server.dsn

@@ -1,0 +1,1 @@
+"""Tests for the local Redis/PostgreSQL launcher."""
