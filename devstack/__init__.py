@@ -1,1 +1,1 @@
-"""devstack package."""
+"""Local Redis and PostgreSQL + pgvector for development and tests, without root or Docker."""

@@ -136,6 +136,8 @@ class PostgresServer:
         info = _read_postmaster_pid(self.data_dir)
         if info is None or not is_our_process(info[0], "postgres"):
             return False
+        if str(self.data_dir) not in cmdline(info[0]):
+            return False
         if require_ready and info[2] != "ready":
             return False
         self.pid, self.port = info[0], info[1]

@@ -22,6 +22,7 @@ from devstack._process import (
     DevstackError,
     PortInUseError,
     check_port,
+    cmdline,
     free_port,
     is_our_process,
     read_json,
@@ -108,7 +109,10 @@ class RedisServer:
         info = read_json(self._info_path)
         if info is None or not isinstance(info.get("pid"), int) or not isinstance(info.get("port"), int):
             return False
-        if not is_our_process(info["pid"], "redis-server"):
+        # NOTE: redis-server shows "<path> 127.0.0.1:<port>" as its title; checking the port too
+        # keeps a recycled PID of another stack's server from being taken for ours.
+        title = cmdline(info["pid"])
+        if not is_our_process(info["pid"], "redis-server") or not title[0].endswith(f":{info['port']}"):
             return False
         self.pid, self.port = info["pid"], info["port"]
         return True
