@@ -49,12 +49,22 @@ class Runner:
         self.idle.set()
 
     def take_free_slot(self, prompt_ids: list[int]) -> Slot | None:
-        """Return the free slot sharing the longest prefix with the prompt (LRU on ties), if any."""
+        """Take a free slot for the prompt, with the longest cached prefix available, if any is free.
+
+        As Ollama's runner does, a request that would overwrite a longer conversation in the best slot
+        takes the least recently used free slot instead and copies the shared prefix into it.
+        """
         if not self.free:
             return None
         best = max(self.free, key=lambda s: (common_prefix(s.token_ids, prompt_ids), -s.last_used))
-        self.free.remove(best)
-        return best
+        prefix = common_prefix(best.token_ids, prompt_ids)
+        chosen = best
+        if prefix < len(best.token_ids) and len(self.free) > 1:
+            chosen = min(self.free, key=lambda s: s.last_used)
+            if chosen is not best:
+                chosen.token_ids = best.token_ids[:prefix]
+        self.free.remove(chosen)
+        return chosen
 
     def give_back(self, slot: Slot) -> None:
         """Hand a slot to the first waiter still waiting, or put it back in the free list."""
@@ -294,10 +304,11 @@ class Engine:
         Raises:
             BusyError: in queue_mode "all" when every slot is taken and the queue is full.
         """
-        slot = runner.take_free_slot(prompt_ids)
-        if slot is not None:
+        taken = runner.take_free_slot(prompt_ids)
+        if taken is not None:
             self.in_flight += 1
-            return slot, 0.0
+            self.poke()
+            return taken, 0.0
         counted = self.cfg.queue_mode == "all"
         if counted:
             if self.queued >= self.cfg.max_queue:
