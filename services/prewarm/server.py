@@ -5,18 +5,20 @@ from __future__ import annotations
 from corral.v1 import prewarm_service_pb2, prewarm_service_pb2_grpc
 
 from services.common.config import load_config_or_exit
-from services.common.server import Cleanup, ServiceContext, no_cleanup, run_service
+from services.common.server import Cleanup, ServiceContext, run_service
+from services.prewarm.app import PrewarmApp
+from services.prewarm.servicer import PrewarmServicer
 
 SERVICE_NAMES = (prewarm_service_pb2.DESCRIPTOR.services_by_name["PrewarmService"].full_name,)
 
 
 async def setup(ctx: ServiceContext) -> Cleanup:
-    """Registers the servicer (RPCs answer UNIMPLEMENTED until the service is built)."""
-    prewarm_service_pb2_grpc.add_PrewarmServiceServicer_to_server(
-        prewarm_service_pb2_grpc.PrewarmServiceServicer(),  # type: ignore[abstract]
-        ctx.server,
-    )
-    return no_cleanup
+    """Registers the servicer and starts the background work (health stream, triggers, start-up run)."""
+    app = PrewarmApp(ctx.cfg.prewarm)
+    servicer = PrewarmServicer(app.manager, lambda: app.triggers.next_scheduled_at_s)
+    prewarm_service_pb2_grpc.add_PrewarmServiceServicer_to_server(servicer, ctx.server)
+    await app.start()
+    return app.close
 
 
 async def serve() -> None:

@@ -1,0 +1,81 @@
+"""Loads models on Ollama nodes over HTTP: an empty generate (or embed) with a keep-alive."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import aiohttp
+
+from services.prewarm.ports import PeerError
+
+
+def keep_alive_value(keep_alive_s: float) -> int | float:
+    """Ollama's keep_alive as a number of seconds (negative keeps the model loaded forever)."""
+    if keep_alive_s < 0:
+        return -1
+    return int(keep_alive_s) if float(keep_alive_s).is_integer() else keep_alive_s
+
+
+class OllamaNodeClient:
+    """Sends warm-up requests to nodes with one pooled aiohttp session."""
+
+    def __init__(self, session: aiohttp.ClientSession | None = None) -> None:
+        self._session = session
+        self._owned = session is None
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            # NOTE: aiohttp rather than httpx: DESIGN.md measured plain httpx collapsing under concurrency.
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None))
+            self._owned = True
+        return self._session
+
+    async def close(self) -> None:
+        """Closes the session if this client created it."""
+        if self._owned and self._session is not None:
+            await self._session.close()
+
+    async def warm(
+        self, address: str, model: str, *, embedding: bool, keep_alive_s: float, timeout_s: float
+    ) -> None:
+        """Loads a model (POST /api/generate with an empty prompt, or /api/embed with no input).
+
+        Raises:
+            PeerError: connection failure (unreachable), timeout, or an error status from the node.
+        """
+        keep_alive = keep_alive_value(keep_alive_s)
+        body: dict[str, object] = {"model": model, "keep_alive": keep_alive}
+        if embedding:
+            path = "/api/embed"
+            body["input"] = []
+        else:
+            path = "/api/generate"
+            body.update(prompt="", stream=False)
+        url = address.rstrip("/") + path
+        try:
+            async with asyncio.timeout(timeout_s):
+                async with self._client().post(url, json=body) as response:
+                    text = await response.text()
+        except TimeoutError:
+            raise PeerError(f"no answer from {address} within {timeout_s:g} s") from None
+        except aiohttp.ClientConnectionError as exc:
+            raise PeerError(f"cannot reach {address}: {exc}", unreachable=True) from None
+        except aiohttp.ClientError as exc:
+            raise PeerError(f"HTTP error from {address}: {exc}") from None
+        reply = _parse(text)
+        if response.status != 200:
+            error = reply.get("error") if isinstance(reply, dict) else None
+            raise PeerError(f"{address} answered {response.status}: {error or text[:200]}")
+        if not isinstance(reply, dict):
+            raise PeerError(f"{address} sent a reply that is not a JSON object")
+        if "error" in reply:
+            raise PeerError(f"{address}: {reply['error']}")
+
+
+def _parse(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
