@@ -2,21 +2,84 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import grpc
 from corral.v1 import health_service_pb2, health_service_pb2_grpc
+from grpc_health.v1 import health
 
 from services.common.config import load_config_or_exit
-from services.common.server import Cleanup, ServiceContext, no_cleanup, run_service
+from services.common.server import Cleanup, ServiceContext, build_server, run_service, set_serving
+from services.health.config import HealthConfig
+from services.health.engine import HealthEngine
+from services.health.prober import Prober
+from services.health.servicer import HealthServicer
+
+logger = logging.getLogger(__name__)
 
 SERVICE_NAMES = (health_service_pb2.DESCRIPTOR.services_by_name["HealthService"].full_name,)
+DOMAIN = "health.corral"
+
+
+def _end_watches_on_shutdown(health_servicer: health.aio.HealthServicer, engine: HealthEngine) -> None:
+    """Ends WatchScores streams when the graceful shutdown starts.
+
+    WatchScores streams never end by themselves, so without this the drain would wait the whole
+    grace period for them. The bootstrap calls `enter_graceful_shutdown()` before `server.stop()`;
+    wrapping it closes the hub first, and subscribers get UNAVAILABLE and reconnect elsewhere.
+    """
+    original: Callable[[], Awaitable[None]] = health_servicer.enter_graceful_shutdown
+
+    async def enter_graceful_shutdown() -> None:
+        engine.hub.close()
+        await original()
+
+    # NOTE: the bootstrap has no shutdown hook yet; this wraps the one call that precedes the drain.
+    setattr(health_servicer, "enter_graceful_shutdown", enter_graceful_shutdown)  # noqa: B010
 
 
 async def setup(ctx: ServiceContext) -> Cleanup:
-    """Registers the servicer (RPCs answer UNIMPLEMENTED until the service is built)."""
-    health_service_pb2_grpc.add_HealthServiceServicer_to_server(
-        health_service_pb2_grpc.HealthServiceServicer(),  # type: ignore[abstract]
-        ctx.server,
+    """Registers the servicer and starts probing the configured nodes."""
+    cfg = ctx.cfg.health
+    engine = HealthEngine(cfg, Prober(cfg.probe_timeout_s))
+    health_service_pb2_grpc.add_HealthServiceServicer_to_server(HealthServicer(engine), ctx.server)
+    await engine.start()
+    _end_watches_on_shutdown(ctx.health, engine)
+    logger.info(
+        "probing %d nodes every %.1f s (timeout %.1f s)",
+        len(cfg.nodes),
+        cfg.probe_interval_s,
+        cfg.probe_timeout_s,
     )
-    return no_cleanup
+    return engine.stop
+
+
+@dataclass
+class RunningHealth:
+    """An in-process health server (for tests and embedding)."""
+
+    server: grpc.aio.Server
+    port: int
+    engine: HealthEngine
+
+    async def stop(self) -> None:
+        """Stops the server and the engine."""
+        self.engine.hub.close()
+        await self.server.stop(None)
+        await self.engine.stop()
+
+
+async def start_in_process(cfg: HealthConfig, *, access_log: bool = False) -> RunningHealth:
+    """Builds, starts and marks SERVING a health server with the production interceptors."""
+    server, port, health_servicer = build_server(cfg, SERVICE_NAMES, domain=DOMAIN, access_log=access_log)
+    engine = HealthEngine(cfg, Prober(cfg.probe_timeout_s))
+    health_service_pb2_grpc.add_HealthServiceServicer_to_server(HealthServicer(engine), server)
+    await engine.start()
+    await server.start()
+    await set_serving(health_servicer, SERVICE_NAMES, True)
+    return RunningHealth(server=server, port=port, engine=engine)
 
 
 async def serve() -> None:

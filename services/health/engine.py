@@ -1,0 +1,182 @@
+"""The health engine: runs the probe loops and the score publisher around the fleet model."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from services.health.config import HealthConfig
+from services.health.fleet import Fleet
+from services.health.hub import Hub, Subscription
+from services.health.registry import ProbeResult
+from services.health.scoring import NodeView
+from services.health.stats import Outcome
+
+logger = logging.getLogger(__name__)
+
+
+class NodeProber(Protocol):
+    """What the engine needs from the probe adapter."""
+
+    async def probe(self, base_url: str, want_tags: bool) -> ProbeResult:
+        """Probes one node."""
+
+    async def close(self) -> None:
+        """Releases connections."""
+
+
+class MessageKind(enum.Enum):
+    """What a score message holds (mirrors corral.v1.ScoreUpdateKind)."""
+
+    SNAPSHOT = "snapshot"
+    UPDATE = "update"
+    HEARTBEAT = "heartbeat"
+
+
+@dataclass
+class ScoreMessage:
+    """One message of the score stream.
+
+    Attributes:
+        kind: Snapshot, update or heartbeat.
+        version: The fleet version it corresponds to.
+        generated_at: Epoch seconds.
+        nodes: Every node (snapshot), the changed ones (update), none (heartbeat).
+        removed_node_ids: Nodes removed since the previous version (update).
+        encoded: Per-message cache for the wire form, filled by the servicer (encode once, send to many).
+    """
+
+    kind: MessageKind
+    version: int
+    generated_at: float
+    nodes: tuple[NodeView, ...] = ()
+    removed_node_ids: tuple[str, ...] = ()
+    encoded: dict[str, Any] = field(default_factory=dict)
+
+
+class HealthEngine:
+    """Owns the fleet, one probe loop per node and the publisher that feeds WatchScores."""
+
+    def __init__(self, cfg: HealthConfig, prober: NodeProber, clock: Callable[[], float] = time.time) -> None:
+        self.cfg = cfg
+        self.fleet = Fleet(cfg, clock)
+        self._clock = clock
+        self._prober = prober
+        self.hub: Hub[ScoreMessage] = Hub(self._snapshot_message, cfg.subscriber_queue_size)
+        self._changed = asyncio.Event()
+        self.fleet.on_change = self._changed.set
+        self._probe_tasks: dict[str, asyncio.Task[None]] = {}
+        self._publisher: asyncio.Task[None] | None = None
+        self.probes_done = 0
+
+    # ---- lifecycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Registers the configured nodes and starts probing and publishing."""
+        for spec in self.cfg.nodes:
+            self.add_node(spec.id, spec.address, spec.labels)
+        # NOTE: the configured nodes are the starting point of the stream, not an update.
+        self.fleet.collect_changes()
+        self._publisher = asyncio.create_task(self._publish_loop(), name="health-publisher")
+
+    async def stop(self) -> None:
+        """Ends every subscription and background task, then closes the prober."""
+        self.hub.close()
+        tasks = [*self._probe_tasks.values(), *([self._publisher] if self._publisher else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._probe_tasks.clear()
+        await self._prober.close()
+
+    # ---- admin ----------------------------------------------------------------------------
+    def add_node(self, node_id: str, address: str, labels: Mapping[str, str]) -> NodeView:
+        """Registers a node and starts probing it at once."""
+        view = self.fleet.add_node(node_id, address, labels)
+        self._probe_tasks[node_id] = asyncio.create_task(self._probe_loop(node_id), name=f"probe-{node_id}")
+        return view
+
+    def remove_node(self, node_id: str) -> NodeView:
+        """Unregisters a node and stops probing it."""
+        view = self.fleet.remove_node(node_id)
+        task = self._probe_tasks.pop(node_id, None)
+        if task is not None:
+            task.cancel()
+        return view
+
+    def set_draining(self, node_id: str, draining: bool) -> NodeView:
+        """Drains or undrains a node."""
+        return self.fleet.set_draining(node_id, draining)
+
+    # ---- passive signals ------------------------------------------------------------------
+    def record_outcomes(self, reporter: str, outcomes: Sequence[Outcome]) -> int:
+        """Folds in validated outcomes; returns how many named a registered node."""
+        return sum(1 for outcome in outcomes if self.fleet.record_outcome(outcome, reporter))
+
+    def forget_reporter(self, reporter: str) -> None:
+        """A reporter's stream closed: its in-flight counts no longer hold."""
+        self.fleet.forget_reporter(reporter)
+
+    # ---- watch ----------------------------------------------------------------------------
+    def subscribe(self, name: str) -> tuple[Subscription[ScoreMessage], ScoreMessage]:
+        """A new subscriber and the snapshot it starts from."""
+        sub, snapshot = self.hub.subscribe(name)
+        logger.info("subscriber %s joined (%d in total)", name, len(self.hub))
+        return sub, snapshot
+
+    def _snapshot_message(self) -> ScoreMessage:
+        version, views = self.fleet.snapshot()
+        return ScoreMessage(MessageKind.SNAPSHOT, version, self._clock(), tuple(views))
+
+    # ---- loops ----------------------------------------------------------------------------
+    async def _probe_loop(self, node_id: str) -> None:
+        interval_s = self.cfg.probe_interval_s
+        loop = asyncio.get_running_loop()
+        while node_id in self.fleet.registry:
+            started = loop.time()
+            entry = self.fleet.registry.get(node_id)
+            try:
+                result = await self._prober.probe(entry.address, self.fleet.wants_tags(node_id))
+            except Exception as exc:  # NOTE: a probe bug must not end the loop silently.
+                logger.exception("probe of %s failed unexpectedly", node_id)
+                result = ProbeResult(ok=False, latency_ms=0.0, error=f"probe error: {exc}")
+            self.fleet.record_probe(node_id, result)
+            self.probes_done += 1
+            await asyncio.sleep(max(0.0, started + interval_s - loop.time()))
+
+    async def _publish_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        heartbeat_s = self.cfg.heartbeat_interval_s
+        last_sent = loop.time()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), max(0.0, last_sent + heartbeat_s - loop.time()))
+            if self._changed.is_set() and self.cfg.min_update_interval_s > 0:
+                # NOTE: let a burst of outcomes settle into one update.
+                await asyncio.sleep(self.cfg.min_update_interval_s)
+            self._changed.clear()
+            try:
+                changes = self.fleet.collect_changes()
+            except Exception:
+                logger.exception("collecting score changes failed")
+                changes = None
+            now = loop.time()
+            if changes is not None:
+                self.hub.publish(
+                    ScoreMessage(
+                        MessageKind.UPDATE,
+                        changes.version,
+                        self._clock(),
+                        changes.nodes,
+                        changes.removed_node_ids,
+                    )
+                )
+                last_sent = now
+            elif now - last_sent >= heartbeat_s:
+                self.hub.publish(ScoreMessage(MessageKind.HEARTBEAT, self.fleet.version, self._clock()))
+                last_sent = now
