@@ -215,6 +215,10 @@ class SimNode:
             self._close_listener(abort_connections=True)
             self._holder = self._bind(self.port)
         else:
+            # NOTE: listen() now, so that a connect right after the fault is cleared is queued in the
+            # backlog and accepted once the server is attached, instead of refused.
+            if self._holder is not None:
+                self._holder.listen(1024)
             self._serve_task = asyncio.get_running_loop().create_task(self._listen())
 
     # ----------------------------------------------------------------- application
