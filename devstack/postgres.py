@@ -14,7 +14,7 @@ from types import TracebackType
 import psycopg
 
 from devstack import config
-from devstack._oscontext import OsUser, pg_os_user_for_current_process
+from devstack._oscontext import OsUser, ensure_os_user, pg_os_user_for_current_process, reachable_pg_install
 from devstack._process import (
     LOCALHOST,
     DevstackError,
@@ -155,6 +155,9 @@ class PostgresServer:
                 return self
             self.stop()
             self.port = wanted_port
+        if os.geteuid() == 0:
+            # NOTE: a checkout under a 0700 folder (e.g. /root) is out of the PostgreSQL user's reach.
+            self._bin_dir = reachable_pg_install(ensure_os_user(config.pg_os_user()), self.bin_dir)
         os_user = pg_os_user_for_current_process(self.bin_dir, self.state_dir, self.root)
         self._ensure_initdb(os_user)
         for attempt in range(_START_ATTEMPTS):
