@@ -42,9 +42,22 @@ class OllamaNodeClient:
     ) -> None:
         """Loads a model (POST /api/generate with an empty prompt, or /api/embed with no input).
 
+        A node that does not report capabilities makes an embedding model look like a completion
+        model; its 400 "does not support generate" answer makes the load go through /api/embed.
+
         Raises:
             PeerError: connection failure (unreachable), timeout, or an error status from the node.
         """
+        try:
+            async with asyncio.timeout(timeout_s):
+                try:
+                    await self._load(address, model, embedding=embedding, keep_alive_s=keep_alive_s)
+                except _NotGenerative:
+                    await self._load(address, model, embedding=True, keep_alive_s=keep_alive_s)
+        except TimeoutError:
+            raise PeerError(f"no answer from {address} within {timeout_s:g} s") from None
+
+    async def _load(self, address: str, model: str, *, embedding: bool, keep_alive_s: float) -> None:
         keep_alive = keep_alive_value(keep_alive_s)
         body: dict[str, object] = {"model": model, "keep_alive": keep_alive}
         if embedding:
@@ -55,23 +68,28 @@ class OllamaNodeClient:
             body.update(prompt="", stream=False)
         url = address.rstrip("/") + path
         try:
-            async with asyncio.timeout(timeout_s):
-                async with self._client().post(url, json=body) as response:
-                    text = await response.text()
+            async with self._client().post(url, json=body) as response:
+                text = await response.text()
         except TimeoutError:
-            raise PeerError(f"no answer from {address} within {timeout_s:g} s") from None
+            raise PeerError(f"no answer from {address} in time") from None
         except aiohttp.ClientConnectionError as exc:
             raise PeerError(f"cannot reach {address}: {exc}", unreachable=True) from None
         except aiohttp.ClientError as exc:
             raise PeerError(f"HTTP error from {address}: {exc}") from None
         reply = _parse(text)
+        error = reply.get("error") if isinstance(reply, dict) else None
+        if response.status == 400 and not embedding and "does not support" in str(error):
+            raise _NotGenerative(str(error))
         if response.status != 200:
-            error = reply.get("error") if isinstance(reply, dict) else None
             raise PeerError(f"{address} answered {response.status}: {error or text[:200]}")
         if not isinstance(reply, dict):
             raise PeerError(f"{address} sent a reply that is not a JSON object")
-        if "error" in reply:
-            raise PeerError(f"{address}: {reply['error']}")
+        if error:
+            raise PeerError(f"{address}: {error}")
+
+
+class _NotGenerative(Exception):
+    """The node says the model cannot generate (an embedding model)."""
 
 
 def _parse(text: str) -> Any:
