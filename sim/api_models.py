@@ -193,7 +193,7 @@ class ModelsApi:
             raise ApiError(404, f'model "{source}" not found')
         if not destination:
             raise ApiError(400, "destination is required")
-        copy = spec.model_copy(update={"name": destination})
+        copy = ModelSpec.model_validate({**spec.model_dump(), "name": destination})
         self.engine.installed[copy.key] = copy
         return web.Response(status=200)
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -40,7 +42,7 @@ class ModelSpec(BaseModel):
             object.__setattr__(self, "embedding_length", 384)
         return self
 
-    @property
+    @cached_property
     def key(self) -> str:
         """Normalised name used for lookups."""
         return normalize_model_name(self.name)
@@ -51,6 +53,7 @@ class ModelSpec(BaseModel):
         return "embedding" in self.capabilities and "completion" not in self.capabilities
 
 
+@functools.lru_cache(maxsize=4096)
 def normalize_model_name(name: str) -> str:
     """Return Ollama's canonical short form: lower case, default host/namespace dropped, tag added."""
     name = name.strip().lower()

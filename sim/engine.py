@@ -49,21 +49,27 @@ class Runner:
         self.idle.set()
 
     def take_free_slot(self, prompt_ids: list[int]) -> Slot | None:
-        """Take a free slot for the prompt, with the longest cached prefix available, if any is free.
+        """Take a free slot for the prompt, if any, with the longest cached prefix available.
 
-        As Ollama's runner does, a request that would overwrite a longer conversation in the best slot
-        takes the least recently used free slot instead and copies the shared prefix into it.
+        As Ollama's runner does, the least recently used free slot is taken, and the longest matching
+        prefix among the free slots is copied into it.
         """
-        if not self.free:
+        free = self.free
+        if not free:
             return None
-        best = max(self.free, key=lambda s: (common_prefix(s.token_ids, prompt_ids), -s.last_used))
-        prefix = common_prefix(best.token_ids, prompt_ids)
-        chosen = best
-        if prefix < len(best.token_ids) and len(self.free) > 1:
-            chosen = min(self.free, key=lambda s: s.last_used)
-            if chosen is not best:
-                chosen.token_ids = best.token_ids[:prefix]
-        self.free.remove(chosen)
+        target = len(prompt_ids)
+        best = free[0]
+        best_prefix = -1
+        for slot in free:
+            prefix = common_prefix(slot.token_ids, prompt_ids)
+            if prefix > best_prefix:
+                best, best_prefix = slot, prefix
+                if prefix == target:
+                    break
+        # NOTE: released slots are appended, so the free list is in least-recently-used order.
+        chosen = free.pop(0)
+        if chosen is not best:
+            chosen.token_ids = best.token_ids[:best_prefix]
         return chosen
 
     def give_back(self, slot: Slot) -> None:
@@ -77,12 +83,18 @@ class Runner:
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
-    """Length of the common prefix of two token lists."""
+    """Length of the common prefix of two token lists (slice comparisons run in C)."""
     n = min(len(a), len(b))
-    i = 0
-    while i < n and a[i] == b[i]:
-        i += 1
-    return i
+    if a[:n] == b[:n]:
+        return n
+    low, high = 0, n  # a[:low] == b[:low] and a[:high] != b[:high]
+    while high - low > 1:
+        mid = (low + high) // 2
+        if a[:mid] == b[:mid]:
+            low = mid
+        else:
+            high = mid
+    return low
 
 
 @dataclass(slots=True)

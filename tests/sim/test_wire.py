@@ -207,3 +207,15 @@ async def test_openai_client(node: SimNode) -> None:
             await client.chat.completions.create(model="nope:1b", messages=[{"role": "user", "content": "x"}])
     finally:
         await client.close()
+
+
+async def test_copy_model(node: SimNode, http: aiohttp.ClientSession) -> None:
+    body = {"source": LLM, "destination": "my-llama:latest"}
+    async with http.post(f"{node.url}/api/copy", json=body) as resp:
+        assert resp.status == 200
+    async with http.post(
+        f"{node.url}/api/generate", json={"model": "my-llama", "prompt": "x", "stream": False}
+    ) as resp:
+        assert resp.status == 200
+    async with http.post(f"{node.url}/api/copy", json={"source": "nope:1b", "destination": "x"}) as resp:
+        assert resp.status == 404 and (await resp.json())["error"] == 'model "nope:1b" not found'
