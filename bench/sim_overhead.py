@@ -27,6 +27,7 @@ RESULTS = ROOT / "bench" / "results"
 _READY = re.compile(r"listening on 127\.0\.0\.1:(\d+)")
 TARGET_RPS = 2000.0
 
+_PROMPT = "Why is the sky blue?"
 SCENARIOS: dict[str, tuple[str, dict[str, Any]]] = {
     "generate, non-streamed, num_predict 8": (
         "/api/generate",
