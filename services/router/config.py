@@ -2,10 +2,123 @@
 
 from __future__ import annotations
 
-from services.common.settings import ServiceConfig
+from typing import Literal
+
+from pydantic import Field
+
+from services.common.settings import Section, ServiceConfig
+
+Strategy = Literal["p2c_ect", "round_robin", "random", "least_inflight"]
+
+
+class StaticNode(Section):
+    """A node the router uses while the health service has never answered.
+
+    Attributes:
+        node_id: The node's id (matches health's registry when both are configured alike).
+        address: The node's base URL, e.g. "http://127.0.0.1:11434".
+    """
+
+    node_id: str
+    address: str
+
+
+def _default_nodes() -> list[StaticNode]:
+    return [StaticNode(node_id=f"node-{i}", address=f"http://127.0.0.1:{11434 + i}") for i in range(4)]
+
+
+class RetryBudgetConfig(Section):
+    """Finagle's RetryBudget: retries may add `percent_can_retry` of recent requests plus a floor.
+
+    Defaults are Finagle's (`RetryBudget.apply()`: ttl 10 s, minRetriesPerSec 10, percentCanRetry 0.2).
+    """
+
+    ttl_s: float = Field(default=10.0, gt=0)
+    min_retries_per_s: float = Field(default=10.0, ge=0)
+    percent_can_retry: float = Field(default=0.2, ge=0, le=10)
+
+
+class BalancerConfig(Section):
+    """Tuning of the default `p2c_ect` balancer (see services/router/balancer.py for the sources).
+
+    Attributes:
+        default_service_ms: Service time assumed for a (node, model) with no EWMA yet.
+        not_loaded_penalty_ms: Added when the model is installed but not loaded (a cold load).
+        error_penalty_ms: Multiplied by the node's recent error rate.
+        busy_penalty_ms: Multiplied by the node's recent 503 rate.
+        load_bound_c: Bounded-load affinity keeps a key on its node while load <= c x mean load.
+        max_inflight_per_node: Nodes with this many requests in flight from this router are saturated.
+        ewma_alpha: Weight of the newest sample in the router's own service-time EWMA.
+    """
+
+    default_service_ms: float = Field(default=1000.0, gt=0)
+    not_loaded_penalty_ms: float = Field(default=5000.0, ge=0)
+    error_penalty_ms: float = Field(default=10000.0, ge=0)
+    busy_penalty_ms: float = Field(default=2000.0, ge=0)
+    load_bound_c: float = Field(default=1.25, ge=1.0)
+    max_inflight_per_node: int = Field(default=256, ge=1)
+    ewma_alpha: float = Field(default=0.3, gt=0, le=1)
 
 
 class RouterConfig(ServiceConfig):
-    """Settings of the router service (defaults work on one machine)."""
+    """Settings of the router service (defaults work on one machine).
+
+    Attributes:
+        http_port: Port of the Ollama/OpenAI-compatible HTTP API (served by the same process).
+        health_addr: The health service ("host:port"); empty disables the score feed.
+        cache_addr: The cache service ("host:port"); empty disables caching.
+        strategy: The balancer: p2c_ect (default), round_robin, random or least_inflight.
+        ttft_timeout_s: An attempt that has produced no token after this long moves to another node;
+            also the longest silence allowed between two chunks of a stream.
+        ttft_cold_extra_s: Added to the TTFT budget when the model is not loaded on the chosen node.
+        request_timeout_s: Upper bound of one request when the client sets no deadline.
+        embed_timeout_s: Upper bound of one embedding attempt (embeddings do not stream).
+        lookup_budget_ms: Time the cache lookup may take before the request goes on as a miss.
+        store_queue_size: Answers waiting to be stored; beyond it the oldest is dropped.
+        max_prompt_bytes: Largest prompt (prompt, system, suffix, messages and images together).
+        max_concurrent_requests: Requests in progress beyond this get RESOURCE_EXHAUSTED.
+        max_embed_inputs: Most inputs in one Embed call.
+        embed_split_size: Embed calls with more inputs are split into batches of this size across nodes.
+        node_cooldown_s: After a connection error the router avoids the node for this long on its own.
+        busy_cooldown_s: After a 503 the router avoids the node for this long.
+        background_max_inflight: Background requests in progress at once across the router.
+        background_node_threshold: Background requests only go to nodes with fewer interactive requests.
+        background_wait_s: How long a background request waits for room before it gives up.
+        outcome_queue_size: Outcomes waiting to be reported to health; beyond it the oldest is dropped.
+        outcome_batch_size: Outcomes per report message.
+        outcome_flush_ms: Longest time an outcome waits before its batch is sent.
+        static_refresh_s: While on the static node list, how often the router reads /api/tags and /api/ps.
+        stale_after_heartbeats: The score stream is stale after this many missed heartbeats.
+        nodes: The static node list used until the health service answers.
+        reporter: This router's name in outcome reports ("" picks router-<pid>).
+    """
 
     port: int = 50051
+    http_port: int = Field(default=11400, ge=0, le=65535)
+    health_addr: str = "127.0.0.1:50053"
+    cache_addr: str = "127.0.0.1:50052"
+    strategy: Strategy = "p2c_ect"
+    ttft_timeout_s: float = Field(default=10.0, gt=0)
+    ttft_cold_extra_s: float = Field(default=60.0, ge=0)
+    request_timeout_s: float = Field(default=600.0, gt=0)
+    embed_timeout_s: float = Field(default=120.0, gt=0)
+    lookup_budget_ms: float = Field(default=15.0, gt=0)
+    store_queue_size: int = Field(default=1000, ge=1)
+    max_prompt_bytes: int = Field(default=1_000_000, ge=1)
+    max_concurrent_requests: int = Field(default=1024, ge=1)
+    max_embed_inputs: int = Field(default=2048, ge=1)
+    embed_split_size: int = Field(default=16, ge=1)
+    node_cooldown_s: float = Field(default=2.0, ge=0)
+    busy_cooldown_s: float = Field(default=0.5, ge=0)
+    background_max_inflight: int = Field(default=2, ge=1)
+    background_node_threshold: int = Field(default=2, ge=1)
+    background_wait_s: float = Field(default=30.0, ge=0)
+    outcome_queue_size: int = Field(default=10_000, ge=1)
+    outcome_batch_size: int = Field(default=200, ge=1)
+    outcome_flush_ms: float = Field(default=100.0, gt=0)
+    static_refresh_s: float = Field(default=5.0, gt=0)
+    stale_after_heartbeats: float = Field(default=3.0, gt=0)
+    retry_budget: RetryBudgetConfig = RetryBudgetConfig()
+    balancer: BalancerConfig = BalancerConfig()
+    nodes: list[StaticNode] = Field(default_factory=_default_nodes)
+    reporter: str = ""

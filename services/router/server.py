@@ -1,22 +1,127 @@
-"""Builds and runs the router service's gRPC server."""
+"""Builds and runs the router service: score feed, cache client, transport, RouterCore, servicer."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+import os
+from dataclasses import dataclass, field
+
+import grpc
 from corral.v1 import router_service_pb2, router_service_pb2_grpc
 
+from services.common.channels import make_channel
 from services.common.config import load_config_or_exit
-from services.common.server import Cleanup, ServiceContext, no_cleanup, run_service
+from services.common.server import Cleanup, ServiceContext, run_service
+from services.router.cache_client import CacheClient
+from services.router.config import RouterConfig
+from services.router.core import RouterCore
+from services.router.discovery import StaticDiscovery
+from services.router.health_client import HealthOutcomeObserver, OutcomeReporter, ScoreFeed
+from services.router.observe import Observer
+from services.router.scores import ScoreBoard
+from services.router.servicer import RouterServicer
+from services.router.transport import NodeTransport
+
+logger = logging.getLogger(__name__)
 
 SERVICE_NAMES = (router_service_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name,)
+FIRST_SNAPSHOT_WAIT_S = 1.5
+
+
+@dataclass
+class RouterRuntime:
+    """A running RouterCore with its adapters and background tasks (what a front end needs).
+
+    Attributes:
+        core: The request pipeline.
+        feed: The health score feed (None without health_addr).
+        reporter: The outcome reporter (None without health_addr).
+        cache: The cache client (None without cache_addr).
+        tasks: Background tasks, cancelled by close().
+    """
+
+    core: RouterCore
+    feed: ScoreFeed | None
+    reporter: OutcomeReporter | None
+    cache: CacheClient | None
+    transport: NodeTransport
+    channels: list[grpc.aio.Channel] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def close(self) -> None:
+        """Stops the background work and closes connections."""
+        if self.cache is not None:
+            await self.cache.drain(1.0)
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        for channel in self.channels:
+            await channel.close()
+        await self.transport.close()
+
+
+async def start_router(cfg: RouterConfig, observer: Observer | None = None) -> RouterRuntime:
+    """Builds RouterCore and starts its feeds; returns once the first node view is in (bounded wait).
+
+    Args:
+        cfg: The router section of the configuration.
+        observer: Extra hooks (metrics, tracing).
+    """
+    board = ScoreBoard(cfg.balancer)
+    transport = NodeTransport(limit_per_host=max(64, cfg.balancer.max_inflight_per_node))
+    await transport.start()
+    channels: list[grpc.aio.Channel] = []
+    feed: ScoreFeed | None = None
+    reporter: OutcomeReporter | None = None
+    cache: CacheClient | None = None
+    name = cfg.reporter or f"router-{os.getpid()}"
+    if cfg.health_addr:
+        channel = make_channel(cfg.health_addr)
+        channels.append(channel)
+        feed = ScoreFeed(channel, board, name, cfg.stale_after_heartbeats)
+        reporter = OutcomeReporter(
+            channel, name, cfg.outcome_queue_size, cfg.outcome_batch_size, cfg.outcome_flush_ms
+        )
+    if cfg.cache_addr:
+        channel = make_channel(cfg.cache_addr)
+        channels.append(channel)
+        cache = CacheClient(channel, cfg.lookup_budget_ms, cfg.store_queue_size)
+    core = RouterCore(cfg, board=board, transport=transport, cache=cache, observer=observer)
+    if reporter is not None:
+        core.observers.add(HealthOutcomeObserver(reporter))
+    runtime = RouterRuntime(
+        core=core, feed=feed, reporter=reporter, cache=cache, transport=transport, channels=channels
+    )
+    discovery = (
+        StaticDiscovery(board, transport, list(cfg.nodes), cfg.static_refresh_s) if cfg.nodes else None
+    )
+    if feed is not None:
+        runtime.tasks.append(asyncio.create_task(feed.run()))
+    if reporter is not None:
+        runtime.tasks.append(asyncio.create_task(reporter.run()))
+    if cache is not None:
+        runtime.tasks.append(asyncio.create_task(cache.run()))
+    if discovery is not None:
+        runtime.tasks.append(asyncio.create_task(discovery.run()))
+    if feed is not None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(feed.first_snapshot.wait(), FIRST_SNAPSHOT_WAIT_S)
+    if board.source != "health" and discovery is not None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(discovery.refreshed.wait(), 2.5)
+    logger.info("router starts on %s node view (%d nodes)", board.source, len(board.nodes))
+    return runtime
 
 
 async def setup(ctx: ServiceContext) -> Cleanup:
-    """Registers the servicer (RPCs answer UNIMPLEMENTED until the service is built)."""
-    router_service_pb2_grpc.add_RouterServiceServicer_to_server(
-        router_service_pb2_grpc.RouterServiceServicer(),  # type: ignore[abstract]
-        ctx.server,
-    )
-    return no_cleanup
+    """Starts the router runtime and registers the servicer."""
+    cfg = ctx.service_cfg
+    assert isinstance(cfg, RouterConfig)
+    runtime = await start_router(cfg)
+    router_service_pb2_grpc.add_RouterServiceServicer_to_server(RouterServicer(runtime.core), ctx.server)
+    return runtime.close
 
 
 async def serve() -> None:

@@ -1,0 +1,141 @@
+"""Adapter to the cache service: lookups inside a small budget, stores off the hot path."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
+
+import grpc
+from corral.v1 import cache_service_pb2, cache_service_pb2_grpc, common_pb2
+from google.protobuf.message import Message
+
+logger = logging.getLogger(__name__)
+
+_STORE_TIMEOUT_S = 5.0
+
+
+@dataclass(slots=True)
+class LookupResult:
+    """What a lookup found.
+
+    Attributes:
+        outcome: The CacheOutcome (DEGRADED when the cache was down or slow).
+        entry: The cached entry on a hit.
+        similarity: Cosine similarity of a semantic hit.
+        flight_token: On a miss, the single-flight lease this router must Store or abandon.
+    """
+
+    outcome: common_pb2.CacheOutcome.ValueType
+    entry: cache_service_pb2.CacheEntry | None = None
+    similarity: float = 0.0
+    flight_token: str = ""
+
+
+def _set_request(
+    target: cache_service_pb2.LookupRequest | cache_service_pb2.StoreRequest, spec: Message
+) -> None:
+    if isinstance(spec, common_pb2.GenerateSpec):
+        target.generate.CopyFrom(spec)
+    elif isinstance(spec, common_pb2.ChatSpec):
+        target.chat.CopyFrom(spec)
+
+
+class CacheClient:
+    """Looks answers up within `lookup_budget_ms` and stores answers through a bounded queue.
+
+    The cache fails open by contract, and so does this client: an error or a lookup slower than
+    the budget is a DEGRADED miss; a store that cannot be queued or sent is dropped.
+    """
+
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        lookup_budget_ms: float,
+        queue_size: int,
+        store_workers: int = 4,
+    ) -> None:
+        self._stub = cache_service_pb2_grpc.CacheServiceStub(channel)
+        self._budget_s = lookup_budget_ms / 1000
+        self._queue: asyncio.Queue[
+            cache_service_pb2.StoreRequest | cache_service_pb2.AbandonFlightRequest
+        ] = asyncio.Queue(maxsize=queue_size)
+        self._workers = store_workers
+        self.stores_sent = 0
+        self.stores_failed = 0
+        self.stores_dropped = 0
+
+    async def lookup(
+        self, tenant: str, spec: Message, policy: common_pb2.CachePolicy, budget_s: float | None = None
+    ) -> LookupResult:
+        """Asks the cache; never raises (failures are DEGRADED misses)."""
+        request = cache_service_pb2.LookupRequest(tenant=tenant, policy=policy, single_flight=True)
+        _set_request(request, spec)
+        try:
+            reply: cache_service_pb2.LookupResponse = await self._stub.Lookup(
+                request, timeout=budget_s if budget_s is not None else self._budget_s
+            )
+        except grpc.aio.AioRpcError as exc:
+            logger.debug("cache lookup failed: %s", exc.code().name)
+            return LookupResult(outcome=common_pb2.CACHE_OUTCOME_DEGRADED)
+        if reply.hit:
+            return LookupResult(outcome=reply.outcome, entry=reply.entry, similarity=reply.similarity)
+        outcome = reply.outcome or common_pb2.CACHE_OUTCOME_MISS
+        return LookupResult(outcome=outcome, flight_token=reply.flight_token)
+
+    def _enqueue(self, item: cache_service_pb2.StoreRequest | cache_service_pb2.AbandonFlightRequest) -> None:
+        if self._queue.full():
+            with contextlib.suppress(asyncio.QueueEmpty):
+                self._queue.get_nowait()
+                self.stores_dropped += 1
+        self._queue.put_nowait(item)
+
+    def store(
+        self,
+        tenant: str,
+        spec: Message,
+        policy: common_pb2.CachePolicy,
+        answer: Message,
+        flight_token: str = "",
+    ) -> None:
+        """Queues an answer for storing (returns at once)."""
+        entry = cache_service_pb2.CacheEntry(
+            payload=answer.SerializeToString(), payload_type=answer.DESCRIPTOR.full_name
+        )
+        request = cache_service_pb2.StoreRequest(
+            tenant=tenant, policy=policy, entry=entry, flight_token=flight_token
+        )
+        _set_request(request, spec)
+        self._enqueue(request)
+
+    def abandon(self, flight_token: str) -> None:
+        """Queues the release of a single-flight lease this router could not fill."""
+        if flight_token:
+            self._enqueue(cache_service_pb2.AbandonFlightRequest(flight_token=flight_token))
+
+    async def _worker(self) -> None:
+        while True:
+            item = await self._queue.get()
+            try:
+                if isinstance(item, cache_service_pb2.StoreRequest):
+                    await self._stub.Store(item, timeout=_STORE_TIMEOUT_S)
+                    self.stores_sent += 1
+                else:
+                    await self._stub.AbandonFlight(item, timeout=_STORE_TIMEOUT_S)
+            except grpc.aio.AioRpcError as exc:
+                self.stores_failed += 1
+                logger.debug("cache store failed: %s", exc.code().name)
+
+    async def run(self) -> None:
+        """Runs the store workers until cancelled."""
+        await asyncio.gather(*(self._worker() for _ in range(self._workers)))
+
+    async def drain(self, timeout_s: float) -> None:
+        """Waits (bounded) for queued stores to be taken by the workers, at shutdown."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        for _ in range(int(timeout_s * 100)):
+            if self._queue.empty() or loop.time() >= deadline:
+                return
+            await asyncio.sleep(0.01)

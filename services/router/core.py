@@ -1,0 +1,358 @@
+"""RouterCore: the whole request pipeline (validate, cache, single-flight, route, forward, store).
+
+Transport-neutral: the gRPC servicer and the Ollama/OpenAI-compatible HTTP API both call it with
+protobuf messages and receive protobuf messages, or a domain error from services.common.errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import math
+import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import aclosing
+from typing import Any, cast
+
+from corral.v1 import common_pb2, router_service_pb2
+
+from services.common.errors import CorralError, Unavailable
+from services.router.answers import (
+    Answer,
+    Assembler,
+    Done,
+    chat_chunk,
+    chat_chunks,
+    generate_chunk,
+    generate_chunks,
+)
+from services.router.balancer import make_balancer
+from services.router.cache_client import CacheClient
+from services.router.config import RouterConfig
+from services.router.embed import Embedder
+from services.router.fleet import Fleet
+from services.router.forward import Forwarder, Job, Piece
+from services.router.observe import Observer, Observers
+from services.router.resilience import BackgroundGate, ConcurrencyLimit, RetryBudget, TtftTimeout
+from services.router.scores import ScoreBoard
+from services.router.singleflight import SingleFlight
+from services.router.transport import NodeTransport
+from services.router.validation import validate_chat, validate_embed, validate_generate
+
+logger = logging.getLogger(__name__)
+
+Spec = common_pb2.GenerateSpec | common_pb2.ChatSpec
+_NO_LOOKUP = (common_pb2.CACHE_MODE_BYPASS, common_pb2.CACHE_MODE_REFRESH)
+
+
+def affinity_key(spec: Spec, session_id: str) -> str | None:
+    """The request's affinity key: the session id, else for a chat the conversation prefix.
+
+    The prefix (model, first system message, first user message) is what consecutive turns of one
+    conversation share, so their requests land where Ollama's KV cache already holds it.
+    """
+    if session_id:
+        return f"s:{session_id}"
+    if not isinstance(spec, common_pb2.ChatSpec):
+        return None
+    system = next((m.content for m in spec.messages if m.role.lower() == "system"), "")
+    user = next((m.content for m in spec.messages if m.role.lower() == "user"), "")
+    digest = hashlib.blake2b(f"{spec.model}\x00{system}\x00{user}".encode(), digest_size=12).hexdigest()
+    return f"p:{digest}"
+
+
+def flight_key(tenant: str, spec: Spec, policy: common_pb2.CachePolicy) -> str:
+    """Identity of a request for single-flight: tenant, the exact spec and the cache policy."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(tenant.encode())
+    h.update(b"\x00" + spec.DESCRIPTOR.name.encode() + b"\x00")
+    h.update(spec.SerializeToString(deterministic=True))
+    h.update(b"\x00")
+    h.update(policy.SerializeToString(deterministic=True))
+    return h.hexdigest()
+
+
+def _decode_entry(payload: bytes, payload_type: str, chat: bool) -> Answer | None:
+    expected = router_service_pb2.ChatResponse if chat else router_service_pb2.GenerateResponse
+    if payload_type != expected.DESCRIPTOR.full_name:
+        return None
+    answer = expected()
+    try:
+        answer.ParseFromString(payload)
+    except Exception:
+        return None
+    return answer
+
+
+class RouterCore:
+    """The router's request pipeline, shared by every front end.
+
+    Args:
+        cfg: The router configuration.
+        board: The score copy (fed by health's stream or the static node list).
+        transport: The HTTP transport to the nodes.
+        cache: The cache client, or None to run without a cache.
+        observer: Hooks for metrics and tracing (attempt outcomes also go to health through it).
+    """
+
+    def __init__(
+        self,
+        cfg: RouterConfig,
+        *,
+        board: ScoreBoard,
+        transport: NodeTransport,
+        cache: CacheClient | None = None,
+        observer: Observer | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.board = board
+        self.transport = transport
+        self.cache = cache
+        self.observers = Observers(*([observer] if observer is not None else []))
+        self.budget = RetryBudget(cfg.retry_budget)
+        self.limit = ConcurrencyLimit(cfg.max_concurrent_requests)
+        self.gate = BackgroundGate(cfg.background_max_inflight, cfg.background_wait_s)
+        self.balancer = make_balancer(cfg.strategy, cfg.balancer)
+        self.forwarder = Forwarder(
+            board=board,
+            balancer=self.balancer,
+            transport=transport,
+            budget=self.budget,
+            ttft=TtftTimeout(cfg.ttft_timeout_s, cfg.ttft_cold_extra_s),
+            gate=self.gate,
+            observer=self.observers,
+            node_cooldown_s=cfg.node_cooldown_s,
+            busy_cooldown_s=cfg.busy_cooldown_s,
+            background_node_threshold=cfg.background_node_threshold,
+        )
+        self.embedder = Embedder(self.forwarder, cfg.embed_split_size, cfg.embed_timeout_s)
+        self.fleet = Fleet(board, transport)
+        self.flights: SingleFlight[Answer] = SingleFlight()
+
+    # --- public API -------------------------------------------------------------------------------
+    async def generate(
+        self, req: router_service_pb2.GenerateRequest, *, tenant: str, deadline_s: float | None
+    ) -> router_service_pb2.GenerateResponse:
+        """Answers a completion in one response."""
+        answer = await self._unary("Generate", req, tenant, deadline_s)
+        assert isinstance(answer, router_service_pb2.GenerateResponse)
+        return answer
+
+    async def chat(
+        self, req: router_service_pb2.ChatRequest, *, tenant: str, deadline_s: float | None
+    ) -> router_service_pb2.ChatResponse:
+        """Answers a chat in one response."""
+        answer = await self._unary("Chat", req, tenant, deadline_s)
+        assert isinstance(answer, router_service_pb2.ChatResponse)
+        return answer
+
+    async def generate_stream(
+        self, req: router_service_pb2.GenerateStreamRequest, *, tenant: str, deadline_s: float | None
+    ) -> AsyncIterator[router_service_pb2.GenerateStreamResponse]:
+        """Streams a completion; the last chunk has done set and carries stats and routing."""
+        model = req.spec.model
+        async with aclosing(self._run("GenerateStream", req, tenant, deadline_s)) as items:
+            async for item in items:
+                if isinstance(item, Piece):
+                    yield generate_chunk(model, item)
+                else:
+                    assert isinstance(item.answer, router_service_pb2.GenerateResponse)
+                    for chunk in generate_chunks(item.answer, replay=not item.live):
+                        yield chunk
+
+    async def chat_stream(
+        self, req: router_service_pb2.ChatStreamRequest, *, tenant: str, deadline_s: float | None
+    ) -> AsyncIterator[router_service_pb2.ChatStreamResponse]:
+        """Streams a chat answer; the last chunk has done set and carries stats and routing."""
+        model = req.spec.model
+        async with aclosing(self._run("ChatStream", req, tenant, deadline_s)) as items:
+            async for item in items:
+                if isinstance(item, Piece):
+                    yield chat_chunk(model, item)
+                else:
+                    assert isinstance(item.answer, router_service_pb2.ChatResponse)
+                    for chunk in chat_chunks(item.answer, replay=not item.live):
+                        yield chunk
+
+    async def embed(
+        self, req: router_service_pb2.EmbedRequest, *, tenant: str, deadline_s: float | None
+    ) -> router_service_pb2.EmbedResponse:
+        """Embeds every input; large batches are split across nodes."""
+        started = time.perf_counter()
+        status = "OK"
+        self.limit.acquire()
+        try:
+            model = validate_embed(
+                req, self.board.known_models(), self.cfg.max_prompt_bytes, self.cfg.max_embed_inputs
+            )
+            background = req.priority == common_pb2.PRIORITY_BACKGROUND
+            if background:
+                await self.gate.enter(deadline_s)
+            try:
+                return await self.embedder.embed(req, model, self._deadline(deadline_s), background)
+            finally:
+                if background:
+                    self.gate.leave()
+        except CorralError as exc:
+            status = exc.code.name
+            raise
+        finally:
+            self.limit.release()
+            self.observers.request(
+                "Embed",
+                req.model,
+                status,
+                (time.perf_counter() - started) * 1000,
+                common_pb2.CACHE_OUTCOME_BYPASS,
+            )
+
+    async def list_models(
+        self, req: router_service_pb2.ListModelsRequest, *, tenant: str, deadline_s: float | None
+    ) -> router_service_pb2.ListModelsResponse:
+        """The union of the fleet's models, with where each is installed and loaded."""
+        return await self.fleet.list_models(req.loaded_only, min(deadline_s or 3.0, 3.0))
+
+    async def show(self, body: dict[str, Any], *, tenant: str, deadline_s: float | None) -> dict[str, Any]:
+        """Forwards an /api/show body to a node that has the model; returns the node's JSON reply."""
+        return await self.fleet.show(body, min(deadline_s or 10.0, 10.0))
+
+    def ps(self) -> dict[str, Any]:
+        """The fleet's loaded models in /api/ps form, from the score copy (no node is contacted)."""
+        return self.fleet.ps()
+
+    # --- pipeline -----------------------------------------------------------------------------------
+    def _deadline(self, deadline_s: float | None) -> float:
+        limit = (
+            self.cfg.request_timeout_s if deadline_s is None else min(deadline_s, self.cfg.request_timeout_s)
+        )
+        return time.monotonic() + limit
+
+    async def _unary(self, rpc: str, req: Any, tenant: str, deadline_s: float | None) -> Answer:
+        async with aclosing(self._run(rpc, req, tenant, deadline_s)) as items:
+            async for item in items:
+                if isinstance(item, Done):
+                    return item.answer
+        raise Unavailable("the request ended without an answer")  # pragma: no cover - defensive
+
+    async def _run(
+        self, rpc: str, req: Any, tenant: str, deadline_s: float | None
+    ) -> AsyncGenerator[Piece | Done, None]:
+        """Validate → single-flight → cache → forward → store; yields live pieces and then Done."""
+        started = time.perf_counter()
+        spec: Spec = req.spec
+        status = "OK"
+        cache_outcome: common_pb2.CacheOutcome.ValueType = common_pb2.CACHE_OUTCOME_BYPASS
+        key: str | None = None
+        flight_token = ""
+        entered_gate = False
+        self.limit.acquire()
+        try:
+            chat = isinstance(spec, common_pb2.ChatSpec)
+            known = self.board.known_models()
+            if chat:
+                model = validate_chat(spec, known, self.cfg.max_prompt_bytes)  # type: ignore[arg-type]
+            else:
+                model = validate_generate(spec, known, self.cfg.max_prompt_bytes)  # type: ignore[arg-type]
+            deadline = self._deadline(deadline_s)
+            is_load = not chat and not spec.prompt and not spec.images  # type: ignore[union-attr]
+            policy: common_pb2.CachePolicy = req.cache
+            use_cache = self.cache is not None and not is_load and policy.mode != common_pb2.CACHE_MODE_BYPASS
+            if use_cache and policy.mode not in _NO_LOOKUP:
+                assert self.cache is not None
+                key = flight_key(tenant, spec, policy)
+                flight = self.flights.leader_or_flight(key)
+                if flight is not None:
+                    key = None
+                    coalesced = await self._follow(flight, deadline)
+                    if coalesced is not None:
+                        cache_outcome = common_pb2.CACHE_OUTCOME_COALESCED
+                        yield Done(coalesced, live=False)
+                        return
+                lookup_started = time.perf_counter()
+                found = await self.cache.lookup(tenant, spec, policy)
+                self.observers.cache_lookup(found.outcome, (time.perf_counter() - lookup_started) * 1000)
+                cache_outcome = found.outcome
+                flight_token = found.flight_token
+                hit = (
+                    _decode_entry(found.entry.payload, found.entry.payload_type, chat)
+                    if found.entry is not None
+                    else None
+                )
+                if hit is not None:
+                    hit.model = spec.model
+                    hit.routing.CopyFrom(
+                        common_pb2.RoutingInfo(
+                            cache_outcome=found.outcome,
+                            similarity=found.similarity,
+                            ttft_ms=(time.perf_counter() - started) * 1000,
+                        )
+                    )
+                    if key is not None:
+                        self.flights.finish(key, hit)
+                        key = None
+                    yield Done(hit, live=False)
+                    return
+                if found.entry is not None:
+                    cache_outcome = common_pb2.CACHE_OUTCOME_MISS
+            background = req.priority == common_pb2.PRIORITY_BACKGROUND
+            if background:
+                await self.gate.enter(deadline - time.monotonic())
+                entered_gate = True
+            job = Job(spec, model, affinity_key(spec, req.session_id), background, deadline, started)
+            assembler = Assembler(spec.model, chat)
+            final = None
+            async with aclosing(self.forwarder.run(job)) as items:
+                async for item in items:
+                    if isinstance(item, Piece):
+                        assembler.add(item)
+                        yield item
+                    else:
+                        final = item
+            assert final is not None
+            final.routing.cache_outcome = cache_outcome
+            answer = assembler.finish(final)
+            if use_cache and answer.done_reason not in ("load", "unload") and not final.routing.resumed:
+                assert self.cache is not None
+                self.cache.store(tenant, spec, policy, answer, flight_token)
+                flight_token = ""
+            if key is not None:
+                self.flights.finish(key, answer)
+                key = None
+            yield Done(answer, live=True)
+        except CorralError as exc:
+            status = exc.code.name
+            raise
+        except asyncio.CancelledError:
+            status = "CANCELLED"
+            raise
+        finally:
+            self.limit.release()
+            if entered_gate:
+                self.gate.leave()
+            if key is not None:
+                self.flights.fail(key, Unavailable("the identical request in flight did not finish"))
+            if flight_token and self.cache is not None:
+                self.cache.abandon(flight_token)
+            self.observers.request(
+                rpc, spec.model, status, (time.perf_counter() - started) * 1000, cache_outcome
+            )
+
+    async def _follow(self, flight: Any, deadline: float) -> Answer | None:
+        """Waits for an identical request's answer; None means "go on alone" (the leader failed)."""
+        try:
+            leader = await SingleFlight.wait(flight, max(0.0, deadline - time.monotonic()))
+        except CorralError:
+            return None
+        except TimeoutError:
+            return None
+        answer = cast(Answer, type(leader)())
+        answer.CopyFrom(leader)
+        answer.routing.cache_outcome = common_pb2.CACHE_OUTCOME_COALESCED
+        answer.routing.attempts = 0
+        return answer
+
+    @staticmethod
+    def remaining_s(deadline: float | None) -> float:
+        """Seconds left until a monotonic deadline (inf when none)."""
+        return math.inf if deadline is None else deadline - time.monotonic()

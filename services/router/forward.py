@@ -1,0 +1,371 @@
+"""Forwarding to the nodes: pick, attempt, fail over, and continue a broken stream on another node."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
+from dataclasses import dataclass, field
+from typing import Any
+
+from corral.v1 import common_pb2
+
+from services.common.errors import DeadlineExceeded, InvalidArgument, Unavailable
+from services.router.balancer import Balancer, Candidate, PickContext
+from services.router.observe import AttemptRecord, Observer
+from services.router.resilience import BackgroundGate, RetryBudget, TtftTimeout
+from services.router.scores import Attempt, ScoreBoard
+from services.router.translate import chat_body, generate_body, message_json, stats_from
+from services.router.transport import NodeError, NodeTransport
+
+# NOTE: cool-downs after failures the router saw itself; health's ejection takes over when it runs.
+_COOLDOWN_KINDS = {Attempt.CONNECTION, Attempt.TTFT_TIMEOUT, Attempt.STREAM_CUT, Attempt.MALFORMED}
+
+
+@dataclass(slots=True)
+class Job:
+    """One generate or chat request on its way to the nodes.
+
+    Attributes:
+        spec: The GenerateSpec or ChatSpec.
+        model: The normalised model name.
+        affinity_key: Session or conversation-prefix key, if any.
+        background: A background-priority request.
+        deadline: time.monotonic() by which the answer must be complete, or None.
+        received_at: time.perf_counter() when the router received the request.
+    """
+
+    spec: common_pb2.GenerateSpec | common_pb2.ChatSpec
+    model: str
+    affinity_key: str | None = None
+    background: bool = False
+    deadline: float | None = None
+    received_at: float = field(default_factory=time.perf_counter)
+
+    @property
+    def is_chat(self) -> bool:
+        """True for a chat request."""
+        return isinstance(self.spec, common_pb2.ChatSpec)
+
+    @property
+    def kind(self) -> str:
+        """ "chat" or "generate"."""
+        return "chat" if self.is_chat else "generate"
+
+
+@dataclass(slots=True)
+class Piece:
+    """One streamed delta of the answer."""
+
+    text: str = ""
+    thinking: str = ""
+    tool_calls: list[Any] | None = None
+    created_at: Any = None
+
+
+@dataclass(slots=True)
+class Final:
+    """The end of the answer: stats and how it was routed."""
+
+    done_reason: str
+    stats: common_pb2.GenerationStats
+    routing: common_pb2.RoutingInfo
+    created_at: Any = None
+    context: list[int] | None = None
+
+
+class PrefixSkipper:
+    """Drops a continuation's repeat of text the client already has.
+
+    A node that honours the partial assistant message continues after it; one that starts over
+    repeats it first. Text is held back while it could still be such a repeat, then either dropped
+    (it was) or released (it was not).
+    """
+
+    def __init__(self, already_sent: str) -> None:
+        self._sent = already_sent
+        self._held = ""
+        self._passing = not already_sent
+
+    def feed(self, text: str) -> str:
+        """Returns what may be emitted now."""
+        if self._passing:
+            return text
+        self._held += text
+        if len(self._held) >= len(self._sent):
+            self._passing = True
+            out = self._held[len(self._sent) :] if self._held.startswith(self._sent) else self._held
+            self._held = ""
+            return out
+        if not self._sent.startswith(self._held):
+            self._passing = True
+            out, self._held = self._held, ""
+            return out
+        return ""
+
+
+def continuation_request(job: Job, partial: str, thinking: str, pieces: int) -> tuple[str, dict[str, Any]]:
+    """The request that continues a broken answer on another node: (path, body).
+
+    Chat: the conversation plus the partial answer as the last (assistant) message, which Ollama
+    continues. Generate: re-issued as a chat of system + user prompt + partial assistant message,
+    or, for raw prompts, as a raw generate of prompt + partial. Custom templates and suffixes have
+    no faithful continuation.
+
+    Raises:
+        Unavailable: when the request cannot be continued.
+    """
+    spec = job.spec
+    partial_msg: dict[str, Any] = {"role": "assistant", "content": partial}
+    if thinking:
+        partial_msg["thinking"] = thinking
+    if isinstance(spec, common_pb2.ChatSpec):
+        path, body = "/api/chat", chat_body(spec)
+        body["messages"].append(partial_msg)
+    elif spec.raw and not spec.template and not spec.suffix:
+        path, body = "/api/generate", generate_body(spec)
+        body["prompt"] = spec.prompt + partial
+    elif not spec.template and not spec.suffix:
+        messages: list[dict[str, Any]] = []
+        if spec.system:
+            messages.append({"role": "system", "content": spec.system})
+        user = message_json(common_pb2.ChatMessage(role="user", content=spec.prompt, images=spec.images))
+        messages += [user, partial_msg]
+        body = generate_body(spec)
+        for key in ("prompt", "system", "raw", "suffix", "template"):
+            body.pop(key, None)
+        path, body = "/api/chat", {**body, "messages": messages}
+    else:
+        raise Unavailable("an answer with a custom template or suffix cannot be continued on another node")
+    options = body.get("options")
+    if options and isinstance(options.get("num_predict"), int) and options["num_predict"] > 0:
+        options["num_predict"] = max(1, options["num_predict"] - pieces)
+    return path, body
+
+
+def _piece(chunk: dict[str, Any], chat: bool) -> Piece:
+    if chat:
+        message = chunk.get("message") or {}
+        return Piece(
+            text=message.get("content") or "",
+            thinking=message.get("thinking") or "",
+            tool_calls=message.get("tool_calls"),
+            created_at=chunk.get("created_at"),
+        )
+    return Piece(
+        text=chunk.get("response") or "",
+        thinking=chunk.get("thinking") or "",
+        created_at=chunk.get("created_at"),
+    )
+
+
+class Forwarder:
+    """Runs a job against the nodes with failover, retry budget, TTFT timeout and continuation."""
+
+    def __init__(
+        self,
+        *,
+        board: ScoreBoard,
+        balancer: Balancer,
+        transport: NodeTransport,
+        budget: RetryBudget,
+        ttft: TtftTimeout,
+        gate: BackgroundGate,
+        observer: Observer,
+        node_cooldown_s: float,
+        busy_cooldown_s: float,
+        background_node_threshold: int,
+    ) -> None:
+        self.board = board
+        self.balancer = balancer
+        self.transport = transport
+        self.budget = budget
+        self.ttft = ttft
+        self.gate = gate
+        self.observer = observer
+        self._cooldown_s = node_cooldown_s
+        self._busy_cooldown_s = busy_cooldown_s
+        self._bg_threshold = background_node_threshold
+
+    async def choose(
+        self, model: str, exclude: list[str], affinity: str | None, background: bool, deadline: float | None
+    ) -> Candidate:
+        """Picks a node, waiting (background only) for room; raises Unavailable when none can serve."""
+        ctx = PickContext(model=model, affinity_key=affinity, background=background)
+        while True:
+            candidates = self.board.candidates(
+                model, exclude=exclude, background=background, background_threshold=self._bg_threshold
+            )
+            picked = self.balancer.pick(ctx, candidates)
+            if picked is not None:
+                return picked
+            if background and self.board.candidates(model, exclude=exclude):
+                remaining = 30.0 if deadline is None else deadline - time.monotonic()
+                if await self.gate.wait_for_room(remaining):
+                    continue
+                raise Unavailable("background request yielded: every node is busy with interactive traffic")
+            tried = f" (failed: {', '.join(exclude)})" if exclude else ""
+            raise Unavailable(f"no node can serve model {model!r} now{tried}", reason="NO_NODE_AVAILABLE")
+
+    def allow_retry(self) -> bool:
+        allowed = self.budget.try_withdraw()
+        self.observer.retry(allowed)
+        return allowed
+
+    def finish_attempt(
+        self, job_kind: str, model: str, node: Candidate, interactive: bool, outcome: Attempt, **extra: Any
+    ) -> None:
+        inflight = self.board.end(node.node_id, interactive)
+        if interactive:
+            self.gate.notify_room()
+        latency_ms = extra.pop("latency_ms")
+        cooldown = self._cooldown_s if outcome in _COOLDOWN_KINDS else 0.0
+        if outcome is Attempt.BUSY:
+            cooldown = self._busy_cooldown_s
+        self.board.record(node.node_id, model, outcome, latency_ms, cooldown)
+        self.observer.attempt(
+            AttemptRecord(
+                node.node_id, model, job_kind, outcome, latency_ms, inflight_after=inflight, **extra
+            )
+        )
+
+    def check_client_error(self, err: NodeError, field: str) -> None:
+        """Raises the client-facing error for a node's 4xx (the request's fault, not the node's)."""
+        if err.kind is Attempt.CLIENT and not err.model_missing:
+            lowered = err.message.lower()
+            for word in ("think", "tools", "format", "raw", "images"):
+                if word in lowered:
+                    raise InvalidArgument(f"{field}.{word}", err.message, reason="REJECTED_BY_NODE")
+            raise InvalidArgument(field, err.message, reason="REJECTED_BY_NODE")
+
+    async def run(self, job: Job) -> AsyncGenerator[Piece | Final, None]:
+        """Yields the answer's pieces and then one Final; raises CorralError subclasses."""
+        interactive = not job.background
+        failed: list[str] = []
+        attempts = 0
+        sent_text = ""
+        sent_thinking = ""
+        pieces_sent = 0
+        ttft_ms = 0.0
+        last_error = ""
+        resumed = False
+        self.budget.deposit()
+        while True:
+            if job.deadline is not None and time.monotonic() >= job.deadline:
+                raise DeadlineExceeded("the deadline passed before a node could answer")
+            if attempts > 0 and not self.allow_retry():
+                raise self._give_up(
+                    job, failed, sent_text, f"retry budget exhausted; last error: {last_error}"
+                )
+            try:
+                node = await self.choose(job.model, failed, job.affinity_key, job.background, job.deadline)
+            except Unavailable as exc:
+                if attempts == 0 and not failed:
+                    raise
+                raise self._give_up(
+                    job, failed, sent_text, f"{exc.message}; last error: {last_error}"
+                ) from None
+            if sent_text or sent_thinking:
+                try:
+                    path, body = continuation_request(job, sent_text, sent_thinking, pieces_sent)
+                except Unavailable as exc:
+                    raise self._give_up(job, failed, sent_text, exc.message) from None
+                resumed = True
+            elif job.is_chat:
+                path, body = "/api/chat", chat_body(job.spec)  # type: ignore[arg-type]
+            else:
+                path, body = "/api/generate", generate_body(job.spec)  # type: ignore[arg-type]
+            chat_reply = path == "/api/chat"
+            skipper = PrefixSkipper(sent_text)
+            attempts += 1
+            remaining = None if job.deadline is None else job.deadline - time.monotonic()
+            self.board.begin(node.node_id, interactive)
+            started = time.perf_counter()
+            first_at = 0.0
+            outcome = Attempt.CANCELLED
+            final_chunk: dict[str, Any] | None = None
+            try:
+                stream = self.transport.stream(
+                    node.address,
+                    path,
+                    body,
+                    read_timeout_s=self.ttft.budget_s(node.loaded, remaining),
+                    deadline=job.deadline,
+                )
+                async with aclosing(stream) as chunks:
+                    async for chunk in chunks:
+                        if not first_at:
+                            first_at = time.perf_counter()
+                        if chunk.get("done"):
+                            final_chunk = chunk
+                            break
+                        piece = _piece(chunk, chat_reply)
+                        piece.text = skipper.feed(piece.text)
+                        if not (piece.text or piece.thinking or piece.tool_calls):
+                            continue
+                        if not ttft_ms:
+                            ttft_ms = (time.perf_counter() - job.received_at) * 1000
+                        sent_text += piece.text
+                        sent_thinking += piece.thinking
+                        pieces_sent += 1
+                        yield piece
+                outcome = Attempt.NONE
+            except NodeError as err:
+                outcome = err.kind
+                last_error = f"{node.node_id}: {err.message}"
+                if err.model_missing:
+                    self.board.mark_missing(node.node_id, job.model)
+                if err.kind is Attempt.TIMEOUT:
+                    raise DeadlineExceeded(f"the deadline passed while {node.node_id} answered") from None
+                self.check_client_error(err, "spec")
+                failed.append(node.node_id)
+                continue
+            finally:
+                stats = stats_from(final_chunk) if final_chunk is not None else None
+                self.finish_attempt(
+                    job.kind,
+                    job.model,
+                    node,
+                    interactive,
+                    outcome,
+                    latency_ms=(time.perf_counter() - started) * 1000,
+                    ttft_ms=(first_at - started) * 1000 if first_at else 0.0,
+                    prompt_tokens=stats.prompt_eval_count if stats else 0,
+                    eval_tokens=stats.eval_count if stats else 0,
+                    tokens_per_s=_tokens_per_s(stats),
+                )
+            assert final_chunk is not None and stats is not None
+            routing = common_pb2.RoutingInfo(
+                node_id=node.node_id,
+                attempts=attempts,
+                resumed=resumed,
+                failed_node_ids=failed,
+                ttft_ms=ttft_ms or (time.perf_counter() - job.received_at) * 1000,
+            )
+            context = final_chunk.get("context")
+            yield Final(
+                done_reason=str(final_chunk.get("done_reason") or "stop"),
+                stats=stats,
+                routing=routing,
+                created_at=final_chunk.get("created_at"),
+                context=context if isinstance(context, list) and not chat_reply else None,
+            )
+            return
+
+    def _give_up(self, job: Job, failed: list[str], sent_text: str, why: str) -> Unavailable:
+        if sent_text:
+            return Unavailable(
+                f"node {failed[-1]} failed mid-stream after {len(sent_text)} characters and the answer "
+                f"could not be continued on another node: {why}",
+                reason="STREAM_NOT_CONTINUED",
+            )
+        return Unavailable(
+            f"no node could answer (tried {', '.join(failed)}): {why}", reason="NODES_UNAVAILABLE"
+        )
+
+
+def _tokens_per_s(stats: common_pb2.GenerationStats | None) -> float:
+    if stats is None:
+        return 0.0
+    eval_s = stats.eval_duration.seconds + stats.eval_duration.nanos / 1e9
+    return stats.eval_count / eval_s if eval_s > 0 else 0.0

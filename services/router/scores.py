@@ -1,0 +1,294 @@
+"""The router's local copy of the node scores, plus what the router learns from its own requests."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import Enum
+
+from services.router.balancer import Candidate
+from services.router.config import BalancerConfig
+
+Clock = Callable[[], float]
+
+
+def normalize_model(name: str) -> str:
+    """Ollama's canonical model name: lower case, default registry/namespace dropped, tag added."""
+    name = name.strip().lower()
+    for prefix in ("registry.ollama.ai/", "library/"):
+        if name.startswith(prefix):
+            name = name[len(prefix) :]
+    if ":" not in name.rsplit("/", 1)[-1]:
+        name += ":latest"
+    return name
+
+
+class Attempt(Enum):
+    """How one node attempt ended (mirrors corral.v1.ErrorKind without depending on gRPC)."""
+
+    NONE = 1
+    CONNECTION = 2
+    TIMEOUT = 3
+    TTFT_TIMEOUT = 4
+    BUSY = 5
+    SERVER = 6
+    CLIENT = 7
+    STREAM_CUT = 8
+    MALFORMED = 9
+    CANCELLED = 10
+
+
+_NODE_FAULTS = {
+    Attempt.CONNECTION,
+    Attempt.TIMEOUT,
+    Attempt.TTFT_TIMEOUT,
+    Attempt.SERVER,
+    Attempt.STREAM_CUT,
+    Attempt.MALFORMED,
+}
+
+
+@dataclass(slots=True)
+class ModelView:
+    """One model on one node, as health (or the node itself) reports it."""
+
+    name: str
+    installed: bool = True
+    loaded: bool = False
+    ewma_latency_ms: float = 0.0
+    error_rate: float = 0.0
+    busy_rate: float = 0.0
+    inflight: int = 0
+    size_bytes: int = 0
+    capabilities: tuple[str, ...] = ()
+    expires_at_s: float = 0.0
+    size_loaded_bytes: int = 0
+    size_vram_bytes: int = 0
+    context_length: int = 0
+
+
+@dataclass(slots=True)
+class NodeView:
+    """One node as the router sees it.
+
+    Attributes:
+        models: Keyed by normalised model name; None means "not known yet" (a static node not read).
+        routable: Health says the node may take traffic (not unhealthy, ejected or draining).
+    """
+
+    node_id: str
+    address: str
+    routable: bool = True
+    inflight: int = 0
+    error_rate: float = 0.0
+    state: str = "unknown"
+    models: dict[str, ModelView] | None = None
+
+
+@dataclass(slots=True)
+class _Local:
+    """What this router itself knows about a node."""
+
+    inflight: int = 0
+    interactive: int = 0
+    cooldown_until: float = 0.0
+    error_ewma: float = 0.0
+    busy_ewma: float = 0.0
+    service_ms: dict[str, float] = field(default_factory=dict)
+    missing_models: set[str] = field(default_factory=set)
+
+
+class ScoreBoard:
+    """The node table the balancers read: health's scores merged with this router's own outcomes.
+
+    Sources, in order of preference: health's WatchScores stream; the static node list of the
+    configuration while health has never answered. When the stream goes quiet the last snapshot
+    stays in use, marked stale, and the router's own outcomes (cool-downs after connection errors,
+    error and busy EWMAs, service times) keep steering traffic.
+    """
+
+    def __init__(self, cfg: BalancerConfig | None = None, clock: Clock = time.monotonic) -> None:
+        self._cfg = cfg or BalancerConfig()
+        self._clock = clock
+        self.nodes: dict[str, NodeView] = {}
+        self.source = "none"
+        self.version = 0
+        self.last_message_at = 0.0
+        self.stale_after_s = 15.0
+        self.connected = False
+        self._local: dict[str, _Local] = {}
+
+    # --- feed -------------------------------------------------------------------------------
+    def use_static(self, nodes: Iterable[NodeView]) -> None:
+        """Installs (or refreshes) the static node list unless health has answered."""
+        if self.source == "health":
+            return
+        self.nodes = {n.node_id: n for n in nodes}
+        self.source = "static"
+
+    def apply_snapshot(self, nodes: Iterable[NodeView], version: int, stale_after_s: float) -> None:
+        """Replaces the table with health's snapshot."""
+        self.nodes = {n.node_id: n for n in nodes}
+        for local in self._local.values():
+            local.missing_models.clear()
+        self.source = "health"
+        self.connected = True
+        self.version = version
+        self.stale_after_s = stale_after_s
+        self.last_message_at = self._clock()
+
+    def apply_update(self, nodes: Iterable[NodeView], removed: Iterable[str], version: int) -> None:
+        """Merges health's update."""
+        for node in nodes:
+            self.nodes[node.node_id] = node
+            self.local(node.node_id).missing_models.clear()
+        for node_id in removed:
+            self.nodes.pop(node_id, None)
+        self.version = version
+        self.last_message_at = self._clock()
+
+    def heartbeat(self, version: int, stale_after_s: float) -> None:
+        """Notes that the stream is alive."""
+        self.version = max(self.version, version)
+        self.stale_after_s = stale_after_s
+        self.last_message_at = self._clock()
+
+    @property
+    def stale(self) -> bool:
+        """True when health's stream has been quiet too long, or health never answered."""
+        if self.source != "health" or not self.connected:
+            return True
+        return self._clock() - self.last_message_at > self.stale_after_s
+
+    # --- queries ------------------------------------------------------------------------------
+    def local(self, node_id: str) -> _Local:
+        """This router's own state for a node."""
+        state = self._local.get(node_id)
+        if state is None:
+            state = self._local[node_id] = _Local()
+        return state
+
+    def known_models(self) -> set[str] | None:
+        """Every model installed somewhere, or None when no node has reported its models yet."""
+        found: set[str] | None = None
+        for node in self.nodes.values():
+            if node.models is None:
+                continue
+            found = found or set()
+            found.update(m for m, v in node.models.items() if v.installed)
+        return found
+
+    def model_view(self, node_id: str, model: str) -> ModelView | None:
+        """The node's entry for the model, if the node reported one."""
+        node = self.nodes.get(node_id)
+        if node is None or node.models is None:
+            return None
+        return node.models.get(model)
+
+    def candidates(
+        self,
+        model: str,
+        *,
+        exclude: Iterable[str] = (),
+        background: bool = False,
+        background_threshold: int = 2,
+    ) -> list[Candidate]:
+        """Nodes that may take a request for the model (the balancer's input).
+
+        Filter: routable per health, not cooling down after a recent failure, the model installed
+        (or the node's models not known yet), not marked as lacking the model, not saturated, not
+        already tried by this request. When health's copy is stale and nothing passes, nodes that
+        health last called unroutable are tried as well: the router's own outcomes decide.
+        """
+        skip = set(exclude)
+        now = self._clock()
+        result = self._filter(model, skip, now, background, background_threshold, trust_health=True)
+        if not result and self.stale:
+            result = self._filter(model, skip, now, background, background_threshold, trust_health=False)
+        return result
+
+    def _filter(
+        self,
+        model: str,
+        skip: set[str],
+        now: float,
+        background: bool,
+        background_threshold: int,
+        trust_health: bool,
+    ) -> list[Candidate]:
+        out: list[Candidate] = []
+        for node in self.nodes.values():
+            if node.node_id in skip or (trust_health and not node.routable):
+                continue
+            local = self.local(node.node_id)
+            if local.cooldown_until > now or model in local.missing_models:
+                continue
+            if local.inflight >= self._cfg.max_inflight_per_node:
+                continue
+            if background and local.interactive >= background_threshold:
+                continue
+            view: ModelView | None = None
+            if node.models is not None:
+                view = node.models.get(model)
+                if view is None or not view.installed:
+                    continue
+            service_ms = local.service_ms.get(model) or (
+                view.ewma_latency_ms if view is not None and view.ewma_latency_ms > 0 else 0.0
+            )
+            out.append(
+                Candidate(
+                    node_id=node.node_id,
+                    address=node.address,
+                    loaded=view.loaded if view is not None else True,
+                    local_inflight=local.inflight,
+                    reported_inflight=node.inflight,
+                    service_ms=service_ms or self._cfg.default_service_ms,
+                    error_rate=max(node.error_rate, view.error_rate if view else 0.0, local.error_ewma),
+                    busy_rate=max(view.busy_rate if view else 0.0, local.busy_ewma),
+                    interactive_inflight=local.interactive,
+                )
+            )
+        return out
+
+    # --- this router's own outcomes -------------------------------------------------------------
+    def begin(self, node_id: str, interactive: bool) -> None:
+        """Counts a request in flight on the node."""
+        local = self.local(node_id)
+        local.inflight += 1
+        if interactive:
+            local.interactive += 1
+
+    def end(self, node_id: str, interactive: bool) -> int:
+        """Uncounts it; returns the node's in-flight count afterwards."""
+        local = self.local(node_id)
+        local.inflight = max(0, local.inflight - 1)
+        if interactive:
+            local.interactive = max(0, local.interactive - 1)
+        return local.inflight
+
+    def record(
+        self, node_id: str, model: str, outcome: Attempt, latency_ms: float, cooldown_s: float = 0.0
+    ) -> None:
+        """Learns from one attempt: service-time EWMA, error and busy EWMAs, cool-down."""
+        local = self.local(node_id)
+        alpha = self._cfg.ewma_alpha
+        if outcome is Attempt.NONE:
+            previous = local.service_ms.get(model)
+            local.service_ms[model] = (
+                latency_ms if previous is None else alpha * latency_ms + (1 - alpha) * previous
+            )
+            local.cooldown_until = 0.0
+        # NOTE: error and busy EWMAs decay with every attempt on the node, like health's window.
+        local.error_ewma = (1 - alpha) * local.error_ewma + alpha * (outcome in _NODE_FAULTS)
+        local.busy_ewma = (1 - alpha) * local.busy_ewma + alpha * (outcome is Attempt.BUSY)
+        if cooldown_s > 0:
+            local.cooldown_until = max(local.cooldown_until, self._clock() + cooldown_s)
+
+    def mark_missing(self, node_id: str, model: str) -> None:
+        """The node answered "model not found": stop sending the model there until it reports it."""
+        self.local(node_id).missing_models.add(model)
+
+    def clear_missing(self, node_id: str) -> None:
+        """Forgets the missing-model marks of a node (its model list was refreshed)."""
+        self.local(node_id).missing_models.clear()

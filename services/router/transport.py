@@ -1,0 +1,216 @@
+"""HTTP transport to the Ollama nodes: one pooled aiohttp session, NDJSON streaming, error kinds."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import aiohttp
+
+from services.router.scores import Attempt
+
+_JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/x-ndjson"}
+_MAX_ERROR_BODY_BYTES = 64 * 1024
+
+
+class NodeError(Exception):
+    """One node attempt failed.
+
+    Attributes:
+        kind: How it failed (decides failover and what health hears).
+        status: The HTTP status, 0 when there was none.
+        message: The node's error text or the transport's.
+        model_missing: The node answered 404 "model not found".
+    """
+
+    def __init__(self, kind: Attempt, message: str, status: int = 0, model_missing: bool = False) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.status = status
+        self.message = message
+        self.model_missing = model_missing
+
+
+def _kind_for_status(status: int) -> Attempt:
+    if status == 503:
+        return Attempt.BUSY
+    if status >= 500:
+        return Attempt.SERVER
+    return Attempt.CLIENT
+
+
+async def _error_from_response(resp: aiohttp.ClientResponse) -> NodeError:
+    raw = await resp.content.read(_MAX_ERROR_BODY_BYTES)
+    text = raw.decode("utf-8", errors="replace").strip()
+    try:
+        parsed = json.loads(text)
+        if isinstance(parsed, dict) and isinstance(parsed.get("error"), str):
+            text = parsed["error"]
+    except ValueError:
+        pass
+    missing = resp.status == 404 and "not found" in text
+    return NodeError(_kind_for_status(resp.status), text or f"HTTP {resp.status}", resp.status, missing)
+
+
+class NodeTransport:
+    """Talks to the nodes over one aiohttp.ClientSession with a single pooled connector.
+
+    aiohttp rather than httpx on the hot path: on these machines plain httpx's pool collapses to
+    about 220 requests/s at concurrency 32 while aiohttp sustains about 4,000 (DESIGN.md); see
+    docs/router.md for the router's own measurements.
+    """
+
+    def __init__(self, *, limit_per_host: int = 512, connect_timeout_s: float = 2.0) -> None:
+        self._limit_per_host = limit_per_host
+        self._connect_timeout_s = connect_timeout_s
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        """Opens the session (call from the running event loop)."""
+        connector = aiohttp.TCPConnector(
+            limit=0, limit_per_host=self._limit_per_host, keepalive_timeout=30.0, enable_cleanup_closed=True
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            read_bufsize=1 << 20,
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent",),
+        )
+
+    async def close(self) -> None:
+        """Closes the session and its connections."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The open session."""
+        if self._session is None:
+            raise RuntimeError("NodeTransport.start() was not called")
+        return self._session
+
+    def _timeout(self, read_s: float, deadline: float | None) -> aiohttp.ClientTimeout:
+        total = None if deadline is None else max(0.001, deadline - time.monotonic())
+        return aiohttp.ClientTimeout(total=total, sock_connect=self._connect_timeout_s, sock_read=read_s)
+
+    async def stream(
+        self, address: str, path: str, body: dict[str, Any], *, read_timeout_s: float, deadline: float | None
+    ) -> AsyncGenerator[dict[str, Any], None]:
+        """POSTs a streaming request and yields each NDJSON object.
+
+        Args:
+            address: The node's base URL.
+            path: "/api/generate" or "/api/chat".
+            body: The JSON body (with "stream": true).
+            read_timeout_s: Longest wait for the first chunk and between chunks (the TTFT budget).
+            deadline: time.monotonic() by which the whole answer must be in, or None.
+
+        Raises:
+            NodeError: connection errors, non-200 statuses, an `{"error"}` line, malformed JSON,
+                timeouts; `kind` says which and whether a chunk had arrived (STREAM_CUT).
+        """
+        started = False
+        resp: aiohttp.ClientResponse | None = None
+        completed = False
+        try:
+            resp = await self.session.post(
+                address + path,
+                data=json.dumps(body, separators=(",", ":")).encode(),
+                headers=_JSON_HEADERS,
+                timeout=self._timeout(read_timeout_s, deadline),
+            )
+            if resp.status != 200:
+                raise await _error_from_response(resp)
+            async for line in resp.content:
+                if not line.strip():
+                    continue
+                try:
+                    chunk = json.loads(line)
+                except ValueError:
+                    raise NodeError(Attempt.MALFORMED, "the node sent a line that is not JSON") from None
+                if not isinstance(chunk, dict):
+                    raise NodeError(Attempt.MALFORMED, "the node sent a JSON line that is not an object")
+                error = chunk.get("error")
+                if error is not None:
+                    kind = Attempt.STREAM_CUT if started else Attempt.SERVER
+                    raise NodeError(kind, str(error), 200)
+                started = True
+                yield chunk
+                if chunk.get("done"):
+                    completed = True
+                    return
+            raise NodeError(
+                Attempt.STREAM_CUT if started else Attempt.MALFORMED, "the node closed the stream early"
+            )
+        except NodeError:
+            raise
+        except TimeoutError:
+            if deadline is not None and time.monotonic() >= deadline - 0.001:
+                raise NodeError(Attempt.TIMEOUT, "the request deadline passed") from None
+            kind = Attempt.STREAM_CUT if started else Attempt.TTFT_TIMEOUT
+            raise NodeError(kind, f"no chunk from the node within {read_timeout_s:.3g} s") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            kind = Attempt.STREAM_CUT if started else Attempt.CONNECTION
+            raise NodeError(kind, f"{type(exc).__name__}: {exc}") from None
+        finally:
+            if resp is not None:
+                if completed:
+                    resp.release()
+                else:
+                    # NOTE: closing (not releasing) drops the connection, which is how a cancelled
+                    # client call cancels the request on the node.
+                    resp.close()
+
+    async def call_json(
+        self,
+        address: str,
+        path: str,
+        body: dict[str, Any] | None,
+        *,
+        timeout_s: float,
+        method: str = "POST",
+    ) -> Any:
+        """Sends one non-streaming request and returns the parsed JSON reply.
+
+        Raises:
+            NodeError: as for `stream`, with TIMEOUT for the overall timeout.
+        """
+        try:
+            async with self.session.request(
+                method,
+                address + path,
+                data=None if body is None else json.dumps(body, separators=(",", ":")).encode(),
+                headers=_JSON_HEADERS,
+                timeout=aiohttp.ClientTimeout(total=timeout_s, sock_connect=self._connect_timeout_s),
+            ) as resp:
+                if resp.status != 200:
+                    raise await _error_from_response(resp)
+                raw = await resp.read()
+        except NodeError:
+            raise
+        except TimeoutError:
+            raise NodeError(Attempt.TIMEOUT, f"no answer from the node within {timeout_s:.3g} s") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise NodeError(Attempt.CONNECTION, f"{type(exc).__name__}: {exc}") from None
+        try:
+            return json.loads(raw) if raw else {}
+        except ValueError:
+            raise NodeError(Attempt.MALFORMED, "the node sent a body that is not JSON") from None
+
+
+async def gather_json(
+    transport: NodeTransport, requests: list[tuple[str, str]], timeout_s: float
+) -> list[Any | None]:
+    """GETs several (address, path) pairs at once; a failed one gives None."""
+
+    async def one(address: str, path: str) -> Any | None:
+        try:
+            return await transport.call_json(address, path, None, timeout_s=timeout_s, method="GET")
+        except NodeError:
+            return None
+
+    return list(await asyncio.gather(*(one(a, p) for a, p in requests)))
