@@ -68,8 +68,16 @@ class OllamaNodeClient:
             body.update(prompt="", stream=False)
         url = address.rstrip("/") + path
         try:
-            async with self._client().post(url, json=body) as response:
-                text = await response.text()
+            try:
+                async with self._client().post(url, json=body) as response:
+                    text = await response.text()
+            except aiohttp.ClientConnectionError as exc:
+                if isinstance(exc, aiohttp.ClientConnectorError):
+                    raise
+                # NOTE: a pooled keep-alive connection to a node that restarted is dead; a load is
+                # idempotent, so try once more on a fresh connection before calling the node down.
+                async with self._client().post(url, json=body) as response:
+                    text = await response.text()
         except TimeoutError:
             raise PeerError(f"no answer from {address} in time") from None
         except aiohttp.ClientConnectionError as exc:
