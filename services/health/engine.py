@@ -60,6 +60,10 @@ class ScoreMessage:
     encoded: dict[str, Any] = field(default_factory=dict)
 
 
+def _update_version(message: ScoreMessage) -> int | None:
+    return message.version if message.kind is not MessageKind.HEARTBEAT else None
+
+
 class HealthEngine:
     """Owns the fleet, one probe loop per node and the publisher that feeds WatchScores."""
 
@@ -68,7 +72,7 @@ class HealthEngine:
         self.fleet = Fleet(cfg, clock)
         self._clock = clock
         self._prober = prober
-        self.hub: Hub[ScoreMessage] = Hub(self._snapshot_message, cfg.subscriber_queue_size)
+        self.hub: Hub[ScoreMessage] = Hub(self._snapshot_message, cfg.subscriber_queue_size, _update_version)
         self._changed = asyncio.Event()
         self.fleet.on_change = self._changed.set
         self._probe_tasks: dict[str, asyncio.Task[None]] = {}
@@ -130,8 +134,27 @@ class HealthEngine:
         return sub, snapshot
 
     def _snapshot_message(self) -> ScoreMessage:
+        # NOTE: publish what changed first, so that the snapshot's version names exactly its contents
+        # and the next update a subscriber sees is a real change.
+        self._publish_changes()
         version, views = self.fleet.snapshot()
         return ScoreMessage(MessageKind.SNAPSHOT, version, self._clock(), tuple(views))
+
+    def _publish_changes(self) -> bool:
+        """Publishes the fleet's pending changes as one update; False when there were none."""
+        try:
+            changes = self.fleet.collect_changes()
+        except Exception:
+            logger.exception("collecting score changes failed")
+            return False
+        if changes is None:
+            return False
+        self.hub.publish(
+            ScoreMessage(
+                MessageKind.UPDATE, changes.version, self._clock(), changes.nodes, changes.removed_node_ids
+            )
+        )
+        return True
 
     # ---- loops ----------------------------------------------------------------------------
     async def _probe_loop(self, node_id: str) -> None:
@@ -160,22 +183,8 @@ class HealthEngine:
                 # NOTE: let a burst of outcomes settle into one update.
                 await asyncio.sleep(self.cfg.min_update_interval_s)
             self._changed.clear()
-            try:
-                changes = self.fleet.collect_changes()
-            except Exception:
-                logger.exception("collecting score changes failed")
-                changes = None
             now = loop.time()
-            if changes is not None:
-                self.hub.publish(
-                    ScoreMessage(
-                        MessageKind.UPDATE,
-                        changes.version,
-                        self._clock(),
-                        changes.nodes,
-                        changes.removed_node_ids,
-                    )
-                )
+            if self._publish_changes():
                 last_sent = now
             elif now - last_sent >= heartbeat_s:
                 self.hub.publish(ScoreMessage(MessageKind.HEARTBEAT, self.fleet.version, self._clock()))

@@ -47,3 +47,19 @@ async def test_close_ends_every_subscription() -> None:
         await asyncio.wait_for(waiter, 5)
     with pytest.raises(HubClosed):
         hub.subscribe("late")
+
+
+async def test_updates_already_in_the_snapshot_are_skipped() -> None:
+    state = {"version": 3}
+    hub: Hub[tuple[str, int]] = Hub(
+        lambda: ("snapshot", state["version"]),
+        queue_size=8,
+        version_of=lambda m: None if m[0] == "heartbeat" else m[1],
+    )
+    sub, snapshot = hub.subscribe("a")
+    assert snapshot == ("snapshot", 3)
+    hub.publish(("update", 3))  # published while the snapshot was built: already in it
+    hub.publish(("heartbeat", 3))
+    hub.publish(("update", 4))
+    assert await sub.next_message() == ("heartbeat", 3)
+    assert await sub.next_message() == ("update", 4)
