@@ -79,6 +79,14 @@ class SimNode:
         """Start serving (or only hold the port when started with the refuse fault)."""
         for spec in self.config.models:
             check_backend(spec)
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+        logger.info("node %s listening on %s:%s", self.name, self.host, self.port)
+
+    async def _start(self) -> None:
         self.engine = Engine(self.config, self.faults)
         app = self._build_app()
         self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=1.0)
@@ -93,7 +101,6 @@ class SimNode:
             admin_sock = self._bind(self.admin_port)
             self.admin_port = admin_sock.getsockname()[1]
             await web.SockSite(self._admin_runner, admin_sock).start()
-        logger.info("node %s listening on %s:%s", self.name, self.host, self.port)
 
     async def stop(self) -> None:
         """Stop serving; in-flight requests are cut, loaded models forgotten."""

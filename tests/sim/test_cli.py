@@ -26,7 +26,7 @@ async def _start(*args: str) -> tuple[asyncio.subprocess.Process, list[tuple[str
 
 async def _ready(proc: asyncio.subprocess.Process, count: int) -> list[tuple[str, int, int]]:
     assert proc.stdout is not None
-    nodes = []
+    nodes: list[tuple[str, int, int]] = []
     async with asyncio.timeout(30):
         while len(nodes) < count:
             line = (await proc.stdout.readline()).decode()
@@ -54,7 +54,7 @@ async def test_single_node_process_with_official_sync_client() -> None:
             client = ollama.Client(host=f"http://127.0.0.1:{port}")
             models = {m.model for m in client.list().models if m.model}
             reply = client.generate("llama3.2:1b", "hello from another process")
-            return models, reply.response
+            return models, reply.response or ""
 
         models, text = await asyncio.to_thread(use_client)
         assert models == {"llama3.2:1b", "nomic-embed-text:v1.5", "mistral:7b"} and text

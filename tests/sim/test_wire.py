@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import aiohttp
 import numpy as np
@@ -108,8 +109,10 @@ async def test_non_streamed_content_type_and_echoed_name(node: SimNode, http: ai
 async def test_error_bodies(
     node: SimNode, http: aiohttp.ClientSession, path: str, body: object, status: int, message: str | None
 ) -> None:
-    kwargs = {"data": body} if isinstance(body, bytes) else {"json": {**body, "stream": False}}  # type: ignore[dict-item]
-    async with http.post(f"{node.url}{path}", **kwargs) as resp:  # type: ignore[arg-type]
+    kwargs: dict[str, Any] = (
+        {"data": body} if isinstance(body, bytes) else {"json": {**body, "stream": False}}  # type: ignore[dict-item]
+    )
+    async with http.post(f"{node.url}{path}", **kwargs) as resp:
         assert resp.status == status
         if message is not None:
             assert await resp.json() == {"error": message}
