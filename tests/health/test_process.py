@@ -1,0 +1,73 @@
+"""The health service as its own process: nodes from the environment, watch streams end on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import grpc
+from corral.v1 import health_service_pb2 as pb
+from corral.v1 import health_service_pb2_grpc
+
+from sim.config import NodeConfig
+from sim.node import SimNode
+from tests.helpers.procs import ServiceProcess, free_port
+
+
+async def test_process_probes_configured_nodes_and_ends_watches_on_sigterm() -> None:
+    node = SimNode(NodeConfig(name="node-1", time_scale=0.01), admin_port=None)
+    await node.start()
+    port = free_port()
+    env = {
+        "CORRAL_HEALTH__PORT": str(port),
+        "CORRAL_HEALTH__PROBE_INTERVAL_S": "0.2",
+        "CORRAL_HEALTH__PROBE_TIMEOUT_S": "0.1",
+        "CORRAL_HEALTH__GRACE_S": "20",
+        "CORRAL_HEALTH__NODES": json.dumps(
+            [{"id": "node-1", "address": node.url}, {"id": "dead", "address": "http://127.0.0.1:9"}]
+        ),
+    }
+    proc = ServiceProcess("services.health", env=env)
+    await proc.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = health_service_pb2_grpc.HealthServiceStub(channel)
+            stream = stub.WatchScores(pb.WatchScoresRequest(subscriber="proc-test"))
+            states: dict[str, int] = {}
+
+            async def until_probed() -> None:
+                while True:
+                    message = await stream.read()
+                    assert isinstance(message, pb.WatchScoresResponse)
+                    for n in message.nodes:
+                        states[n.node_id] = n.state
+                    if states == {"node-1": pb.NODE_STATE_HEALTHY, "dead": pb.NODE_STATE_UNHEALTHY}:
+                        return
+
+            await asyncio.wait_for(until_probed(), 10)
+            # NOTE: without ending watch streams at shutdown, the drain would wait the full grace_s.
+            started = time.monotonic()
+            proc.signal(15)
+            try:
+                while True:
+                    await asyncio.wait_for(stream.read(), 10)
+            except grpc.aio.AioRpcError as err:
+                assert err.code() == grpc.StatusCode.UNAVAILABLE, err
+            assert await proc.wait(15) == 0
+            assert time.monotonic() - started < 5
+    finally:
+        await proc.kill()
+        await node.stop()
+
+
+async def test_bad_node_config_exits_with_one_clear_line() -> None:
+    env = {"CORRAL_HEALTH__NODES": json.dumps([{"id": "bad id", "address": "http://127.0.0.1:1"}])}
+    proc = ServiceProcess("services.health", env=env)
+    try:
+        await proc.start(timeout_s=15)
+    except RuntimeError as exc:
+        assert "node id" in str(exc)
+    else:  # pragma: no cover - it must not start
+        raise AssertionError("the service started with a bad node id")
+    assert proc.proc is not None and proc.proc.returncode == 2
