@@ -24,7 +24,7 @@ class StaticNode(Section):
 
 
 def _default_nodes() -> list[StaticNode]:
-    return [StaticNode(node_id=f"node-{i}", address=f"http://127.0.0.1:{11434 + i}") for i in range(4)]
+    return [StaticNode(node_id=f"node-{i}", address=f"http://127.0.0.1:{11433 + i}") for i in range(1, 5)]
 
 
 class RetryBudgetConfig(Section):

@@ -25,14 +25,17 @@ class RetryBudget:
     """
 
     _BUCKETS = 20
+    # NOTE: integer token arithmetic as in Finagle's TokenRetryBudget (scale 1000), so that 100
+    # deposits of 20 % make exactly 20 retries.
+    _SCALE = 1000
 
     def __init__(self, cfg: RetryBudgetConfig | None = None, clock: Clock = time.monotonic) -> None:
         cfg = cfg or RetryBudgetConfig()
         self._clock = clock
         self._bucket_s = cfg.ttl_s / self._BUCKETS
-        self._deposit = cfg.percent_can_retry
-        self._reserve = cfg.min_retries_per_s * cfg.ttl_s
-        self._sums = [0.0] * self._BUCKETS
+        self._deposit = round(cfg.percent_can_retry * self._SCALE)
+        self._reserve = round(cfg.min_retries_per_s * cfg.ttl_s * self._SCALE)
+        self._sums = [0] * self._BUCKETS
         self._stamps = [-1] * self._BUCKETS
         self.retries_allowed = 0
         self.retries_refused = 0
@@ -42,10 +45,10 @@ class RetryBudget:
         index = tick % self._BUCKETS
         if self._stamps[index] != tick:
             self._stamps[index] = tick
-            self._sums[index] = 0.0
+            self._sums[index] = 0
         return index
 
-    def _balance(self) -> float:
+    def _balance(self) -> int:
         tick = int(self._clock() / self._bucket_s)
         live = sum(s for s, t in zip(self._sums, self._stamps, strict=True) if tick - t < self._BUCKETS)
         return live + self._reserve
@@ -56,8 +59,8 @@ class RetryBudget:
 
     def try_withdraw(self) -> bool:
         """Asks for one retry; True when the budget allows it (and charges it)."""
-        if self._balance() >= 1.0:
-            self._sums[self._slot()] -= 1.0
+        if self._balance() >= self._SCALE:
+            self._sums[self._slot()] -= self._SCALE
             self.retries_allowed += 1
             return True
         self.retries_refused += 1
