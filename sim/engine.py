@@ -365,3 +365,10 @@ class Engine:
         """Forget every loaded model (a restarted node starts cold)."""
         for runner in list(self.runners.values()):
             self.unload(runner)
+
+    def close(self) -> None:
+        """Cancel loads in progress and forget every model (the node is stopping)."""
+        for task in list(self._loading.values()):
+            task.cancel()
+        self._loading.clear()
+        self.unload_all()

@@ -114,7 +114,7 @@ class SimNode:
         if self._admin_runner is not None:
             await self._admin_runner.cleanup()
             self._admin_runner = None
-        self.engine.unload_all()
+        self.engine.close()
 
     async def restart(self) -> None:
         """Stop and start again on the same ports: models cold, stats reset, faults back to the config's."""
