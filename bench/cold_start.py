@@ -300,8 +300,8 @@ def markdown(result: dict[str, Any]) -> str:
         "  Without prewarm it is sent as soon as health reports the node back (when routers resume",
         "  sending it traffic); with prewarm it is sent once the triggered warm-up run has finished.",
         "- The node's load_duration column is the simulator's nominal figure (real time / time scale).",
-        "- The node, health and prewarm share the benchmark's event loop (a source of jitter); the few milliseconds between",
-        "  the warm and the prewarmed rows were not investigated further.",
+        "- The node, health and prewarm share the benchmark's event loop (a source of jitter);",
+        "  the few milliseconds between the warm and the prewarmed rows were not investigated further.",
         "",
     ]
     return "\n".join(lines)
