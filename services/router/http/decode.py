@@ -9,9 +9,9 @@ import math
 from typing import Any
 
 from aiohttp import web
+from corral.v1 import common_pb2 as cpb
 from google.protobuf import json_format, struct_pb2
 
-from corral.v1 import common_pb2 as cpb
 from services.router.http.duration import keep_alive_to_proto
 from services.router.http.errors import ApiError
 
@@ -152,7 +152,9 @@ class Fields:
             return cpb.THINK_MODE_ON if value else cpb.THINK_MODE_OFF
         if isinstance(value, str) and value in _THINK_LEVELS:
             return _THINK_LEVELS[value]
-        raise ApiError(400, f'invalid think value: {dump_short(value)} (must be "high", "medium", "low", true, or false)')
+        raise ApiError(
+            400, f'invalid think value: {dump_short(value)} (must be "high", "medium", "low", true, or false)'
+        )
 
     def format(self) -> str:
         """The format field: "" or "json", or a JSON Schema object kept as JSON text."""
@@ -163,7 +165,9 @@ class Fields:
             return json.dumps(value, separators=(",", ":"))
         # NOTE: Ollama answers an invalid format with 500 when the runner rejects it; a facade must
         # never answer bad input with a 5xx, so this is a 400 with Ollama's text.
-        raise ApiError(400, f'invalid format: {dump_short(value)}; expected "json" or a valid JSON Schema object')
+        raise ApiError(
+            400, f'invalid format: {dump_short(value)}; expected "json" or a valid JSON Schema object'
+        )
 
 
 _THINK_LEVELS = {

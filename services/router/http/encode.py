@@ -5,10 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
-
 from corral.v1 import common_pb2 as cpb
 from corral.v1 import router_service_pb2 as rpb
+from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
 
 _CACHE_OUTCOMES = {
     cpb.CACHE_OUTCOME_MISS: "miss",
@@ -80,7 +79,11 @@ def tool_calls(calls: Any) -> list[dict[str, Any]]:
         entry: dict[str, Any] = {}
         if call.id:
             entry["id"] = call.id
-        entry["function"] = {"index": call.index, "name": call.name, "arguments": struct_to_json(call.arguments)}
+        entry["function"] = {
+            "index": call.index,
+            "name": call.name,
+            "arguments": struct_to_json(call.arguments),
+        }
         out.append(entry)
     return out
 
@@ -97,7 +100,11 @@ def message(msg: cpb.ChatMessage) -> dict[str, Any]:
 
 def generate_reply(model: str, resp: rpb.GenerateResponse) -> dict[str, Any]:
     """A non-streamed /api/generate reply."""
-    out: dict[str, Any] = {"model": model, "created_at": rfc3339nano(resp.created_at), "response": resp.response}
+    out: dict[str, Any] = {
+        "model": model,
+        "created_at": rfc3339nano(resp.created_at),
+        "response": resp.response,
+    }
     if resp.thinking:
         out["thinking"] = resp.thinking
     out["done"] = True

@@ -4,24 +4,38 @@ from __future__ import annotations
 
 from typing import Any
 
+from corral.v1 import common_pb2 as cpb
 from google.protobuf import struct_pb2
 
-from corral.v1 import common_pb2 as cpb
 from services.router.http.errors import ApiError
 
 _INT32_MIN, _INT32_MAX = -(2**31), 2**31 - 1
 
 # Options with a ModelOptions field.
 _TYPED_INT = frozenset(
-    {"top_k", "num_predict", "seed", "repeat_last_n", "num_keep", "num_ctx", "num_batch", "num_gpu", "num_thread"}
+    {
+        "top_k",
+        "num_predict",
+        "seed",
+        "repeat_last_n",
+        "num_keep",
+        "num_ctx",
+        "num_batch",
+        "num_gpu",
+        "num_thread",
+    }
 )
 _TYPED_FLOAT = frozenset(
     {"temperature", "top_p", "min_p", "repeat_penalty", "presence_penalty", "frequency_penalty", "typical_p"}
 )
 # Other options Ollama knows (api.Options and api.Runner): type-checked, then passed through in `extra`.
 _EXTRA_INT = frozenset({"mirostat", "main_gpu", "draft_num_predict", "num_gqa"})
-_EXTRA_FLOAT = frozenset({"tfs_z", "mirostat_tau", "mirostat_eta", "rope_frequency_base", "rope_frequency_scale"})
-_EXTRA_BOOL = frozenset({"penalize_newline", "numa", "use_mmap", "use_mlock", "low_vram", "f16_kv", "vocab_only"})
+_EXTRA_FLOAT = frozenset(
+    {"tfs_z", "mirostat_tau", "mirostat_eta", "rope_frequency_base", "rope_frequency_scale"}
+)
+_EXTRA_BOOL = frozenset(
+    {"penalize_newline", "numa", "use_mmap", "use_mlock", "low_vram", "f16_kv", "vocab_only"}
+)
 
 
 def _as_int(key: str, value: Any) -> int:
@@ -61,7 +75,10 @@ def parse_options(raw: Any, where: str = "options") -> cpb.ModelOptions:
         return options
     if not isinstance(raw, dict):
         kind = "array" if isinstance(raw, list) else type(raw).__name__
-        raise ApiError(400, f"json: cannot unmarshal {kind} into Go struct field .{where} of type map[string]interface {{}}")
+        raise ApiError(
+            400,
+            f"json: cannot unmarshal {kind} into Go struct field .{where} of type map[string]interface {{}}",
+        )
     extra: dict[str, Any] = {}
     for key, value in raw.items():
         if value is None:

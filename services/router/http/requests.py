@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
-
 from corral.v1 import common_pb2 as cpb
 from corral.v1 import router_service_pb2 as rpb
+
 from services.router.http.decode import Fields, to_struct
 from services.router.http.errors import ApiError
 from services.router.http.options import parse_options
