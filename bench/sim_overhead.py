@@ -97,8 +97,14 @@ async def _worker(
     return errors
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds used so far by a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def _run_scenario(
-    port: int, path: str, body: dict[str, Any], concurrency: int, duration_s: float
+    pid: int, port: int, path: str, body: dict[str, Any], concurrency: int, duration_s: float
 ) -> dict[str, Any]:
     url = f"http://127.0.0.1:{port}{path}"
     payload = body or None
@@ -110,13 +116,16 @@ async def _run_scenario(
             *(_worker(session, url, payload, time.perf_counter() + 0.5, warm) for _ in range(concurrency))
         )
         latencies: list[float] = []
+        cpu_before = _cpu_s(pid)
         started = time.perf_counter()
         deadline = started + duration_s
         errors = await asyncio.gather(
             *(_worker(session, url, payload, deadline, latencies) for _ in range(concurrency))
         )
         elapsed = time.perf_counter() - started
+        server_cpu_s = _cpu_s(pid) - cpu_before
     latencies.sort()
+    cpu_us = server_cpu_s / len(latencies) * 1e6
     return {
         "requests": len(latencies),
         "errors": sum(errors),
@@ -124,15 +133,19 @@ async def _run_scenario(
         "rps": round(len(latencies) / elapsed, 1),
         "p50_ms": round(statistics.median(latencies) * 1000, 2),
         "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 2),
+        # NOTE: CPU per request is what the simulator costs, whatever else runs on the machine.
+        "server_cpu_us_per_request": round(cpu_us, 1),
+        "server_rps_per_core": round(1e6 / cpu_us, 0) if cpu_us > 0 else None,
     }
 
 
 async def main(concurrency: int, duration_s: float, write: bool) -> int:
     proc, port = await _start_node()
+    load_before = os.getloadavg()
     results: dict[str, Any] = {}
     try:
         for name, (path, body) in SCENARIOS.items():
-            results[name] = await _run_scenario(port, path, body, concurrency, duration_s)
+            results[name] = await _run_scenario(proc.pid, port, path, body, concurrency, duration_s)
             print(f"{name}: {results[name]}", flush=True)
     finally:
         proc.terminate()
@@ -152,6 +165,8 @@ async def main(concurrency: int, duration_s: float, write: bool) -> int:
             "concurrency": concurrency,
             "duration_s_per_scenario": duration_s,
         },
+        # NOTE: the machine is shared; a load average well above 2 means other work competed for the cores.
+        "load_average_1m": {"before": round(load_before[0], 2), "after": round(os.getloadavg()[0], 2)},
         "target_rps": TARGET_RPS,
         "headline_rps": headline,
         "meets_target": headline >= TARGET_RPS,
@@ -167,11 +182,20 @@ async def main(concurrency: int, duration_s: float, write: bool) -> int:
             f"processes on a {os.cpu_count()}-core machine, concurrency {concurrency}, {duration_s:g} s per "
             f"scenario. Target: >= {TARGET_RPS:,.0f} rps for a short non-streamed generate.",
             "",
-            "| scenario | rps | p50 ms | p99 ms | errors |",
-            "|---|---:|---:|---:|---:|",
+            "| scenario | rps | p50 ms | p99 ms | errors | server CPU µs/request | server rps per core |",
+            "|---|---:|---:|---:|---:|---:|---:|",
         ]
         for name, r in results.items():
-            lines.append(f"| {name} | {r['rps']:,.0f} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} |")
+            lines.append(
+                f"| {name} | {r['rps']:,.0f} | {r['p50_ms']} | {r['p99_ms']} | {r['errors']} "
+                f"| {r['server_cpu_us_per_request']} | {r['server_rps_per_core']:,.0f} |"
+            )
+        lines += [
+            "",
+            f"Load average (1 min) before/after: {report['load_average_1m']['before']} / "
+            f"{report['load_average_1m']['after']}. Headline: {headline:,.0f} rps "
+            f"({'meets' if headline >= TARGET_RPS else 'misses'} the {TARGET_RPS:,.0f} rps target).",
+        ]
         lines += ["", f"Command: `.venv/bin/python bench/sim_overhead.py --concurrency {concurrency}`", ""]
         (RESULTS / "sim_overhead.md").write_text("\n".join(lines))
     return 0 if headline >= TARGET_RPS else 1
