@@ -12,7 +12,16 @@ from services.prewarm.config import PrewarmConfig, WarmModel
 from services.prewarm.executor import RunExecutor
 from services.prewarm.node_client import OllamaNodeClient
 from services.prewarm.peers import CacheMaintainer, RouterSeeder
-from services.prewarm.runs import Outcome, RunManager, RunRequest, RunState, Step, Trigger
+from services.prewarm.runs import (
+    Outcome,
+    ProgressEvent,
+    RunManager,
+    RunRequest,
+    RunState,
+    RunSummary,
+    Step,
+    Trigger,
+)
 from tests.helpers.procs import free_port
 from tests.prewarm.conftest import StaticScores, collect, loaded_models, view_of
 
@@ -28,7 +37,9 @@ def config(**fields: Any) -> PrewarmConfig:
     return PrewarmConfig.model_validate({**base, **fields})
 
 
-async def run_once(cfg: PrewarmConfig, scores: StaticScores, request: RunRequest) -> tuple[list, Any]:
+async def run_once(
+    cfg: PrewarmConfig, scores: StaticScores, request: RunRequest
+) -> tuple[list[ProgressEvent], RunSummary]:
     channel = make_channel(cfg.router_addr)
     nodes = OllamaNodeClient()
     try:

@@ -9,6 +9,7 @@ from services.prewarm.planner import (
     ModelView,
     NodeView,
     WarmAction,
+    WarmItem,
     next_rewarm_at,
     nodes_needing_warmup,
     normalize_model_name,
@@ -38,7 +39,7 @@ def node(
     return NodeView(node_id=node_id, address=f"http://{node_id}", models=models, **kwargs)  # type: ignore[arg-type]
 
 
-def actions(items: list) -> list[tuple[str, str, WarmAction]]:
+def actions(items: list[WarmItem]) -> list[tuple[str, str, WarmAction]]:
     return [(i.node_id, i.model, i.action) for i in items]
 
 

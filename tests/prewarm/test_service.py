@@ -53,7 +53,8 @@ class GatedRouter(router_service_pb2_grpc.RouterServiceServicer):
 @pytest.fixture
 async def router() -> AsyncIterator[tuple[GatedRouter, str]]:
     server = grpc.aio.server()
-    servicer = GatedRouter()
+    # NOTE: only Generate is implemented; the other RPCs keep the generated UNIMPLEMENTED bodies.
+    servicer = GatedRouter()  # type: ignore[abstract]
     router_service_pb2_grpc.add_RouterServiceServicer_to_server(servicer, server)
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
@@ -175,7 +176,7 @@ async def test_concurrency_limit_holds_seeding_requests(service, router) -> None
     ("request_", "field"),
     [
         (pb.StartRunRequest(steps=[pb.PREWARM_STEP_UNSPECIFIED]), "steps[0]"),
-        (pb.StartRunRequest(steps=[pb.PREWARM_STEP_WARM_MODELS, 9]), "steps[1]"),
+        (pb.StartRunRequest(steps=[pb.PREWARM_STEP_WARM_MODELS, pb.PrewarmStep.ValueType(9)]), "steps[1]"),
         (pb.StartRunRequest(node_ids=["a", " "]), "node_ids[1]"),
         (pb.StartRunRequest(models=[""]), "models[0]"),
         (pb.StartRunRequest(steps=[pb.PREWARM_STEP_MAINTENANCE], node_ids=["a"]), "node_ids"),

@@ -55,6 +55,13 @@ def all_warm(node: SimNode) -> bool:
     return WARM <= set(node.stats()["loaded_models"])
 
 
+async def wait_warm(node: SimNode, timeout_s: float) -> None:
+    def check(_stats: dict[str, Any]) -> bool:
+        return all_warm(node)
+
+    await node.wait_for(check, timeout_s=timeout_s)
+
+
 @pytest.fixture
 async def stack() -> AsyncIterator[Stack]:
     nodes = {}
@@ -98,7 +105,7 @@ def healthy(node_id: str) -> Any:
 
 async def test_after_start_every_configured_model_is_in_each_nodes_ps(stack: Stack) -> None:
     for node in stack.nodes.values():
-        await node.wait_for(lambda _stats, n=node: all_warm(n), timeout_s=10)
+        await wait_warm(node, 10)
     async with aiohttp.ClientSession() as http:
         for node in stack.nodes.values():
             assert await loaded_models(http, node) == WARM
@@ -114,14 +121,14 @@ async def test_after_start_every_configured_model_is_in_each_nodes_ps(stack: Sta
 async def test_node_restarted_cold_is_rewarmed_within_one_probe_interval(stack: Stack) -> None:
     node = stack.nodes["node-1"]
     for each in stack.nodes.values():
-        await each.wait_for(lambda _stats, n=each: all_warm(n), timeout_s=10)
+        await wait_warm(each, 10)
     await node.stop()
     await stack.watcher.wait_for(lambda nodes: not nodes["node-1"].healthy, timeout_s=5)
     await node.start()
     assert node.stats()["loaded_models"] == []
     back_at = await stack.watcher.wait_for(healthy("node-1"), timeout_s=5)
     # NOTE: the bound is the requirement itself: warm within one probe interval of health seeing it back.
-    await node.wait_for(lambda _stats: all_warm(node), timeout_s=PROBE_INTERVAL_S)
+    await wait_warm(node, PROBE_INTERVAL_S)
     warm_after_s = time.monotonic() - back_at
     assert warm_after_s <= PROBE_INTERVAL_S
     # No user request was involved: only load requests (nothing evaluated, nothing generated).
@@ -147,6 +154,6 @@ async def test_node_added_at_run_time_is_warmed(stack: Stack) -> None:
         await stack.stub.AddNode(
             health_service_pb2.AddNodeRequest(node_id="node-3", address=node.url), timeout=5
         )
-        await node.wait_for(lambda _stats: all_warm(node), timeout_s=10)
+        await wait_warm(node, 10)
     finally:
         await node.stop()
