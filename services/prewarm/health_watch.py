@@ -92,18 +92,27 @@ class HealthWatcher:
         return dict(self._view or {})
 
     async def run(self) -> None:
-        """Follows the stream until cancelled."""
+        """Follows the stream until cancelled, reconnecting with a growing backoff."""
         backoff_s = 0.1
+        reported = False
         while True:
+            problem = "ended"
             try:
                 await self._follow()
-                backoff_s = 0.1
             except grpc.aio.AioRpcError as exc:
-                if self._live.is_set() or backoff_s >= self._reconnect_max_s:
-                    logger.warning("score stream from %s broke: %s", self._address, exc.code().name)
+                problem = f"failed: {exc.code().name} {exc.details() or ''}".rstrip()
             except TimeoutError:
-                logger.warning("score stream from %s went silent; reconnecting", self._address)
+                problem = "went silent (no heartbeat)"
+            except Exception:
+                logger.exception("score stream from %s: unexpected error", self._address)
+                problem = "failed"
+            if self._live.is_set():
+                backoff_s, reported = 0.1, False
             self._live.clear()
+            # NOTE: one warning per outage; a health service that stays down is not news every 2 s.
+            if not reported:
+                logger.warning("score stream from %s %s; reconnecting", self._address, problem)
+                reported = True
             await asyncio.sleep(backoff_s)
             backoff_s = min(backoff_s * 2, self._reconnect_max_s)
 

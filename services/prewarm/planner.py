@@ -214,6 +214,8 @@ def _with(base: WarmItem, action: WarmAction, reason: str, embedding: bool = Fal
 
 
 def _describe_state(node: NodeView) -> str:
+    if node.state == "UNSPECIFIED":
+        return "not probed yet"
     flags = [node.state.lower()]
     if node.ejected:
         flags.append("ejected")
