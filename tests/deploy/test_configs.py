@@ -133,6 +133,8 @@ def test_health_registry_lists_the_ollama_statefulset_pods() -> None:
     }
     assert pull_env["OLLAMA_NODES"].split() == [a.removeprefix("http://") for a in expected]
     assert pull_env["OLLAMA_PULL_MODELS"].split() == [m.name for m in cfg.prewarm.models]
+    assert cfg.cache.embedder.model in pull_env["OLLAMA_PULL_MODELS"].split()
+    assert cfg.cache.embedder.node_urls == expected
 
 
 def test_compose_nodes_and_pulled_models_match_the_config() -> None:
@@ -141,8 +143,10 @@ def test_compose_nodes_and_pulled_models_match_the_config() -> None:
     pull = services["ollama-pull"]["environment"]["OLLAMA_PULL_MODELS"]
     default = re.fullmatch(r"\$\{OLLAMA_PULL_MODELS:-([^}]*)\}", pull)
     assert default and default.group(1).split() == [m.name for m in cfg.prewarm.models]
+    assert cfg.cache.embedder.model in default.group(1).split()
     names = [f"ollama-{i}" for i in range(1, 5)]
     assert [node.address for node in cfg.health.nodes] == [f"http://{n}:11434" for n in names]
+    assert cfg.cache.embedder.node_urls == [f"http://{n}:11434" for n in names]
     # Each node profile answers under the same four names.
     assert all(n in services for n in names)
     for prefix in ("ollama-gpu-", "sim-"):
