@@ -35,6 +35,8 @@ class ServiceContext:
         health: The standard health servicer (statuses are set by run_service).
         port: The bound gRPC port.
         tasks: Background tasks; run_service cancels them after the drain.
+        on_shutdown: Callbacks run when shutdown starts, after health goes NOT_SERVING and before
+            the drain (e.g. to end long-lived streams that would otherwise hold the drain).
     """
 
     server: grpc.aio.Server
@@ -43,6 +45,7 @@ class ServiceContext:
     health: health.aio.HealthServicer
     port: int
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
 
 def build_server(
@@ -160,6 +163,8 @@ async def run_service(
     logger.info("shutting down: draining in-flight calls for up to %.1f s", service_cfg.grace_s)
     # NOTE: health first, so load balancers stop sending before the listener closes.
     await health_servicer.enter_graceful_shutdown()
+    for hook in ctx.on_shutdown:
+        await hook()
     await server.stop(grace=service_cfg.grace_s)
     for task in ctx.tasks:
         task.cancel()

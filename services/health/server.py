@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import grpc
 from corral.v1 import health_service_pb2, health_service_pb2_grpc
-from grpc_health.v1 import health
 
 from services.common.config import load_config_or_exit
 from services.common.server import Cleanup, ServiceContext, build_server, run_service, set_serving
@@ -23,30 +21,19 @@ SERVICE_NAMES = (health_service_pb2.DESCRIPTOR.services_by_name["HealthService"]
 DOMAIN = "health.corral"
 
 
-def _end_watches_on_shutdown(health_servicer: health.aio.HealthServicer, engine: HealthEngine) -> None:
-    """Ends WatchScores streams when the graceful shutdown starts.
-
-    WatchScores streams never end by themselves, so without this the drain would wait the whole
-    grace period for them. The bootstrap calls `enter_graceful_shutdown()` before `server.stop()`;
-    wrapping it closes the hub first, and subscribers get UNAVAILABLE and reconnect elsewhere.
-    """
-    original: Callable[[], Awaitable[None]] = health_servicer.enter_graceful_shutdown
-
-    async def enter_graceful_shutdown() -> None:
-        engine.hub.close()
-        await original()
-
-    # NOTE: the bootstrap has no shutdown hook yet; this wraps the one call that precedes the drain.
-    setattr(health_servicer, "enter_graceful_shutdown", enter_graceful_shutdown)  # noqa: B010
-
-
 async def setup(ctx: ServiceContext) -> Cleanup:
     """Registers the servicer and starts probing the configured nodes."""
     cfg = ctx.cfg.health
     engine = HealthEngine(cfg, Prober(cfg.probe_timeout_s))
     health_service_pb2_grpc.add_HealthServiceServicer_to_server(HealthServicer(engine), ctx.server)
     await engine.start()
-    _end_watches_on_shutdown(ctx.health, engine)
+
+    async def end_watches() -> None:
+        # NOTE: WatchScores streams never end by themselves; closing the hub ends them with
+        # UNAVAILABLE so the drain does not wait the whole grace period for them.
+        engine.hub.close()
+
+    ctx.on_shutdown.append(end_watches)
     logger.info(
         "probing %d nodes every %.1f s (timeout %.1f s)",
         len(cfg.nodes),
