@@ -49,6 +49,7 @@ class BalancerConfig(Section):
         load_bound_c: Bounded-load affinity keeps a key on its node while load <= c x mean load.
         max_inflight_per_node: Nodes with this many requests in flight from this router are saturated.
         ewma_alpha: Weight of the newest sample in the router's own service-time EWMA.
+        error_half_life_s: The router's own error and busy rates halve after this long without news.
     """
 
     default_service_ms: float = Field(default=1000.0, gt=0)
@@ -58,6 +59,7 @@ class BalancerConfig(Section):
     load_bound_c: float = Field(default=1.25, ge=1.0)
     max_inflight_per_node: int = Field(default=256, ge=1)
     ewma_alpha: float = Field(default=0.3, gt=0, le=1)
+    error_half_life_s: float = Field(default=5.0, gt=0)
 
 
 class RouterConfig(ServiceConfig):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -95,6 +96,7 @@ class _Local:
     cooldown_until: float = 0.0
     error_ewma: float = 0.0
     busy_ewma: float = 0.0
+    rates_at: float = 0.0
     service_ms: dict[str, float] = field(default_factory=dict)
     missing_models: set[str] = field(default_factory=set)
 
@@ -206,7 +208,24 @@ class ScoreBoard:
         result = self._filter(model, skip, now, background, background_threshold, trust_health=True)
         if not result and self.stale:
             result = self._filter(model, skip, now, background, background_threshold, trust_health=False)
+        self._neutral_prior(model, result)
         return result
+
+    def _neutral_prior(self, model: str, candidates: list[Candidate]) -> None:
+        """Gives nodes this router has no service time for the median of the others'.
+
+        A pessimistic prior (health's default, or a node's old EWMA from before it failed) would
+        keep a new or recovered node out of every two-choice comparison under light load, so it
+        would never be measured again; the median lets it compete and be measured (Linkerd's P2C
+        gives new endpoints a neutral default latency for the same reason).
+        """
+        sampled = [c.service_ms for c in candidates if model in self.local(c.node_id).service_ms]
+        if not sampled or len(sampled) == len(candidates):
+            return
+        median = statistics.median(sampled)
+        for cand in candidates:
+            if model not in self.local(cand.node_id).service_ms:
+                cand.service_ms = min(cand.service_ms, median)
 
     def _filter(
         self,
@@ -218,16 +237,21 @@ class ScoreBoard:
         trust_health: bool,
     ) -> list[Candidate]:
         out: list[Candidate] = []
+        # NOTE: the router's own error and busy rates count only while health's copy is stale;
+        # fresh, health's windowed rates (from every router) are the better signal.
+        stale = self.stale
         for node in self.nodes.values():
             if node.node_id in skip or (trust_health and not node.routable):
                 continue
             local = self.local(node.node_id)
+            self._decay(local, now)
             if local.cooldown_until > now or model in local.missing_models:
                 continue
             if local.inflight >= self._cfg.max_inflight_per_node:
                 continue
             if background and local.interactive >= background_threshold:
                 continue
+            own_errors, own_busy = (local.error_ewma, local.busy_ewma) if stale else (0.0, 0.0)
             view: ModelView | None = None
             if node.models is not None:
                 view = node.models.get(model)
@@ -244,12 +268,20 @@ class ScoreBoard:
                     local_inflight=local.inflight,
                     reported_inflight=node.inflight,
                     service_ms=service_ms or self._cfg.default_service_ms,
-                    error_rate=max(node.error_rate, view.error_rate if view else 0.0, local.error_ewma),
-                    busy_rate=max(view.busy_rate if view else 0.0, local.busy_ewma),
+                    error_rate=max(node.error_rate, view.error_rate if view else 0.0, own_errors),
+                    busy_rate=max(view.busy_rate if view else 0.0, own_busy),
                     interactive_inflight=local.interactive,
                 )
             )
         return out
+
+    def _decay(self, local: _Local, now: float) -> None:
+        """Ages the error and busy EWMAs by time, so a node that recovered is not shunned forever."""
+        if local.rates_at and (local.error_ewma or local.busy_ewma):
+            factor = 0.5 ** ((now - local.rates_at) / self._cfg.error_half_life_s)
+            local.error_ewma *= factor
+            local.busy_ewma *= factor
+        local.rates_at = now
 
     # --- this router's own outcomes -------------------------------------------------------------
     def begin(self, node_id: str, interactive: bool) -> None:
@@ -279,7 +311,8 @@ class ScoreBoard:
                 latency_ms if previous is None else alpha * latency_ms + (1 - alpha) * previous
             )
             local.cooldown_until = 0.0
-        # NOTE: error and busy EWMAs decay with every attempt on the node, like health's window.
+        # NOTE: error and busy EWMAs decay with every attempt on the node and with time.
+        self._decay(local, self._clock())
         local.error_ewma = (1 - alpha) * local.error_ewma + alpha * (outcome in _NODE_FAULTS)
         local.busy_ewma = (1 - alpha) * local.busy_ewma + alpha * (outcome is Attempt.BUSY)
         if cooldown_s > 0:

@@ -11,7 +11,7 @@ from services.common import errors
 from services.router.http import encode
 from services.router.http.decode import Fields, read_object
 from services.router.http.errors import ApiError, from_domain, json_response
-from services.router.http.protocol import RouterCoreProtocol, ShowModelCapable
+from services.router.http.protocol import RouterCoreProtocol, ShowCapable
 from services.router.http.requests import (
     Controls,
     parse_chat,
@@ -58,13 +58,15 @@ class OllamaApi:
 
     async def tags(self, request: web.Request) -> web.StreamResponse:
         """GET/HEAD /api/tags — the union of the fleet's installed models."""
-        listing = await self.core.list_models(rpb.ListModelsRequest(), tenant=tenant_of(request))
+        listing = await self.core.list_models(
+            rpb.ListModelsRequest(), tenant=tenant_of(request), deadline_s=None
+        )
         return json_response({"models": [encode.tags_entry(m) for m in listing.models]})
 
     async def ps(self, request: web.Request) -> web.StreamResponse:
         """GET /api/ps — models loaded anywhere in the fleet, latest expiry first."""
         listing = await self.core.list_models(
-            rpb.ListModelsRequest(loaded_only=True), tenant=tenant_of(request)
+            rpb.ListModelsRequest(loaded_only=True), tenant=tenant_of(request), deadline_s=None
         )
         entries = [e for e in (encode.ps_entry(m) for m in listing.models) if e is not None]
         entries.sort(key=lambda e: str(e["expires_at"]), reverse=True)
@@ -79,12 +81,13 @@ class OllamaApi:
         if not model:
             raise ApiError(400, "model is required")
         tenant = tenant_of(request)
-        if isinstance(self.core, ShowModelCapable):
+        if isinstance(self.core, ShowCapable):
             try:
-                return json_response(await self.core.show_model(model, verbose=verbose, tenant=tenant))
-            except errors.NotFound:
-                raise ApiError(404, f"model '{model}' not found") from None
-        listing = await self.core.list_models(rpb.ListModelsRequest(), tenant=tenant)
+                show_body = {"model": model, "verbose": verbose}
+                return json_response(await self.core.show(show_body, tenant=tenant, deadline_s=None))
+            except errors.CorralError as exc:
+                raise model_error(exc, ApiError(404, f"model '{model}' not found")) from None
+        listing = await self.core.list_models(rpb.ListModelsRequest(), tenant=tenant, deadline_s=None)
         wanted = canonical_model(model)
         for fleet_model in listing.models:
             if canonical_model(fleet_model.name) == wanted:
@@ -100,14 +103,14 @@ class OllamaApi:
             raise _not_found_generate(model)
         controls = Controls(request)
         tenant = tenant_of(request)
-        if not stream or not spec.prompt:
+        if not stream or not (spec.prompt or spec.images):
             unary = rpb.GenerateRequest(
                 spec=spec, cache=controls.cache, priority=controls.priority, session_id=controls.session_id
             )
             try:
-                resp = await self.core.generate(unary, tenant=tenant)
-            except errors.NotFound:
-                raise _not_found_generate(model) from None
+                resp = await self.core.generate(unary, tenant=tenant, deadline_s=None)
+            except errors.CorralError as exc:
+                raise model_error(exc, _not_found_generate(model)) from None
             return json_response(
                 encode.generate_reply(model, resp), headers=encode.routing_headers(resp.routing)
             )
@@ -127,15 +130,15 @@ class OllamaApi:
         try:
             return await stream_reply(
                 request,
-                self.core.generate_stream(streamed, tenant=tenant),
+                self.core.generate_stream(streamed, tenant=tenant, deadline_s=None),
                 render=render,
                 is_done=lambda c: c.done,
                 headers_of=lambda c: encode.routing_headers(c.routing) if c.done else {},
                 writer=self._writer,
-                translate=lambda e: _translate(e, _not_found_generate(model)),
+                translate=lambda e: model_error(e, _not_found_generate(model)),
             )
-        except errors.NotFound:
-            raise _not_found_generate(model) from None
+        except errors.CorralError as exc:
+            raise model_error(exc, _not_found_generate(model)) from None
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         """POST /api/chat — streamed NDJSON unless `stream` is false; no messages loads."""
@@ -151,9 +154,9 @@ class OllamaApi:
                 spec=spec, cache=controls.cache, priority=controls.priority, session_id=controls.session_id
             )
             try:
-                resp = await self.core.chat(unary, tenant=tenant)
-            except errors.NotFound:
-                raise _not_found_generate(model) from None
+                resp = await self.core.chat(unary, tenant=tenant, deadline_s=None)
+            except errors.CorralError as exc:
+                raise model_error(exc, _not_found_generate(model)) from None
             return json_response(encode.chat_reply(model, resp), headers=encode.routing_headers(resp.routing))
         streamed = rpb.ChatStreamRequest(
             spec=spec, cache=controls.cache, priority=controls.priority, session_id=controls.session_id
@@ -171,15 +174,15 @@ class OllamaApi:
         try:
             return await stream_reply(
                 request,
-                self.core.chat_stream(streamed, tenant=tenant),
+                self.core.chat_stream(streamed, tenant=tenant, deadline_s=None),
                 render=render,
                 is_done=lambda c: c.done,
                 headers_of=lambda c: encode.routing_headers(c.routing) if c.done else {},
                 writer=self._writer,
-                translate=lambda e: _translate(e, _not_found_generate(model)),
+                translate=lambda e: model_error(e, _not_found_generate(model)),
             )
-        except errors.NotFound:
-            raise _not_found_generate(model) from None
+        except errors.CorralError as exc:
+            raise model_error(exc, _not_found_generate(model)) from None
 
     async def embed(self, request: web.Request) -> web.StreamResponse:
         """POST /api/embed — one normalised vector per input."""
@@ -188,10 +191,13 @@ class OllamaApi:
         if not model:
             raise _not_found_generate(model)
         req.priority = Controls(request).priority
+        if not req.inputs:
+            # NOTE: Ollama loads the model for an empty input; Corral leaves loading to prewarm.
+            return json_response({"model": model, "embeddings": []})
         try:
-            resp = await self.core.embed(req, tenant=tenant_of(request))
-        except errors.NotFound:
-            raise _not_found_embed(model) from None
+            resp = await self.core.embed(req, tenant=tenant_of(request), deadline_s=None)
+        except errors.CorralError as exc:
+            raise model_error(exc, _not_found_embed(model)) from None
         out: dict[str, Any] = {"model": model, "embeddings": [list(e.values) for e in resp.embeddings]}
         extra = {
             "total_duration": encode.nanoseconds(resp.total_duration),
@@ -208,10 +214,12 @@ class OllamaApi:
         if not model:
             raise ApiError(400, "model is required")
         req.priority = Controls(request).priority
+        if not req.inputs:
+            return json_response({"embedding": []})
         try:
-            resp = await self.core.embed(req, tenant=tenant_of(request))
-        except errors.NotFound:
-            raise _not_found_embed(model) from None
+            resp = await self.core.embed(req, tenant=tenant_of(request), deadline_s=None)
+        except errors.CorralError as exc:
+            raise model_error(exc, _not_found_embed(model)) from None
         vector = list(resp.embeddings[0].values) if resp.embeddings else []
         return json_response({"embedding": vector}, headers=encode.routing_headers(resp.routing))
 
@@ -222,5 +230,8 @@ class OllamaApi:
         )
 
 
-def _translate(err: errors.CorralError, not_found: ApiError) -> ApiError:
-    return not_found if isinstance(err, errors.NotFound) else from_domain(err)
+def model_error(err: errors.CorralError, not_found: ApiError) -> ApiError:
+    """The HTTP error for a failed call about a model: Ollama's not-found text for an unknown model."""
+    if isinstance(err, errors.NotFound) or err.reason == "MODEL_NOT_FOUND":
+        return not_found
+    return from_domain(err)

@@ -16,8 +16,8 @@ from corral.v1 import router_service_pb2 as rpb
 from services.common import errors
 from services.router.http import encode
 from services.router.http.decode import Fields, read_object, to_struct
-from services.router.http.errors import ApiError, dumps, from_domain, json_response, openai_error_body
-from services.router.http.ollama_api import canonical_model
+from services.router.http.errors import ApiError, dumps, json_response, openai_error_body
+from services.router.http.ollama_api import canonical_model, model_error
 from services.router.http.protocol import RouterCoreProtocol
 from services.router.http.requests import Controls, parse_tools
 from services.router.http.streaming import SSE_CONTENT_TYPE, StreamWriter, stream_reply
@@ -245,9 +245,9 @@ class OpenAiApi:
                 spec=spec, cache=controls.cache, priority=controls.priority, session_id=controls.session_id
             )
             try:
-                resp = await self.core.chat(unary, tenant=tenant)
-            except errors.NotFound:
-                raise ApiError(404, f"model '{model}' not found") from None
+                resp = await self.core.chat(unary, tenant=tenant, deadline_s=None)
+            except errors.CorralError as exc:
+                raise model_error(exc, ApiError(404, f"model '{model}' not found")) from None
             msg: dict[str, Any] = {"role": "assistant", "content": resp.message.content}
             if resp.message.thinking:
                 msg["reasoning"] = resp.message.thinking
@@ -295,24 +295,20 @@ class OpenAiApi:
             return out
 
         def translate(err: errors.CorralError) -> ApiError:
-            return (
-                ApiError(404, f"model '{model}' not found")
-                if isinstance(err, errors.NotFound)
-                else from_domain(err)
-            )
+            return model_error(err, ApiError(404, f"model '{model}' not found"))
 
         try:
             return await stream_reply(
                 request,
-                self.core.chat_stream(streamed, tenant=tenant),
+                self.core.chat_stream(streamed, tenant=tenant, deadline_s=None),
                 render=render,
                 is_done=lambda c: c.done,
                 headers_of=lambda c: encode.routing_headers(c.routing) if c.done else {},
                 writer=self._writer,
                 translate=translate,
             )
-        except errors.NotFound:
-            raise ApiError(404, f"model '{model}' not found") from None
+        except errors.CorralError as exc:
+            raise model_error(exc, ApiError(404, f"model '{model}' not found")) from None
 
     async def embeddings(self, request: web.Request) -> web.StreamResponse:
         """POST /v1/embeddings (float lists or base64 little-endian float32)."""
@@ -338,9 +334,9 @@ class OpenAiApi:
                 raise ApiError(400, "dimensions: must be a positive integer")
             req.dimensions = int(dimensions)
         try:
-            resp = await self.core.embed(req, tenant=tenant_of(request))
-        except errors.NotFound:
-            raise ApiError(404, f"model '{model}' not found") from None
+            resp = await self.core.embed(req, tenant=tenant_of(request), deadline_s=None)
+        except errors.CorralError as exc:
+            raise model_error(exc, ApiError(404, f"model '{model}' not found")) from None
         data = []
         for index, embedding in enumerate(resp.embeddings):
             values = list(embedding.values)
@@ -359,13 +355,17 @@ class OpenAiApi:
 
     async def models(self, request: web.Request) -> web.StreamResponse:
         """GET /v1/models."""
-        listing = await self.core.list_models(rpb.ListModelsRequest(), tenant=tenant_of(request))
+        listing = await self.core.list_models(
+            rpb.ListModelsRequest(), tenant=tenant_of(request), deadline_s=None
+        )
         return json_response({"object": "list", "data": [_model_entry(m) for m in listing.models]})
 
     async def model(self, request: web.Request) -> web.StreamResponse:
         """GET /v1/models/{model}."""
         name = request.match_info["model"]
-        listing = await self.core.list_models(rpb.ListModelsRequest(), tenant=tenant_of(request))
+        listing = await self.core.list_models(
+            rpb.ListModelsRequest(), tenant=tenant_of(request), deadline_s=None
+        )
         for fleet_model in listing.models:
             if canonical_model(fleet_model.name) == canonical_model(name):
                 return json_response({**_model_entry(fleet_model), "id": name})
