@@ -56,7 +56,8 @@ def test_generated_bodies_never_get_a_5xx(api: httpx.Client, request: tuple[str,
         error = resp.json()["error"]
         if path.startswith("/v1/"):
             assert isinstance(error["message"], str)
-            assert error["type"] == ("not_found_error" if resp.status_code == 404 else "invalid_request_error")
+            expected = "not_found_error" if resp.status_code == 404 else "invalid_request_error"
+            assert error["type"] == expected
         else:
             assert isinstance(error, str) and error
 
