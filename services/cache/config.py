@@ -2,10 +2,113 @@
 
 from __future__ import annotations
 
-from services.common.settings import ServiceConfig
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from services.common.settings import Section, ServiceConfig
+
+EmbedderKind = Literal["ollama", "minilm", "hashing"]
+
+# NOTE: similarity scales differ by model. MiniLM's 0.80 is the measured operating point
+# (docs/cache.md); nomic-embed-text's cosines run higher for the same pairs, and its 0.86 is an
+# estimate until it is measured on real nodes with bench/cache_eval.py.
+DEFAULT_THRESHOLDS: dict[str, float] = {"ollama": 0.86, "minilm": 0.80, "hashing": 0.80}
+
+
+def _default_node_urls() -> list[str]:
+    # NOTE: the four simulated nodes of the local stack (same ports as the health service's default fleet).
+    return [f"http://127.0.0.1:{11433 + i}" for i in range(1, 5)]
+
+
+class EmbedderConfig(Section):
+    """How the semantic tier turns text into vectors.
+
+    Attributes:
+        kind: "ollama" (an embedding model on the nodes), "minilm" (offline, the `eval` extra) or
+            "hashing" (deterministic, meaningless vectors; tests only).
+        model: The embedding model name on the Ollama nodes.
+        dims: The embedding size; must match the model (768 for nomic-embed-text, 384 for MiniLM).
+        node_urls: Ollama base URLs; batches go round-robin, a failed node is skipped for the batch.
+        batch_size: Texts per embedding call (the original cluster batched 5 at a time).
+        batch_window_ms: How long the first text of a batch waits for company.
+        timeout_s: Upper bound of one embedding call (a lookup's own deadline may cut it shorter).
+    """
+
+    kind: EmbedderKind = "ollama"
+    model: str = "nomic-embed-text"
+    dims: int = Field(default=768, ge=1, le=16000)
+    node_urls: list[str] = Field(default_factory=_default_node_urls)
+    batch_size: int = Field(default=5, ge=1, le=512)
+    batch_window_ms: float = Field(default=5.0, ge=0)
+    timeout_s: float = Field(default=2.0, gt=0)
+
+    @field_validator("node_urls")
+    @classmethod
+    def _check_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"node URL {url!r} must start with http:// or https://")
+        return [url.rstrip("/") for url in value]
 
 
 class CacheConfig(ServiceConfig):
-    """Settings of the cache service (defaults work on one machine)."""
+    """Settings of the cache service (defaults work on one machine).
+
+    Redis (exact tier) and PostgreSQL (semantic tier) addresses come from the top-level `redis` and
+    `postgres` sections.
+
+    Attributes:
+        default_ttl_s: Lifetime of a stored answer when the request names none.
+        max_ttl_s: Longest lifetime a request may ask for (longer ones are capped).
+        semantic_enabled: Serve and fill the semantic tier at all.
+        semantic_threshold: Lowest cosine similarity of a semantic hit (before the guard); None takes
+            the embedder's default (DEFAULT_THRESHOLDS: measured for MiniLM in bench/cache_eval.py).
+        semantic_candidates: Nearest entries the guard examines per lookup.
+        guard_enabled: Apply the near-miss guard (off only for measurements).
+        max_prompt_bytes: Largest request (prompt, system, messages, images together) accepted.
+        max_payload_bytes: Largest answer accepted for storing.
+        max_tenant_chars: Longest tenant name.
+        lookup_deadline_ms: The lookup budget when the caller sets no deadline.
+        redis_timeout_ms: Upper bound of one Redis call.
+        postgres_timeout_ms: Upper bound of one PostgreSQL call on the lookup path.
+        store_timeout_ms: Upper bound of one store call (Store RPC, off the caller's hot path).
+        deadline_margin_ms: Kept free before the caller's deadline to answer a miss in time.
+        breaker_open_ms: After a failure a tier is skipped for this long, then tried again.
+        recovery_interval_s: How often a degraded tier is probed in the background.
+        postgres_pool_max: Most PostgreSQL connections.
+        hnsw_ef_search: pgvector's hnsw.ef_search for semantic lookups.
+        flight_lease_s: A single-flight leader that neither stores nor abandons loses its lease after this.
+        embedding_memo_size: Recently computed embeddings kept so a Store after a miss does not re-embed.
+        migrate_on_start: Apply the SQL migrations when PostgreSQL becomes reachable.
+    """
 
     port: int = 50052
+    default_ttl_s: float = Field(default=3600.0, gt=0)
+    max_ttl_s: float = Field(default=7 * 24 * 3600.0, gt=0)
+    semantic_enabled: bool = True
+    semantic_threshold: float | None = Field(default=None, gt=0, le=1)
+    semantic_candidates: int = Field(default=4, ge=1, le=100)
+    guard_enabled: bool = True
+    max_prompt_bytes: int = Field(default=1024 * 1024, ge=1)
+    max_payload_bytes: int = Field(default=8 * 1024 * 1024, ge=1)
+    max_tenant_chars: int = Field(default=256, ge=1)
+    lookup_deadline_ms: float = Field(default=250.0, gt=0)
+    redis_timeout_ms: float = Field(default=50.0, gt=0)
+    postgres_timeout_ms: float = Field(default=100.0, gt=0)
+    store_timeout_ms: float = Field(default=2000.0, gt=0)
+    deadline_margin_ms: float = Field(default=3.0, ge=0)
+    breaker_open_ms: float = Field(default=1000.0, ge=0)
+    recovery_interval_s: float = Field(default=0.5, gt=0)
+    postgres_pool_max: int = Field(default=4, ge=1)
+    hnsw_ef_search: int = Field(default=40, ge=1, le=1000)
+    flight_lease_s: float = Field(default=60.0, gt=0)
+    embedding_memo_size: int = Field(default=4096, ge=0)
+    migrate_on_start: bool = True
+    embedder: EmbedderConfig = EmbedderConfig()
+
+    def threshold(self) -> float:
+        """The similarity threshold in force."""
+        if self.semantic_threshold is not None:
+            return self.semantic_threshold
+        return DEFAULT_THRESHOLDS[self.embedder.kind]

@@ -2,21 +2,94 @@
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
+
+import grpc
 from corral.v1 import cache_service_pb2, cache_service_pb2_grpc
 
+from services.cache.config import CacheConfig
+from services.cache.embedders import Embedder, make_embedder
+from services.cache.engine import CacheEngine
+from services.cache.exact_store import ExactStore
+from services.cache.semantic_store import SemanticStore
+from services.cache.servicer import CacheServicer
 from services.common.config import load_config_or_exit
-from services.common.server import Cleanup, ServiceContext, no_cleanup, run_service
+from services.common.server import Cleanup, ServiceContext, build_server, run_service, set_serving
+
+logger = logging.getLogger(__name__)
 
 SERVICE_NAMES = (cache_service_pb2.DESCRIPTOR.services_by_name["CacheService"].full_name,)
+DOMAIN = "cache.corral"
+
+
+def build_engine(
+    cfg: CacheConfig, redis_url: str, postgres_dsn: str, embedder: Embedder | None = None
+) -> CacheEngine:
+    """The engine over Redis, PostgreSQL and the configured (or given) embedder."""
+    chosen = embedder if embedder is not None else make_embedder(cfg.embedder)
+    exact = ExactStore(redis_url, cfg.redis_timeout_ms / 1000)
+    semantic = SemanticStore(
+        postgres_dsn,
+        dims=chosen.dims,
+        pool_max=cfg.postgres_pool_max,
+        ef_search=cfg.hnsw_ef_search,
+        connect_timeout_s=max(1.0, cfg.postgres_timeout_ms / 1000 * 10),
+    )
+    return CacheEngine(cfg, exact, semantic, chosen)
 
 
 async def setup(ctx: ServiceContext) -> Cleanup:
-    """Registers the servicer (RPCs answer UNIMPLEMENTED until the service is built)."""
-    cache_service_pb2_grpc.add_CacheServiceServicer_to_server(
-        cache_service_pb2_grpc.CacheServiceServicer(),  # type: ignore[abstract]
-        ctx.server,
+    """Starts the engine (stores that are down leave it degraded, not stopped) and registers the servicer."""
+    cfg = ctx.cfg.cache
+    engine = build_engine(cfg, ctx.cfg.redis.url, ctx.cfg.postgres.dsn)
+    await engine.start()
+    cache_service_pb2_grpc.add_CacheServiceServicer_to_server(CacheServicer(engine), ctx.server)
+    logger.info(
+        "embedder %s, threshold %.2f, exact tier %s, semantic tier %s",
+        engine.embedder.name,
+        engine.threshold,
+        "degraded" if engine.exact_degraded else "up",
+        "degraded" if engine.semantic_degraded else "up",
     )
-    return no_cleanup
+    return engine.stop
+
+
+@dataclass
+class RunningCache:
+    """An in-process cache server (tests and benchmarks)."""
+
+    server: grpc.aio.Server
+    port: int
+    engine: CacheEngine
+
+    @property
+    def address(self) -> str:
+        """host:port to dial."""
+        return f"127.0.0.1:{self.port}"
+
+    async def stop(self) -> None:
+        """Stops the server and the engine."""
+        await self.server.stop(None)
+        await self.engine.stop()
+
+
+async def start_in_process(
+    cfg: CacheConfig,
+    redis_url: str,
+    postgres_dsn: str,
+    *,
+    embedder: Embedder | None = None,
+    access_log: bool = False,
+) -> RunningCache:
+    """Builds, starts and marks SERVING a cache server with the production interceptors."""
+    server, port, health_servicer = build_server(cfg, SERVICE_NAMES, domain=DOMAIN, access_log=access_log)
+    engine = build_engine(cfg, redis_url, postgres_dsn, embedder)
+    await engine.start()
+    cache_service_pb2_grpc.add_CacheServiceServicer_to_server(CacheServicer(engine), server)
+    await server.start()
+    await set_serving(health_servicer, SERVICE_NAMES, True)
+    return RunningCache(server=server, port=port, engine=engine)
 
 
 async def serve() -> None:

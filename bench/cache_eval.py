@@ -1,0 +1,177 @@
+"""Evaluates the semantic tier's threshold and near-miss guard on the labelled pairs with MiniLM.
+
+Two measurements on bench/data/cache_pairs.jsonl (paraphrases that should hit, near-misses that
+must not):
+
+- pairwise: each pair alone, `a` stored and `b` looked up;
+- retrieval: every distinct `a` stored in one namespace, each `b` looked up against all of them
+  (nearest `--candidates` above the threshold, guard applied in order, as the service does); a
+  paraphrase counts as a hit only when it finds its own `a`, any hit of a near-miss is wrong.
+
+Run: `make bench-cache-eval` (installs the `eval` extra) or
+`PYTHONPATH=.:gen/python .venv/bin/python bench/cache_eval.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "gen" / "python")]
+
+from services.cache import guard  # noqa: E402
+from services.cache.embedders import MiniLMEmbedder  # noqa: E402
+
+DATA = ROOT / "bench" / "data" / "cache_pairs.jsonl"
+RESULTS = ROOT / "bench" / "results"
+THRESHOLDS = (0.75, 0.78, 0.80, 0.82, 0.84, 0.86, 0.88, 0.90)
+
+
+def load_pairs(path: Path) -> list[dict[str, str]]:
+    """The labelled pairs."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def rates(rows: list[dict[str, Any]], hits: list[bool]) -> dict[str, Any]:
+    """Hit rate on paraphrases and wrong-hit rate on near-misses (overall and by kind)."""
+    para = [h for r, h in zip(rows, hits, strict=True) if r["label"] == "paraphrase"]
+    near = [h for r, h in zip(rows, hits, strict=True) if r["label"] == "near_miss"]
+    by_kind: dict[str, list[bool]] = defaultdict(list)
+    for r, h in zip(rows, hits, strict=True):
+        if r["label"] == "near_miss":
+            by_kind[r["kind"]].append(h)
+    return {
+        "paraphrase_hit_pct": round(100 * float(np.mean(para)), 1) if para else None,
+        "near_miss_wrong_hit_pct": round(100 * float(np.mean(near)), 1) if near else None,
+        "paraphrases": len(para),
+        "near_misses": len(near),
+        "wrong_hits_by_kind": {k: f"{sum(v)}/{len(v)}" for k, v in sorted(by_kind.items())},
+    }
+
+
+def pairwise(rows: list[dict[str, Any]], cos: np.ndarray, threshold: float, use_guard: bool) -> list[bool]:
+    """Per pair: would `b` hit the stored `a`?"""
+    return [
+        bool(c >= threshold) and (not use_guard or guard.check(r["b"], r["a"]) is None)
+        for r, c in zip(rows, cos, strict=True)
+    ]
+
+
+def retrieval(
+    rows: list[dict[str, Any]],
+    anchors: list[str],
+    sims: np.ndarray,
+    threshold: float,
+    use_guard: bool,
+    candidates: int,
+) -> tuple[list[bool], list[str]]:
+    """Per probe `b`: the anchor served from a store holding every `a` (wrong ones count as misses
+    for paraphrases and as wrong hits for near-misses)."""
+    good: list[bool] = []
+    served: list[str] = []
+    for i, r in enumerate(rows):
+        order = np.argsort(-sims[i])[:candidates]
+        hit = ""
+        for j in order:
+            if sims[i, j] < threshold:
+                break
+            if not use_guard or guard.check(r["b"], anchors[j]) is None:
+                hit = anchors[j]
+                break
+        served.append(hit)
+        good.append(hit == r["a"] if r["label"] == "paraphrase" else hit != "")
+    return good, served
+
+
+def main() -> None:
+    """Embeds the pairs, sweeps thresholds, prints a table and writes bench/results/cache_eval.*."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threshold", type=float, default=0.80, help="the operating point reported first")
+    parser.add_argument("--candidates", type=int, default=4, help="nearest entries the guard examines")
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--show-errors", action="store_true", help="list the pairs judged wrongly")
+    args = parser.parse_args()
+
+    rows = load_pairs(args.data)
+    embedder = MiniLMEmbedder()
+    started = time.perf_counter()
+    embedder.load()
+    load_s = time.perf_counter() - started
+    anchors = sorted({r["a"] for r in rows})
+    started = time.perf_counter()
+    a_vec = np.stack(embedder.encode([r["a"] for r in rows]))
+    b_vec = np.stack(embedder.encode([r["b"] for r in rows]))
+    anchor_vec = np.stack(embedder.encode(anchors))
+    embed_ms = (time.perf_counter() - started) * 1000 / (2 * len(rows) + len(anchors))
+    cos = (a_vec * b_vec).sum(axis=1)
+    sims = b_vec @ anchor_vec.T
+
+    started = time.perf_counter()
+    for r in rows:
+        guard.analyse.cache_clear()
+        guard.check(r["b"], r["a"])
+    guard_us = (time.perf_counter() - started) * 1e6 / len(rows)
+
+    report: dict[str, Any] = {
+        "data": str(args.data.relative_to(ROOT)),
+        "pairs": len(rows),
+        "embedder": embedder.name,
+        "model_load_s": round(load_s, 1),
+        "embed_ms_per_text_batched": round(embed_ms, 2),
+        "guard_us_per_check_uncached": round(guard_us, 1),
+        "candidates": args.candidates,
+        "operating_threshold": args.threshold,
+        "sweep": [],
+    }
+    for threshold in sorted({*THRESHOLDS, args.threshold}):
+        entry: dict[str, Any] = {"threshold": threshold}
+        for mode in ("pairwise", "retrieval"):
+            for use_guard in (False, True):
+                for split in ("all", "dev", "test"):
+                    picked = [i for i, r in enumerate(rows) if split == "all" or r["split"] == split]
+                    sub = [rows[i] for i in picked]
+                    if mode == "pairwise":
+                        hits = pairwise(sub, cos[picked], threshold, use_guard)
+                    else:
+                        hits, _ = retrieval(sub, anchors, sims[picked], threshold, use_guard, args.candidates)
+                    entry[f"{mode}/{'guard' if use_guard else 'cosine'}/{split}"] = rates(sub, hits)
+        report["sweep"].append(entry)
+
+    print(f"{len(rows)} pairs, {embedder.name}, {args.candidates} candidates; model load {load_s:.1f} s")
+    print(f"{'threshold':>9}  {'mode':<9} {'split':<5} {'cosine: para hit / wrong':>26} {'guard: para hit / wrong':>26}")
+    for entry in report["sweep"]:
+        for mode in ("pairwise", "retrieval"):
+            for split in ("all", "dev", "test"):
+                c = entry[f"{mode}/cosine/{split}"]
+                g = entry[f"{mode}/guard/{split}"]
+                print(
+                    f"{entry['threshold']:>9.2f}  {mode:<9} {split:<5} "
+                    f"{c['paraphrase_hit_pct']:>12.1f}% / {c['near_miss_wrong_hit_pct']:>5.1f}%      "
+                    f"{g['paraphrase_hit_pct']:>12.1f}% / {g['near_miss_wrong_hit_pct']:>5.1f}%"
+                )
+    if args.show_errors:
+        _, served = retrieval(rows, anchors, sims, args.threshold, True, args.candidates)
+        for i, r in enumerate(rows):
+            wrong = (served[i] != r["a"]) if r["label"] == "paraphrase" else served[i] != ""
+            if wrong:
+                reason = guard.check(r["b"], r["a"])
+                print(f"  {r['id']} {r['split']} cos={cos[i]:.3f} guard={reason} {r['a']!r} -> {r['b']!r}")
+                if served[i] and served[i] != r["a"]:
+                    print(f"      served {served[i]!r}")
+    if not args.no_write:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        (RESULTS / "cache_eval.json").write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {RESULTS / 'cache_eval.json'}")
+
+
+if __name__ == "__main__":
+    main()

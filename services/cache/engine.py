@@ -1,0 +1,431 @@
+"""The cache engine: exact then semantic lookups, stores, single-flight, fail-open around both stores."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from corral.v1 import cache_service_pb2, common_pb2
+from google.protobuf import message as pb_message
+
+from services.cache import guard
+from services.cache.breaker import Breaker
+from services.cache.config import CacheConfig
+from services.cache.embedders import Embedder, Vector
+from services.cache.exact_store import ExactStore
+from services.cache.flights import Flights
+from services.cache.keys import RequestView, TierPlan
+from services.cache.semantic_store import Namespace, SemanticStore
+from services.cache.stats import CacheStats
+
+logger = logging.getLogger(__name__)
+
+CacheEntry = cache_service_pb2.CacheEntry
+_MAX_HIT_UPDATES = 32
+
+
+@dataclass(slots=True)
+class LookupResult:
+    """What a lookup produced (the servicer turns it into a LookupResponse)."""
+
+    outcome: int
+    key: str
+    entry: CacheEntry | None = None
+    similarity: float = 0.0
+    flight_token: str = ""
+    guard_reason: str = ""
+
+
+@dataclass(slots=True)
+class _Trace:
+    degraded: bool = False
+    guard_reason: str = ""
+
+
+def _fresh(entry: CacheEntry, max_age_s: float | None, now: datetime) -> bool:
+    if entry.HasField("expires_at") and entry.expires_at.ToDatetime(tzinfo=UTC) <= now:
+        return False
+    if max_age_s is not None and entry.HasField("created_at"):
+        return (now - entry.created_at.ToDatetime(tzinfo=UTC)).total_seconds() <= max_age_s
+    return True
+
+
+class CacheEngine:
+    """Looks up and stores answers; never raises for a store that is down or slow.
+
+    Every store call is bounded by its own timeout and by what is left of the caller's deadline.
+    A failure opens that store's breaker, so while Redis, PostgreSQL or the embedder is down the
+    tier is skipped at no cost and the lookup answers DEGRADED (a miss); a background probe
+    closes the breaker when the store answers again.
+    """
+
+    def __init__(
+        self, cfg: CacheConfig, exact: ExactStore, semantic: SemanticStore, embedder: Embedder
+    ) -> None:
+        self.cfg = cfg
+        self.exact = exact
+        self.semantic = semantic
+        self.embedder = embedder
+        self.stats = CacheStats()
+        self.flights = Flights(cfg.flight_lease_s)
+        open_s = cfg.breaker_open_ms / 1000
+        self.exact_breaker = Breaker(open_s)
+        self.semantic_breaker = Breaker(open_s)
+        self.embed_breaker = Breaker(open_s)
+        self.threshold = cfg.threshold()
+        self._memo: OrderedDict[tuple[str, str], Vector] = OrderedDict()
+        self._background: set[asyncio.Task[None]] = set()
+        self._recovery: asyncio.Task[None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connects (without waiting for dead stores) and starts the recovery probe."""
+        await asyncio.gather(self._probe_exact(), self._probe_semantic())
+        self._recovery = asyncio.create_task(self._recover_forever(), name="cache-recovery")
+
+    async def stop(self) -> None:
+        """Stops background work and closes the stores."""
+        self.flights.close()
+        tasks = [t for t in (self._recovery, *self._background) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.embedder.close()
+        await self.exact.close()
+        await self.semantic.close()
+
+    @property
+    def exact_degraded(self) -> bool:
+        """True while Redis is considered down."""
+        return self.exact_breaker.degraded
+
+    @property
+    def semantic_degraded(self) -> bool:
+        """True while PostgreSQL (or its migrations) or the embedder is considered down."""
+        return self.semantic_breaker.degraded or self.embed_breaker.degraded or not self.semantic.migrated
+
+    async def _recover_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.recovery_interval_s)
+            try:
+                await self._recover_once()
+            except Exception:  # NOTE: the probe must never die; the next round tries again.
+                logger.exception("recovery probe failed unexpectedly")
+
+    async def _recover_once(self) -> None:
+        """Probes each degraded store once."""
+        if self.exact_breaker.degraded:
+            await self._probe_exact(reset=True)
+        if self.semantic_breaker.degraded or not self.semantic.migrated:
+            await self._probe_semantic(reset=True)
+        if self.embed_breaker.degraded:
+            try:
+                await self.embedder.embed("ping", self.cfg.embedder.timeout_s)
+            except Exception:
+                self.embed_breaker.failure()
+            else:
+                self.embed_breaker.success()
+                logger.info("embedder %s is back", self.embedder.name)
+
+    async def _probe_exact(self, reset: bool = False) -> None:
+        try:
+            async with asyncio.timeout(self.cfg.redis_timeout_ms / 1000 * 4):
+                if reset:
+                    await self.exact.reset()
+                await self.exact.ping()
+        except Exception as exc:
+            self.exact_breaker.failure()
+            logger.debug("redis unreachable: %r", exc)
+            return
+        if self.exact_breaker.degraded:
+            logger.info("redis is back")
+        self.exact_breaker.success()
+
+    async def _probe_semantic(self, reset: bool = False) -> None:
+        timeout_s = max(1.0, self.cfg.postgres_timeout_ms / 1000 * 4)
+        try:
+            if not self.semantic.migrated and self.cfg.migrate_on_start:
+                applied = await asyncio.wait_for(self.semantic.migrate(), timeout_s * 2)
+                if applied:
+                    logger.info("applied migrations: %s", ", ".join(applied))
+            elif not self.semantic.migrated:
+                self.semantic.migrated = True
+            if not self.semantic.is_open:
+                await self.semantic.open()
+            elif reset:
+                await self.semantic.reset()
+            await self.semantic.ping(timeout_s)
+        except Exception as exc:
+            self.semantic_breaker.failure()
+            logger.debug("postgresql unreachable: %r", exc)
+            return
+        if self.semantic_breaker.degraded:
+            logger.info("postgresql is back")
+        self.semantic_breaker.success()
+
+    # -- lookups -----------------------------------------------------------------------------
+
+    async def lookup(
+        self,
+        view: RequestView,
+        plan: TierPlan,
+        *,
+        embedding: Vector | None,
+        single_flight: bool,
+        budget_s: float,
+    ) -> LookupResult:
+        """Exact tier, then semantic tier where allowed, then single-flight; within `budget_s`."""
+        if not plan.looks_up:
+            self.stats.bypassed += 1
+            return LookupResult(outcome=common_pb2.CACHE_OUTCOME_BYPASS, key=view.exact_key)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + budget_s - self.cfg.deadline_margin_ms / 1000
+        trace = _Trace()
+        now = datetime.now(UTC)
+        if plan.lookup_exact:
+            entry = await self._lookup_exact(view, plan, deadline, now, trace)
+            if entry is not None:
+                return LookupResult(
+                    outcome=common_pb2.CACHE_OUTCOME_EXACT_HIT, key=view.exact_key, entry=entry
+                )
+        if plan.lookup_semantic:
+            found = await self._lookup_semantic(view, plan, embedding, deadline, now, trace)
+            if found is not None:
+                entry, similarity = found
+                return LookupResult(
+                    outcome=common_pb2.CACHE_OUTCOME_SEMANTIC_HIT,
+                    key=view.exact_key,
+                    entry=entry,
+                    similarity=similarity,
+                )
+        if trace.degraded:
+            self.stats.degraded_lookups += 1
+        miss = common_pb2.CACHE_OUTCOME_DEGRADED if trace.degraded else common_pb2.CACHE_OUTCOME_MISS
+        result = LookupResult(outcome=miss, key=view.exact_key, guard_reason=trace.guard_reason)
+        if not single_flight:
+            return result
+        ticket = self.flights.join(view.exact_key)
+        if ticket.future is None:
+            result.flight_token = ticket.token
+            return result
+        # NOTE: a waiter whose deadline comes first gets a plain miss without a token: the leader is
+        # still at work, and a second leader for the key would defeat the flight.
+        remaining = deadline - loop.time()
+        with contextlib.suppress(TimeoutError):
+            if remaining > 0:
+                shared = await asyncio.wait_for(asyncio.shield(ticket.future), remaining)
+                if shared is not None:
+                    self.stats.coalesced += 1
+                    return LookupResult(
+                        outcome=common_pb2.CACHE_OUTCOME_COALESCED, key=view.exact_key, entry=shared
+                    )
+        return result
+
+    async def _lookup_exact(
+        self, view: RequestView, plan: TierPlan, deadline: float, now: datetime, trace: _Trace
+    ) -> CacheEntry | None:
+        loop = asyncio.get_running_loop()
+        timeout_s = min(self.cfg.redis_timeout_ms / 1000, deadline - loop.time())
+        if timeout_s <= 0 or not self.exact_breaker.allow():
+            trace.degraded = True
+            return None
+        started = loop.time()
+        try:
+            async with asyncio.timeout(timeout_s):
+                raw = await self.exact.get(view.tenant, view.model, view.exact_key)
+        except Exception as exc:
+            self.exact_breaker.failure()
+            trace.degraded = True
+            logger.debug("exact lookup failed: %r", exc)
+            return None
+        self.exact_breaker.success()
+        counters = self.stats.exact
+        counters.latencies_ms.append((loop.time() - started) * 1000)
+        entry = self._decode(raw) if raw is not None else None
+        if entry is None or not _fresh(entry, plan.max_age_s, now):
+            counters.misses += 1
+            return None
+        counters.hits += 1
+        return entry
+
+    async def _lookup_semantic(
+        self,
+        view: RequestView,
+        plan: TierPlan,
+        embedding: Vector | None,
+        deadline: float,
+        now: datetime,
+        trace: _Trace,
+    ) -> tuple[CacheEntry, float] | None:
+        loop = asyncio.get_running_loop()
+        text = view.semantic_text
+        if text is None or not self.semantic.migrated or not self.semantic_breaker.allow():
+            trace.degraded = trace.degraded or text is not None
+            return None
+        started = loop.time()
+        vector = await self._vector(text, embedding, deadline - loop.time())
+        timeout_s = min(self.cfg.postgres_timeout_ms / 1000, deadline - loop.time())
+        if vector is None or timeout_s <= 0:
+            trace.degraded = True
+            return None
+        min_created = now - timedelta(seconds=plan.max_age_s) if plan.max_age_s is not None else None
+        try:
+            async with asyncio.timeout(timeout_s):
+                candidates = await self.semantic.nearest(
+                    self._namespace(view), vector, self.cfg.semantic_candidates, min_created, timeout_s
+                )
+        except Exception as exc:
+            self.semantic_breaker.failure()
+            trace.degraded = True
+            logger.debug("semantic lookup failed: %r", exc)
+            return None
+        self.semantic_breaker.success()
+        counters = self.stats.semantic
+        counters.latencies_ms.append((loop.time() - started) * 1000)
+        for candidate in candidates:
+            if candidate.similarity < self.threshold:
+                break
+            reason = guard.check(text, candidate.prompt_text) if self.cfg.guard_enabled else None
+            if reason is not None:
+                self.stats.guard_rejections += 1
+                self.stats.guard_reasons[reason] += 1
+                trace.guard_reason = trace.guard_reason or reason
+                continue
+            entry = self._decode(candidate.payload)
+            if entry is None:
+                continue
+            counters.hits += 1
+            self._spawn(self.semantic.record_hit(candidate.id, self.cfg.store_timeout_ms / 1000))
+            return entry, candidate.similarity
+        counters.misses += 1
+        return None
+
+    async def _vector(self, text: str, given: Vector | None, budget_s: float) -> Vector | None:
+        """The request's vector: given by the caller, remembered, or embedded now (None on failure)."""
+        if given is not None:
+            return given
+        memo_key = (self.embedder.name, text)
+        cached = self._memo.get(memo_key)
+        if cached is not None:
+            self._memo.move_to_end(memo_key)
+            return cached
+        if budget_s <= 0 or not self.embed_breaker.allow():
+            return None
+        try:
+            vector = await self.embedder.embed(text, budget_s)
+        except Exception as exc:
+            self.embed_breaker.failure()
+            logger.debug("embedding failed: %r", exc)
+            return None
+        self.embed_breaker.success()
+        if self.cfg.embedding_memo_size:
+            self._memo[memo_key] = vector
+            while len(self._memo) > self.cfg.embedding_memo_size:
+                self._memo.popitem(last=False)
+        return vector
+
+    def _namespace(self, view: RequestView) -> Namespace:
+        return Namespace(view.tenant, view.model, self.embedder.name, view.context_key)
+
+    @staticmethod
+    def _decode(raw: bytes) -> CacheEntry | None:
+        try:
+            return CacheEntry.FromString(raw)
+        except pb_message.DecodeError:
+            logger.warning("dropping an undecodable cache entry")
+            return None
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Runs best-effort bookkeeping off the lookup path (dropped when too much is pending)."""
+        if len(self._background) >= _MAX_HIT_UPDATES:
+            work.close()
+            return
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._reap)
+
+    def _reap(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.debug("background cache update failed: %r", task.exception())
+
+    # -- stores ------------------------------------------------------------------------------
+
+    async def store(
+        self,
+        view: RequestView,
+        plan: TierPlan,
+        answer: CacheEntry,
+        *,
+        flight_token: str,
+        embedding: Vector | None,
+    ) -> tuple[bool, bool]:
+        """Hands the answer to waiters, then writes the tiers the plan allows; (exact, semantic) stored."""
+        now = datetime.now(UTC)
+        entry = CacheEntry(payload=answer.payload, payload_type=answer.payload_type)
+        entry.created_at.FromDatetime(now)
+        entry.expires_at.FromDatetime(now + timedelta(seconds=plan.ttl_s))
+        self.flights.complete(view.exact_key, flight_token, entry)
+        value = entry.SerializeToString()
+        stored_exact, stored_semantic = await asyncio.gather(
+            self._store_exact(view, plan, value),
+            self._store_semantic(view, plan, value, embedding, now),
+        )
+        return stored_exact, stored_semantic
+
+    async def _store_exact(self, view: RequestView, plan: TierPlan, value: bytes) -> bool:
+        if not plan.store_exact or not self.exact_breaker.allow():
+            return False
+        try:
+            async with asyncio.timeout(self.cfg.store_timeout_ms / 1000):
+                await self.exact.put(view.tenant, view.model, view.exact_key, value, plan.ttl_s)
+        except Exception as exc:
+            self.exact_breaker.failure()
+            logger.debug("exact store failed: %r", exc)
+            return False
+        self.exact_breaker.success()
+        self.stats.exact.stores += 1
+        return True
+
+    async def _store_semantic(
+        self, view: RequestView, plan: TierPlan, value: bytes, embedding: Vector | None, now: datetime
+    ) -> bool:
+        text = view.semantic_text
+        if not plan.store_semantic or text is None or not self.semantic.migrated:
+            return False
+        if not self.semantic_breaker.allow():
+            return False
+        timeout_s = self.cfg.store_timeout_ms / 1000
+        vector = await self._vector(text, embedding, timeout_s)
+        if vector is None:
+            return False
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self.semantic.upsert(
+                    self._namespace(view),
+                    view.exact_key,
+                    text,
+                    vector,
+                    value,
+                    now,
+                    now + timedelta(seconds=plan.ttl_s),
+                    timeout_s,
+                )
+        except Exception as exc:
+            self.semantic_breaker.failure()
+            logger.debug("semantic store failed: %r", exc)
+            return False
+        self.semantic_breaker.success()
+        self.stats.semantic.stores += 1
+        return True
+
+    def abandon(self, flight_token: str) -> int | None:
+        """Releases a flight's waiters as misses; None when the token is unknown (or already used)."""
+        return self.flights.abandon(flight_token)

@@ -1,0 +1,104 @@
+"""Exact tier adapter: one Redis string per answer, with a TTL, under a per-tenant/model prefix."""
+
+from __future__ import annotations
+
+import hashlib
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+KEY_PREFIX = "cx"
+_SCAN_COUNT = 1000
+_UNLINK_BATCH = 500
+
+
+def _short(text: str) -> str:
+    # NOTE: hashed so that tenant and model names never need escaping inside a SCAN pattern.
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def redis_key(tenant: str, model: str, key: str) -> str:
+    """`cx:<tenant hash>:<model hash>:<exact key>`: invalidation by tenant or model is a prefix scan."""
+    return f"{KEY_PREFIX}:{_short(tenant)}:{_short(model)}:{key}"
+
+
+def match_pattern(tenant: str | None, model: str | None, key: str | None) -> str:
+    """The SCAN pattern of the entries selected by tenant, model and key (None matches any)."""
+    return ":".join(
+        [
+            KEY_PREFIX,
+            _short(tenant) if tenant is not None else "*",
+            _short(model) if model is not None else "*",
+            key if key is not None else "*",
+        ]
+    )
+
+
+class ExactStore:
+    """Redis GET/SET with no retries of its own: the engine bounds every call and fails open.
+
+    Values are serialised CacheEntry messages; Redis expires them (PX) and its own eviction policy
+    (allkeys-lru in the local stack) bounds memory.
+    """
+
+    def __init__(self, url: str, timeout_s: float) -> None:
+        # NOTE: retries off and short socket timeouts: a dead Redis must fail fast, the breaker
+        # then keeps lookups away from it.
+        self._redis = aioredis.Redis.from_url(
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),
+            retry_on_timeout=False,
+            health_check_interval=0,
+            max_connections=256,
+        )
+
+    async def get(self, tenant: str, model: str, key: str) -> bytes | None:
+        """The stored value, or None."""
+        value = await self._redis.get(redis_key(tenant, model, key))
+        return value.encode() if isinstance(value, str) else value
+
+    async def put(self, tenant: str, model: str, key: str, value: bytes, ttl_s: float) -> None:
+        """Stores a value for `ttl_s` seconds (at least 1 ms)."""
+        await self._redis.set(redis_key(tenant, model, key), value, px=max(1, int(ttl_s * 1000)))
+
+    async def delete_matching(self, tenant: str | None, model: str | None, key: str | None) -> int:
+        """Removes the selected entries; returns how many."""
+        if tenant is not None and model is not None and key is not None:
+            return int(await self._redis.unlink(redis_key(tenant, model, key)))
+        removed = 0
+        batch: list[bytes] = []
+        async for name in self._redis.scan_iter(match=match_pattern(tenant, model, key), count=_SCAN_COUNT):
+            batch.append(name)
+            if len(batch) >= _UNLINK_BATCH:
+                removed += int(await self._redis.unlink(*batch))
+                batch = []
+        if batch:
+            removed += int(await self._redis.unlink(*batch))
+        return removed
+
+    async def count(self, tenant: str | None) -> int:
+        """Entries held (for one tenant, or all)."""
+        total = 0
+        async for _ in self._redis.scan_iter(match=match_pattern(tenant, None, None), count=_SCAN_COUNT):
+            total += 1
+        return total
+
+    async def used_memory_bytes(self) -> int:
+        """Redis's used_memory (the whole database, not only the cache)."""
+        info = await self._redis.info("memory")
+        return int(info.get("used_memory", 0))
+
+    async def ping(self) -> None:
+        """Raises when Redis does not answer."""
+        await self._redis.ping()
+
+    async def reset(self) -> None:
+        """Drops pooled connections (after Redis came back, they are all broken)."""
+        await self._redis.connection_pool.disconnect()
+
+    async def close(self) -> None:
+        """Closes the connections."""
+        await self._redis.aclose()

@@ -1,0 +1,214 @@
+"""Cache keys and policy: canonical request, exact key, semantic text and namespace (no I/O)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from corral.v1 import common_pb2
+from google.protobuf import json_format
+
+KEY_VERSION = "corral-cache-v1"
+DEFAULT_TENANT = "default"
+
+# NOTE: options that only change how the runner executes (memory, speed), not what it answers; Ollama
+# produces the same tokens for the same seed whatever they are (num_ctx only matters past the window).
+RUNNER_OPTIONS = frozenset({"num_ctx", "num_batch", "num_gpu", "num_thread"})
+# NOTE: request fields that never change the answer: how long the node keeps the model loaded.
+IGNORED_FIELDS = frozenset({"keep_alive"})
+
+Spec = common_pb2.GenerateSpec | common_pb2.ChatSpec
+
+
+@dataclass(frozen=True, slots=True)
+class RequestView:
+    """What the cache needs to know about one request.
+
+    Attributes:
+        tenant: The owning tenant (an empty tenant is DEFAULT_TENANT).
+        model: The model name with its tag (":latest" added when missing).
+        exact_key: sha256 hex of (tenant, model, canonical request): the exact tier's key.
+        semantic_text: The question the semantic tier embeds (prompt, or the last user message);
+            None when the request has no such question (then only the exact tier applies).
+        context_key: sha256 hex of everything but the question (system prompt, earlier turns,
+            format, output-changing options, tools, images): the semantic tier's namespace.
+        deterministic: True when temperature is explicitly 0.
+    """
+
+    tenant: str
+    model: str
+    exact_key: str
+    semantic_text: str | None
+    context_key: str
+    deterministic: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TierPlan:
+    """Which tiers a request reads and writes, and for how long.
+
+    Attributes:
+        lookup_exact: Read the exact tier.
+        lookup_semantic: Read the semantic tier after an exact miss.
+        store_exact: Write the exact tier.
+        store_semantic: Write the semantic tier.
+        ttl_s: Lifetime of a stored answer.
+        max_age_s: Oldest acceptable answer (None: any unexpired one).
+    """
+
+    lookup_exact: bool
+    lookup_semantic: bool
+    store_exact: bool
+    store_semantic: bool
+    ttl_s: float
+    max_age_s: float | None
+
+    @property
+    def looks_up(self) -> bool:
+        """True when the cache is consulted at all."""
+        return self.lookup_exact or self.lookup_semantic
+
+
+def normalise_model(model: str) -> str:
+    """`llama3.2` and `llama3.2:latest` are the same model in Ollama, so they share entries."""
+    name = model.strip()
+    last = name.rsplit("/", 1)[-1]
+    return name if ":" in last else f"{name}:latest"
+
+
+def normalise_tenant(tenant: str) -> str:
+    """The empty tenant (no credentials) is the default tenant."""
+    return tenant or DEFAULT_TENANT
+
+
+def _digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _prune(value: Any) -> Any:
+    """Drops empty containers so that `options {}` and no options key alike."""
+    if isinstance(value, dict):
+        pruned = {k: _prune(v) for k, v in value.items()}
+        return {k: v for k, v in pruned.items() if v not in ({}, [], None)}
+    if isinstance(value, list):
+        return [_prune(v) for v in value]
+    return value
+
+
+def canonical_dict(spec: Spec) -> dict[str, Any]:
+    """The request as a JSON-ready dict without the fields that do not change the answer.
+
+    Images are replaced by their sha256 (base64 megabytes would only slow hashing down) and the
+    model by its normalised name.
+    """
+    raw: dict[str, Any] = json_format.MessageToDict(spec, preserving_proto_field_name=True)
+    for name in IGNORED_FIELDS:
+        raw.pop(name, None)
+    options = raw.get("options")
+    if isinstance(options, dict):
+        for name in RUNNER_OPTIONS:
+            options.pop(name, None)
+    raw["model"] = normalise_model(spec.model)
+    if isinstance(spec, common_pb2.GenerateSpec):
+        if spec.images:
+            raw["images"] = [_digest(image) for image in spec.images]
+    else:
+        for index, message in enumerate(spec.messages):
+            if message.images:
+                raw["messages"][index]["images"] = [_digest(image) for image in message.images]
+    pruned: dict[str, Any] = _prune(raw)
+    return pruned
+
+
+def canonical_json(value: dict[str, Any]) -> bytes:
+    """Sorted keys, no whitespace, UTF-8: the same request always gives the same bytes."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _semantic_split(spec: Spec, canonical: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
+    """Separates the question from its context (the namespace)."""
+    if isinstance(spec, common_pb2.GenerateSpec):
+        context = {k: v for k, v in canonical.items() if k != "prompt"}
+        text = spec.prompt.strip()
+        return (text or None), context
+    if not spec.messages or spec.messages[-1].role != "user" or not spec.messages[-1].content.strip():
+        return None, canonical
+    context = dict(canonical)
+    messages = [dict(m) for m in canonical.get("messages", [])]
+    messages[-1].pop("content", None)
+    context["messages"] = messages
+    return spec.messages[-1].content.strip(), context
+
+
+def is_deterministic(spec: Spec) -> bool:
+    """True when the request sets temperature to exactly 0."""
+    return spec.HasField("options") and spec.options.HasField("temperature") and spec.options.temperature == 0
+
+
+def derive(tenant: str, spec: Spec) -> RequestView:
+    """Derives the keys of one request (the caller has validated it)."""
+    tenant = normalise_tenant(tenant)
+    model = normalise_model(spec.model)
+    canonical = canonical_dict(spec)
+    kind = b"generate" if isinstance(spec, common_pb2.GenerateSpec) else b"chat"
+    exact_key = _digest(
+        b"\0".join([KEY_VERSION.encode(), tenant.encode(), model.encode(), kind, canonical_json(canonical)])
+    )
+    text, context = _semantic_split(spec, canonical)
+    context_key = _digest(b"\0".join([KEY_VERSION.encode(), model.encode(), kind, canonical_json(context)]))
+    return RequestView(
+        tenant=tenant,
+        model=model,
+        exact_key=exact_key,
+        semantic_text=text,
+        context_key=context_key,
+        deterministic=is_deterministic(spec),
+    )
+
+
+def request_bytes(spec: Spec) -> int:
+    """Size of what the model reads: prompt, system, suffix, template, messages and images."""
+    if isinstance(spec, common_pb2.GenerateSpec):
+        texts = (spec.prompt, spec.system, spec.suffix, spec.template)
+        return sum(len(t.encode()) for t in texts) + sum(len(i) for i in spec.images)
+    total = 0
+    for message in spec.messages:
+        total += len(message.content.encode()) + len(message.thinking.encode())
+        total += sum(len(i) for i in message.images)
+    return total
+
+
+def plan(
+    policy: common_pb2.CachePolicy,
+    view: RequestView,
+    *,
+    default_ttl_s: float,
+    max_ttl_s: float,
+    semantic_enabled: bool,
+) -> TierPlan:
+    """Decides the tiers for a request.
+
+    The default (CACHE_MODE_UNSPECIFIED): exact tier always; semantic tier only for temperature 0.
+    BYPASS neither reads nor writes; REFRESH writes without reading; EXACT never touches the semantic
+    tier; SEMANTIC uses it whatever the temperature. A request without a question (a chat ending in
+    an assistant or tool turn) never uses the semantic tier.
+    """
+    mode = policy.mode
+    semantic_ok = semantic_enabled and view.semantic_text is not None
+    if mode == common_pb2.CACHE_MODE_SEMANTIC:
+        semantic = semantic_ok
+    elif mode == common_pb2.CACHE_MODE_EXACT:
+        semantic = False
+    else:
+        semantic = semantic_ok and view.deterministic
+    ttl_s = default_ttl_s
+    if policy.HasField("ttl"):
+        ttl_s = min(policy.ttl.ToTimedelta().total_seconds(), max_ttl_s)
+    max_age_s = policy.max_age.ToTimedelta().total_seconds() if policy.HasField("max_age") else None
+    if mode == common_pb2.CACHE_MODE_BYPASS:
+        return TierPlan(False, False, False, False, ttl_s, max_age_s)
+    if mode == common_pb2.CACHE_MODE_REFRESH:
+        return TierPlan(False, False, True, semantic, ttl_s, max_age_s)
+    return TierPlan(True, semantic, True, semantic, ttl_s, max_age_s)

@@ -1,0 +1,143 @@
+"""CacheService servicer: translates protobuf to engine calls and results back (no logic of its own)."""
+
+from __future__ import annotations
+
+import grpc
+from corral.v1 import cache_service_pb2, cache_service_pb2_grpc
+from google.protobuf.duration_pb2 import Duration
+
+from services.cache import keys, validation
+from services.cache.admin import CacheAdmin, TierReport
+from services.cache.engine import CacheEngine
+from services.common.errors import InvalidArgument, NotFound
+
+pb = cache_service_pb2
+
+
+def _tier(report: TierReport) -> pb.TierStats:
+    counters = report.counters
+    return pb.TierStats(
+        hits=counters.hits,
+        misses=counters.misses,
+        stores=counters.stores,
+        entries=report.entries,
+        lookup_p50_ms=counters.percentile_ms(50),
+        lookup_p99_ms=counters.percentile_ms(99),
+        size_bytes=report.size_bytes,
+    )
+
+
+class CacheServicer(cache_service_pb2_grpc.CacheServiceServicer):
+    """The CacheService RPCs over a CacheEngine."""
+
+    def __init__(self, engine: CacheEngine) -> None:
+        self._engine = engine
+        self._admin = CacheAdmin(engine)
+        self._cfg = engine.cfg
+
+    def _plan(self, request: pb.LookupRequest | pb.StoreRequest, view: keys.RequestView) -> keys.TierPlan:
+        return keys.plan(
+            request.policy,
+            view,
+            default_ttl_s=self._cfg.default_ttl_s,
+            max_ttl_s=self._cfg.max_ttl_s,
+            semantic_enabled=self._cfg.semantic_enabled,
+        )
+
+    async def Lookup(self, request: pb.LookupRequest, context: grpc.aio.ServicerContext) -> pb.LookupResponse:
+        """Exact tier, then semantic tier, then single-flight; a store that is down is a miss."""
+        spec = validation.check_keyed(request, self._cfg)
+        embedding = validation.embedding_of(request.embedding, self._engine.embedder.dims)
+        view = keys.derive(request.tenant, spec)
+        remaining = context.time_remaining()
+        budget_s = self._cfg.lookup_deadline_ms / 1000 if remaining is None else remaining
+        result = await self._engine.lookup(
+            view,
+            self._plan(request, view),
+            embedding=embedding,
+            single_flight=request.single_flight,
+            budget_s=budget_s,
+        )
+        hit = result.entry is not None
+        return pb.LookupResponse(
+            hit=hit,
+            outcome=result.outcome,  # type: ignore[arg-type]
+            entry=result.entry,
+            similarity=result.similarity,
+            key=result.key,
+            flight_token=result.flight_token,
+            guard_reason=result.guard_reason,
+        )
+
+    async def Store(self, request: pb.StoreRequest, context: grpc.aio.ServicerContext) -> pb.StoreResponse:
+        """Hands the answer to waiting lookups and writes the tiers the policy allows."""
+        spec = validation.check_keyed(request, self._cfg)
+        validation.check_store(request, self._cfg)
+        embedding = validation.embedding_of(request.embedding, self._engine.embedder.dims)
+        view = keys.derive(request.tenant, spec)
+        stored_exact, stored_semantic = await self._engine.store(
+            view,
+            self._plan(request, view),
+            request.entry,
+            flight_token=request.flight_token,
+            embedding=embedding,
+        )
+        return pb.StoreResponse(
+            key=view.exact_key, stored_exact=stored_exact, stored_semantic=stored_semantic
+        )
+
+    async def AbandonFlight(
+        self, request: pb.AbandonFlightRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AbandonFlightResponse:
+        """Releases the waiters of a flight whose leader has no answer."""
+        validation.check_token(request.flight_token, required=True)
+        released = self._engine.abandon(request.flight_token)
+        if released is None:
+            raise NotFound("no flight with this token (it was completed, abandoned or expired)")
+        return pb.AbandonFlightResponse(released_waiters=released)
+
+    async def Invalidate(
+        self, request: pb.InvalidateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.InvalidateResponse:
+        """Removes entries by tenant, model or key from both tiers."""
+        validation.check_invalidate(request, self._cfg)
+        exact_removed, semantic_removed = await self._admin.invalidate(
+            request.tenant or None,
+            keys.normalise_model(request.model) if request.model else None,
+            request.key or None,
+        )
+        return pb.InvalidateResponse(exact_removed=exact_removed, semantic_removed=semantic_removed)
+
+    async def Stats(self, request: pb.StatsRequest, context: grpc.aio.ServicerContext) -> pb.StatsResponse:
+        """Counters since start and current sizes."""
+        validation.check_tenant(request.tenant, self._cfg)
+        report = await self._admin.stats(request.tenant or None)
+        return pb.StatsResponse(
+            exact=_tier(report.exact),
+            semantic=_tier(report.semantic),
+            coalesced=report.coalesced,
+            guard_rejections=report.guard_rejections,
+            degraded_lookups=report.degraded_lookups,
+            exact_degraded=report.exact_degraded,
+            semantic_degraded=report.semantic_degraded,
+            embedder=report.embedder,
+        )
+
+    async def RunMaintenance(
+        self, request: pb.RunMaintenanceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.RunMaintenanceResponse:
+        """Expires semantic entries and optionally vacuums the table."""
+        max_age_s: float | None = None
+        if request.HasField("max_age"):
+            if request.max_age.seconds < 0 or request.max_age.nanos < 0:
+                raise InvalidArgument("max_age", "must not be negative")
+            max_age_s = request.max_age.ToTimedelta().total_seconds()
+        report = await self._admin.maintenance(max_age_s, request.vacuum)
+        duration = Duration()
+        duration.FromNanoseconds(int(report.duration_s * 1e9))
+        return pb.RunMaintenanceResponse(
+            expired_removed=report.removed,
+            vacuumed=report.vacuumed,
+            semantic_entries=report.remaining,
+            duration=duration,
+        )
