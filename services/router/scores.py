@@ -40,6 +40,10 @@ class Attempt(Enum):
     CANCELLED = 10
 
 
+# NOTE: a node that just answered for a model has it loaded (Ollama's default keep_alive is 5 min),
+# whatever a not-yet-refreshed score copy says.
+_RECENTLY_SERVED_S = 120.0
+
 _NODE_FAULTS = {
     Attempt.CONNECTION,
     Attempt.TIMEOUT,
@@ -99,6 +103,7 @@ class _Local:
     rates_at: float = 0.0
     service_ms: dict[str, float] = field(default_factory=dict)
     missing_models: set[str] = field(default_factory=set)
+    served_at: dict[str, float] = field(default_factory=dict)
 
 
 class ScoreBoard:
@@ -264,7 +269,8 @@ class ScoreBoard:
                 Candidate(
                     node_id=node.node_id,
                     address=node.address,
-                    loaded=view.loaded if view is not None else True,
+                    loaded=(view.loaded if view is not None else True)
+                    or now - local.served_at.get(model, -_RECENTLY_SERVED_S) < _RECENTLY_SERVED_S,
                     local_inflight=local.inflight,
                     reported_inflight=node.inflight,
                     service_ms=service_ms or self._cfg.default_service_ms,
@@ -311,6 +317,7 @@ class ScoreBoard:
                 latency_ms if previous is None else alpha * latency_ms + (1 - alpha) * previous
             )
             local.cooldown_until = 0.0
+            local.served_at[model] = self._clock()
         # NOTE: error and busy EWMAs decay with every attempt on the node and with time.
         self._decay(local, self._clock())
         local.error_ewma = (1 - alpha) * local.error_ewma + alpha * (outcome in _NODE_FAULTS)
