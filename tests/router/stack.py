@@ -168,6 +168,7 @@ async def start_stack(
     router_env: dict[str, str] | None = None,
     health_env: dict[str, str] | None = None,
     static_nodes: bool = False,
+    cache_env_from_nodes: Callable[[list[SimProcess]], dict[str, str]] | None = None,
 ) -> Stack:
     """Starts nodes, then health (and cache), then the router; waits until the router knows the models.
 
@@ -203,7 +204,10 @@ async def start_stack(
             )
             starting.append(asyncio.create_task(stack.health.start()))
         if cache_env is not None:
-            stack.cache = ServiceProcess("services.cache", env={"CORRAL_CACHE__PORT": "0", **cache_env})
+            extra_env = cache_env_from_nodes(nodes) if cache_env_from_nodes is not None else {}
+            stack.cache = ServiceProcess(
+                "services.cache", env={"CORRAL_CACHE__PORT": "0", **cache_env, **extra_env}
+            )
             starting.append(asyncio.create_task(stack.cache.start()))
         await asyncio.gather(*starting)
         if stack.health is not None:
