@@ -16,7 +16,7 @@ help: ## List the targets
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[local,dev]'
+	$(PY) -m pip install --quiet -e '.[local,dev,deploy]'
 	@touch $@
 
 $(BUF): package.json
@@ -37,6 +37,7 @@ lint: setup ## ruff, mypy, buf lint and buf breaking against main
 	$(VENV)/bin/mypy services sim devstack tests bench scripts
 	$(BUF) lint protos
 	$(BUF) format -d --exit-code protos
+	VENV=$(VENV) ./scripts/lint_deploy.sh
 	@if git rev-parse --verify -q main >/dev/null && git ls-tree -d main protos >/dev/null 2>&1 && [ -n "$$(git ls-tree main protos)" ]; then \
 		$(BUF) breaking protos --against '.git#branch=main,subdir=protos'; \
 	else echo "buf breaking: no protos on main yet, skipped"; fi
