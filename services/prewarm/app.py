@@ -75,8 +75,8 @@ class PrewarmApp:
         self._tasks.append(loop.create_task(self.health.run(), name="prewarm-health-watch"))
         self._tasks.append(loop.create_task(self.triggers.run(), name="prewarm-triggers"))
 
-    async def close(self) -> None:
-        """Stops the triggers, aborts the run in progress and closes the connections."""
+    async def stop_runs(self) -> None:
+        """Stops the triggers and aborts the run in progress (its progress streams get their last event)."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -84,6 +84,10 @@ class PrewarmApp:
                 await task
         self._tasks.clear()
         await self.manager.close()
+
+    async def close(self) -> None:
+        """Stops the runs and closes the connections."""
+        await self.stop_runs()
         if self._node_client is not None:
             await self._node_client.close()
         for channel in self._channels:

@@ -61,6 +61,9 @@ class RunExecutor:
     # ------------------------------------------------------------------ warm-up
     async def warm(self, run: Run) -> None:
         """Plans the warm-up from health's view and loads the models, nodes in parallel."""
+        # NOTE: an event at once, so a client following the run sees it while health is awaited.
+        message = f"planning from the node scores of health at {self._scores.address}"
+        run.emit(Step.WARM_MODELS, "", "", 0, 0, Outcome.STARTED, message)
         view = await self._scores.current(self._cfg.health_wait_s)
         if view is None:
             progress = run.step(Step.WARM_MODELS, 1)

@@ -18,6 +18,9 @@ async def setup(ctx: ServiceContext) -> Cleanup:
     servicer = PrewarmServicer(app.manager, lambda: app.triggers.next_scheduled_at_s)
     prewarm_service_pb2_grpc.add_PrewarmServiceServicer_to_server(servicer, ctx.server)
     await app.start()
+    # NOTE: before the drain, so StartRun streams end with the run's last event instead of holding
+    # the drain for the whole grace period.
+    ctx.on_shutdown.append(app.stop_runs)
     return app.close
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -216,3 +218,32 @@ async def test_service_process_serves_with_every_peer_down(tmp_path: Path) -> No
             assert status.recent and status.recent[0].state == pb.RUN_STATE_FAILED
             assert any("health" in e for e in status.recent[-1].errors)
         assert await proc.terminate() == 0
+
+
+async def test_sigterm_ends_the_run_in_progress_and_its_streams() -> None:
+    dead = f"127.0.0.1:{free_port()}"
+    env = {
+        "CORRAL_PREWARM__PORT": "0",
+        "CORRAL_PREWARM__HEALTH_ADDR": dead,
+        "CORRAL_PREWARM__ROUTER_ADDR": dead,
+        "CORRAL_PREWARM__CACHE_ADDR": dead,
+        # NOTE: the start-up run waits this long for health, so it is still running at SIGTERM.
+        "CORRAL_PREWARM__HEALTH_WAIT_S": "60",
+        "CORRAL_PREWARM__GRACE_S": "30",
+    }
+    async with ServiceProcess("services.prewarm", env=env) as proc:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{proc.port}") as channel:
+            stub = prewarm_service_pb2_grpc.PrewarmServiceStub(channel)
+            call = stub.StartRun(pb.StartRunRequest(join_if_running=True))
+            first = await asyncio.wait_for(call.read(), WAIT_S)
+            assert first.event.outcome == pb.STEP_OUTCOME_STARTED and "planning" in first.event.message
+            started = time.monotonic()
+            proc.signal(signal.SIGTERM)
+            rest = []
+            async with asyncio.timeout(WAIT_S):
+                while (reply := await call.read()) != grpc.aio.EOF:
+                    rest.append(reply.event)
+            assert rest[-1].run_finished and "shutting down" in rest[-1].message
+        assert await proc.wait(WAIT_S) == 0
+        # The stream did not hold the drain for the grace period.
+        assert time.monotonic() - started < 10
