@@ -241,6 +241,7 @@ class RouterCore:
         """Validate → single-flight → cache → forward → store; yields live pieces and then Done."""
         started = time.perf_counter()
         spec: Spec = req.spec
+        streaming = rpc.endswith("Stream")
         status = "OK"
         cache_outcome: common_pb2.CacheOutcome.ValueType = common_pb2.CACHE_OUTCOME_BYPASS
         key: str | None = None
@@ -302,7 +303,7 @@ class RouterCore:
             job = Job(spec, model, affinity_key(spec, req.session_id), background, deadline, started)
             assembler = Assembler(spec.model, chat)
             final = None
-            async with aclosing(self.forwarder.run(job)) as items:
+            async with aclosing(self.forwarder.run(job, emit=streaming)) as items:
                 async for item in items:
                     if isinstance(item, Piece):
                         assembler.add(item)
@@ -310,6 +311,8 @@ class RouterCore:
                     else:
                         final = item
             assert final is not None
+            for piece in final.pieces:
+                assembler.add(piece)
             final.routing.cache_outcome = cache_outcome
             answer = assembler.finish(final)
             if use_cache and answer.done_reason not in ("load", "unload") and not final.routing.resumed:

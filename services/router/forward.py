@@ -72,6 +72,7 @@ class Final:
     routing: common_pb2.RoutingInfo
     created_at: Any = None
     context: list[int] | None = None
+    pieces: list[Piece] = field(default_factory=list)
 
 
 class PrefixSkipper:
@@ -238,8 +239,13 @@ class Forwarder:
                     raise InvalidArgument(f"{field}.{word}", err.message, reason="REJECTED_BY_NODE")
             raise InvalidArgument(field, err.message, reason="REJECTED_BY_NODE")
 
-    async def run(self, job: Job) -> AsyncGenerator[Piece | Final, None]:
-        """Yields the answer's pieces and then one Final; raises CorralError subclasses."""
+    async def run(self, job: Job, *, emit: bool = True) -> AsyncGenerator[Piece | Final, None]:
+        """Yields the answer's pieces and then one Final; raises CorralError subclasses.
+
+        With `emit` False the pieces are not yielded one by one but handed over in `Final.pieces`
+        (a unary caller saves a generator hop per token); failover and continuation are the same.
+        """
+        collected: list[Piece] = []
         interactive = not job.background
         failed: list[str] = []
         attempts = 0
@@ -308,7 +314,10 @@ class Forwarder:
                         sent_text += piece.text
                         sent_thinking += piece.thinking
                         pieces_sent += 1
-                        yield piece
+                        if emit:
+                            yield piece
+                        else:
+                            collected.append(piece)
                 outcome = Attempt.NONE
             except NodeError as err:
                 outcome = err.kind
@@ -349,6 +358,7 @@ class Forwarder:
                 routing=routing,
                 created_at=final_chunk.get("created_at"),
                 context=context if isinstance(context, list) and not chat_reply else None,
+                pieces=collected,
             )
             return
 
