@@ -67,7 +67,7 @@ class CacheAdmin:
         except Exception as exc:
             engine.exact_breaker.failure()
             raise Unavailable(f"exact tier (Redis) unreachable: {type(exc).__name__}") from exc
-        if not engine.semantic.migrated:
+        if not engine.semantic.is_open:
             raise Unavailable("semantic tier (PostgreSQL) unreachable")
         try:
             async with asyncio.timeout(self._timeout_s * 5):
@@ -96,7 +96,7 @@ class CacheAdmin:
                     exact_bytes = await engine.exact.used_memory_bytes() if tenant is None else 0
             except Exception as exc:
                 logger.debug("exact tier size unknown: %r", exc)
-        if engine.semantic.migrated and not engine.semantic_breaker.degraded:
+        if engine.semantic.is_open and not engine.semantic_breaker.degraded:
             try:
                 async with asyncio.timeout(self._timeout_s):
                     semantic_entries, semantic_bytes = await engine.semantic.count(tenant, self._timeout_s)
@@ -118,7 +118,7 @@ class CacheAdmin:
         """Deletes expired (and, with max_age_s, old) semantic entries; optionally vacuums."""
         engine = self._engine
         started = time.perf_counter()
-        if not engine.semantic.migrated:
+        if not engine.semantic.is_open:
             raise Unavailable("semantic tier (PostgreSQL) unreachable")
         # NOTE: maintenance is a batch job: it gets far more time than a lookup.
         timeout_s = max(self._timeout_s * 30, 60.0)

@@ -109,7 +109,7 @@ class CacheEngine:
     @property
     def semantic_degraded(self) -> bool:
         """True while PostgreSQL (or its migrations) or the embedder is considered down."""
-        return self.semantic_breaker.degraded or self.embed_breaker.degraded or not self.semantic.migrated
+        return self.semantic_breaker.degraded or self.embed_breaker.degraded or not self.semantic.is_open
 
     async def _recover_forever(self) -> None:
         while True:
@@ -123,8 +123,8 @@ class CacheEngine:
         """Probes each degraded store once."""
         if self.exact_breaker.degraded:
             await self._probe_exact(reset=True)
-        if self.semantic_breaker.degraded or not self.semantic.migrated:
-            await self._probe_semantic(reset=True)
+        if self.semantic_breaker.degraded or not self.semantic.migrated or not self.semantic.is_open:
+            await self._probe_semantic()
         if self.embed_breaker.degraded:
             try:
                 await self.embedder.embed("ping", self.cfg.embedder.timeout_s)
@@ -148,22 +148,23 @@ class CacheEngine:
             logger.info("redis is back")
         self.exact_breaker.success()
 
-    async def _probe_semantic(self, reset: bool = False) -> None:
+    async def _probe_semantic(self) -> None:
         timeout_s = max(1.0, self.cfg.postgres_timeout_ms / 1000 * 4)
+        semantic = self.semantic
         try:
-            if not self.semantic.migrated and self.cfg.migrate_on_start:
-                applied = await asyncio.wait_for(self.semantic.migrate(), timeout_s * 2)
-                if applied:
-                    logger.info("applied migrations: %s", ", ".join(applied))
-            elif not self.semantic.migrated:
-                self.semantic.migrated = True
-            if not self.semantic.is_open:
-                await self.semantic.open()
-            elif reset:
-                await self.semantic.reset()
-            await self.semantic.ping(timeout_s)
+            async with asyncio.timeout(timeout_s * 2):
+                if not semantic.migrated and self.cfg.migrate_on_start:
+                    applied = await semantic.migrate()
+                    if applied:
+                        logger.info("applied migrations: %s", ", ".join(applied))
+                semantic.migrated = True
+                # NOTE: a direct connection first: while PostgreSQL is down no pool is kept reconnecting.
+                await semantic.reachable(timeout_s)
+                await semantic.reset()
+                await semantic.ping(timeout_s)
         except Exception as exc:
             self.semantic_breaker.failure()
+            await semantic.shut()
             logger.debug("postgresql unreachable: %r", exc)
             return
         if self.semantic_breaker.degraded:
@@ -266,8 +267,10 @@ class CacheEngine:
     ) -> tuple[CacheEntry, float] | None:
         loop = asyncio.get_running_loop()
         text = view.semantic_text
-        if text is None or not self.semantic.migrated or not self.semantic_breaker.allow():
-            trace.degraded = trace.degraded or text is not None
+        if text is None:
+            return None
+        if not self.semantic.is_open or not self.semantic_breaker.allow():
+            trace.degraded = True
             return None
         started = loop.time()
         vector = await self._vector(text, embedding, deadline - loop.time())
@@ -398,7 +401,7 @@ class CacheEngine:
         self, view: RequestView, plan: TierPlan, value: bytes, embedding: Vector | None, now: datetime
     ) -> bool:
         text = view.semantic_text
-        if not plan.store_semantic or text is None or not self.semantic.migrated:
+        if not plan.store_semantic or text is None or not self.semantic.is_open:
             return False
         if not self.semantic_breaker.allow():
             return False

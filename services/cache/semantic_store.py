@@ -105,6 +105,22 @@ class SemanticStore:
         if old is not None:
             await old.close(timeout=0)
 
+    async def shut(self) -> None:
+        """Closes the pool while the server is down, so that it stops reconnecting in the background."""
+        old, self._pool = self._pool, None
+        if old is not None:
+            await old.close(timeout=0)
+
+    async def reachable(self, timeout_s: float) -> None:
+        """Raises unless a fresh connection (outside the pool) can run a query."""
+        conn = await psycopg.AsyncConnection.connect(
+            self._dsn, connect_timeout=max(1, int(timeout_s)), autocommit=True
+        )
+        try:
+            await conn.execute("SELECT 1")
+        finally:
+            await conn.close()
+
     @property
     def is_open(self) -> bool:
         """True once the pool exists."""
