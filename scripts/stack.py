@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -47,7 +48,7 @@ class Ports:
     @staticmethod
     def free(node_count: int = 4) -> Ports:
         """Picks free loopback ports for everything (the demo and tests never assume a port is free)."""
-        picked = _free_ports(7 + node_count)
+        picked = _free_ports(7)
         return Ports(
             redis=picked[0],
             postgres=picked[1],
@@ -56,7 +57,7 @@ class Ports:
             router=picked[4],
             router_http=picked[5],
             prewarm=picked[6],
-            nodes=tuple(picked[7:]),
+            nodes=_free_block(node_count),
         )
 
     @staticmethod
@@ -87,6 +88,25 @@ def _free_ports(count: int) -> list[int]:
             sock.close()
 
 
+def _free_block(count: int) -> tuple[int, ...]:
+    """Consecutive free ports (the simulator gives node i the first port + i)."""
+    for _ in range(200):
+        base = random.randrange(20_000, 60_000 - count)
+        block = tuple(range(base, base + count))
+        if all(_is_free(port) for port in block):
+            return block
+    raise RuntimeError(f"no block of {count} consecutive free ports found")
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
 def stack_config(
     ports: Ports, redis_url: str, pg_dsn: str, overrides: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -100,7 +120,10 @@ def stack_config(
             "port": ports.health,
             "nodes": [{"id": f"node-{i + 1}", "address": url} for i, url in enumerate(node_urls)],
         },
-        "cache": {"port": ports.cache},
+        "cache": {
+            "port": ports.cache,
+            "embedder": {"node_urls": node_urls, "model": "nomic-embed-text:v1.5"},
+        },
         "router": {
             "port": ports.router,
             "http_port": ports.router_http,
