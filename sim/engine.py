@@ -225,9 +225,8 @@ class Engine:
         runner.ref_count += 1
         runner.idle.clear()
         runner.keep_alive_s = keep_alive_s
-        if runner.expire_handle is not None:
-            runner.expire_handle.cancel()
-            runner.expire_handle = None
+        # NOTE: a pending expiry timer is left alone (it re-checks when it fires): cancelling and
+        # re-arming a timer per request costs more than the rest of a no-delay request.
         runner.expires_at = time.time() + self.keep_alive_real_s(keep_alive_s)
 
     def release_runner(self, runner: Runner) -> None:
@@ -241,14 +240,26 @@ class Engine:
             self.unload(runner)
             return
         runner.expires_at = time.time() + real_s
-        if math.isfinite(real_s):
-            loop = asyncio.get_running_loop()
-            runner.expire_handle = loop.call_later(real_s, self._expire, runner)
+        if not math.isfinite(real_s):
+            return
+        loop = asyncio.get_running_loop()
+        due = loop.time() + real_s
+        handle = runner.expire_handle
+        if handle is not None and handle.when() > due + 0.001:
+            handle.cancel()
+            handle = None
+        if handle is None:
+            runner.expire_handle = loop.call_at(due, self._expire, runner)
 
     def _expire(self, runner: Runner) -> None:
         runner.expire_handle = None
-        if runner.ref_count == 0:
-            self.unload(runner)
+        if runner.ref_count > 0 or math.isinf(runner.expires_at):
+            return  # in use (its release re-arms the timer) or kept forever since
+        remaining_s = runner.expires_at - time.time()
+        if remaining_s > 0.001:
+            runner.expire_handle = asyncio.get_running_loop().call_later(remaining_s, self._expire, runner)
+            return
+        self.unload(runner)
 
     def unload(self, runner: Runner) -> None:
         """Remove an idle runner from memory."""

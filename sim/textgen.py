@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import random
+import hashlib
 import re
 import zlib
+from array import array
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,9 @@ _WORDS = (
     "cold early late often always never perhaps usually together between through during without "
     "because although however therefore meanwhile instead likely easily quickly carefully"
 ).split()
+
+
+_CAPITALIZED = tuple(w.capitalize() for w in _WORDS)
 
 
 def tokenize(text: str) -> list[str]:
@@ -78,28 +82,39 @@ def generate(
         num_predict: Ollama's limit; None or negative means no limit.
         stop: stop sequences; the output ends before the first one.
     """
-    rng = random.Random(f"{seed}\x00{key}")
-    natural = rng.randint(min_tokens, max_tokens)
+    # NOTE: all the randomness comes from one SHAKE-128 call over (seed, key): deterministic in every
+    # process, and much cheaper than seeding a Mersenne Twister per request.
+    draws = array("I", hashlib.shake_128(f"{seed}\x00{key}".encode()).digest(4 * (2 * max_tokens + 4)))
+    position = iter(draws)
+    bits = position.__next__
+    natural = min_tokens + bits() % (max_tokens - min_tokens + 1)
     limited = num_predict is not None and 0 <= num_predict <= natural
     count = num_predict if limited and num_predict is not None else natural
     pieces: list[str] = []
-    sentence_left = rng.randint(6, 14)
+    append = pieces.append
+    vocab = len(_WORDS)
+    sentence_left = 6 + bits() % 9
     start_of_sentence = True
-    choice = rng.choice
-    while len(pieces) < count:
+    n = 0
+    while n < count:
         if sentence_left == 0 and not start_of_sentence:
-            pieces.append(".")
-            sentence_left = rng.randint(6, 14)
+            append(".")
+            n += 1
+            sentence_left = 6 + bits() % 9
             start_of_sentence = True
             continue
-        word = choice(_WORDS)
+        draw = bits()
+        word = _WORDS[draw % vocab]
         if start_of_sentence:
-            word = word.capitalize()
+            word = _CAPITALIZED[draw % vocab]
             start_of_sentence = False
-        pieces.append(word if not pieces else " " + word)
+        append(" " + word if n else word)
+        n += 1
         sentence_left -= 1
-        if sentence_left > 1 and rng.random() < 0.08 and len(pieces) < count:
-            pieces.append(",")
+        # NOTE: one draw decides both the word and (from its high bits) a following comma, 8% of the time.
+        if sentence_left > 1 and (draw >> 24) < 20 and n < count:
+            append(",")
+            n += 1
     done_reason = "length" if limited else "stop"
     if stop:
         pieces, hit = _apply_stop(pieces, stop)
