@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 from corral.v1 import cache_service_pb2, cache_service_pb2_grpc, health_service_pb2, health_service_pb2_grpc
@@ -49,7 +51,10 @@ class LiveStack:
     async def cache_stats(self) -> cache_service_pb2.StatsResponse:
         async with grpc.aio.insecure_channel(self.addr("cache")) as channel:
             stub = cache_service_pb2_grpc.CacheServiceStub(channel)
-            return await stub.Stats(cache_service_pb2.StatsRequest(), timeout=5)
+            stats: cache_service_pb2.StatsResponse = await stub.Stats(
+                cache_service_pb2.StatsRequest(), timeout=5
+            )
+            return stats
 
     async def drain(self, node_ids: list[str], drained: bool) -> None:
         async with grpc.aio.insecure_channel(self.addr("health")) as channel:
@@ -131,7 +136,7 @@ async def start_live_stack(
         raise
 
 
-async def wait_until(predicate, timeout_s: float, interval_s: float = 0.05) -> None:  # type: ignore[no-untyped-def]
+async def wait_until(predicate: Callable[[], Any], timeout_s: float, interval_s: float = 0.05) -> None:
     """Polls an external condition with a deadline."""
     deadline = time.monotonic() + timeout_s
     while True:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uvloop
+from corral.v1 import router_service_pb2_grpc
 
 from services.common.config import load_config_or_exit
 from services.common.server import Cleanup, ServiceContext, run_service
@@ -16,9 +17,7 @@ async def _setup(ctx: ServiceContext) -> Cleanup:
     cfg = ctx.service_cfg
     assert isinstance(cfg, RouterConfig)
     runtime = await router_server.start_router(cfg)
-    router_server.router_service_pb2_grpc.add_RouterServiceServicer_to_server(
-        RouterServicer(runtime.core), ctx.server
-    )
+    router_service_pb2_grpc.add_RouterServiceServicer_to_server(RouterServicer(runtime.core), ctx.server)
     runner, port = await start_http_server(runtime.core, cfg)
     print(f"corral-router: http api on {cfg.host}:{port}", flush=True)
 

@@ -75,11 +75,11 @@ async def test_ollama_client_chat_generate_embed_list(stack: LiveStack) -> None:
         )
     ]
     assert parts[-1].done and not any(p.done for p in parts[:-1])
-    assert "".join(p.message.content for p in parts).strip()
+    assert "".join(p.message.content or "" for p in parts).strip()
     gen = await client.generate(model=MODEL, prompt="why is the sky blue?")
     assert gen.response and gen.done
     pieces = [p async for p in await client.generate(model=MODEL, prompt="count to five", stream=True)]
-    assert pieces[-1].done and "".join(p.response for p in pieces).strip()
+    assert pieces[-1].done and "".join(p.response or "" for p in pieces).strip()
     embedded = await client.embed(model=EMBED_MODEL, input=["first text", "second text"])
     assert len(embedded.embeddings) == 2 and len(embedded.embeddings[0]) == 768
     legacy = await client.embeddings(model=EMBED_MODEL, prompt="first text")
@@ -204,7 +204,7 @@ async def test_failover_when_a_node_is_killed_mid_stream(stack: LiveStack) -> No
     await solo.proc.kill()
     parts += [part async for part in stream]
     assert parts[-1].done and parts[-1].done_reason in ("stop", "length")
-    assert len("".join(p.message.content for p in parts)) > 0
+    assert len("".join(p.message.content or "" for p in parts)) > 0
     # After the kill, both clients keep working on the remaining nodes.
     assert (await client.generate(model=MODEL, prompt="after the kill")).response
     oai = openai.AsyncOpenAI(base_url=f"{stack.base_url}/v1", api_key="unused", max_retries=0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from typing import Any
 
 from aiohttp import ClientSession
 from corral.v1 import common_pb2 as cpb
@@ -13,7 +14,7 @@ from tests.http.conftest import MAX_BODY_BYTES
 from tests.http.fake_core import FakeCore
 
 
-async def _lines(resp) -> list[dict]:
+async def _lines(resp: Any) -> list[dict[str, Any]]:
     text = await resp.text()
     assert "\n\n" not in text
     return [json.loads(line) for line in text.splitlines()]
@@ -186,7 +187,7 @@ async def test_mid_stream_error_is_a_final_error_line(http: ClientSession, core:
 
 
 async def test_chat_stream_and_tools(http: ClientSession, core: FakeCore) -> None:
-    body = {"model": "llama3.2:1b", "messages": [{"role": "USER", "content": "weather?"}]}
+    body: dict[str, Any] = {"model": "llama3.2:1b", "messages": [{"role": "USER", "content": "weather?"}]}
     async with http.post("/api/chat", json=body) as resp:
         lines = await _lines(resp)
     assert lines[-1]["message"] == {"role": "assistant", "content": ""} and lines[-1]["done_reason"] == "stop"

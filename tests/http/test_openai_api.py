@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any, cast
 
 import ollama
 import openai
@@ -57,11 +58,13 @@ async def test_openai_sse_framing(http: ClientSession) -> None:
 
 async def test_openai_tool_calls_and_errors(base_url: str) -> None:
     client = openai.AsyncOpenAI(base_url=f"{base_url}/v1", api_key="unused", max_retries=0)
-    tool = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+    tool: Any = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
     reply = await client.chat.completions.create(
         model="llama3.2:1b", messages=[{"role": "user", "content": "hi"}], tools=[tool]
     )
-    call = reply.choices[0].message.tool_calls[0]
+    calls = reply.choices[0].message.tool_calls
+    assert calls is not None
+    call: Any = calls[0]
     assert reply.choices[0].finish_reason == "tool_calls"
     assert call.function.name == "get_weather" and json.loads(call.function.arguments) == {
         "city": "Tokyo",
@@ -69,7 +72,7 @@ async def test_openai_tool_calls_and_errors(base_url: str) -> None:
     }
     with pytest.raises(openai.NotFoundError) as info:
         await client.chat.completions.create(model="nope", messages=[{"role": "user", "content": "hi"}])
-    assert info.value.body["message"] == "model 'nope' not found"
+    assert cast(dict[str, Any], info.value.body)["message"] == "model 'nope' not found"
     with pytest.raises(openai.BadRequestError):
         await client.chat.completions.create(model="llama3.2:1b", messages=[])
     await client.close()
@@ -97,7 +100,7 @@ async def test_ollama_client_against_fake_core(base_url: str) -> None:
     reply = await client.chat(model="llama3.2:1b", messages=[{"role": "user", "content": "hi"}])
     assert reply.message.content == "Hello from Corral" and reply.done_reason == "stop"
     parts = [
-        p.message.content
+        p.message.content or ""
         async for p in await client.chat(
             model="llama3.2:1b", messages=[{"role": "user", "content": "hi"}], stream=True
         )
@@ -105,7 +108,9 @@ async def test_ollama_client_against_fake_core(base_url: str) -> None:
     assert "".join(parts) == "Hello from Corral"
     gen = await client.generate(model="llama3.2:1b", prompt="hi")
     assert gen.response == "Hello from Corral" and gen.eval_count == 3
-    pieces = [p.response async for p in await client.generate(model="llama3.2:1b", prompt="hi", stream=True)]
+    pieces = [
+        p.response or "" async for p in await client.generate(model="llama3.2:1b", prompt="hi", stream=True)
+    ]
     assert "".join(pieces) == "Hello from Corral"
     assert len((await client.embed(model="nomic-embed-text", input=["a"])).embeddings) == 1
     assert len((await client.embeddings(model="nomic-embed-text", prompt="a")).embedding) == 4
