@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import AsyncIterator
 
@@ -167,3 +168,33 @@ async def test_errors_are_one_line_with_exit_codes(stack: LiveStack) -> None:
     assert code == 2 and "usage:" in err
     code, _, err = await corral(None, "cache", "invalidate")
     assert code == 2 and err == "corral: error: cache invalidate: give --tenant, --key or --all-tenants\n"
+
+
+async def test_chat_interactive_session_keeps_the_conversation(stack: LiveStack) -> None:
+    # NOTE: a pseudo-terminal on stdin makes the CLI interactive, as for an operator at a terminal.
+    primary, secondary = os.openpty()
+    env = base_env(stack.cli_env())
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.cli",
+        "chat",
+        MODEL,
+        "--num-predict",
+        "8",
+        env=env,
+        cwd=str(ROOT),
+        stdin=secondary,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    os.close(secondary)
+    try:
+        os.write(primary, b"first question\nsecond question\n/exit\n")
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        os.close(primary)
+    assert proc.returncode == 0, err
+    text = out.decode()
+    assert "chatting with llama3.2:1b" in text
+    assert err.decode().count("node-") + err.decode().count("cache hit") >= 2
