@@ -16,6 +16,7 @@ class Breaker:
     Attributes:
         failures: Failures seen since the start.
         opened: Times it went from closed to open.
+        trials: Calls let through while open.
     """
 
     def __init__(self, open_s: float, clock: Callable[[], float] = time.monotonic) -> None:
@@ -25,6 +26,7 @@ class Breaker:
         self._retry_at = 0.0
         self.failures = 0
         self.opened = 0
+        self.trials = 0
 
     @property
     def degraded(self) -> bool:
@@ -38,6 +40,7 @@ class Breaker:
         now = self._clock()
         if now >= self._retry_at:
             self._retry_at = now + self._open_s
+            self.trials += 1
             return True
         return False
 
