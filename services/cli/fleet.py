@@ -44,13 +44,14 @@ async def _watch(
             if args.json:
                 if update.kind != health_service_pb2.SCORE_UPDATE_KIND_HEARTBEAT:
                     print(json.dumps(to_json(update)), flush=True)
-                continue
-            view = status_table(nodes.values(), update.version, console.width)
-            if live is None:
-                live = Live(view, console=console, refresh_per_second=4, transient=False)
-                live.start()
             else:
-                live.update(view)
+                view = status_table(nodes.values(), update.version, console.width)
+                if live is None:
+                    live = Live(view, console=console, refresh_per_second=4, transient=False)
+                    live.start()
+                else:
+                    live.update(view)
+            # NOTE: --count (hidden, for tests and scripts) stops after that many stream messages.
             if args.count:
                 args.count -= 1
                 if args.count == 0:
