@@ -1,0 +1,1 @@
+"""The comparative benchmark harness: fleet and gateway processes, open-loop load, result files."""

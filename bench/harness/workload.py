@@ -1,0 +1,119 @@
+"""Request contents of the benchmark workloads: unique questions, scripted lists and chat sessions."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+TOPICS = (
+    "rotate an API key without downtime",
+    "restore a deleted project from a backup",
+    "move a workspace to another region",
+    "read the audit log of last week",
+    "invite a contractor with read-only access",
+    "lower the bill of an idle cluster",
+    "export every ticket as CSV",
+    "connect the agent through a proxy",
+    "renew the TLS certificate before it expires",
+    "limit the requests of one tenant",
+)
+
+# NOTE: a long, shared system prompt is what makes a conversation's prefix expensive to re-evaluate:
+# the multi-turn scenario measures exactly that cost (Ollama's per-slot KV cache).
+SUPPORT_MANUAL = " ".join(
+    f"Section {i}: when a customer asks how to {topic}, check the plan, confirm the account owner, "
+    f"explain the steps in order, link the guide, and offer to follow up within one business day."
+    for i, topic in enumerate(TOPICS * 3, start=1)
+)
+
+
+def unique_question(i: int, tag: str) -> str:
+    """A short question that no earlier request asked (cache misses, no prompt-cache reuse)."""
+    return f"[{tag} {i}] How do I {TOPICS[i % len(TOPICS)]}?"
+
+
+@dataclass
+class Item:
+    """One request of a scripted workload: the messages and a label for the summary."""
+
+    messages: list[dict[str, str]]
+    label: str = ""
+
+
+@dataclass
+class Session:
+    """A chat session: turns are sent one after the other, each with the whole history so far."""
+
+    session_id: str
+    system: str
+    questions: list[str]
+    history: list[dict[str, str]] = field(default_factory=list)
+
+    def next_messages(self, turn: int) -> list[dict[str, str]]:
+        """The messages of turn `turn` (0-based): system, the history so far and the new question."""
+        return [
+            {"role": "system", "content": self.system},
+            *self.history,
+            {"role": "user", "content": self.questions[turn]},
+        ]
+
+    def record_answer(self, turn: int, answer: str) -> None:
+        """Appends the turn's question and the answer the gateway returned to the history."""
+        self.history += [
+            {"role": "user", "content": self.questions[turn]},
+            {"role": "assistant", "content": answer},
+        ]
+
+
+def make_session(index: int, turns: int, tag: str) -> Session:
+    """Session `index` with `turns` questions; its first question is unique (its own affinity key)."""
+    rng = random.Random(index)
+    questions = [f"[{tag} session {index}] Hello, I need help with my account."]
+    questions += [f"And how do I {rng.choice(TOPICS)}? (follow-up {t})" for t in range(1, turns)]
+    return Session(session_id=f"{tag}-{index}", system=SUPPORT_MANUAL, questions=questions)
+
+
+def paraphrases(question: str) -> list[str]:
+    """Surface variants of a question (case, punctuation, filler words) that mean the same thing."""
+    base = question.rstrip("?")
+    return [
+        question,
+        question.lower(),
+        f"{base} ?",
+        f"Please, {base[0].lower()}{base[1:]}?",
+        f"{base}? Thanks!",
+    ]
+
+
+def cache_script(count: int, questions: int, seed: int) -> list[Item]:
+    """`count` requests drawn from `questions` distinct questions: repeats and paraphrases."""
+    rng = random.Random(seed)
+    pool = [f"How do I {TOPICS[i % len(TOPICS)]} (case {i})?" for i in range(questions)]
+    seen: set[int] = set()
+    items: list[Item] = []
+    for _ in range(count):
+        q = rng.randrange(questions)
+        if q not in seen:
+            seen.add(q)
+            items.append(Item([{"role": "user", "content": pool[q]}], "first"))
+            continue
+        if rng.random() < 0.5:
+            items.append(Item([{"role": "user", "content": pool[q]}], "repeat"))
+        else:
+            variant = rng.choice(paraphrases(pool[q])[1:])
+            items.append(Item([{"role": "user", "content": variant}], "paraphrase"))
+    return items
+
+
+def poisson_gaps(rate_rps: float, seed: int) -> Iterator[float]:
+    """Exponential inter-arrival gaps in seconds (a Poisson process of `rate_rps`)."""
+    rng = random.Random(seed)
+    while True:
+        yield rng.expovariate(rate_rps)
+
+
+def as_jsonable(items: list[Item]) -> list[dict[str, Any]]:
+    """Scripted items for the load generator's JSON spec."""
+    return [{"messages": it.messages, "label": it.label} for it in items]
