@@ -19,6 +19,7 @@ from services.router.config import RouterConfig
 from services.router.core import RouterCore
 from services.router.discovery import StaticDiscovery
 from services.router.health_client import HealthOutcomeObserver, OutcomeReporter, ScoreFeed
+from services.router.http import start_http_server
 from services.router.observe import Observer
 from services.router.scores import ScoreBoard
 from services.router.servicer import RouterServicer
@@ -121,7 +122,24 @@ async def setup(ctx: ServiceContext) -> Cleanup:
     assert isinstance(cfg, RouterConfig)
     runtime = await start_router(cfg)
     router_service_pb2_grpc.add_RouterServiceServicer_to_server(RouterServicer(runtime.core), ctx.server)
-    return runtime.close
+    if cfg.http_port == 0:
+        return runtime.close
+    runner, http_port = await start_http_server(runtime.core, cfg)
+    print(f"corral-router: http api on {cfg.host}:{http_port}", flush=True)
+    http_drain: list[asyncio.Task[None]] = []
+
+    async def start_http_drain() -> None:
+        # NOTE: the HTTP API drains alongside the gRPC server (same grace period), not after it.
+        http_drain.append(asyncio.create_task(runner.cleanup()))
+
+    async def cleanup() -> None:
+        if not http_drain:
+            await start_http_drain()
+        await asyncio.gather(*http_drain, return_exceptions=True)
+        await runtime.close()
+
+    ctx.on_shutdown.append(start_http_drain)
+    return cleanup
 
 
 async def serve() -> None:
