@@ -35,6 +35,8 @@ async def test_service_serves_reflects_and_drains_on_sigterm(name: str) -> None:
         f"CORRAL_{name.upper()}__DEBUG_RPCS": "true",
         f"CORRAL_{name.upper()}__GRACE_S": "20",
     }
+    if name == "router":
+        env["CORRAL_ROUTER__HTTP_PORT"] = str(free_port())
     proc = ServiceProcess(f"services.{name}", env=env)
     await proc.start()
     try:
