@@ -61,7 +61,7 @@ def test_redis_and_postgres_through_the_launcher(state_dir: Path) -> None:
 
         with psycopg.connect(pg_server.dsn, autocommit=True) as conn:
             conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
-        assert migrate.apply(pg_server.dsn) == ["0001_semantic_cache.sql"]
+        assert migrate.apply(pg_server.dsn) == [m.path.name for m in migrate.discover()]
         assert migrate.apply(pg_server.dsn) == []
 
         base = [_unit(rng.normal(size=DIMS)) for _ in range(5)]
