@@ -12,7 +12,15 @@ import yaml
 from pydantic import ValidationError
 
 from services.cache.config import CacheConfig
-from services.common.settings import LoggingConfig, PostgresConfig, RedisConfig, Section, TracingConfig
+from services.common.auth import AuthConfig
+from services.common.settings import (
+    ClientTlsConfig,
+    LoggingConfig,
+    PostgresConfig,
+    RedisConfig,
+    Section,
+    TracingConfig,
+)
 from services.health.config import HealthConfig
 from services.prewarm.config import PrewarmConfig
 from services.router.config import RouterConfig
@@ -32,6 +40,8 @@ class CorralConfig(Section):
     postgres: PostgresConfig = PostgresConfig()
     logging: LoggingConfig = LoggingConfig()
     tracing: TracingConfig = TracingConfig()
+    auth: AuthConfig = AuthConfig()
+    peer_tls: ClientTlsConfig = ClientTlsConfig()
 
 
 class ConfigError(Exception):

@@ -13,6 +13,10 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from services.common import tls
+from services.common.auth import Authenticator, AuthSetupError, build_authenticator, service_key
+from services.common.auth_grpc import AuthInterceptor
+from services.common.channels import PeerSecurity, configure_peers
 from services.common.config import CorralConfig
 from services.common.interceptors import ErrorAndAccessInterceptor
 from services.common.logs import setup_logging
@@ -37,6 +41,7 @@ class ServiceContext:
         tasks: Background tasks; run_service cancels them after the drain.
         on_shutdown: Callbacks run when shutdown starts, after health goes NOT_SERVING and before
             the drain (e.g. to end long-lived streams that would otherwise hold the drain).
+        auth: The API-key authenticator when `auth.enabled` (the router's HTTP API shares it).
     """
 
     server: grpc.aio.Server
@@ -46,6 +51,7 @@ class ServiceContext:
     port: int
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    auth: Authenticator | None = None
 
 
 def build_server(
@@ -93,7 +99,11 @@ def build_server(
         )
     if service_cfg.debug_rpcs:
         server.add_generic_rpc_handlers([_debug_handler()])
-    port = server.add_insecure_port(f"{service_cfg.host}:{service_cfg.port}")
+    address = f"{service_cfg.host}:{service_cfg.port}"
+    if service_cfg.tls is not None:
+        port = server.add_secure_port(address, tls.server_credentials(service_cfg.tls))
+    else:
+        port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot bind {service_cfg.host}:{service_cfg.port}")
     return server, port, health_servicer
@@ -145,11 +155,19 @@ async def run_service(
     """
     setup_logging(name, cfg.logging)
     setup_tracing(name, cfg.tracing)
+    authenticator = _security_or_exit(name, cfg, service_cfg)
+    auth_interceptors = [AuthInterceptor(authenticator, f"{name}.corral")] if authenticator else []
     server, port, health_servicer = build_server(
-        service_cfg, service_names, domain=f"{name}.corral", access_log=cfg.logging.access_log
+        service_cfg,
+        service_names,
+        domain=f"{name}.corral",
+        access_log=cfg.logging.access_log,
+        interceptors=auth_interceptors,
     )
     await set_serving(health_servicer, service_names, False)
-    ctx = ServiceContext(server=server, cfg=cfg, service_cfg=service_cfg, health=health_servicer, port=port)
+    ctx = ServiceContext(
+        server=server, cfg=cfg, service_cfg=service_cfg, health=health_servicer, port=port, auth=authenticator
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -173,6 +191,25 @@ async def run_service(
     shutdown_tracing()
     logger.info("stopped")
     sys.stdout.flush()
+
+
+def _security_or_exit(name: str, cfg: CorralConfig, service_cfg: ServiceConfig) -> Authenticator | None:
+    """Builds the authenticator and the peers' TLS and key; a bad setting exits 2 with one line."""
+    try:
+        authenticator = build_authenticator(cfg.auth)
+        peer_tls = cfg.peer_tls if cfg.peer_tls.enabled else None
+        security = PeerSecurity(tls=peer_tls, api_key=service_key(cfg.auth))
+        if security.tls is not None:
+            tls.channel_credentials(security.tls)
+        if service_cfg.tls is not None:
+            tls.check_server(service_cfg.tls, f"{name}.tls")
+    except (AuthSetupError, tls.TlsSetupError) as exc:
+        print(f"corral-{name}: configuration error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    configure_peers(security)
+    if authenticator is not None:
+        logger.info("authentication on: %d keys", len(authenticator))
+    return authenticator
 
 
 async def no_cleanup() -> None:

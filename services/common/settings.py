@@ -11,6 +11,38 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class ServerTlsConfig(Section):
+    """TLS of a service's listening ports (gRPC, and the router's HTTP API).
+
+    Attributes:
+        cert_file: PEM certificate chain of the server.
+        key_file: PEM private key of the server.
+        client_ca_file: PEM CA bundle; when set, clients must present a certificate it signed (mutual TLS).
+    """
+
+    cert_file: str
+    key_file: str
+    client_ca_file: str = ""
+
+
+class ClientTlsConfig(Section):
+    """How this process dials the other Corral services (see services/common/tls.py).
+
+    Attributes:
+        enabled: Use TLS towards Corral peers.
+        ca_file: PEM CA bundle that signed the peers' certificates ("" = the system roots).
+        cert_file: PEM client certificate, for peers that require mutual TLS.
+        key_file: PEM private key of the client certificate.
+        server_name: Expected name in the peers' certificates when it differs from the dialled host.
+    """
+
+    enabled: bool = False
+    ca_file: str = ""
+    cert_file: str = ""
+    key_file: str = ""
+    server_name: str = ""
+
+
 class ServiceConfig(Section):
     """Settings every gRPC service shares.
 
@@ -23,6 +55,7 @@ class ServiceConfig(Section):
         max_concurrent_rpcs: Calls beyond this get RESOURCE_EXHAUSTED; None means no limit.
         max_message_bytes: Largest request or response message accepted.
         debug_rpcs: Serve `/corral.debug.DebugService/Sleep` (tests of graceful shutdown); off in production.
+        tls: Serve TLS (mutual TLS with `client_ca_file`); None serves plaintext.
     """
 
     host: str = "127.0.0.1"
@@ -33,6 +66,7 @@ class ServiceConfig(Section):
     max_concurrent_rpcs: int | None = Field(default=None, ge=1)
     max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     debug_rpcs: bool = False
+    tls: ServerTlsConfig | None = None
 
     @field_validator("port", "metrics_port", check_fields=False)
     @classmethod
