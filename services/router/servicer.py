@@ -7,14 +7,13 @@ from collections.abc import AsyncIterator
 import grpc
 from corral.v1 import router_service_pb2, router_service_pb2_grpc
 
+from services.common.auth import current_tenant
 from services.router.core import RouterCore
-
-DEFAULT_TENANT = "default"
 
 
 def tenant_of(context: grpc.aio.ServicerContext) -> str:
-    """The caller's tenant; "default" until authentication sets it from the API key."""
-    return DEFAULT_TENANT
+    """The caller's tenant: set from the API key by the auth interceptor, "default" when auth is off."""
+    return current_tenant()
 
 
 def deadline_of(context: grpc.aio.ServicerContext) -> float | None:
