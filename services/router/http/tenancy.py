@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-DEFAULT_TENANT = "default"
+from services.common.auth import current_tenant
 
 
 def tenant_of(request: web.Request) -> str:
-    """The tenant a request acts for.
+    """The tenant a request acts for: the API key's (set by the auth middleware), else "default".
 
-    Every request is the default tenant until authentication lands; it will read the tenant from
-    `Authorization: Bearer <token>` here (and only here), so cache entries stay per tenant.
+    Never a request field: the auth middleware (services/common/auth_http.py) sets it from
+    `Authorization: Bearer <key>`, so cache entries stay per tenant.
     """
-    return DEFAULT_TENANT
+    return current_tenant()
