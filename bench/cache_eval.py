@@ -136,13 +136,18 @@ def evaluate(
         report["sweep"].append(entry)
 
     print(f"\n{report['data']}: {report['paraphrases']} paraphrases, {report['near_misses']} near-misses")
-    print(f"{'threshold':>9}  {'mode':<9} {'split':<7} {'cosine: para hit / wrong':>26} {'guard: para hit / wrong':>26}")
+    print(
+        f"{'threshold':>9}  {'mode':<9} {'split':<7} "
+        f"{'cosine: para hit / wrong':>26} {'guard: para hit / wrong':>26}"
+    )
     for entry in report["sweep"]:
         for mode in ("pairwise", "retrieval"):
             for split in splits:
                 c = entry[f"{mode}/cosine/{split}"]
                 g = entry[f"{mode}/guard/{split}"]
-                mark = " <" if entry["threshold"] == operating and mode == "retrieval" and split == "all" else ""
+                mark = (
+                    " <" if entry["threshold"] == operating and mode == "retrieval" and split == "all" else ""
+                )
                 print(
                     f"{entry['threshold']:>9.2f}  {mode:<9} {split:<7} "
                     f"{c['paraphrase_hit_pct']:>12.1f}% / {c['near_miss_wrong_hit_pct']:>5.1f}%      "

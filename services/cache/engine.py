@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import OrderedDict
-from collections.abc import Coroutine
+import time
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from corral.v1 import cache_service_pb2, common_pb2
 from google.protobuf import message as pb_message
@@ -27,7 +26,6 @@ from services.cache.stats import CacheStats
 logger = logging.getLogger(__name__)
 
 CacheEntry = cache_service_pb2.CacheEntry
-_MAX_HIT_UPDATES = 32
 
 
 @dataclass(slots=True)
@@ -80,7 +78,7 @@ class CacheEngine:
         self.embed_breaker = Breaker(open_s)
         self.threshold = cfg.threshold()
         self._memo: OrderedDict[tuple[str, str], Vector] = OrderedDict()
-        self._background: set[asyncio.Task[None]] = set()
+        self._hits: Counter[int] = Counter()
         self._recovery: asyncio.Task[None] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -93,10 +91,10 @@ class CacheEngine:
     async def stop(self) -> None:
         """Stops background work and closes the stores."""
         self.flights.close()
-        tasks = [t for t in (self._recovery, *self._background) if t is not None]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._recovery is not None:
+            self._recovery.cancel()
+            await asyncio.gather(self._recovery, return_exceptions=True)
+        await self._flush_hits()
         await self.embedder.close()
         await self.exact.close()
         await self.semantic.close()
@@ -119,8 +117,19 @@ class CacheEngine:
             except Exception:  # NOTE: the probe must never die; the next round tries again.
                 logger.exception("recovery probe failed unexpectedly")
 
+    async def _flush_hits(self) -> None:
+        """Writes the semantic hit counts gathered since the last flush (best effort)."""
+        if not self._hits or not self.semantic.is_open or self.semantic_breaker.degraded:
+            return
+        hits, self._hits = dict(self._hits), Counter()
+        try:
+            await self.semantic.record_hits(hits, self.cfg.store_timeout_ms / 1000)
+        except Exception as exc:
+            logger.debug("hit counts lost: %r", exc)
+
     async def _recover_once(self) -> None:
-        """Probes each degraded store once."""
+        """Probes each degraded store once, and flushes hit counts."""
+        await self._flush_hits()
         if self.exact_breaker.degraded:
             await self._probe_exact(reset=True)
         if self.semantic_breaker.degraded or not self.semantic.migrated or not self.semantic.is_open:
@@ -237,7 +246,7 @@ class CacheEngine:
         if timeout_s <= 0 or not self.exact_breaker.allow():
             trace.degraded = True
             return None
-        started = loop.time()
+        started = time.perf_counter()
         try:
             async with asyncio.timeout(timeout_s):
                 raw = await self.exact.get(view.tenant, view.model, view.exact_key)
@@ -248,7 +257,7 @@ class CacheEngine:
             return None
         self.exact_breaker.success()
         counters = self.stats.exact
-        counters.latencies_ms.append((loop.time() - started) * 1000)
+        counters.latencies_ms.append((time.perf_counter() - started) * 1000)
         entry = self._decode(raw) if raw is not None else None
         if entry is None or not _fresh(entry, plan.max_age_s, now):
             counters.misses += 1
@@ -272,7 +281,7 @@ class CacheEngine:
         if not self.semantic.is_open or not self.semantic_breaker.allow():
             trace.degraded = True
             return None
-        started = loop.time()
+        started = time.perf_counter()
         vector = await self._vector(text, embedding, deadline - loop.time())
         timeout_s = min(self.cfg.postgres_timeout_ms / 1000, deadline - loop.time())
         if vector is None or timeout_s <= 0:
@@ -291,7 +300,7 @@ class CacheEngine:
             return None
         self.semantic_breaker.success()
         counters = self.stats.semantic
-        counters.latencies_ms.append((loop.time() - started) * 1000)
+        counters.latencies_ms.append((time.perf_counter() - started) * 1000)
         for candidate in candidates:
             if candidate.similarity < self.threshold:
                 break
@@ -305,7 +314,7 @@ class CacheEngine:
             if entry is None:
                 continue
             counters.hits += 1
-            self._spawn(self.semantic.record_hit(candidate.id, self.cfg.store_timeout_ms / 1000))
+            self._hits[candidate.id] += 1
             return entry, candidate.similarity
         counters.misses += 1
         return None
@@ -344,20 +353,6 @@ class CacheEngine:
         except pb_message.DecodeError:
             logger.warning("dropping an undecodable cache entry")
             return None
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        """Runs best-effort bookkeeping off the lookup path (dropped when too much is pending)."""
-        if len(self._background) >= _MAX_HIT_UPDATES:
-            work.close()
-            return
-        task = asyncio.create_task(work)
-        self._background.add(task)
-        task.add_done_callback(self._reap)
-
-    def _reap(self, task: asyncio.Task[None]) -> None:
-        self._background.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.debug("background cache update failed: %r", task.exception())
 
     # -- stores ------------------------------------------------------------------------------
 

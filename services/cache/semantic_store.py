@@ -187,11 +187,15 @@ class SemanticStore:
                 ),
             )
 
-    async def record_hit(self, entry_id: int, timeout_s: float) -> None:
-        """Counts a hit on an entry (for maintenance reports)."""
+    async def record_hits(self, hits: dict[int, int], timeout_s: float) -> None:
+        """Adds hit counts to entries (one statement for a batch of them)."""
         async with self._require_pool().connection(timeout=timeout_s) as conn:
             await conn.execute(
-                f"UPDATE {TABLE} SET hits = hits + 1, last_hit_at = now() WHERE id = %s", (entry_id,)
+                f"UPDATE {TABLE} SET hits = {TABLE}.hits + v.n, last_hit_at = now()"
+                " FROM unnest(%s::bigint[], %s::int[]) AS v(id, n) WHERE {TABLE}.id = v.id".replace(
+                    "{TABLE}", TABLE
+                ),
+                (list(hits), list(hits.values())),
             )
 
     async def delete(self, tenant: str | None, model: str | None, key: str | None, timeout_s: float) -> int:
