@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Callable, Collection
 
 from aiohttp import web
+from aiohttp.typedefs import Handler, Middleware
 
 from services.common.auth import Access, Authenticator, RateLimited, parse_bearer, set_principal
 from services.common.errors import CorralError, PermissionDenied, Unauthenticated
 
 logger = logging.getLogger("corral.auth")
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 ErrorReply = Callable[[web.Request, int, str], web.StreamResponse]
-Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
 
 # NOTE: liveness routes stay open, as the gRPC health service does: Ollama clients and load
 # balancers call them without credentials, and they reveal nothing but the version.

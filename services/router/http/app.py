@@ -9,7 +9,9 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 from opentelemetry import propagate, trace
 
-from services.common import errors
+from services.common import errors, tls
+from services.common.auth import Authenticator
+from services.common.auth_http import auth_middleware
 from services.router.config import RouterConfig
 from services.router.http.errors import ApiError, from_domain, ollama_error, openai_error
 from services.router.http.ollama_api import OllamaApi
@@ -81,15 +83,20 @@ async def _trace_middleware(request: web.Request, handler: Handler) -> web.Strea
     return response
 
 
-def build_http_app(core: RouterCoreProtocol, cfg: RouterConfig) -> web.Application:
+def build_http_app(
+    core: RouterCoreProtocol, cfg: RouterConfig, auth: Authenticator | None = None
+) -> web.Application:
     """Builds the aiohttp application of the drop-in APIs.
 
     Args:
         core: The router core (or any object with the methods of RouterCoreProtocol).
         cfg: The router configuration; `max_message_bytes` bounds request bodies (413 beyond).
+        auth: API keys (401 without a valid bearer key, 429 over a key's limits); None serves everyone.
     """
+    auth_layer = [auth_middleware(auth, _error_reply)] if auth is not None else []
     app = web.Application(
-        client_max_size=cfg.max_message_bytes, middlewares=[_trace_middleware, _errors_middleware]
+        client_max_size=cfg.max_message_bytes,
+        middlewares=[_trace_middleware, *auth_layer, _errors_middleware],
     )
     app[MAX_BODY_BYTES] = cfg.max_message_bytes
     ollama = OllamaApi(core)
@@ -113,18 +120,24 @@ def build_http_app(core: RouterCoreProtocol, cfg: RouterConfig) -> web.Applicati
     return app
 
 
-async def start_http_server(core: RouterCoreProtocol, cfg: RouterConfig) -> tuple[web.AppRunner, int]:
-    """Starts the HTTP API on `cfg.host:cfg.http_port` (0 picks a free port).
+async def start_http_server(
+    core: RouterCoreProtocol, cfg: RouterConfig, auth: Authenticator | None = None
+) -> tuple[web.AppRunner, int]:
+    """Starts the HTTP API on `cfg.host:cfg.http_port` (0 picks a free port), over TLS when `cfg.tls` is set.
 
     Returns:
         The runner (call `await runner.cleanup()` on shutdown, after the gRPC drain) and the bound port.
     """
     # NOTE: handler_cancellation stops the node request when an HTTP client disconnects mid-call.
     runner = web.AppRunner(
-        build_http_app(core, cfg), handler_cancellation=True, access_log=None, shutdown_timeout=cfg.grace_s
+        build_http_app(core, cfg, auth),
+        handler_cancellation=True,
+        access_log=None,
+        shutdown_timeout=cfg.grace_s,
     )
     await runner.setup()
-    site = web.TCPSite(runner, cfg.host, cfg.http_port)
+    ssl_context = tls.server_ssl_context(cfg.tls, "router.tls") if cfg.tls is not None else None
+    site = web.TCPSite(runner, cfg.host, cfg.http_port, ssl_context=ssl_context)
     await site.start()
     addresses = runner.addresses
     port = int(addresses[0][1]) if addresses else cfg.http_port
