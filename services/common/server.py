@@ -20,6 +20,7 @@ from services.common.channels import PeerSecurity, configure_peers
 from services.common.config import CorralConfig
 from services.common.interceptors import ErrorAndAccessInterceptor
 from services.common.logs import setup_logging
+from services.common.metrics import start_metrics_server
 from services.common.settings import ServiceConfig
 from services.common.tracing import setup_tracing, shutdown_tracing
 
@@ -172,6 +173,10 @@ async def run_service(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    metrics_runner = None
+    if service_cfg.metrics_port > 0:
+        metrics_runner, metrics_port = await start_metrics_server(service_cfg.host, service_cfg.metrics_port)
+        logger.info("metrics on http://%s:%s/metrics", service_cfg.host, metrics_port)
     cleanup = await setup(ctx)
     await server.start()
     await set_serving(health_servicer, service_names, True)
@@ -188,6 +193,8 @@ async def run_service(
         task.cancel()
     await asyncio.gather(*ctx.tasks, return_exceptions=True)
     await cleanup()
+    if metrics_runner is not None:
+        await metrics_runner.cleanup()
     shutdown_tracing()
     logger.info("stopped")
     sys.stdout.flush()

@@ -1,25 +1,223 @@
-"""OpenTelemetry set-up shared by the services (the hook every service calls at start-up)."""
+"""OpenTelemetry set-up shared by the services: provider, exporter, W3C propagation, instrumentations."""
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from opentelemetry import propagate, trace
+from opentelemetry.baggage.propagation import W3CBaggagePropagator
+from opentelemetry.context import Context
+from opentelemetry.propagators.composite import CompositePropagator
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
+from opentelemetry.sdk.trace.sampling import (
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+)
+from opentelemetry.trace import Link, SpanKind
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace.span import TraceState
+from opentelemetry.util.types import Attributes
 
 from services.common.settings import TracingConfig
 
 logger = logging.getLogger(__name__)
 
+EXPORTERS = ("none", "console", "otlp-grpc", "otlp-http")
+# NOTE: long-lived streams (score feed, outcome reports) would make one span per process lifetime,
+# and health checks one trace per probe; none of them belongs to a client request.
+_UNTRACED_METHODS = ("WatchScores", "ReportOutcomes")
 
-def setup_tracing(service: str, cfg: TracingConfig) -> None:
-    """Configures the tracer provider and exporter for a service process.
+_provider: TracerProvider | None = None
+_capture_content = False
+_instrumentors: list[Any] = []
 
-    Args:
-        service: The service name (becomes `service.name`).
-        cfg: The tracing section of the configuration.
+
+class CorralSampler(Sampler):
+    """ParentBased(TraceIdRatioBased(ratio)), except that an HTTP client span without a parent is dropped.
+
+    A parentless HTTP call is background work (health's probes, static discovery, warm-up calls):
+    recording one root trace per probe would drown the request traces. A sampled parent's decision
+    is always kept, so a client's trace is continued whatever the ratio.
+    """
+
+    def __init__(self, ratio: float) -> None:
+        self._inner = ParentBased(TraceIdRatioBased(ratio))
+        self._ratio = ratio
+
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        if (
+            kind is SpanKind.CLIENT
+            and attributes
+            and ("http.request.method" in attributes or "http.method" in attributes)
+        ):
+            parent = trace.get_current_span(parent_context).get_span_context()
+            if not parent.is_valid:
+                return SamplingResult(Decision.DROP)
+        return self._inner.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+
+    def get_description(self) -> str:
+        return f"CorralSampler{{ratio={self._ratio}}}"
+
+
+def _one_line(span: ReadableSpan) -> str:
+    return str(span.to_json(indent=None)) + os.linesep
+
+
+def make_exporter(cfg: TracingConfig) -> SpanExporter | None:
+    """The span exporter the configuration asks for (None for "none").
+
+    Raises:
+        ValueError: The exporter name is unknown (the message names the field).
     """
     if cfg.exporter == "none":
+        return None
+    if cfg.exporter == "console":
+        # NOTE: stderr, so that stdout stays one JSON log object per line.
+        return ConsoleSpanExporter(out=sys.stderr, formatter=_one_line)
+    if cfg.exporter == "otlp-grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+
+        if not cfg.endpoint:
+            return GrpcExporter()
+        return GrpcExporter(endpoint=cfg.endpoint, insecure=not cfg.endpoint.startswith("https://"))
+    if cfg.exporter == "otlp-http":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+        if not cfg.endpoint:
+            return HttpExporter()
+        endpoint = cfg.endpoint.rstrip("/")
+        if not endpoint.endswith("/v1/traces"):
+            endpoint += "/v1/traces"
+        return HttpExporter(endpoint=endpoint)
+    raise ValueError(
+        f"tracing.exporter: unknown exporter {cfg.exporter!r}; expected one of {', '.join(EXPORTERS)}"
+    )
+
+
+def _grpc_filter() -> Any:
+    from opentelemetry.instrumentation.grpc import filters
+
+    untraced = [filters.health_check(), filters.service_prefix("grpc.reflection")]
+    untraced += [filters.method_name(name) for name in _UNTRACED_METHODS]
+    return filters.negate(filters.any_of(*untraced))
+
+
+def setup_tracing(service: str, cfg: TracingConfig, *, exporter: SpanExporter | None = None) -> bool:
+    """Configures tracing for a service process; returns whether spans are recorded.
+
+    With an exporter: a TracerProvider (resource `service.name=corral-<service>`) with a
+    BatchSpanProcessor, the W3C tracecontext and baggage propagators, and the instrumentations:
+    grpc.aio server (every server built afterwards: it patches `grpc.aio.server`), grpc.aio client
+    (every channel opened afterwards) and aiohttp client (every session created afterwards; it
+    injects `traceparent` into the calls to the nodes). Call it before building servers, channels
+    and sessions. A second call is a no-op. With exporter "none" nothing is installed, so tracing
+    costs nothing.
+
+    Args:
+        service: The service name ("router", "cache", "health", "prewarm").
+        cfg: The tracing section of the configuration.
+        exporter: An exporter to use instead of the configured one (tests).
+
+    Raises:
+        SystemExit: The exporter name is unknown (status 2, one line on stderr, like other config errors).
+    """
+    global _provider, _capture_content
+    if _provider is not None:
+        return True
+    if exporter is None:
+        try:
+            exporter = make_exporter(cfg)
+        except ValueError as exc:
+            print(f"corral-{service}: configuration error: {exc}", file=sys.stderr, flush=True)
+            raise SystemExit(2) from None
+    if exporter is None:
+        return False
+    resource = Resource.create(
+        {
+            "service.name": f"corral-{service}",
+            "service.namespace": "corral",
+            "service.instance.id": f"{socket.gethostname()}-{os.getpid()}",
+        }
+    )
+    provider = TracerProvider(resource=resource, sampler=CorralSampler(cfg.sample_ratio))
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    propagate.set_global_textmap(
+        CompositePropagator([TraceContextTextMapPropagator(), W3CBaggagePropagator()])
+    )
+    _provider = provider
+    _capture_content = cfg.capture_content
+    _instrument()
+    logger.info("tracing on: exporter %s, endpoint %s", cfg.exporter, cfg.endpoint or "(default)")
+    return True
+
+
+def _instrument() -> None:
+    from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
+    from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient, GrpcAioInstrumentorServer
+
+    grpc_filter = _grpc_filter()
+    for instrumentor in (
+        GrpcAioInstrumentorServer(filter_=grpc_filter),  # type: ignore[no-untyped-call]
+        GrpcAioInstrumentorClient(filter_=grpc_filter),  # type: ignore[no-untyped-call]
+        AioHttpClientInstrumentor(),
+    ):
+        instrumentor.instrument()
+        _instrumentors.append(instrumentor)
+
+
+def enabled() -> bool:
+    """True once setup_tracing installed a recording provider in this process."""
+    return _provider is not None
+
+
+def capture_content() -> bool:
+    """True when prompts may be recorded in spans (`tracing.capture_content`; off by default)."""
+    return _capture_content
+
+
+def annotate(attributes: Mapping[str, Any]) -> None:
+    """Sets attributes on the current span (a no-op when tracing is off or nothing is recorded)."""
+    if _provider is None:
         return
-    logger.info("tracing exporter %s requested for %s", cfg.exporter, service)
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.set_attributes(attributes)
+
+
+def current_ids() -> tuple[str, str]:
+    """The current trace id and span id in W3C hex form, or ("", "") outside a sampled span."""
+    ctx = trace.get_current_span().get_span_context()
+    if not ctx.is_valid:
+        return "", ""
+    return format(ctx.trace_id, "032x"), format(ctx.span_id, "016x")
 
 
 def shutdown_tracing() -> None:
-    """Flushes and stops the exporters."""
+    """Flushes the batch processor (bounded by the SDK's export timeout) and stops the exporter."""
+    global _provider
+    if _provider is None:
+        return
+    try:
+        _provider.shutdown()
+    except Exception:  # pragma: no cover - exporter failures must not block shutdown
+        logger.warning("tracing shutdown failed", exc_info=True)
