@@ -1,8 +1,9 @@
 """The shared server interceptor chain: domain-error mapping and the access log.
 
-Order (outermost first): tracing (added by services.common.tracing when enabled) → this
-interceptor. Streaming handlers are wrapped too, so a domain error raised mid-stream still
-becomes a proper status.
+Order (outermost first): tracing (the OpenTelemetry server interceptor, prepended by
+services.common.tracing when enabled) → auth (when configured) → this interceptor, which also feeds
+the RPC metrics (services.common.metrics) and the span's final status. Streaming handlers are
+wrapped too, so a domain error raised mid-stream still becomes a proper status.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from typing import Any
 import grpc
 
 from services.common.errors import CorralError, to_status
+from services.common.metrics import observe_rpc
+from services.common.tracing import mark_rpc_status
 
 logger = logging.getLogger("corral.access")
 
@@ -57,6 +60,8 @@ class ErrorAndAccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[mis
         return "INTERNAL"  # pragma: no cover - abort raises
 
     def _log(self, method: str, context: grpc.aio.ServicerContext, code: str, started: float) -> None:
+        observe_rpc(method, code, time.perf_counter() - started)
+        mark_rpc_status(code)
         if self._access_log:
             logger.info(
                 "rpc %s %s",

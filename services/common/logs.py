@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 from services.common.settings import LoggingConfig
+from services.common.tracing import current_ids
 
 _RESERVED = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
 
@@ -32,6 +33,11 @@ class JsonFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key not in _RESERVED and not key.startswith("_"):
                 entry[key] = value
+        if "trace_id" not in entry:
+            trace_id, span_id = current_ids()
+            if trace_id:
+                entry["trace_id"] = trace_id
+                entry["span_id"] = span_id
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)

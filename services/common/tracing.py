@@ -9,6 +9,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import grpc
 from opentelemetry import propagate, trace
 from opentelemetry.baggage.propagation import W3CBaggagePropagator
 from opentelemetry.context import Context
@@ -221,3 +222,20 @@ def shutdown_tracing() -> None:
         _provider.shutdown()
     except Exception:  # pragma: no cover - exporter failures must not block shutdown
         logger.warning("tracing shutdown failed", exc_info=True)
+
+
+def mark_rpc_status(code: str) -> None:
+    """Records a server call's final gRPC status on the current span (errors set the span status).
+
+    The gRPC instrumentation sees `context.abort` but not `abort_with_status`, which the shared
+    interceptor uses for rich errors; this fills the gap.
+    """
+    if _provider is None or code == "OK":
+        return
+    span = trace.get_current_span()
+    if not span.is_recording():
+        return
+    status = grpc.StatusCode.__members__.get(code)
+    if status is not None:
+        span.set_attribute("rpc.grpc.status_code", status.value[0])
+    span.set_status(trace.StatusCode.ERROR, code)
