@@ -23,6 +23,7 @@ from services.router.http import start_http_server
 from services.router.observe import Observer
 from services.router.scores import ScoreBoard
 from services.router.servicer import RouterServicer
+from services.router.telemetry import install as install_telemetry
 from services.router.transport import NodeTransport
 
 logger = logging.getLogger(__name__)
@@ -121,6 +122,7 @@ async def setup(ctx: ServiceContext) -> Cleanup:
     cfg = ctx.service_cfg
     assert isinstance(cfg, RouterConfig)
     runtime = await start_router(cfg)
+    install_telemetry(runtime.core, log_requests=ctx.cfg.logging.access_log)
     router_service_pb2_grpc.add_RouterServiceServicer_to_server(RouterServicer(runtime.core), ctx.server)
     if cfg.http_port == 0:
         return runtime.close
