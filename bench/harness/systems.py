@@ -168,8 +168,10 @@ async def start_corral(
     strategy: str = "p2c_ect",
     cache_env: dict[str, str] | None = None,
     router_env: dict[str, str] | None = None,
+    prewarm: bool = False,
 ) -> Gateway:
-    """Health, optionally the cache, and one router process (gRPC + Ollama-compatible HTTP API)."""
+    """Health, optionally the cache, one router process (gRPC + Ollama-compatible HTTP API), optionally
+    prewarm (warms a node's models when health sees it (re)join)."""
     node_list = json.dumps([{"id": n.node_id, "address": n.url} for n in nodes])
     health = await ServiceProcess(
         "services.health",
@@ -209,6 +211,19 @@ async def start_corral(
             settings={"strategy": strategy, "health": CORRAL_HEALTH_ENV, "router": router_env or {}},
             health_addr=f"127.0.0.1:{health.port}",
         )
+        if prewarm:
+            pre_env = {
+                "CORRAL_PREWARM__PORT": "0",
+                "CORRAL_PREWARM__HEALTH_ADDR": f"127.0.0.1:{health.port}",
+                "CORRAL_PREWARM__ROUTER_ADDR": f"127.0.0.1:{router.port}",
+                "CORRAL_PREWARM__CACHE_ADDR": cache_addr or "127.0.0.1:1",
+                "CORRAL_PREWARM__RUN_ON_START": "false",
+                "CORRAL_PREWARM__SCHEDULE_INTERVAL_S": "0",
+                "CORRAL_PREWARM__MODELS": json.dumps([{"name": MODEL}]),
+                "CORRAL_LOGGING__ACCESS_LOG": "false",
+            }
+            procs.append(await ServiceProcess("services.prewarm", env=pre_env).start())
+            gateway.settings["prewarm"] = {"models": [MODEL], "trigger": "node (re)joined"}
         await _wait_routable(gateway)
         return gateway
     except BaseException:

@@ -49,8 +49,8 @@ async def _measure(ctx: Context, name: str, target: dict[str, Any], p: dict[str,
 async def run(ctx: Context) -> dict[str, Any]:
     """Runs the scenario and writes its result files."""
     p = {
-        "rate_rps": ctx.pick(40.0, 20.0),
-        "duration_s": ctx.pick(20.0, 1.5),
+        "rate_rps": ctx.pick(10.0, 20.0),
+        "duration_s": ctx.pick(30.0, 1.5),
         "warmup_s": ctx.pick(2.0, 0.3),
         "saturation_concurrency": ctx.pick(32, 8),
         "saturation_s": ctx.pick(8.0, 1.0),

@@ -1,0 +1,159 @@
+"""heterogeneous: nodes at 1x, 1x, 0.5x, 0.25x (one failing 10 %) at ~70 % of the fleet's capacity."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bench.harness import report, stats
+from bench.harness.context import Context, poisson_spec
+from bench.harness.systems import (
+    CORRAL_STRATEGIES,
+    LITELLM_STRATEGIES,
+    Gateway,
+    run_load,
+    start_corral,
+    start_litellm,
+    start_nodes,
+    target_of,
+    warm,
+)
+
+TITLE = "Heterogeneous fleet at 70 % load"
+SPEEDS = [1.0, 1.0, 0.5, 0.25]
+FAILING = 1  # node-2: a fast node that also fails 10 % of requests (fails fast: an attractive trap)
+NUM_PARALLEL = 4
+# NOTE: the simulator's natural answers are 20-60 tokens at 60 tokens/s (mean 40) after a short
+# prompt at 600 tokens/s: about 0.72 s per request on a 1x node at time scale 1.
+MEAN_SERVICE_S = 40 / 60 + 30 / 600
+
+
+def capacity_rps(time_scale: float) -> float:
+    """Requests/s the fleet completes when every slot is busy."""
+    return sum(NUM_PARALLEL * speed / (MEAN_SERVICE_S * time_scale) for speed in SPEEDS)
+
+
+async def run(ctx: Context) -> dict[str, Any]:
+    """Runs every Corral strategy and every LiteLLM strategy against the same fleet and workload."""
+    time_scale = ctx.pick(1.0, 0.05)
+    load = 0.7
+    p: dict[str, Any] = {
+        "speeds": SPEEDS,
+        "failing_node": f"node-{FAILING + 1} (error_rate 0.1)",
+        "time_scale": time_scale,
+        "num_parallel": NUM_PARALLEL,
+        "capacity_rps": round(capacity_rps(time_scale), 2),
+        "load": load,
+        "rate_rps": round(ctx.pick(load * capacity_rps(time_scale), 10.0), 2),
+        "duration_s": ctx.pick(40.0, 2.0),
+        "warmup_s": ctx.pick(4.0, 0.5),
+        "client_timeout_s": 60,
+        "request": "non-streamed chat, one unique user question, natural answer length (20-60 tokens)",
+    }
+    work = ctx.scratch("heterogeneous")
+    nodes = await start_nodes(SPEEDS, time_scale, faults={FAILING: ["error_rate=0.1"]}, extra_args=("--num-parallel", str(NUM_PARALLEL), "--models", "llama3.2:1b"))  # fmt: skip
+    systems: dict[str, dict[str, Any]] = {}
+    latencies: dict[str, list[float]] = {}
+    names = {n.url: n.node_id for n in nodes}
+    # NOTE: a smoke run checks the harness: two strategies per system are enough for that.
+    corral_strategies = ctx.pick(CORRAL_STRATEGIES, CORRAL_STRATEGIES[:2])
+    runs: list[tuple[str, Any]] = [(f"corral/{s}", s) for s in corral_strategies]
+    if ctx.litellm:
+        runs += [(f"litellm/{s}", s) for s in ctx.pick(LITELLM_STRATEGIES, LITELLM_STRATEGIES[:1])]
+    try:
+        await warm(nodes)
+        for name, strategy in runs:
+            gateway: Gateway
+            if name.startswith("corral"):
+                gateway = await start_corral(nodes, strategy)
+            else:
+                gateway = await start_litellm(nodes, strategy, work)
+            try:
+                spec = poisson_spec(
+                    target_of(gateway, timeout_s=p["client_timeout_s"]),
+                    p["rate_rps"],
+                    p["duration_s"],
+                    warmup_s=p["warmup_s"],
+                    requests={"kind": "unique", "tag": name},
+                )
+                result = await run_load(spec, work, name.replace("/", "_"))
+            finally:
+                await gateway.close()
+            figures = stats.summarise(result, p["duration_s"])
+            figures["requests_by_node"] = stats.by_node(stats.measured(result), names)
+            systems[name] = figures
+            latencies[name] = [r["latency_ms"] for r in stats.measured(result) if r["ok"]]
+    finally:
+        for node in nodes:
+            await node.kill()
+    result_doc = report.Result(
+        scenario="heterogeneous",
+        title=TITLE,
+        description=(
+            f"Four simulated nodes at speeds {', '.join(f'{s:g}x' for s in SPEEDS)} (time scale {time_scale:g}, "
+            f"{NUM_PARALLEL} slots each); node-{FAILING + 1} also answers 10 % of requests with a 500. "
+            f"Open-loop Poisson arrivals at {p['rate_rps']:g} requests/s ({load:.0%} of the fleet's "
+            f"{p['capacity_rps']:g} requests/s) for {p['duration_s']:g} s per system, after a "
+            f"{p['warmup_s']:g} s warm-up. Corral: `POST /api/chat` on one router (+ health) per strategy; "
+            "LiteLLM: `POST /v1/chat/completions` on one proxy per routing strategy, 2 retries, cooldown "
+            "5 s after 3 failures. Errors are what the client saw (after each system's own retries)."
+        ),
+        parameters=p,
+        systems=systems,
+        columns=[
+            ("p50_ms", "p50 ms"),
+            ("p99_ms", "p99 ms"),
+            ("throughput_rps", "rps"),
+            ("errors", "errors"),
+            ("requests_by_node", "served by node"),
+        ],
+        targets=_targets(systems),
+        smoke=ctx.smoke,
+        with_litellm=ctx.litellm,
+    )
+
+    def plot(fig: Any) -> None:
+        ax = fig.subplots()
+        for name, values in latencies.items():
+            xs, ys = stats.cdf_points(values)
+            ax.plot(xs, ys, label=name, linestyle="-" if name.startswith("corral") else "--")
+        ax.set_xscale("log")
+        ax.set_xlabel("latency ms (log)")
+        ax.set_ylabel("CDF")
+        ax.legend(fontsize=8)
+
+    return report.write(result_doc, ctx.out_dir, plot)
+
+
+def _targets(systems: dict[str, dict[str, Any]]) -> list[report.Target]:
+    corral = systems["corral/p2c_ect"]
+    targets = []
+    rr = systems.get("corral/round_robin", {}).get("p99_ms")
+    if corral["p99_ms"] is not None and rr:
+        targets.append(
+            report.Target(
+                "heterogeneous: Corral default p99 / round-robin p99",
+                round(corral["p99_ms"] / rr, 3),
+                0.5,
+                f"p2c_ect p99 {corral['p99_ms']} ms, round_robin p99 {rr} ms.",
+            )
+        )
+    litellm = {n: f["p99_ms"] for n, f in systems.items() if n.startswith("litellm") and f["p99_ms"]}
+    if litellm and corral["p99_ms"] is not None:
+        best = min(litellm, key=lambda n: litellm[n])
+        targets.append(
+            report.Target(
+                "heterogeneous: Corral default p99 / LiteLLM's best p99",
+                round(corral["p99_ms"] / litellm[best], 3),
+                0.7,
+                f"p2c_ect p99 {corral['p99_ms']} ms, best LiteLLM strategy {best} p99 {litellm[best]} ms.",
+            )
+        )
+    targets.append(
+        report.Target(
+            "heterogeneous: Corral default client-visible errors",
+            float(corral["errors"]),
+            0,
+            f"{corral['errors']} of {corral['requests']} requests failed at the client.",
+        )
+    )
+    return targets

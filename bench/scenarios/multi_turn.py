@@ -1,0 +1,117 @@
+"""multi-turn: chat sessions with growing histories; TTFT with and without session affinity."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from bench.harness import report, stats
+from bench.harness.context import Context, poisson_spec
+from bench.harness.systems import Gateway, run_load, start_corral, start_litellm, start_nodes, target_of, warm
+
+TITLE = "Multi-turn chat sessions: TTFT with and without affinity"
+AFFINITY = "corral/p2c_ect (affinity)"
+NO_AFFINITY = "corral/least_inflight (no affinity)"
+
+
+async def run(ctx: Context) -> dict[str, Any]:
+    """Runs the same sessions through Corral with and without affinity (and LiteLLM's default)."""
+    time_scale = ctx.pick(0.1, 0.01)
+    p: dict[str, Any] = {
+        "time_scale": time_scale,
+        "nodes": "4 x 1x, 4 slots each (a per-slot KV cache, as Ollama's runner)",
+        "session_rate_per_s": ctx.pick(1.5, 2.0),
+        "turns": ctx.pick(6, 3),
+        "duration_s": ctx.pick(30.0, 2.0),
+        "warmup_s": ctx.pick(2.0, 0.3),
+        "request": "streamed chat: a ~1,400-token system prompt (its first line per customer), "
+        "the history so far, a new question; TTFT = first non-empty content chunk",
+    }
+    work = ctx.scratch("multi-turn")
+    nodes = await start_nodes([1.0] * 4, time_scale, extra_args=("--models", "llama3.2:1b"))
+    runs: list[tuple[str, str]] = [(AFFINITY, "p2c_ect"), (NO_AFFINITY, "least_inflight")]
+    if ctx.litellm:
+        runs.append(("litellm/simple-shuffle", "simple-shuffle"))
+    systems: dict[str, dict[str, Any]] = {}
+    by_turn: dict[str, dict[int, float]] = {}
+    try:
+        await warm(nodes)
+        for name, strategy in runs:
+            gateway: Gateway
+            if name.startswith("corral"):
+                gateway = await start_corral(nodes, strategy)
+            else:
+                gateway = await start_litellm(nodes, strategy, work)
+            try:
+                spec = poisson_spec(
+                    target_of(gateway, stream=True, timeout_s=60),
+                    p["session_rate_per_s"],
+                    p["duration_s"],
+                    warmup_s=p["warmup_s"],
+                    requests={"kind": "sessions", "turns": p["turns"], "tag": strategy},
+                )
+                result = await run_load(spec, work, strategy)
+            finally:
+                await gateway.close()
+            records = stats.measured(result)
+            figures = stats.summarise(result)
+            figures["sessions"] = len({r["session"] for r in records})
+            turns: dict[int, list[float]] = defaultdict(list)
+            for r in records:
+                if r["ok"] and r["ttft_ms"] is not None:
+                    turns[r["turn"]].append(r["ttft_ms"])
+            by_turn[name] = {t: sum(v) / len(v) for t, v in sorted(turns.items())}
+            later = [v for t, vs in turns.items() if t > 0 for v in vs]
+            figures["ttft_mean_later_turns_ms"] = round(sum(later) / len(later), 2) if later else None
+            systems[name] = figures
+    finally:
+        for node in nodes:
+            await node.kill()
+    with_aff = systems[AFFINITY].get("ttft_mean_ms")
+    without = systems[NO_AFFINITY].get("ttft_mean_ms")
+    targets = [
+        report.Target(
+            "multi-turn: mean TTFT with affinity / without",
+            round(with_aff / without, 3) if with_aff and without else None,
+            0.5,
+            f"mean TTFT {with_aff} ms with affinity (p2c_ect), {without} ms without (least_inflight).",
+        )
+    ]
+    result_doc = report.Result(
+        scenario="multi-turn",
+        title=TITLE,
+        description=(
+            f"Four 1x simulated nodes (time scale {time_scale:g}). Chat sessions arrive as a Poisson process "
+            f"({p['session_rate_per_s']:g}/s for {p['duration_s']:g} s); each sends {p['turns']} turns one "
+            "after the other, every turn carrying the whole history. A node re-evaluates only the part of a "
+            "prompt its slots have not cached, so a session kept on one node pays for its new question only. "
+            "With affinity: Corral's default balancer (bounded-load rendezvous hashing on the conversation "
+            "prefix); without: Corral's least_inflight balancer (same router, no affinity). Endpoints: "
+            "Corral `POST /api/chat` (stream), LiteLLM `POST /v1/chat/completions` (stream)."
+        ),
+        parameters=p,
+        systems=systems,
+        columns=[
+            ("ttft_mean_ms", "TTFT mean ms"),
+            ("ttft_p90_ms", "TTFT p90 ms"),
+            ("ttft_mean_later_turns_ms", "TTFT mean, turns 2+"),
+            ("p50_ms", "p50 ms"),
+            ("p99_ms", "p99 ms"),
+            ("errors", "errors"),
+            ("sessions", "sessions"),
+        ],
+        targets=targets,
+        smoke=ctx.smoke,
+        with_litellm=ctx.litellm,
+        extra={"ttft_mean_by_turn_ms": {n: {str(t): round(v, 2) for t, v in d.items()} for n, d in by_turn.items()}},
+    )
+
+    def plot(fig: Any) -> None:
+        ax = fig.subplots()
+        for name, turns in by_turn.items():
+            ax.plot([t + 1 for t in turns], list(turns.values()), marker="o", label=name)
+        ax.set_xlabel("turn")
+        ax.set_ylabel("mean TTFT ms")
+        ax.legend(fontsize=8)
+
+    return report.write(result_doc, ctx.out_dir, plot)
