@@ -15,6 +15,7 @@ from services.router.balancer import Balancer, Candidate, PickContext
 from services.router.observe import AttemptRecord, Observer
 from services.router.resilience import BackgroundGate, RetryBudget, TtftTimeout
 from services.router.scores import Attempt, ScoreBoard
+from services.router.telemetry import AttemptTrail
 from services.router.translate import chat_body, generate_body, message_json, stats_from
 from services.router.transport import NodeError, NodeTransport
 
@@ -255,6 +256,7 @@ class Forwarder:
         ttft_ms = 0.0
         last_error = ""
         resumed = False
+        trail = AttemptTrail(job.model, job.kind, job.spec)
         self.budget.deposit()
         while True:
             if job.deadline is not None and time.monotonic() >= job.deadline:
@@ -287,6 +289,7 @@ class Forwarder:
             remaining = None if job.deadline is None else job.deadline - time.monotonic()
             self.board.begin(node.node_id, interactive)
             started = time.perf_counter()
+            trail.begin(node.node_id, attempts, resumed)
             first_at = 0.0
             outcome = Attempt.CANCELLED
             final_chunk: dict[str, Any] | None = None
@@ -343,6 +346,7 @@ class Forwarder:
                     eval_tokens=stats.eval_count if stats else 0,
                     tokens_per_s=_tokens_per_s(stats),
                 )
+                trail.end(outcome)
             assert final_chunk is not None and stats is not None
             routing = common_pb2.RoutingInfo(
                 node_id=node.node_id,

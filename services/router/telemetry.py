@@ -47,6 +47,13 @@ def cache_outcome_name(outcome: int) -> str:
     return _CACHE_OUTCOMES.get(int(outcome), "unspecified")
 
 
+def prompt_text(spec: Any) -> str:
+    """The prompt of a GenerateSpec, or the last message of a ChatSpec (recorded only when enabled)."""
+    if isinstance(spec, common_pb2.ChatSpec):
+        return str(spec.messages[-1].content) if spec.messages else ""
+    return str(getattr(spec, "prompt", ""))
+
+
 class AttemptTrail:
     """The node attempts of one request: one span per attempt and failover counting.
 
@@ -56,11 +63,11 @@ class AttemptTrail:
 
     __slots__ = ("_kind", "_model", "_previous", "_prompt", "_span", "_token")
 
-    def __init__(self, model: str, kind: str, prompt: str = "") -> None:
+    def __init__(self, model: str, kind: str, spec: Any = None) -> None:
         self._model = model
         self._kind = kind
         self._previous: Attempt | None = None
-        self._prompt = prompt
+        self._prompt = spec
         self._span: trace.Span | None = None
         self._token: Any = None
 
@@ -83,8 +90,8 @@ class AttemptTrail:
         }
         if reason:
             attributes["corral.failover.reason"] = reason
-        if self._prompt and attempt == 1 and tracing.capture_content():
-            attributes["gen_ai.prompt"] = self._prompt[:_PROMPT_ATTRIBUTE_MAX_CHARS]
+        if self._prompt is not None and attempt == 1 and tracing.capture_content():
+            attributes["gen_ai.prompt"] = prompt_text(self._prompt)[:_PROMPT_ATTRIBUTE_MAX_CHARS]
         self._span = _tracer.start_span("node attempt", kind=trace.SpanKind.INTERNAL, attributes=attributes)
         self._token = otel_context.attach(trace.set_span_in_context(self._span))
 
