@@ -37,6 +37,7 @@ from services.router.observe import Observer, Observers
 from services.router.resilience import BackgroundGate, ConcurrencyLimit, RetryBudget, TtftTimeout
 from services.router.scores import ScoreBoard
 from services.router.singleflight import SingleFlight
+from services.router.telemetry import annotate_request
 from services.router.transport import NodeTransport
 from services.router.validation import validate_chat, validate_embed, validate_generate
 
@@ -240,6 +241,7 @@ class RouterCore:
     ) -> AsyncGenerator[Piece | Done, None]:
         """Validate → single-flight → cache → forward → store; yields live pieces and then Done."""
         started = time.perf_counter()
+        annotate_request(rpc, tenant)
         spec: Spec = req.spec
         streaming = rpc.endswith("Stream")
         status = "OK"
