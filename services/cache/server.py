@@ -14,6 +14,7 @@ from services.cache.engine import CacheEngine
 from services.cache.exact_store import ExactStore
 from services.cache.semantic_store import SemanticStore
 from services.cache.servicer import CacheServicer
+from services.common.collectors import watch_cache
 from services.common.config import load_config_or_exit
 from services.common.server import Cleanup, ServiceContext, build_server, run_service, set_serving
 
@@ -44,6 +45,7 @@ async def setup(ctx: ServiceContext) -> Cleanup:
     cfg = ctx.cfg.cache
     engine = build_engine(cfg, ctx.cfg.redis.url, ctx.cfg.postgres.dsn)
     await engine.start()
+    watch_cache(engine)
     cache_service_pb2_grpc.add_CacheServiceServicer_to_server(CacheServicer(engine), ctx.server)
     logger.info(
         "embedder %s, threshold %.2f, exact tier %s, semantic tier %s",
