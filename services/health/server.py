@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import grpc
 from corral.v1 import health_service_pb2, health_service_pb2_grpc
 
+from services.common.collectors import watch_health
 from services.common.config import load_config_or_exit
 from services.common.server import Cleanup, ServiceContext, build_server, run_service, set_serving
 from services.health.config import HealthConfig
@@ -27,6 +28,7 @@ async def setup(ctx: ServiceContext) -> Cleanup:
     engine = HealthEngine(cfg, Prober(cfg.probe_timeout_s))
     health_service_pb2_grpc.add_HealthServiceServicer_to_server(HealthServicer(engine), ctx.server)
     await engine.start()
+    watch_health(engine)
 
     async def end_watches() -> None:
         # NOTE: WatchScores streams never end by themselves; closing the hub ends them with

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from corral.v1 import prewarm_service_pb2, prewarm_service_pb2_grpc
 
+from services.common.collectors import watch_prewarm
 from services.common.config import load_config_or_exit
 from services.common.server import Cleanup, ServiceContext, run_service
 from services.prewarm.app import PrewarmApp
@@ -15,6 +16,7 @@ SERVICE_NAMES = (prewarm_service_pb2.DESCRIPTOR.services_by_name["PrewarmService
 async def setup(ctx: ServiceContext) -> Cleanup:
     """Registers the servicer and starts the background work (health stream, triggers, start-up run)."""
     app = PrewarmApp(ctx.cfg.prewarm)
+    watch_prewarm(app.manager)
     servicer = PrewarmServicer(app.manager, lambda: app.triggers.next_scheduled_at_s)
     prewarm_service_pb2_grpc.add_PrewarmServiceServicer_to_server(servicer, ctx.server)
     await app.start()
