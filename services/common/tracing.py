@@ -239,3 +239,20 @@ def mark_rpc_status(code: str) -> None:
     if status is not None:
         span.set_attribute("rpc.grpc.status_code", status.value[0])
     span.set_status(trace.StatusCode.ERROR, code)
+
+
+def annotate_cache_lookup(outcome: int, similarity: float, guard_reason: str, tenant: str) -> None:
+    """Puts a cache lookup's result (tier and hit or miss, similarity, guard verdict) on the current span."""
+    if _provider is None:
+        return
+    from corral.v1 import common_pb2
+
+    name = common_pb2.CacheOutcome.Name(outcome).removeprefix("CACHE_OUTCOME_").lower()  # type: ignore[arg-type]
+    annotate(
+        {
+            "corral.cache.outcome": name,
+            "corral.cache.similarity": similarity,
+            "corral.cache.guard_reason": guard_reason,
+            "corral.tenant": tenant,
+        }
+    )
