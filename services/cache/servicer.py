@@ -10,6 +10,7 @@ from services.cache import keys, validation
 from services.cache.admin import CacheAdmin, TierReport
 from services.cache.engine import CacheEngine
 from services.common.errors import InvalidArgument, NotFound
+from services.common.tracing import annotate_cache_lookup
 
 pb = cache_service_pb2
 
@@ -59,6 +60,7 @@ class CacheServicer(cache_service_pb2_grpc.CacheServiceServicer):
             budget_s=budget_s,
         )
         hit = result.entry is not None
+        annotate_cache_lookup(result.outcome, result.similarity, result.guard_reason, request.tenant)
         return pb.LookupResponse(
             hit=hit,
             outcome=result.outcome,  # type: ignore[arg-type]
