@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -52,6 +53,8 @@ class SimNode:
         self.admin_port = admin_port
         self.faults = FaultState(self.config.faults, self.config.seed)
         self.engine = Engine(self.config, self.faults)
+        # NOTE: the W3C trace context of the latest requests that carried one (tracing tests).
+        self.recent_traceparents: deque[dict[str, str]] = deque(maxlen=64)
         self._runner: web.AppRunner | None = None
         self._admin_runner: web.AppRunner | None = None
         self._server: asyncio.Server | None = None
@@ -151,6 +154,7 @@ class SimNode:
             "port": self.port,
             "requests_total": s.requests_total,
             "requests_by_route": dict(s.requests_by_route),
+            "recent_traceparents": list(self.recent_traceparents),
             "busy_rejections": s.busy_rejections,
             "faults_injected": s.faults_injected,
             "loads": s.loads,
@@ -265,6 +269,9 @@ class SimNode:
             path = request.path
             stats.requests_total += 1
             stats.requests_by_route[path] = stats.requests_by_route.get(path, 0) + 1
+            traceparent = request.headers.get("traceparent")
+            if traceparent is not None:
+                self.recent_traceparents.append({"path": path, "traceparent": traceparent})
             try:
                 if faults.any_request_fault:
                     early = await self._apply_faults(request, path)
