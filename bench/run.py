@@ -7,7 +7,6 @@ results table is regenerated from the JSON files (scripts/results_table.py), exc
 from __future__ import annotations
 
 import argparse
-import asyncio
 import importlib
 import logging
 import sys
@@ -16,7 +15,8 @@ import time
 from pathlib import Path
 
 from bench.harness.context import Context
-from bench.harness.systems import ROOT, litellm_installed
+from bench.harness.systems import litellm_installed
+from tests.helpers.procs import ROOT
 
 SCENARIOS = ("overhead", "heterogeneous", "node-failure", "multi-turn", "cache", "cold-start")
 RESULTS = ROOT / "bench" / "results"

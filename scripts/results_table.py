@@ -65,11 +65,17 @@ def render(docs: dict[str, dict[str, Any]]) -> str:
         "| target | measured | goal | verdict |",
         "|---|---:|---:|---|",
     ]
-    for name, doc in docs.items():
+    for doc in docs.values():
         for t in doc.get("targets", []):
             verdict = {True: "met", False: f"**missed** ({_num(t['value'])})", None: "not measured"}[t["met"]]
-            lines.append(f"| {t['name']} | {_num(t['value'])} | {t['comparison']} {t['threshold']:g} | {verdict} |")
-    lines += ["", "| scenario | system | p50 ms | p99 ms | rps | errors | also |", "|---|---|---:|---:|---:|---:|---|"]
+            lines.append(
+                f"| {t['name']} | {_num(t['value'])} | {t['comparison']} {t['threshold']:g} | {verdict} |"
+            )
+    lines += [
+        "",
+        "| scenario | system | p50 ms | p99 ms | rps | errors | also |",
+        "|---|---|---:|---:|---:|---:|---|",
+    ]
     for name, doc in docs.items():
         key, fmt = EXTRA[name]
         link = f"[{name}](bench/results/{name}.md)"

@@ -116,7 +116,9 @@ class Target:
             body["max_tokens"] = self.num_predict
         return "/v1/chat/completions", body
 
-    async def _http(self, rec: Record, messages: list[dict[str, str]], session_id: str, started: float) -> None:
+    async def _http(
+        self, rec: Record, messages: list[dict[str, str]], session_id: str, started: float
+    ) -> None:
         assert self.http is not None
         path, body = self._body(messages)
         headers = dict(self.headers)
@@ -168,7 +170,9 @@ class Target:
             if not done:
                 rec.error = "stream ended early"
 
-    async def _grpc(self, rec: Record, messages: list[dict[str, str]], session_id: str, started: float) -> None:
+    async def _grpc(
+        self, rec: Record, messages: list[dict[str, str]], session_id: str, started: float
+    ) -> None:
         import grpc
         from corral.v1 import common_pb2, router_service_pb2
 

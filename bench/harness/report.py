@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.harness.systems import LITELLM_VERSION, ROOT, litellm_installed
+from bench.harness.systems import LITELLM_VERSION, litellm_installed
+from tests.helpers.procs import ROOT
 
 REQUIRED_KEYS = ("scenario", "systems")
 SYSTEM_KEYS = ("p50_ms", "p99_ms", "throughput_rps", "errors")
@@ -165,7 +166,8 @@ def to_markdown(result: Result, doc: dict[str, Any]) -> str:
         f"- Parameters: `{json.dumps(result.parameters, sort_keys=True)}`",
         f"- Raw figures: [{result.scenario}.json]({result.scenario}.json); plot: "
         f"![{result.scenario}]({result.scenario}.png)",
-        f"- Reproduce: `make bench` or `PYTHONPATH=.:gen/python .venv/bin/python -m bench.run {result.scenario}`.",
+        "- Reproduce: `make bench` or "
+        f"`PYTHONPATH=.:gen/python .venv/bin/python -m bench.run {result.scenario}`.",
         "",
     ]
     return "\n".join(lines)

@@ -85,6 +85,6 @@ def cdf_points(values: list[float], points: int = 200) -> tuple[list[float], lis
     if not ordered:
         return [], []
     step = max(1, len(ordered) // points)
-    xs = ordered[::step] + [ordered[-1]]
+    xs = [*ordered[::step], ordered[-1]]
     ys = [min(1.0, (i * step + 1) / len(ordered)) for i in range(len(xs) - 1)] + [1.0]
     return xs, ys

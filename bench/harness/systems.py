@@ -295,7 +295,7 @@ async def start_litellm(nodes: list[Node], strategy: str, workdir: Path) -> Gate
     """LiteLLM's proxy (one uvicorn worker, like one router process) over the same nodes."""
     if not litellm_installed():
         raise RuntimeError("LiteLLM is not installed: run bench/litellm/install.sh")
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 (a local folder, once per run)
     config = litellm_config(nodes, strategy)
     config_path = workdir / f"litellm-{strategy}.json"
     # NOTE: JSON is valid YAML, which is what `litellm --config` reads.
@@ -331,7 +331,7 @@ async def start_litellm(nodes: list[Node], strategy: str, workdir: Path) -> Gate
 
 async def run_load(spec: dict[str, Any], workdir: Path, name: str) -> dict[str, Any]:
     """Runs the load generator in its own process and returns its records."""
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 (a local folder, once per run)
     spec_path = workdir / f"load-{name}.json"
     out_path = workdir / f"records-{name}.json"
     spec_path.write_text(json.dumps(spec))
@@ -353,4 +353,10 @@ async def run_load(spec: dict[str, Any], workdir: Path, name: str) -> dict[str, 
 
 def target_of(gateway: Gateway, **kw: Any) -> dict[str, Any]:
     """The load generator's target section for a gateway."""
-    return {"protocol": gateway.protocol, "base": gateway.base, "model": MODEL, "headers": gateway.headers, **kw}
+    return {
+        "protocol": gateway.protocol,
+        "base": gateway.base,
+        "model": MODEL,
+        "headers": gateway.headers,
+        **kw,
+    }

@@ -74,7 +74,9 @@ def make_session(index: int, turns: int, tag: str) -> Session:
     questions += [f"And how do I {rng.choice(TOPICS)}? (follow-up {t})" for t in range(1, turns)]
     # NOTE: the system prompt starts with the customer's own record, as a support bot's would, so
     # two sessions share only a few tokens of prefix and only the session's node holds its history.
-    account = f"Customer record: account {index:05d} ({tag}), plan {rng.choice(['free', 'team', 'enterprise'])}."
+    account = (
+        f"Customer record: account {index:05d} ({tag}), plan {rng.choice(['free', 'team', 'enterprise'])}."
+    )
     return Session(session_id=f"{tag}-{index}", system=f"{account} {SUPPORT_MANUAL}", questions=questions)
 
 

@@ -1,4 +1,4 @@
-"""cache: repeated and paraphrased questions through Corral with and without its cache; hit rates, hit latency."""
+"""cache: repeated and paraphrased questions through Corral with and without its cache."""
 
 from __future__ import annotations
 

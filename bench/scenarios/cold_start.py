@@ -9,8 +9,7 @@ from typing import Any
 
 from bench.harness import report
 from bench.harness.context import Context
-from bench.harness.systems import ROOT
-from tests.helpers.procs import base_env
+from tests.helpers.procs import ROOT, base_env
 
 TITLE = "Cold start: first request after a node restart, with and without prewarm"
 MODES = {
@@ -79,7 +78,8 @@ async def run(ctx: Context) -> dict[str, Any]:
                 "cold-start: prewarmed first-request TTFT / warm TTFT",
                 raw["ratio_with_prewarm_to_warm"],
                 raw["target_ratio"],
-                f"without prewarm the ratio is {raw['ratio_without_prewarm_to_warm']} (the request pays the load).",
+                f"without prewarm the ratio is {raw['ratio_without_prewarm_to_warm']} "
+                "(the request pays the load).",
             )
         ],
         smoke=ctx.smoke,

@@ -50,7 +50,12 @@ async def run(ctx: Context) -> dict[str, Any]:
         "request": "non-streamed chat, one unique user question, natural answer length (20-60 tokens)",
     }
     work = ctx.scratch("heterogeneous")
-    nodes = await start_nodes(SPEEDS, time_scale, faults={FAILING: ["error_rate=0.1"]}, extra_args=("--num-parallel", str(NUM_PARALLEL), "--models", "llama3.2:1b"))  # fmt: skip
+    nodes = await start_nodes(
+        SPEEDS,
+        time_scale,
+        faults={FAILING: ["error_rate=0.1"]},
+        extra_args=("--num-parallel", str(NUM_PARALLEL), "--models", "llama3.2:1b"),
+    )
     systems: dict[str, dict[str, Any]] = {}
     latencies: dict[str, list[float]] = {}
     names = {n.url: n.node_id for n in nodes}
@@ -89,7 +94,8 @@ async def run(ctx: Context) -> dict[str, Any]:
         scenario="heterogeneous",
         title=TITLE,
         description=(
-            f"Four simulated nodes at speeds {', '.join(f'{s:g}x' for s in SPEEDS)} (time scale {time_scale:g}, "
+            f"Four simulated nodes at speeds {', '.join(f'{s:g}x' for s in SPEEDS)} "
+            f"(time scale {time_scale:g}, "
             f"{NUM_PARALLEL} slots each); node-{FAILING + 1} also answers 10 % of requests with a 500. "
             f"Open-loop Poisson arrivals at {p['rate_rps']:g} requests/s ({load:.0%} of the fleet's "
             f"{p['capacity_rps']:g} requests/s) for {p['duration_s']:g} s per system, after a "

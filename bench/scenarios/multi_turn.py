@@ -103,7 +103,11 @@ async def run(ctx: Context) -> dict[str, Any]:
         targets=targets,
         smoke=ctx.smoke,
         with_litellm=ctx.litellm,
-        extra={"ttft_mean_by_turn_ms": {n: {str(t): round(v, 2) for t, v in d.items()} for n, d in by_turn.items()}},
+        extra={
+            "ttft_mean_by_turn_ms": {
+                n: {str(t): round(v, 2) for t, v in d.items()} for n, d in by_turn.items()
+            }
+        },
     )
 
     def plot(fig: Any) -> None:

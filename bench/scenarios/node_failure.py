@@ -11,7 +11,17 @@ import grpc
 
 from bench.harness import report, stats
 from bench.harness.context import Context, poisson_spec
-from bench.harness.systems import Gateway, Node, node_stats, run_load, start_corral, start_litellm, start_nodes, target_of, warm  # fmt: skip
+from bench.harness.systems import (
+    Gateway,
+    Node,
+    node_stats,
+    run_load,
+    start_corral,
+    start_litellm,
+    start_nodes,
+    target_of,
+    warm,
+)
 
 TITLE = "Node killed and restarted during a steady run"
 SPEEDS = [1.0, 1.0, 1.0, 1.0]
@@ -68,7 +78,9 @@ async def _one_system(ctx: Context, name: str, nodes: list[Node], p: dict[str, A
         end = t0 + p["duration_s"] + 5
         watcher = None
         if gateway.health_addr:
-            watcher = asyncio.create_task(_health_view(gateway.health_addr, victim.node_id, end, health_states))
+            watcher = asyncio.create_task(
+                _health_view(gateway.health_addr, victim.node_id, end, health_states)
+            )
         await asyncio.sleep(max(0.0, t0 + p["kill_at_s"] - time.time()))
         killed_at = time.time()
         await victim.kill()

@@ -14,11 +14,9 @@ TITLE = "Gateway overhead over a direct node call"
 async def _measure(ctx: Context, name: str, target: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
     work = ctx.scratch("overhead")
     slug = name.replace("/", "_")
-    latency = await run_load(
-        poisson_spec(target, p["rate_rps"], p["duration_s"], warmup_s=p["warmup_s"], requests={"kind": "unique", "tag": f"lat-{slug}"}),
-        work,
-        f"{slug}-latency",
-    )  # fmt: skip
+    unique = {"kind": "unique", "tag": f"lat-{slug}"}
+    spec = poisson_spec(target, p["rate_rps"], p["duration_s"], warmup_s=p["warmup_s"], requests=unique)
+    latency = await run_load(spec, work, f"{slug}-latency")
     saturation = await run_load(
         {
             "target": target,
