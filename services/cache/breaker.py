@@ -9,9 +9,10 @@ from collections.abc import Callable
 class Breaker:
     """Closed (use the store), open (skip it) or half-open (let one call through to test it).
 
-    Shaped after Hystrix's/Envoy's breakers, cut down to what a fail-open cache needs: one failure
-    opens it, because a dead store must cost nothing per lookup, and a success closes it. While open,
-    one call per `open_s` is let through to find out whether the store is back.
+    Shaped after Hystrix's/Envoy's breakers, cut down to what a fail-open cache needs:
+    `failure_threshold` consecutive failures open it (a dead store must cost nothing per lookup, but
+    one slow answer on a busy machine should not take a tier out for a whole period), and a success
+    closes it. While open, one call per `open_s` is let through to find out whether the store is back.
 
     Attributes:
         failures: Failures seen since the start.
@@ -19,8 +20,12 @@ class Breaker:
         trials: Calls let through while open.
     """
 
-    def __init__(self, open_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, open_s: float, failure_threshold: int = 1, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._open_s = open_s
+        self._threshold = failure_threshold
+        self._consecutive = 0
         self._clock = clock
         self._open = False
         self._retry_at = 0.0
@@ -47,11 +52,20 @@ class Breaker:
     def success(self) -> None:
         """The store answered: close."""
         self._open = False
+        self._consecutive = 0
 
     def failure(self) -> None:
-        """The store failed or was too slow: open (or stay open) for `open_s`."""
+        """The store failed or was too slow: open (or stay open) for `open_s` once enough failed in a row."""
         self.failures += 1
+        self._consecutive += 1
+        if not self._open and self._consecutive < self._threshold:
+            return
         if not self._open:
             self.opened += 1
         self._open = True
         self._retry_at = self._clock() + self._open_s
+
+    def trip(self) -> None:
+        """Opens at once (a health probe found the store down)."""
+        self._consecutive = max(self._consecutive, self._threshold - 1)
+        self.failure()

@@ -74,7 +74,8 @@ class CacheConfig(ServiceConfig):
         postgres_timeout_ms: Upper bound of one PostgreSQL call on the lookup path.
         store_timeout_ms: Upper bound of one store call (Store RPC, off the caller's hot path).
         deadline_margin_ms: Kept free before the caller's deadline to answer a miss in time.
-        breaker_open_ms: After a failure a tier is skipped for this long, then tried again.
+        breaker_failures: Consecutive failures (errors or timeouts) that open a tier's breaker.
+        breaker_open_ms: An open breaker skips its tier for this long, then lets one call try it.
         recovery_interval_s: How often a degraded tier is probed in the background.
         postgres_pool_max: Most PostgreSQL connections.
         hnsw_ef_search: pgvector's hnsw.ef_search for semantic lookups.
@@ -98,6 +99,7 @@ class CacheConfig(ServiceConfig):
     postgres_timeout_ms: float = Field(default=100.0, gt=0)
     store_timeout_ms: float = Field(default=2000.0, gt=0)
     deadline_margin_ms: float = Field(default=3.0, ge=0)
+    breaker_failures: int = Field(default=3, ge=1)
     breaker_open_ms: float = Field(default=1000.0, ge=0)
     recovery_interval_s: float = Field(default=0.5, gt=0)
     postgres_pool_max: int = Field(default=4, ge=1)

@@ -73,9 +73,9 @@ class CacheEngine:
         self.stats = CacheStats()
         self.flights = Flights(cfg.flight_lease_s)
         open_s = cfg.breaker_open_ms / 1000
-        self.exact_breaker = Breaker(open_s)
-        self.semantic_breaker = Breaker(open_s)
-        self.embed_breaker = Breaker(open_s)
+        self.exact_breaker = Breaker(open_s, cfg.breaker_failures)
+        self.semantic_breaker = Breaker(open_s, cfg.breaker_failures)
+        self.embed_breaker = Breaker(open_s, cfg.breaker_failures)
         self.threshold = cfg.threshold()
         self._memo: OrderedDict[tuple[str, str], Vector] = OrderedDict()
         self._hits: Counter[int] = Counter()
@@ -138,7 +138,7 @@ class CacheEngine:
             try:
                 await self.embedder.embed("ping", self.cfg.embedder.timeout_s)
             except Exception:
-                self.embed_breaker.failure()
+                self.embed_breaker.trip()
             else:
                 self.embed_breaker.success()
                 logger.info("embedder %s is back", self.embedder.name)
@@ -150,7 +150,7 @@ class CacheEngine:
                     await self.exact.reset()
                 await self.exact.ping()
         except Exception as exc:
-            self.exact_breaker.failure()
+            self.exact_breaker.trip()
             logger.debug("redis unreachable: %r", exc)
             return
         if self.exact_breaker.degraded:
@@ -172,7 +172,7 @@ class CacheEngine:
                 await semantic.reset()
                 await semantic.ping(timeout_s)
         except Exception as exc:
-            self.semantic_breaker.failure()
+            self.semantic_breaker.trip()
             await semantic.shut()
             logger.debug("postgresql unreachable: %r", exc)
             return

@@ -25,7 +25,7 @@ class FakeClock:
 
 def test_breaker_opens_on_failure_and_lets_one_trial_through_per_period() -> None:
     clock = FakeClock()
-    breaker = Breaker(1.0, clock)
+    breaker = Breaker(1.0, 1, clock)
     assert breaker.allow() and not breaker.degraded
     breaker.failure()
     assert breaker.degraded and not breaker.allow()
@@ -35,6 +35,18 @@ def test_breaker_opens_on_failure_and_lets_one_trial_through_per_period() -> Non
     breaker.success()
     assert not breaker.degraded and breaker.allow()
     assert breaker.opened == 1
+
+
+def test_breaker_needs_consecutive_failures_to_open() -> None:
+    breaker = Breaker(1.0, 3, FakeClock())
+    breaker.failure()
+    breaker.failure()
+    breaker.success()
+    breaker.failure()
+    breaker.failure()
+    assert not breaker.degraded
+    breaker.failure()
+    assert breaker.degraded
 
 
 async def test_flight_leader_then_waiters_get_the_answer() -> None:
