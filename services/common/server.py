@@ -23,6 +23,7 @@ from services.common.logs import setup_logging
 from services.common.metrics import start_metrics_server
 from services.common.settings import ServiceConfig
 from services.common.tracing import setup_tracing, shutdown_tracing
+from services.common.wire import MalformedRequestInterceptor
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +84,11 @@ def build_server(
         ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
     ]
     server = grpc.aio.server(
-        interceptors=[*interceptors, ErrorAndAccessInterceptor(domain, access_log)],
+        interceptors=[
+            *interceptors,
+            ErrorAndAccessInterceptor(domain, access_log),
+            MalformedRequestInterceptor(),
+        ],
         options=options,
         maximum_concurrent_rpcs=service_cfg.max_concurrent_rpcs,
     )
