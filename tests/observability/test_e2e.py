@@ -72,6 +72,8 @@ async def env(redis_server: RedisServer, migrated_dsn: str) -> AsyncIterator[Env
             **service_env("router"),
             "CORRAL_LOGGING__LEVEL": "INFO",
             "CORRAL_ROUTER__LOOKUP_BUDGET_MS": "3000",
+            # NOTE: the HTTP API's default port is fixed (11400); off here, so parallel suites cannot clash.
+            "CORRAL_ROUTER__HTTP_PORT": "0",
         },
     )
     http = aiohttp.ClientSession()
