@@ -9,6 +9,7 @@ from collections.abc import AsyncGenerator
 from typing import Any
 
 import aiohttp
+import orjson
 
 from services.router.scores import Attempt
 
@@ -119,7 +120,7 @@ class NodeTransport:
         try:
             resp = await self.session.post(
                 address + path,
-                data=json.dumps(body, separators=(",", ":")).encode(),
+                data=orjson.dumps(body),
                 headers=_JSON_HEADERS,
                 timeout=self._timeout(read_timeout_s, deadline),
             )
@@ -129,8 +130,8 @@ class NodeTransport:
                 if not line.strip():
                     continue
                 try:
-                    chunk = json.loads(line)
-                except ValueError:
+                    chunk = orjson.loads(line)
+                except orjson.JSONDecodeError:
                     raise NodeError(Attempt.MALFORMED, "the node sent a line that is not JSON") from None
                 if not isinstance(chunk, dict):
                     raise NodeError(Attempt.MALFORMED, "the node sent a JSON line that is not an object")
@@ -183,7 +184,7 @@ class NodeTransport:
             async with self.session.request(
                 method,
                 address + path,
-                data=None if body is None else json.dumps(body, separators=(",", ":")).encode(),
+                data=None if body is None else orjson.dumps(body),
                 headers=_JSON_HEADERS,
                 timeout=aiohttp.ClientTimeout(total=timeout_s, sock_connect=self._connect_timeout_s),
             ) as resp:
@@ -197,8 +198,8 @@ class NodeTransport:
         except (aiohttp.ClientError, OSError) as exc:
             raise NodeError(Attempt.CONNECTION, f"{type(exc).__name__}: {exc}") from None
         try:
-            return json.loads(raw) if raw else {}
-        except ValueError:
+            return orjson.loads(raw) if raw else {}
+        except orjson.JSONDecodeError:
             raise NodeError(Attempt.MALFORMED, "the node sent a body that is not JSON") from None
 
 
