@@ -205,8 +205,8 @@ def plan(
         semantic = semantic_ok and view.deterministic
     ttl_s = default_ttl_s
     if policy.HasField("ttl"):
-        ttl_s = min(policy.ttl.ToTimedelta().total_seconds(), max_ttl_s)
-    max_age_s = policy.max_age.ToTimedelta().total_seconds() if policy.HasField("max_age") else None
+        ttl_s = min(policy.ttl.seconds + policy.ttl.nanos / 1e9, max_ttl_s)
+    max_age_s = policy.max_age.seconds + policy.max_age.nanos / 1e9 if policy.HasField("max_age") else None
     if mode == common_pb2.CACHE_MODE_BYPASS:
         return TierPlan(False, False, False, False, ttl_s, max_age_s)
     if mode == common_pb2.CACHE_MODE_REFRESH:

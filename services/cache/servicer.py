@@ -133,7 +133,8 @@ class CacheServicer(cache_service_pb2_grpc.CacheServiceServicer):
         if request.HasField("max_age"):
             if request.max_age.seconds < 0 or request.max_age.nanos < 0:
                 raise InvalidArgument("max_age", "must not be negative")
-            max_age_s = request.max_age.ToTimedelta().total_seconds()
+            # NOTE: seconds + nanos, not ToTimedelta(): a huge age overflows timedelta (INTERNAL before).
+            max_age_s = request.max_age.seconds + request.max_age.nanos / 1e9
         report = await self._admin.maintenance(max_age_s, request.vacuum)
         duration = Duration()
         duration.FromNanoseconds(int(report.duration_s * 1e9))
