@@ -128,9 +128,9 @@ def setup_tracing(service: str, cfg: TracingConfig, *, exporter: SpanExporter | 
     With an exporter: a TracerProvider (resource `service.name=corral-<service>`) with a
     BatchSpanProcessor, the W3C tracecontext and baggage propagators, and the instrumentations:
     grpc.aio server (every server built afterwards: it patches `grpc.aio.server`), grpc.aio client
-    (every channel opened afterwards) and aiohttp client (every session created afterwards; it
-    injects `traceparent` into the calls to the nodes). Call it before building servers, channels
-    and sessions. A second call is a no-op. With exporter "none" nothing is installed, so tracing
+    (every channel opened afterwards) and W3C propagation on aiohttp (every session created
+    afterwards sends `traceparent` to the nodes). Call it before building servers, channels and
+    sessions. A second call is a no-op. With exporter "none" nothing is installed, so tracing
     costs nothing.
 
     Args:
@@ -173,17 +173,43 @@ def setup_tracing(service: str, cfg: TracingConfig, *, exporter: SpanExporter | 
 
 
 def _instrument() -> None:
-    from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
     from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient, GrpcAioInstrumentorServer
 
     grpc_filter = _grpc_filter()
     for instrumentor in (
         GrpcAioInstrumentorServer(filter_=grpc_filter),  # type: ignore[no-untyped-call]
         GrpcAioInstrumentorClient(filter_=grpc_filter),  # type: ignore[no-untyped-call]
-        AioHttpClientInstrumentor(),
     ):
         instrumentor.instrument()
         _instrumentors.append(instrumentor)
+    _propagate_over_aiohttp()
+
+
+async def _inject_traceparent(session: Any, trace_ctx: Any, params: Any) -> None:
+    if trace.get_current_span().get_span_context().is_valid:
+        propagate.inject(params.headers)
+
+
+def _propagate_over_aiohttp() -> None:
+    """Makes every aiohttp.ClientSession created afterwards send the current W3C trace context.
+
+    NOTE: propagation only, no client span: the router's `node attempt` span (kind CLIENT) already
+    stands for each call to a node, and opentelemetry-instrumentation-aiohttp-client's extra span
+    per call measured about a third of the tracing cost (docs/observability.md). Calls made outside
+    any span (health's probes) send no header.
+    """
+    import aiohttp
+
+    config = aiohttp.TraceConfig()
+    config.on_request_start.append(_inject_traceparent)
+    config.freeze()
+    original = aiohttp.ClientSession.__init__
+
+    def init(self: aiohttp.ClientSession, *args: Any, **kwargs: Any) -> None:
+        kwargs["trace_configs"] = [*(kwargs.get("trace_configs") or ()), config]
+        original(self, *args, **kwargs)
+
+    aiohttp.ClientSession.__init__ = init  # type: ignore[method-assign]
 
 
 def enabled() -> bool:

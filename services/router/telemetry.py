@@ -2,9 +2,8 @@
 
 `install(core)` adds `RouterTelemetry` to the core's observers (request and attempt metrics, span
 attributes, one log line per client request) and registers the scrape-time collector.
-`AttemptTrail` is what the forwarder calls around each node attempt: it opens the attempt's span,
-so that the aiohttp instrumentation's HTTP span (and the `traceparent` sent to the node) nests
-under it, and counts failovers with their reason.
+`AttemptTrail` is what the forwarder calls around each node attempt: it opens the attempt's span
+(the `traceparent` sent to the node names it) and counts failovers with their reason.
 """
 
 from __future__ import annotations
@@ -92,7 +91,8 @@ class AttemptTrail:
             attributes["corral.failover.reason"] = reason
         if self._prompt is not None and attempt == 1 and tracing.capture_content():
             attributes["gen_ai.prompt"] = prompt_text(self._prompt)[:_PROMPT_ATTRIBUTE_MAX_CHARS]
-        self._span = _tracer.start_span("node attempt", kind=trace.SpanKind.INTERNAL, attributes=attributes)
+        # NOTE: kind CLIENT: the span stands for the HTTP call to the node, whose `traceparent` names it.
+        self._span = _tracer.start_span("node attempt", kind=trace.SpanKind.CLIENT, attributes=attributes)
         self._token = otel_context.attach(trace.set_span_in_context(self._span))
 
     def end(self, outcome: Attempt) -> None:

@@ -122,9 +122,9 @@ def _has(spans: list[ReceivedSpan], service: str, kind: str, name_suffix: str, c
     return len(found) >= count
 
 
-def _http_status(span: ReceivedSpan) -> object:
-    # NOTE: the stable HTTP semantic conventions' name, or the older one, whichever the instrumentation emits.
-    return span.attributes.get("http.response.status_code", span.attributes.get("http.status_code"))
+async def _traceparents(env: Env, node_id: str) -> list[str]:
+    stats = await env.stack.stats(node_id)
+    return [t["traceparent"] for t in stats["recent_traceparents"] if t["path"] == "/api/generate"]
 
 
 def _home(session: str) -> str:
@@ -142,28 +142,24 @@ async def test_one_client_request_is_one_trace_across_router_cache_and_node(env:
             _has(s, "corral-router", "server", "RouterService/Generate")
             and _has(s, "corral-router", "client", "CacheService/Lookup")
             and _has(s, "corral-cache", "server", "CacheService/Lookup")
-            and _has(s, "corral-router", "internal", "node attempt")
-            and _has(s, "corral-router", "client", "POST")
+            and _has(s, "corral-router", "client", "node attempt")
         ),
         trace_id,
     )
     router = _one(spans, "corral-router", "server", "RouterService/Generate")
     lookup_client = _one(spans, "corral-router", "client", "CacheService/Lookup")
     lookup_server = _one(spans, "corral-cache", "server", "CacheService/Lookup")
-    attempt = _one(spans, "corral-router", "internal", "node attempt")
-    node_call = _one(spans, "corral-router", "client", "POST")
+    attempt = _one(spans, "corral-router", "client", "node attempt")
 
     # The client's context is continued (same trace, its span is the parent), not replaced.
     assert router.parent_span_id == client_span_id
     assert lookup_client.parent_span_id == router.span_id
     assert lookup_server.parent_span_id == lookup_client.span_id
     assert attempt.parent_span_id == router.span_id
-    assert node_call.parent_span_id == attempt.span_id
+    assert {s.service for s in spans} == {"corral-router", "corral-cache"}
 
-    # The node's HTTP request carried the trace: its traceparent names the HTTP client span.
-    node_stats = await env.stack.stats(reply.routing.node_id)
-    sent = [t["traceparent"] for t in node_stats["recent_traceparents"] if t["path"] == "/api/generate"]
-    assert f"00-{trace_id}-{node_call.span_id}-01" in sent
+    # The node's HTTP request carried the trace: its traceparent names the attempt's client span.
+    assert f"00-{trace_id}-{attempt.span_id}-01" in await _traceparents(env, reply.routing.node_id)
 
     assert attempt.attributes["corral.node.id"] == reply.routing.node_id
     assert attempt.attributes["gen_ai.request.model"] == MODEL
@@ -174,7 +170,6 @@ async def test_one_client_request_is_one_trace_across_router_cache_and_node(env:
     assert router.attributes["corral.tenant"] == "default"
     assert router.attributes["corral.cache.outcome"] == "miss"
     assert lookup_server.attributes["corral.cache.outcome"] == "miss"
-    assert _http_status(node_call) == 200
 
     # Never prompt or answer text unless capture_content is enabled.
     texts = [str(v) for s in spans for v in s.attributes.values()]
@@ -204,8 +199,7 @@ async def test_a_failover_shows_both_attempts(env: Env) -> None:
     spans = await env.otlp.wait_for(
         lambda s: (
             _has(s, "corral-router", "server", "RouterService/Generate")
-            and _has(s, "corral-router", "internal", "node attempt", 2)
-            and _has(s, "corral-router", "client", "POST", 2)
+            and _has(s, "corral-router", "client", "node attempt", 2)
         ),
         trace_id,
     )
@@ -221,9 +215,8 @@ async def test_a_failover_shows_both_attempts(env: Env) -> None:
     assert second.attributes["corral.node.id"] == reply.routing.node_id != home
     assert second.attributes["corral.failover.reason"] == "busy"
     assert second.attributes["corral.attempt.outcome"] == "ok"
-    calls = {s.parent_span_id: s for s in spans if s.kind == "client" and s.name == "POST"}
-    assert set(calls) == {first.span_id, second.span_id}
-    assert _http_status(calls[first.span_id]) == 503 and _http_status(calls[second.span_id]) == 200
+    assert f"00-{trace_id}-{first.span_id}-01" in await _traceparents(env, home)
+    assert f"00-{trace_id}-{second.span_id}-01" in await _traceparents(env, reply.routing.node_id)
     assert router.attributes["corral.attempts"] == 2
 
 
