@@ -82,7 +82,8 @@ _ANTONYMS = tuple((_stem(a), _stem(b)) for a, b in ANTONYM_PAIRS)
 _NUMBER_WORDS = {_stem(word): value for word, value in NUMBER_WORDS.items()} | NUMBER_WORDS
 _STOP_STEMS = frozenset(_stem(word) for word in STOPWORDS) | STOPWORDS
 _GENERIC_VERBS = frozenset(_SYNONYMS.get(_stem(word), _stem(word)) for word in GENERIC_VERBS)
-_PHRASES_ANY_CASE = tuple((re.compile(rf"\b{re.escape(a)}\b", re.I), b) for a, b in PHRASES)
+_PHRASE_MAP = {a: b for a, b in PHRASES}
+_PHRASES_ANY_CASE = re.compile(r"\b(" + "|".join(re.escape(a) for a, _ in PHRASES) + r")\b", re.I)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,8 +146,7 @@ def analyse(text: str) -> Analysis:
     text = _QUOTED.sub(lambda m: " " + next(g for g in m.groups() if g is not None) + " ", text)
     for pattern, replacement in _CONTRACTIONS:
         text = pattern.sub(replacement, text)
-    for pattern, phrase in _PHRASES_ANY_CASE:
-        text = pattern.sub(phrase, text)
+    text = _PHRASES_ANY_CASE.sub(lambda m: _PHRASE_MAP[m.group(0).lower()], text)
     entities |= _entities(text)
     lower = _THOUSANDS.sub("", text.lower())
     words = [m.group(0) for m in _WORD.finditer(lower)]
