@@ -28,8 +28,8 @@ _ADMIN = re.compile(r"admin (\d+)")
 
 # NOTE: what a user would set for a small fleet, written down in docs/benchmarks.md. LiteLLM: two
 # retries, a deployment cools down for 5 s after 3 failures in a minute (its defaults, made explicit),
-# 60 s timeout. Corral: its defaults, except health probing every second and a 5 s first ejection
-# (the same recovery horizon as LiteLLM's cooldown).
+# 60 s timeout. Corral: its defaults, except health probing every second (1 s probe timeout, the
+# default) and a 5 s first ejection (the same recovery horizon as LiteLLM's cooldown).
 LITELLM_ROUTER_SETTINGS: dict[str, Any] = {
     "num_retries": 2,
     "allowed_fails": 3,
@@ -39,7 +39,6 @@ LITELLM_ROUTER_SETTINGS: dict[str, Any] = {
 }
 CORRAL_HEALTH_ENV = {
     "CORRAL_HEALTH__PROBE_INTERVAL_S": "1.0",
-    "CORRAL_HEALTH__PROBE_TIMEOUT_S": "0.5",
     "CORRAL_HEALTH__HEARTBEAT_INTERVAL_S": "1.0",
     "CORRAL_HEALTH__OUTLIER__BASE_EJECTION_TIME_S": "5.0",
     "CORRAL_LOGGING__ACCESS_LOG": "false",

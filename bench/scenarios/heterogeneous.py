@@ -6,11 +6,11 @@ from typing import Any
 
 from bench.harness import report, stats
 from bench.harness.context import Context, poisson_spec
+from bench.harness.rounds import run_rounds
 from bench.harness.systems import (
     CORRAL_STRATEGIES,
     LITELLM_STRATEGIES,
     Gateway,
-    run_load,
     start_corral,
     start_litellm,
     start_nodes,
@@ -21,7 +21,7 @@ from bench.harness.systems import (
 TITLE = "Heterogeneous fleet at 70 % load"
 SPEEDS = [1.0, 1.0, 0.5, 0.25]
 FAILING = 1  # node-2: a fast node that also fails 10 % of requests (fails fast: an attractive trap)
-NUM_PARALLEL = 4
+NUM_PARALLEL = 2
 # NOTE: the simulator's natural answers are 20-60 tokens at 60 tokens/s (mean 40) after a short
 # prompt at 600 tokens/s: about 0.72 s per request on a 1x node at time scale 1.
 MEAN_SERVICE_S = 40 / 60 + 30 / 600
@@ -44,8 +44,9 @@ async def run(ctx: Context) -> dict[str, Any]:
         "capacity_rps": round(capacity_rps(time_scale), 2),
         "load": load,
         "rate_rps": round(ctx.pick(load * capacity_rps(time_scale), 10.0), 2),
-        "duration_s": ctx.pick(40.0, 2.0),
-        "warmup_s": ctx.pick(4.0, 0.5),
+        "duration_s": ctx.pick(45.0, 2.0),
+        "warmup_s": ctx.pick(3.0, 0.5),
+        "rounds": ctx.pick(3, 1),
         "client_timeout_s": 60,
         "request": "non-streamed chat, one unique user question, natural answer length (20-60 tokens)",
     }
@@ -60,36 +61,35 @@ async def run(ctx: Context) -> dict[str, Any]:
     latencies: dict[str, list[float]] = {}
     names = {n.url: n.node_id for n in nodes}
     # NOTE: a smoke run checks the harness: two strategies per system are enough for that.
-    corral_strategies = ctx.pick(CORRAL_STRATEGIES, CORRAL_STRATEGIES[:2])
-    runs: list[tuple[str, Any]] = [(f"corral/{s}", s) for s in corral_strategies]
-    if ctx.litellm:
-        runs += [(f"litellm/{s}", s) for s in ctx.pick(LITELLM_STRATEGIES, LITELLM_STRATEGIES[:1])]
+    corral_strategies = ctx.pick(CORRAL_STRATEGIES[:3], CORRAL_STRATEGIES[:2])
+    litellm_strategies = ctx.pick(LITELLM_STRATEGIES, LITELLM_STRATEGIES[:1]) if ctx.litellm else ()
+    gateways: list[Gateway] = []
     try:
         await warm(nodes)
-        for name, strategy in runs:
-            gateway: Gateway
-            if name.startswith("corral"):
-                gateway = await start_corral(nodes, strategy)
-            else:
-                gateway = await start_litellm(nodes, strategy, work)
-            try:
-                spec = poisson_spec(
-                    target_of(gateway, timeout_s=p["client_timeout_s"]),
-                    p["rate_rps"],
-                    p["duration_s"],
-                    warmup_s=p["warmup_s"],
-                    requests={"kind": "unique", "tag": name},
-                )
-                result = await run_load(spec, work, name.replace("/", "_"))
-            finally:
-                await gateway.close()
-            figures = stats.summarise(result, p["duration_s"])
-            figures["requests_by_node"] = stats.by_node(stats.measured(result), names)
-            systems[name] = figures
-            latencies[name] = [r["latency_ms"] for r in stats.measured(result) if r["ok"]]
+        for strategy in corral_strategies:
+            gateways.append(await start_corral(nodes, strategy))
+        for strategy in litellm_strategies:
+            gateways.append(await start_litellm(nodes, strategy, work))
+        endpoints = {g.name: target_of(g, timeout_s=p["client_timeout_s"]) for g in gateways}
+        rounds = p["rounds"]
+
+        def spec_for(name: str, target: dict[str, Any], round_no: int) -> dict[str, Any]:
+            return poisson_spec(
+                target, p["rate_rps"], p["duration_s"] / rounds, warmup_s=p["warmup_s"], seed=round_no + 1,
+                requests={"kind": "unique", "tag": f"{name}-{round_no}"},
+            )  # fmt: skip
+
+        merged = await run_rounds(endpoints, spec_for, rounds, work)
     finally:
+        for gateway in gateways:
+            await gateway.close()
         for node in nodes:
             await node.kill()
+    for name, result in merged.items():
+        figures = stats.summarise(result, p["duration_s"])
+        figures["requests_by_node"] = stats.by_node(stats.measured(result), names)
+        systems[name] = figures
+        latencies[name] = [r["latency_ms"] for r in stats.measured(result) if r["ok"]]
     result_doc = report.Result(
         scenario="heterogeneous",
         title=TITLE,
@@ -98,8 +98,9 @@ async def run(ctx: Context) -> dict[str, Any]:
             f"(time scale {time_scale:g}, "
             f"{NUM_PARALLEL} slots each); node-{FAILING + 1} also answers 10 % of requests with a 500. "
             f"Open-loop Poisson arrivals at {p['rate_rps']:g} requests/s ({load:.0%} of the fleet's "
-            f"{p['capacity_rps']:g} requests/s) for {p['duration_s']:g} s per system, after a "
-            f"{p['warmup_s']:g} s warm-up. Corral: `POST /api/chat` on one router (+ health) per strategy; "
+            f"{p['capacity_rps']:g} requests/s) for {p['duration_s']:g} s per system, in {p['rounds']} "
+            f"interleaved rounds (every system up at once, a segment each in turn, {p['warmup_s']:g} s "
+            "warm-up per segment). Corral: `POST /api/chat` on one router (+ health) per strategy; "
             "LiteLLM: `POST /v1/chat/completions` on one proxy per routing strategy, 2 retries, cooldown "
             "5 s after 3 failures. Errors are what the client saw (after each system's own retries)."
         ),

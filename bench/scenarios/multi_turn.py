@@ -7,7 +7,8 @@ from typing import Any
 
 from bench.harness import report, stats
 from bench.harness.context import Context, poisson_spec
-from bench.harness.systems import Gateway, run_load, start_corral, start_litellm, start_nodes, target_of, warm
+from bench.harness.rounds import run_rounds
+from bench.harness.systems import Gateway, start_corral, start_litellm, start_nodes, target_of, warm
 
 TITLE = "Multi-turn chat sessions: TTFT with and without affinity"
 AFFINITY = "corral/p2c_ect (affinity)"
@@ -20,10 +21,11 @@ async def run(ctx: Context) -> dict[str, Any]:
     p: dict[str, Any] = {
         "time_scale": time_scale,
         "nodes": "4 x 1x, 4 slots each (a per-slot KV cache, as Ollama's runner)",
-        "session_rate_per_s": ctx.pick(1.5, 2.0),
+        "session_rate_per_s": ctx.pick(0.8, 2.0),
         "turns": ctx.pick(6, 3),
-        "duration_s": ctx.pick(30.0, 2.0),
-        "warmup_s": ctx.pick(2.0, 0.3),
+        "duration_s": ctx.pick(40.0, 2.0),
+        "warmup_s": ctx.pick(1.0, 0.3),
+        "rounds": ctx.pick(3, 1),
         "request": "streamed chat: a ~1,400-token system prompt (its first line per customer), "
         "the history so far, a new question; TTFT = first non-empty content chunk",
     }
@@ -34,39 +36,43 @@ async def run(ctx: Context) -> dict[str, Any]:
         runs.append(("litellm/simple-shuffle", "simple-shuffle"))
     systems: dict[str, dict[str, Any]] = {}
     by_turn: dict[str, dict[int, float]] = {}
+    gateways: dict[str, Gateway] = {}
     try:
         await warm(nodes)
         for name, strategy in runs:
-            gateway: Gateway
             if name.startswith("corral"):
-                gateway = await start_corral(nodes, strategy)
+                gateways[name] = await start_corral(nodes, strategy)
             else:
-                gateway = await start_litellm(nodes, strategy, work)
-            try:
-                spec = poisson_spec(
-                    target_of(gateway, stream=True, timeout_s=60),
-                    p["session_rate_per_s"],
-                    p["duration_s"],
-                    warmup_s=p["warmup_s"],
-                    requests={"kind": "sessions", "turns": p["turns"], "tag": strategy},
-                )
-                result = await run_load(spec, work, strategy)
-            finally:
-                await gateway.close()
-            records = stats.measured(result)
-            figures = stats.summarise(result)
-            figures["sessions"] = len({r["session"] for r in records})
-            turns: dict[int, list[float]] = defaultdict(list)
-            for r in records:
-                if r["ok"] and r["ttft_ms"] is not None:
-                    turns[r["turn"]].append(r["ttft_ms"])
-            by_turn[name] = {t: sum(v) / len(v) for t, v in sorted(turns.items())}
-            later = [v for t, vs in turns.items() if t > 0 for v in vs]
-            figures["ttft_mean_later_turns_ms"] = round(sum(later) / len(later), 2) if later else None
-            systems[name] = figures
+                gateways[name] = await start_litellm(nodes, strategy, work)
+        endpoints = {name: target_of(g, stream=True, timeout_s=60) for name, g in gateways.items()}
+        rounds = p["rounds"]
+
+        def spec_for(name: str, target: dict[str, Any], round_no: int) -> dict[str, Any]:
+            tag = f"{name.split()[0]}-{round_no}"
+            sessions = {"kind": "sessions", "turns": p["turns"], "tag": tag}
+            return poisson_spec(
+                target, p["session_rate_per_s"], p["duration_s"] / rounds, warmup_s=p["warmup_s"],
+                requests=sessions, seed=round_no + 1,
+            )  # fmt: skip
+
+        merged = await run_rounds(endpoints, spec_for, rounds, work)
     finally:
+        for gateway in gateways.values():
+            await gateway.close()
         for node in nodes:
             await node.kill()
+    for name, result in merged.items():
+        records = stats.measured(result)
+        figures = stats.summarise(result, p["duration_s"])
+        figures["sessions"] = len({r["session"] for r in records})
+        turns: dict[int, list[float]] = defaultdict(list)
+        for r in records:
+            if r["ok"] and r["ttft_ms"] is not None:
+                turns[r["turn"]].append(r["ttft_ms"])
+        by_turn[name] = {t: sum(v) / len(v) for t, v in sorted(turns.items())}
+        later = [v for t, vs in turns.items() if t > 0 for v in vs]
+        figures["ttft_mean_later_turns_ms"] = round(sum(later) / len(later), 2) if later else None
+        systems[name] = figures
     with_aff = systems[AFFINITY].get("ttft_mean_ms")
     without = systems[NO_AFFINITY].get("ttft_mean_ms")
     targets = [
@@ -82,7 +88,8 @@ async def run(ctx: Context) -> dict[str, Any]:
         title=TITLE,
         description=(
             f"Four 1x simulated nodes (time scale {time_scale:g}). Chat sessions arrive as a Poisson process "
-            f"({p['session_rate_per_s']:g}/s for {p['duration_s']:g} s); each sends {p['turns']} turns one "
+            f"({p['session_rate_per_s']:g}/s for {p['duration_s']:g} s, {p['rounds']} interleaved rounds "
+            f"with every system up); each sends {p['turns']} turns one "
             "after the other, every turn carrying the whole history. A node re-evaluates only the part of a "
             "prompt its slots have not cached, so a session kept on one node pays for its new question only. "
             "With affinity: Corral's default balancer (bounded-load rendezvous hashing on the conversation "

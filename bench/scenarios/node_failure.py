@@ -26,6 +26,7 @@ from bench.harness.systems import (
 TITLE = "Node killed and restarted during a steady run"
 SPEEDS = [1.0, 1.0, 1.0, 1.0]
 VICTIM = 3  # node-4
+NUM_PARALLEL = 2
 MEAN_SERVICE_S = 40 / 60 + 30 / 600
 
 
@@ -125,7 +126,7 @@ async def _one_system(ctx: Context, name: str, nodes: list[Node], p: dict[str, A
 async def run(ctx: Context) -> dict[str, Any]:
     """Runs Corral's default and LiteLLM's default strategy through the same kill/restart timeline."""
     time_scale = ctx.pick(1.0, 0.05)
-    capacity = sum(4 * s / (MEAN_SERVICE_S * time_scale) for s in SPEEDS)
+    capacity = sum(NUM_PARALLEL * s / (MEAN_SERVICE_S * time_scale) for s in SPEEDS)
     p: dict[str, Any] = {
         "time_scale": time_scale,
         "capacity_rps": round(capacity, 2),
@@ -136,9 +137,11 @@ async def run(ctx: Context) -> dict[str, Any]:
         "restart_at_s": ctx.pick(22.0, 2.5),
         "loadgen_start_s": 0.8,
         "victim": f"node-{VICTIM + 1}",
+        "num_parallel": NUM_PARALLEL,
         "request": "non-streamed (unary) chat, one unique user question",
     }
-    nodes = await start_nodes(SPEEDS, time_scale, extra_args=("--models", "llama3.2:1b"))
+    extra = ("--models", "llama3.2:1b", "--num-parallel", str(NUM_PARALLEL))
+    nodes = await start_nodes(SPEEDS, time_scale, extra_args=extra)
     runs = ["corral/p2c_ect"] + (["litellm/simple-shuffle"] if ctx.litellm else [])
     systems: dict[str, dict[str, Any]] = {}
     try:

@@ -6,30 +6,14 @@ from typing import Any
 
 from bench.harness import report, stats
 from bench.harness.context import Context, poisson_spec
-from bench.harness.systems import MODEL, Gateway, Node, run_load, start_corral, start_litellm, warm
+from bench.harness.rounds import run_rounds
+from bench.harness.systems import MODEL, Gateway, Node, start_corral, start_litellm, warm
 
 TITLE = "Gateway overhead over a direct node call"
 
 
-async def _measure(ctx: Context, name: str, target: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
-    work = ctx.scratch("overhead")
-    slug = name.replace("/", "_")
-    unique = {"kind": "unique", "tag": f"lat-{slug}"}
-    spec = poisson_spec(target, p["rate_rps"], p["duration_s"], warmup_s=p["warmup_s"], requests=unique)
-    latency = await run_load(spec, work, f"{slug}-latency")
-    saturation = await run_load(
-        {
-            "target": target,
-            "mode": "closed",
-            "concurrency": p["saturation_concurrency"],
-            "duration_s": p["saturation_s"],
-            "warmup_s": p["warmup_s"],
-            "requests": {"kind": "unique", "tag": f"sat-{slug}"},
-        },
-        work,
-        f"{slug}-saturation",
-    )
-    low = stats.summarise(latency)
+def _figures(latency: dict[str, Any], saturation: dict[str, Any], p: dict[str, Any]) -> dict[str, Any]:
+    low = stats.summarise(latency, p["duration_s"])
     high = stats.summarise(saturation, p["saturation_s"])
     return {
         "p50_ms": low["p50_ms"],
@@ -37,6 +21,7 @@ async def _measure(ctx: Context, name: str, target: dict[str, Any], p: dict[str,
         "p90_ms": low["p90_ms"],
         "throughput_rps": high["throughput_rps"],
         "errors": low["errors"] + high["errors"],
+        "error_kinds": {**low["error_kinds"], **high["error_kinds"]},
         "requests": low["requests"],
         "saturation_p50_ms": high["p50_ms"],
         "saturation_p99_ms": high["p99_ms"],
@@ -46,38 +31,59 @@ async def _measure(ctx: Context, name: str, target: dict[str, Any], p: dict[str,
 
 async def run(ctx: Context) -> dict[str, Any]:
     """Runs the scenario and writes its result files."""
-    p = {
-        "rate_rps": ctx.pick(10.0, 20.0),
-        "duration_s": ctx.pick(30.0, 1.5),
-        "warmup_s": ctx.pick(2.0, 0.3),
+    p: dict[str, Any] = {
+        "rate_rps": ctx.pick(5.0, 20.0),
+        "duration_s": ctx.pick(40.0, 1.5),
+        "warmup_s": ctx.pick(1.0, 0.3),
         "saturation_concurrency": ctx.pick(32, 8),
-        "saturation_s": ctx.pick(8.0, 1.0),
+        "saturation_s": ctx.pick(12.0, 1.0),
+        "rounds": ctx.pick(4, 1),
         "request": "non-streamed chat, one unique user question, num_predict 8",
         "node": "one simulator node, profile no-delay (time scale 0, 64 slots)",
     }
     node = await Node(node_id="node-1", args=("--profile", "no-delay", "--seed", "1")).start()
-    systems: dict[str, dict[str, Any]] = {}
+    gateways: list[Gateway] = []
+    work = ctx.scratch("overhead")
     try:
         await warm([node])
-        direct = {"protocol": "ollama", "base": node.url, "model": MODEL, "num_predict": 8}
-        systems["direct"] = await _measure(ctx, "direct", direct, p)
         corral = await start_corral([node])
-        try:
-            http = _target(corral)
-            systems["corral/http"] = await _measure(ctx, "corral/http", http, p)
-            systems["corral/openai"] = await _measure(ctx, "corral/openai", {**http, "protocol": "openai"}, p)
-            grpc = {"protocol": "grpc", "base": corral.grpc_addr, "model": MODEL, "num_predict": 8}
-            systems["corral/grpc"] = await _measure(ctx, "corral/grpc", grpc, p)
-        finally:
-            await corral.close()
+        gateways.append(corral)
+        endpoints = {
+            "direct": {"protocol": "ollama", "base": node.url, "model": MODEL, "num_predict": 8},
+            "corral/http": _target(corral),
+            "corral/openai": {**_target(corral), "protocol": "openai"},
+            "corral/grpc": {"protocol": "grpc", "base": corral.grpc_addr, "model": MODEL, "num_predict": 8},
+        }
         if ctx.litellm:
-            litellm = await start_litellm([node], "simple-shuffle", ctx.scratch("overhead"))
-            try:
-                systems["litellm"] = await _measure(ctx, "litellm", _target(litellm), p)
-            finally:
-                await litellm.close()
+            litellm = await start_litellm([node], "simple-shuffle", work)
+            gateways.append(litellm)
+            endpoints["litellm"] = _target(litellm)
+        rounds = p["rounds"]
+
+        def latency_spec(name: str, target: dict[str, Any], round_no: int) -> dict[str, Any]:
+            unique = {"kind": "unique", "tag": f"lat-{name}-{round_no}"}
+            return poisson_spec(
+                target, p["rate_rps"], p["duration_s"] / rounds, warmup_s=p["warmup_s"], requests=unique,
+                seed=round_no + 1,
+            )  # fmt: skip
+
+        def saturation_spec(name: str, target: dict[str, Any], round_no: int) -> dict[str, Any]:
+            return {
+                "target": target,
+                "mode": "closed",
+                "concurrency": p["saturation_concurrency"],
+                "duration_s": p["saturation_s"] / rounds,
+                "warmup_s": p["warmup_s"],
+                "requests": {"kind": "unique", "tag": f"sat-{name}-{round_no}"},
+            }
+
+        latency = await run_rounds(endpoints, latency_spec, rounds, work)
+        saturation = await run_rounds(endpoints, saturation_spec, rounds, work)
     finally:
+        for gateway in gateways:
+            await gateway.close()
         await node.kill()
+    systems = {name: _figures(latency[name], saturation[name], p) for name in endpoints}
     base = systems["direct"]
     for figures in systems.values():
         for q in ("p50", "p99"):
@@ -103,9 +109,11 @@ async def run(ctx: Context) -> dict[str, Any]:
         title=TITLE,
         description=(
             "One no-delay simulated node. Latency: open-loop Poisson arrivals at "
-            f"{p['rate_rps']:g} requests/s for {p['duration_s']:g} s (well below every system's "
-            "saturation); `added` is the system's percentile minus the direct call's. Throughput: a "
-            f"closed loop of {p['saturation_concurrency']} concurrent clients for {p['saturation_s']:g} s. "
+            f"{p['rate_rps']:g} requests/s for {p['duration_s']:g} s (below every system's saturation); "
+            "`added` is the system's percentile minus the direct call's. Throughput: a closed loop of "
+            f"{p['saturation_concurrency']} concurrent clients for {p['saturation_s']:g} s. Every system is "
+            f"up for the whole run and measured in {p['rounds']} interleaved rounds (a segment each in "
+            "turn), so the machine's background load falls on all of them alike. "
             "Corral is one router process with health (no cache); LiteLLM is one proxy worker. Endpoints: "
             "direct and corral/http `POST /api/chat`, corral/openai and litellm `POST /v1/chat/completions`, "
             "corral/grpc `RouterService.Chat`."

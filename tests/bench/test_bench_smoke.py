@@ -15,6 +15,8 @@ from scripts.results_table import END, START, render, rewrite
 from tests.helpers.procs import ROOT, base_env
 
 pytestmark = pytest.mark.timeout(240)
+# NOTE: the plots need the `bench` extra (matplotlib); `make setup` installs it.
+pytest.importorskip("matplotlib", reason="the bench extra is not installed (pip install -e '.[bench]')")
 
 
 async def test_every_scenario_writes_json_markdown_and_png(tmp_path: Path) -> None:

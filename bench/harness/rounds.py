@@ -1,0 +1,42 @@
+"""Interleaved measurement: every system runs a short segment in turn, for several rounds.
+
+On a shared 2-core machine the background load changes within minutes; measuring system A for a
+minute and then system B compares two different machines. Interleaving segments (A B C, A B C, ...)
+with all systems up at once spreads that noise over every system alike, so the ratios hold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bench.harness.systems import run_load
+
+SpecFor = Callable[[str, dict[str, Any], int], dict[str, Any]]
+
+
+async def run_rounds(
+    targets: dict[str, dict[str, Any]], spec_for: SpecFor, rounds: int, work: Path
+) -> dict[str, dict[str, Any]]:
+    """Runs `rounds` rounds of one load segment per system; returns each system's merged records.
+
+    Args:
+        targets: System name to its load-generator target.
+        spec_for: Builds the load spec of (system, target, round); vary seeds and tags per round.
+        rounds: Number of rounds.
+        work: Scratch folder for specs and raw records.
+    """
+    merged: dict[str, dict[str, Any]] = {name: {"records": [], "dropped": 0} for name in targets}
+    for round_no in range(rounds):
+        # NOTE: the order rotates so that no system always follows the same one.
+        names = list(targets)
+        names = names[round_no % len(names) :] + names[: round_no % len(names)]
+        for name in names:
+            slug = f"{name.replace('/', '_').replace(' ', '_')}-r{round_no}"
+            result = await run_load(spec_for(name, targets[name], round_no), work, slug)
+            for record in result["records"]:
+                record["round"] = round_no
+            merged[name]["records"] += result["records"]
+            merged[name]["dropped"] += result["dropped"]
+    return merged
