@@ -20,7 +20,7 @@ from services.cache.embedders import Embedder, Vector
 from services.cache.exact_store import ExactStore
 from services.cache.flights import Flights
 from services.cache.keys import RequestView, TierPlan
-from services.cache.semantic_store import Namespace, SemanticStore
+from services.cache.semantic_store import Candidate, Namespace, SemanticStore
 from services.cache.stats import CacheStats
 
 logger = logging.getLogger(__name__)
@@ -300,7 +300,20 @@ class CacheEngine:
             return None
         self.semantic_breaker.success()
         counters = self.stats.semantic
+        found = self._first_accepted(text, candidates, trace)
+        # NOTE: the tier's latency covers embedding, the query and the guard.
         counters.latencies_ms.append((time.perf_counter() - started) * 1000)
+        if found is None:
+            counters.misses += 1
+            return None
+        counters.hits += 1
+        self._hits[found[0]] += 1
+        return found[1], found[2]
+
+    def _first_accepted(
+        self, text: str, candidates: list[Candidate], trace: _Trace
+    ) -> tuple[int, CacheEntry, float] | None:
+        """The most similar candidate above the threshold that the guard accepts."""
         for candidate in candidates:
             if candidate.similarity < self.threshold:
                 break
@@ -311,12 +324,8 @@ class CacheEngine:
                 trace.guard_reason = trace.guard_reason or reason
                 continue
             entry = self._decode(candidate.payload)
-            if entry is None:
-                continue
-            counters.hits += 1
-            self._hits[candidate.id] += 1
-            return entry, candidate.similarity
-        counters.misses += 1
+            if entry is not None:
+                return candidate.id, entry, candidate.similarity
         return None
 
     async def _vector(self, text: str, given: Vector | None, budget_s: float) -> Vector | None:
