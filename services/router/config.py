@@ -76,6 +76,14 @@ class RouterConfig(ServiceConfig):
         request_timeout_s: Upper bound of one request when the client sets no deadline.
         embed_timeout_s: Upper bound of one embedding attempt (embeddings do not stream).
         lookup_budget_ms: Time the cache lookup may take before the request goes on as a miss.
+        semantic_lookup_budget_ms: The same for a request the semantic tier may answer (temperature
+            0 or CACHE_MODE_SEMANTIC): its lookup first embeds the prompt on a node (90-190 ms on a
+            real CPU Ollama), which the exact-tier budget could never fit.
+        unary_node_stream: Unary generate and chat ask the node to stream (the TTFT timeout and
+            mid-stream continuation then apply). False asks for one JSON reply: less CPU on node and
+            router per request, but a hung node is only left after `buffered_read_timeout_s` and a
+            failed attempt is retried from scratch (docs/router.md).
+        buffered_read_timeout_s: With `unary_node_stream` false, the longest wait for a node's reply.
         store_queue_size: Answers waiting to be stored; beyond it the oldest is dropped.
         max_prompt_bytes: Largest prompt (prompt, system, suffix, messages and images together).
         max_concurrent_requests: Requests in progress beyond this get RESOURCE_EXHAUSTED.
@@ -105,6 +113,9 @@ class RouterConfig(ServiceConfig):
     request_timeout_s: float = Field(default=600.0, gt=0)
     embed_timeout_s: float = Field(default=120.0, gt=0)
     lookup_budget_ms: float = Field(default=15.0, gt=0)
+    semantic_lookup_budget_ms: float = Field(default=250.0, gt=0)
+    unary_node_stream: bool = True
+    buffered_read_timeout_s: float = Field(default=120.0, gt=0)
     store_queue_size: int = Field(default=1000, ge=1)
     max_prompt_bytes: int = Field(default=1_000_000, ge=1)
     max_concurrent_requests: int = Field(default=1024, ge=1)

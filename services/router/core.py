@@ -63,6 +63,19 @@ def affinity_key(spec: Spec, session_id: str) -> str | None:
     return f"p:{digest}"
 
 
+def semantic_eligible(spec: Spec, policy: common_pb2.CachePolicy) -> bool:
+    """True when the cache may answer from its semantic tier, which first embeds the prompt.
+
+    The cache decides (services/cache/keys.py `plan`): CACHE_MODE_SEMANTIC, or the default mode with
+    temperature exactly 0. The router only needs to know which lookup budget applies.
+    """
+    if policy.mode == common_pb2.CACHE_MODE_SEMANTIC:
+        return True
+    if policy.mode != common_pb2.CACHE_MODE_UNSPECIFIED:
+        return False
+    return spec.HasField("options") and spec.options.HasField("temperature") and spec.options.temperature == 0
+
+
 def flight_key(tenant: str, spec: Spec, policy: common_pb2.CachePolicy) -> str:
     """Identity of a request for single-flight: tenant, the exact spec and the cache policy."""
     h = hashlib.blake2b(digest_size=16)
@@ -126,6 +139,7 @@ class RouterCore:
             node_cooldown_s=cfg.node_cooldown_s,
             busy_cooldown_s=cfg.busy_cooldown_s,
             background_node_threshold=cfg.background_node_threshold,
+            buffered_read_timeout_s=cfg.buffered_read_timeout_s,
         )
         self.embedder = Embedder(self.forwarder, cfg.embed_split_size, cfg.embed_timeout_s)
         self.fleet = Fleet(board, transport)
@@ -273,7 +287,12 @@ class RouterCore:
                         yield Done(coalesced, live=False)
                         return
                 lookup_started = time.perf_counter()
-                found = await self.cache.lookup(tenant, spec, policy)
+                budget_ms = (
+                    self.cfg.semantic_lookup_budget_ms
+                    if semantic_eligible(spec, policy)
+                    else self.cfg.lookup_budget_ms
+                )
+                found = await self.cache.lookup(tenant, spec, policy, budget_ms / 1000)
                 self.observers.cache_lookup(found.outcome, (time.perf_counter() - lookup_started) * 1000)
                 cache_outcome = found.outcome
                 flight_token = found.flight_token
@@ -305,7 +324,8 @@ class RouterCore:
             job = Job(spec, model, affinity_key(spec, req.session_id), background, deadline, started)
             assembler = Assembler(spec.model, chat)
             final = None
-            async with aclosing(self.forwarder.run(job, emit=streaming)) as items:
+            buffered = not streaming and not self.cfg.unary_node_stream
+            async with aclosing(self.forwarder.run(job, emit=streaming, buffered=buffered)) as items:
                 async for item in items:
                     if isinstance(item, Piece):
                         assembler.add(item)

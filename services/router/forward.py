@@ -177,6 +177,7 @@ class Forwarder:
         node_cooldown_s: float,
         busy_cooldown_s: float,
         background_node_threshold: int,
+        buffered_read_timeout_s: float = 120.0,
     ) -> None:
         self.board = board
         self.balancer = balancer
@@ -188,6 +189,7 @@ class Forwarder:
         self._cooldown_s = node_cooldown_s
         self._busy_cooldown_s = busy_cooldown_s
         self._bg_threshold = background_node_threshold
+        self._buffered_read_s = buffered_read_timeout_s
 
     async def choose(
         self, model: str, exclude: list[str], affinity: str | None, background: bool, deadline: float | None
@@ -240,11 +242,17 @@ class Forwarder:
                     raise InvalidArgument(f"{field}.{word}", err.message, reason="REJECTED_BY_NODE")
             raise InvalidArgument(field, err.message, reason="REJECTED_BY_NODE")
 
-    async def run(self, job: Job, *, emit: bool = True) -> AsyncGenerator[Piece | Final, None]:
+    async def run(
+        self, job: Job, *, emit: bool = True, buffered: bool = False
+    ) -> AsyncGenerator[Piece | Final, None]:
         """Yields the answer's pieces and then one Final; raises CorralError subclasses.
 
         With `emit` False the pieces are not yielded one by one but handed over in `Final.pieces`
         (a unary caller saves a generator hop per token); failover and continuation are the same.
+        With `buffered` (unary callers only) the node is asked for one JSON reply instead of a stream:
+        cheaper for node and router, but the first byte is the whole answer, so the wait for it is
+        bounded by `buffered_read_timeout_s` instead of the TTFT timeout, and a failed attempt is
+        retried from scratch on another node (there is no partial answer to continue).
         """
         collected: list[Piece] = []
         interactive = not job.background
@@ -287,6 +295,10 @@ class Forwarder:
             skipper = PrefixSkipper(sent_text)
             attempts += 1
             remaining = None if job.deadline is None else job.deadline - time.monotonic()
+            read_base_s: float | None = None
+            if buffered:
+                body["stream"] = False
+                read_base_s = self._buffered_read_s
             self.board.begin(node.node_id, interactive)
             started = time.perf_counter()
             trail.begin(node.node_id, attempts, resumed)
@@ -298,29 +310,31 @@ class Forwarder:
                     node.address,
                     path,
                     body,
-                    read_timeout_s=self.ttft.budget_s(node.loaded, remaining),
+                    read_timeout_s=self.ttft.budget_s(node.loaded, remaining, read_base_s),
                     deadline=job.deadline,
                 )
                 async with aclosing(stream) as chunks:
                     async for chunk in chunks:
                         if not first_at:
                             first_at = time.perf_counter()
-                        if chunk.get("done"):
+                        done = bool(chunk.get("done"))
+                        if done:
                             final_chunk = chunk
-                            break
+                        # NOTE: a streamed answer's last chunk is empty; a buffered reply is all in it.
                         piece = _piece(chunk, chat_reply)
                         piece.text = skipper.feed(piece.text)
-                        if not (piece.text or piece.thinking or piece.tool_calls):
-                            continue
-                        if not ttft_ms:
-                            ttft_ms = (time.perf_counter() - job.received_at) * 1000
-                        sent_text += piece.text
-                        sent_thinking += piece.thinking
-                        pieces_sent += 1
-                        if emit:
-                            yield piece
-                        else:
-                            collected.append(piece)
+                        if piece.text or piece.thinking or piece.tool_calls:
+                            if not ttft_ms:
+                                ttft_ms = (time.perf_counter() - job.received_at) * 1000
+                            sent_text += piece.text
+                            sent_thinking += piece.thinking
+                            pieces_sent += 1
+                            if emit:
+                                yield piece
+                            else:
+                                collected.append(piece)
+                        if done:
+                            break
                 outcome = Attempt.NONE
             except NodeError as err:
                 outcome = err.kind
@@ -341,7 +355,8 @@ class Forwarder:
                     interactive,
                     outcome,
                     latency_ms=(time.perf_counter() - started) * 1000,
-                    ttft_ms=(first_at - started) * 1000 if first_at else 0.0,
+                    # NOTE: a buffered reply's first byte is the whole answer: no TTFT sample for health.
+                    ttft_ms=(first_at - started) * 1000 if first_at and not buffered else 0.0,
                     prompt_tokens=stats.prompt_eval_count if stats else 0,
                     eval_tokens=stats.eval_count if stats else 0,
                     tokens_per_s=_tokens_per_s(stats),

@@ -79,9 +79,13 @@ class TtftTimeout:
     timeout_s: float
     cold_extra_s: float
 
-    def budget_s(self, loaded: bool, remaining_s: float | None) -> float:
-        """The TTFT budget of an attempt, never beyond the request's remaining time."""
-        budget = self.timeout_s + (0.0 if loaded else self.cold_extra_s)
+    def budget_s(self, loaded: bool, remaining_s: float | None, base_s: float | None = None) -> float:
+        """The TTFT budget of an attempt, never beyond the request's remaining time.
+
+        `base_s` replaces `timeout_s` for an attempt whose first byte is the whole answer (a
+        non-streamed unary call).
+        """
+        budget = (self.timeout_s if base_s is None else base_s) + (0.0 if loaded else self.cold_extra_s)
         return budget if remaining_s is None else max(0.0, min(budget, remaining_s))
 
 

@@ -226,3 +226,30 @@ async def test_affinity_yields_to_load_beyond_the_bound() -> None:
         assert len({r.routing.node_id for r in replies}) >= 3
     finally:
         await stack.close()
+
+
+async def test_buffered_unary_calls_answer_in_full_and_leave_a_hung_node() -> None:
+    stack = await start_stack(
+        router_env={
+            "CORRAL_ROUTER__UNARY_NODE_STREAM": "false",
+            "CORRAL_ROUTER__BUFFERED_READ_TIMEOUT_S": "1.0",
+        },
+        health_env={"CORRAL_HEALTH__PROBE_INTERVAL_S": "60"},
+    )
+    try:
+        first = await stack.stub.Generate(gen_request("hello", session_id="user-3"), timeout=10)
+        assert first.response and first.stats.eval_count > 0 and first.done_reason
+        chat = await stack.stub.Chat(
+            router_service_pb2.ChatRequest(spec=chat_spec(("user", "hi there"))), timeout=10
+        )
+        assert chat.message.content and chat.message.role == "assistant"
+        home = first.routing.node_id
+        await stack.set_fault(home, hang=True)
+        started = time.monotonic()
+        reply = await stack.stub.Generate(gen_request("hello again", session_id="user-3"), timeout=10)
+        elapsed = time.monotonic() - started
+        assert list(reply.routing.failed_node_ids) == [home] and reply.routing.node_id != home
+        assert reply.response and not reply.routing.resumed
+        assert 1.0 <= elapsed < 4.0
+    finally:
+        await stack.close()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import base64
 
 from corral.v1 import common_pb2, router_service_pb2
-from google.protobuf import duration_pb2, struct_pb2
+from google.protobuf import duration_pb2, struct_pb2, timestamp_pb2
 
 from services.router.answers import Assembler, chat_chunks, generate_chunks, split_text
-from services.router.core import affinity_key, flight_key
+from services.router.core import affinity_key, flight_key, semantic_eligible
 from services.router.forward import Final, Piece
 from services.router.translate import (
     chat_body,
@@ -164,3 +164,27 @@ def test_flight_key_separates_tenants_and_specs() -> None:
     assert flight_key("a", spec, policy) != flight_key(
         "a", common_pb2.GenerateSpec(model="m", prompt="q"), policy
     )
+
+
+def test_semantic_eligible_follows_the_cache_policy() -> None:
+    cold = common_pb2.GenerateSpec(model="m", prompt="p", options=common_pb2.ModelOptions(temperature=0))
+    warm = common_pb2.GenerateSpec(model="m", prompt="p", options=common_pb2.ModelOptions(temperature=0.7))
+    unset = common_pb2.GenerateSpec(model="m", prompt="p")
+
+    def mode(value: int) -> common_pb2.CachePolicy:
+        return common_pb2.CachePolicy(mode=value)  # type: ignore[arg-type]
+
+    assert semantic_eligible(cold, common_pb2.CachePolicy())
+    assert not semantic_eligible(warm, common_pb2.CachePolicy())
+    assert not semantic_eligible(unset, common_pb2.CachePolicy())
+    assert semantic_eligible(warm, mode(common_pb2.CACHE_MODE_SEMANTIC))
+    assert not semantic_eligible(cold, mode(common_pb2.CACHE_MODE_EXACT))
+
+
+def test_quick_stamps_and_stats_match_the_library() -> None:
+    for text in ("2024-09-12T21:17:29Z", "2024-09-12T21:17:29.1+02:00", "2024-09-12T21:17:29.123456-05:30"):
+        expected = timestamp_pb2.Timestamp()
+        expected.FromJsonString(text)
+        assert timestamp_from(text) == expected
+    stats = stats_from({"eval_count": 2})
+    assert stats.HasField("eval_duration") and stats.eval_duration.ToNanoseconds() == 0
