@@ -31,6 +31,9 @@ class ErrorAndAccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[mis
     def __init__(self, domain: str, access_log: bool = True) -> None:
         self._domain = domain
         self._access_log = access_log
+        # NOTE: method -> (handler, wrapped handler). Servicers' handlers are built once, so the
+        # wrappers are too, instead of a closure and a namedtuple copy on every call.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
@@ -39,6 +42,15 @@ class ErrorAndAccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[mis
         if handler is None:
             return None
         method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(handler, method)
+        if len(self._wrapped) < 1024:
+            self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         if method.startswith(("/grpc.health.v1.", "/grpc.reflection.")):
             return handler
         if handler.unary_unary is not None:
@@ -62,7 +74,7 @@ class ErrorAndAccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[mis
     def _log(self, method: str, context: grpc.aio.ServicerContext, code: str, started: float) -> None:
         observe_rpc(method, code, time.perf_counter() - started)
         mark_rpc_status(code)
-        if self._access_log:
+        if self._access_log and logger.isEnabledFor(logging.INFO):
             logger.info(
                 "rpc %s %s",
                 method,
