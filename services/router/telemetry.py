@@ -118,7 +118,14 @@ class RouterTelemetry(Observer):
     """
 
     def __init__(self, core: RouterCore, log_requests: bool = True) -> None:
-        self._m = metrics.router_metrics()
+        m = self._m = metrics.router_metrics()
+        self._attempts = metrics.children(m.node_attempts)
+        self._attempt_duration = metrics.children(m.node_attempt_duration)
+        self._ttft = metrics.children(m.ttft)
+        self._tokens = metrics.children(m.tokens)
+        self._requests = metrics.children(m.requests)
+        self._request_duration = metrics.children(m.request_duration)
+        self._lookups = metrics.children(m.cache_lookups)
         self._board = core.board
         self._log = log_requests
         # NOTE: request models come from clients; only the fleet's models become label values.
@@ -132,15 +139,14 @@ class RouterTelemetry(Observer):
         node = self._nodes(record.node_id)
         model = self._models(record.model)
         outcome = outcome_name(record.outcome)
-        m = self._m
-        m.node_attempts.labels(node, model, outcome).inc()
-        m.node_attempt_duration.labels(node, model, outcome).observe(record.latency_ms / 1000)
+        self._attempts(node, model, outcome).inc()
+        self._attempt_duration(node, model, outcome).observe(record.latency_ms / 1000)
         if record.outcome is Attempt.NONE and record.ttft_ms > 0:
-            m.ttft.labels(node, model).observe(record.ttft_ms / 1000)
+            self._ttft(node, model).observe(record.ttft_ms / 1000)
         if record.prompt_tokens:
-            m.tokens.labels(node, model, "input").inc(record.prompt_tokens)
+            self._tokens(node, model, "input").inc(record.prompt_tokens)
         if record.eval_tokens:
-            m.tokens.labels(node, model, "output").inc(record.eval_tokens)
+            self._tokens(node, model, "output").inc(record.eval_tokens)
         # NOTE: the forwarder calls this while the attempt's span is still current.
         tracing.annotate(
             {
@@ -154,9 +160,8 @@ class RouterTelemetry(Observer):
 
     def request(self, rpc: str, model: str, status: str, latency_ms: float, cache_outcome: int) -> None:
         label = self._models(normalize_model(model)) if model else "none"
-        m = self._m
-        m.requests.labels(rpc, label, status).inc()
-        m.request_duration.labels(rpc, label, status).observe(latency_ms / 1000)
+        self._requests(rpc, label, status).inc()
+        self._request_duration(rpc, label, status).observe(latency_ms / 1000)
         cache = cache_outcome_name(cache_outcome)
         last = _last_attempt.get()
         if last is not None:
@@ -187,7 +192,7 @@ class RouterTelemetry(Observer):
             )
 
     def cache_lookup(self, outcome: int, latency_ms: float) -> None:
-        self._m.cache_lookups.labels(cache_outcome_name(outcome)).inc()
+        self._lookups(cache_outcome_name(outcome)).inc()
         self._m.cache_lookup_duration.observe(latency_ms / 1000)
 
 

@@ -150,3 +150,15 @@ def test_json_log_lines_carry_the_current_trace_id() -> None:
     assert entry["trace_id"] == format(span.get_span_context().trace_id, "032x")
     assert entry["span_id"] == format(span.get_span_context().span_id, "016x")
     assert entry["message"] == "hello there"
+
+
+def test_health_checks_reflection_and_long_lived_streams_are_not_traced() -> None:
+    def call(method: object) -> SimpleNamespace:
+        return SimpleNamespace(method=method)
+
+    assert tracing.traced_rpc(call("/corral.v1.RouterService/Generate"))
+    assert tracing.traced_rpc(call(b"/corral.v1.CacheService/Lookup"))
+    assert not tracing.traced_rpc(call("/grpc.health.v1.Health/Check"))
+    assert not tracing.traced_rpc(call("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"))
+    assert not tracing.traced_rpc(call("/corral.v1.HealthService/WatchScores"))
+    assert not tracing.traced_rpc(call(b"/corral.v1.HealthService/ReportOutcomes"))
