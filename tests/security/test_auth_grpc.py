@@ -13,8 +13,8 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 
-from services.common.auth import Authenticator, current_tenant
-from services.common.auth_grpc import Access, AuthInterceptor, access_of
+from services.common.auth import Access, Authenticator, current_tenant
+from services.common.auth_grpc import AuthInterceptor, access_of
 from services.common.channels import PeerSecurity, make_channel
 from services.common.errors import error_info
 from services.common.server import build_server
