@@ -30,7 +30,18 @@ sys.path[:0] = [str(ROOT), str(ROOT / "gen" / "python")]
 
 RESULTS = ROOT / "bench" / "results"
 MODEL = "llama3.2:1b"
-SCENARIOS = ("direct", "router_no_cache", "router_cache_miss")
+_BUFFERED = {"CORRAL_ROUTER__UNARY_NODE_STREAM": "false"}
+# NOTE: `_buffered` rows run the router with `unary_node_stream: false` (docs/router.md): the node
+# sends one JSON reply instead of a stream, which costs both sides less CPU.
+ROUTER_VARIANTS: tuple[tuple[str, dict[str, str]], ...] = (
+    ("router_no_cache", {}),
+    ("router_no_cache_buffered", _BUFFERED),
+)
+CACHE_VARIANTS: tuple[tuple[str, dict[str, str]], ...] = (
+    ("router_cache_miss", {}),
+    ("router_cache_miss_buffered", _BUFFERED),
+)
+SCENARIOS = ("direct", *(n for n, _ in ROUTER_VARIANTS), *(n for n, _ in CACHE_VARIANTS))
 # NOTE: the settings every service gets in this benchmark, written down because they change the cost:
 # the per-RPC access log is off (it is a debug aid, see docs/router.md) and logging is at WARNING.
 LOGGING_ENV = {"CORRAL_LOGGING__ACCESS_LOG": "false", "CORRAL_LOGGING__LEVEL": "WARNING"}
@@ -184,6 +195,22 @@ async def _measure(
     }
 
 
+async def _cache_counts(port: int) -> dict[str, int]:
+    """The cache's lookup counters (degraded lookups show a budget too small for the load)."""
+    import grpc
+    from corral.v1 import cache_service_pb2, cache_service_pb2_grpc
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stats = await cache_service_pb2_grpc.CacheServiceStub(channel).Stats(
+            cache_service_pb2.StatsRequest(), timeout=5
+        )
+    return {
+        "exact_misses": int(stats.exact.misses),
+        "degraded_lookups": int(stats.degraded_lookups),
+        "stores": int(stats.exact.stores),
+    }
+
+
 def _router_env(**extra: str) -> dict[str, str]:
     # NOTE: HTTP_PORT 0 keeps the router's HTTP API off (not measured here, and no fixed port to clash).
     return {"CORRAL_ROUTER__PORT": "0", "CORRAL_ROUTER__HTTP_PORT": "0", **LOGGING_ENV, **extra}
@@ -208,22 +235,28 @@ async def _run_once(args: argparse.Namespace, rep: int) -> dict[str, list[dict[s
             rows["direct"] = [
                 await _measure("http", node_url, c, args.requests, f"d{rep}c{c}", pids) for c in levels
             ]
-        if "router_no_cache" in wanted:
+        for name, extra in ROUTER_VARIANTS:
+            if name not in wanted:
+                continue
             nodes = json.dumps([{"node_id": "bench-1", "address": node_url}])
             router = await ServiceProcess(
                 "services.router",
                 env=_router_env(
-                    CORRAL_ROUTER__HEALTH_ADDR="", CORRAL_ROUTER__CACHE_ADDR="", CORRAL_ROUTER__NODES=nodes
+                    CORRAL_ROUTER__HEALTH_ADDR="",
+                    CORRAL_ROUTER__CACHE_ADDR="",
+                    CORRAL_ROUTER__NODES=nodes,
+                    **extra,
                 ),
             ).start()
             procs.append(router)
             pids = {"node": node.pid, "router": router.pid}
             addr = f"127.0.0.1:{router.port}"
-            rows["router_no_cache"] = [
-                await _measure("grpc", addr, c, args.requests, f"p{rep}c{c}", pids) for c in levels
+            rows[name] = [
+                await _measure("grpc", addr, c, args.requests, f"{name}{rep}c{c}", pids) for c in levels
             ]
             await router.kill()
-        if "router_cache_miss" in wanted:
+        cache_variants = [(name, extra) for name, extra in CACHE_VARIANTS if name in wanted]
+        if cache_variants:
             state = make_temp_state_dir("corral-bench-")
             with RedisServer(port=0, state_dir=state) as redis, PostgresServer(port=0, state_dir=state) as pg:
                 migrate.apply(pg.dsn)
@@ -247,30 +280,38 @@ async def _run_once(args: argparse.Namespace, rep: int) -> dict[str, list[dict[s
                     },
                 ).start()
                 procs += [health, cache]
-                router = await ServiceProcess(
-                    "services.router",
-                    env=_router_env(
-                        CORRAL_ROUTER__HEALTH_ADDR=f"127.0.0.1:{health.port}",
-                        CORRAL_ROUTER__CACHE_ADDR=f"127.0.0.1:{cache.port}",
-                        CORRAL_ROUTER__NODES="[]",
-                    ),
-                ).start()
-                procs.append(router)
                 assert redis.pid is not None and pg.pid is not None
-                pids = {
-                    "node": node.pid,
-                    "router": router.pid,
-                    "cache": cache.pid,
-                    "health": health.pid,
-                    "redis": redis.pid,
-                    "postgres": pg.pid,
-                }
-                addr = f"127.0.0.1:{router.port}"
-                rows["router_cache_miss"] = [
-                    await _measure("grpc", addr, c, args.requests, f"m{rep}c{c}", pids, ("postgres",))
-                    for c in levels
-                ]
-                for proc in (router, cache, health):
+                for name, extra in cache_variants:
+                    router = await ServiceProcess(
+                        "services.router",
+                        env=_router_env(
+                            CORRAL_ROUTER__HEALTH_ADDR=f"127.0.0.1:{health.port}",
+                            CORRAL_ROUTER__CACHE_ADDR=f"127.0.0.1:{cache.port}",
+                            CORRAL_ROUTER__NODES="[]",
+                            **extra,
+                        ),
+                    ).start()
+                    procs.append(router)
+                    pids = {
+                        "node": node.pid,
+                        "router": router.pid,
+                        "cache": cache.pid,
+                        "health": health.pid,
+                        "redis": redis.pid,
+                        "postgres": pg.pid,
+                    }
+                    addr = f"127.0.0.1:{router.port}"
+                    rows[name] = []
+                    for c in levels:
+                        before = await _cache_counts(cache.port)
+                        row = await _measure(
+                            "grpc", addr, c, args.requests, f"{name}{rep}c{c}", pids, ("postgres",)
+                        )
+                        after = await _cache_counts(cache.port)
+                        row["cache_counts"] = {k: after[k] - before[k] for k in after}
+                        rows[name].append(row)
+                    await router.kill()
+                for proc in (cache, health):
                     await proc.kill()
     finally:
         for proc in procs:
@@ -314,17 +355,20 @@ def _markdown(args: argparse.Namespace, summary: dict[str, Any], runs: int) -> l
         "Reproduce: `PYTHONPATH=.:gen/python .venv/bin/python bench/router_overhead.py --repeat 3`.",
         "",
         "| scenario | conc. | requests/s | p50 ms | p90 ms | p99 ms | added p50 ms | router CPU ms/req "
-        "| total CPU ms/req | load avg before → after |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| total CPU ms/req | degraded lookups | load avg before → after |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, levels in summary.items():
         for pick in levels.values():
             r = pick["median"]
             cpu = r["cpu_ms_per_request"]
+            counts = r.get("cache_counts")
+            degraded = f"{counts['degraded_lookups'] / r['requests']:.0%}" if counts else "–"
             lines.append(
                 f"| {name} | {r['concurrency']} | {r['rps']:,.0f} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} "
                 f"| {r['p99_ms']:.2f} | {r.get('added_p50_ms', 0):.2f} | {cpu.get('router', 0):.3f} "
-                f"| {cpu['total']:.3f} | {r['loadavg_before'][0]:.2f} → {r['loadavg_after'][0]:.2f} |"
+                f"| {cpu['total']:.3f} | {degraded} "
+                f"| {r['loadavg_before'][0]:.2f} → {r['loadavg_after'][0]:.2f} |"
             )
     return lines
 
