@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import Callable
 
 import grpc
@@ -219,5 +220,6 @@ class HealthOutcomeObserver(Observer):
             eval_tokens=record.eval_tokens,
             inflight=record.inflight_after,
         )
-        outcome.finished_at.GetCurrentTime()
+        # NOTE: set in place; Timestamp.GetCurrentTime goes through datetime arithmetic.
+        outcome.finished_at.seconds, outcome.finished_at.nanos = divmod(time.time_ns(), 1_000_000_000)
         self._reporter.report(outcome)
