@@ -156,8 +156,8 @@ def write_report(results: dict[str, Any]) -> None:
         "",
         "Router with tracing off vs on (every span exported over OTLP/gRPC by the batch span processor",
         "to a counting receiver in the benchmark process); no-delay simulated node, no cache or health;",
-        f"{results['requests_per_row']} non-streaming generates per row, {len(rounds['off']['c1'])} alternating "
-        "rounds, medians",
+        f"{results['requests_per_row']} non-streaming generates per row, "
+        f"{len(rounds['off']['c1'])} alternating rounds, medians",
         "of the rounds shown. Load generator in its own process. Reproduce:",
         "`PYTHONPATH=.:gen/python .venv/bin/python bench/tracing_overhead.py`.",
         "",
