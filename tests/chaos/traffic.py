@@ -66,6 +66,7 @@ class Call:
     resumed: bool = False
     complete: bool = True
     text: str = ""
+    detail: str = ""
 
 
 @dataclass
@@ -153,6 +154,7 @@ class Traffic:
                 call.resumed = reply.routing.resumed
             except grpc.aio.AioRpcError as exc:
                 call.code = exc.code().name
+                call.detail = exc.details() or ""
             call.latency_ms = (time.monotonic() - call.started) * 1000
             self.calls.append(call)
             self._check(call)
@@ -176,6 +178,7 @@ class Traffic:
                         call.resumed = chunk.routing.resumed
             except grpc.aio.AioRpcError as exc:
                 call.code = exc.code().name
+                call.detail = exc.details() or ""
             call.text = "".join(pieces)
             call.latency_ms = (time.monotonic() - call.started) * 1000
             self.calls.append(call)
@@ -218,4 +221,7 @@ def summarize(calls: list[Call]) -> dict[str, Any]:
         if ok_latency
         else None,
         "max_ms": round(ok_latency[-1], 1) if ok_latency else None,
+        "error_details": sorted({f"{c.kind} {c.code}: {c.detail}"[:200] for c in calls if c.code != "OK"})[
+            :5
+        ],
     }
