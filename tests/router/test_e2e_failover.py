@@ -212,7 +212,19 @@ async def _chat_on(stack, node_id: str, turns: list[tuple[str, str]]) -> int:  #
 async def test_affinity_yields_to_load_beyond_the_bound() -> None:
     stack = await start_stack()
     try:
-        await wait_for(lambda: True, timeout_s=1)
+        # NOTE: the router prefers nodes with the model loaded over a cold affinity target (a load
+        # costs seconds); warm every node so that only the session hash decides.
+        for node in stack.nodes:
+            await stack.load(node.node_id)
+
+        async def all_loaded() -> bool:
+            reply = await stack.stub.ListModels(
+                router_service_pb2.ListModelsRequest(loaded_only=True), timeout=5
+            )
+            placements = [p for m in reply.models if m.name == MODEL for p in m.placements if p.loaded]
+            return len(placements) == len(stack.nodes)
+
+        await wait_for(all_loaded, timeout_s=10)
         replies = [
             await stack.stub.Chat(
                 router_service_pb2.ChatRequest(
