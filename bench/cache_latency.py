@@ -8,6 +8,7 @@ measures Lookup from a grpc.aio client at concurrency 1:
 - semantic hit: a reworded request with its embedding precomputed by the client (LookupRequest.embedding),
   so the time is the exact-tier miss plus the HNSW query plus the guard, without embedding;
 - miss: an unknown request (Redis miss plus HNSW query);
+- the server-side parts of a semantic hit alone (key derivation, the guard, the prepared HNSW query);
 - embedding time, measured separately: the hashing embedder used for the load, and MiniLM on the CPU
   when the `eval` extra is installed.
 
@@ -48,9 +49,10 @@ from devstack import migrate  # noqa: E402
 from devstack.config import make_temp_state_dir  # noqa: E402
 from devstack.postgres import PostgresServer  # noqa: E402
 from devstack.redis import RedisServer  # noqa: E402
-from services.cache import keys  # noqa: E402
+from services.cache import guard, keys  # noqa: E402
 from services.cache.embedders import HashingEmbedder, MiniLMEmbedder  # noqa: E402
 from services.cache.exact_store import redis_key  # noqa: E402
+from services.cache.semantic_store import SemanticStore  # noqa: E402
 from tests.helpers.procs import ServiceProcess  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
@@ -166,6 +168,43 @@ def load(
     return timings
 
 
+def components(dsn: str, pairs: list[tuple[str, str]], embedder: HashingEmbedder, n: int) -> dict[str, Any]:
+    """Server-side parts of a semantic hit, measured alone: key derivation, the guard, the SQL query."""
+    rng = random.Random(11)
+    sample = [pairs[rng.randrange(len(pairs))] for _ in range(n)]
+    derive_ms, guard_ms, query_ms = [], [], []
+    store = SemanticStore(dsn, DIMS, 1, 40, 2)
+    with psycopg.connect(dsn, autocommit=True, prepare_threshold=0) as conn:
+        register_vector(conn)
+        conn.execute("SET hnsw.iterative_scan = relaxed_order")
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        for stored, reworded in sample:
+            started = time.perf_counter()
+            view = keys.derive(TENANT, spec(reworded))
+            derive_ms.append((time.perf_counter() - started) * 1000)
+            params = {
+                "q": embedder.vector(reworded),
+                "tenant": TENANT,
+                "model": view.model,
+                "embed_model": embedder.name,
+                "context_key": view.context_key,
+                "min_created": None,
+                "k": 4,
+            }
+            started = time.perf_counter()
+            conn.execute(store.nearest_sql, params).fetchall()
+            query_ms.append((time.perf_counter() - started) * 1000)
+            guard.analyse.cache_clear()
+            started = time.perf_counter()
+            guard.check(reworded, stored)
+            guard_ms.append((time.perf_counter() - started) * 1000)
+    return {
+        "derive_keys": summary(derive_ms),
+        "guard_two_uncached_prompts": summary(guard_ms),
+        "hnsw_query_prepared": summary(query_ms),
+    }
+
+
 def summary(samples_ms: list[float]) -> dict[str, float]:
     """p50/p90/p99/mean in milliseconds."""
     ordered = sorted(samples_ms)
@@ -270,6 +309,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         migrate.apply(pg.dsn)
         timings = load(redis_server.url, pg.dsn, pairs, embedder)
         print("loaded:", {k: round(v, 1) for k, v in timings.items()}, flush=True)
+        parts = components(pg.dsn, pairs, embedder, 500)
         proc = ServiceProcess(
             "services.cache",
             env={
@@ -297,6 +337,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "load": {k: round(v, 2) for k, v in timings.items()},
         "latency": latency,
+        "semantic_hit_server_parts": parts,
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
         "embedding": embedding_times(embedder, [reworded for _, reworded in pairs[:500]]),
         "targets": {"exact_hit_p50_ms": 2.0, "semantic_hit_p50_ms": 5.0},
     }

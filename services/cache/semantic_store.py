@@ -57,7 +57,7 @@ class SemanticStore:
         self._pool: AsyncConnectionPool | None = None
         self.migrated = False
         d = self._dims
-        self._nearest_sql = (
+        self.nearest_sql = (
             f"SELECT id, prompt_text, payload, 1 - (embedding::vector({d}) <=> %(q)s::vector({d})) "
             f"FROM {TABLE} WHERE dims = {d} AND tenant = %(tenant)s AND model = %(model)s "
             "AND embed_model = %(embed_model)s AND context_key = %(context_key)s "
@@ -152,7 +152,7 @@ class SemanticStore:
             "k": k,
         }
         async with self._require_pool().connection(timeout=timeout_s) as conn:
-            cursor = await conn.execute(self._nearest_sql, params)
+            cursor = await conn.execute(self.nearest_sql, params)
             rows = await cursor.fetchall()
         found = [Candidate(int(r[0]), str(r[1]), bytes(r[2]), float(r[3])) for r in rows]
         # NOTE: relaxed_order iterative scans may return rows slightly out of order.
