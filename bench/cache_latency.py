@@ -299,6 +299,7 @@ def embedding_times(embedder: HashingEmbedder, texts: list[str]) -> dict[str, An
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     """Sets the stack up, loads, measures, tears down."""
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
     pairs = prompts(args.entries)
     embedder = HashingEmbedder(DIMS)
     state = make_temp_state_dir("corral-bench-cache-")
@@ -334,7 +335,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "lookups_per_kind": args.lookups,
         "concurrency": 1,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}",
-        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
+        "load_average_at_start": load_at_start,
         "load": {k: round(v, 2) for k, v in timings.items()},
         "latency": latency,
         "semantic_hit_server_parts": parts,
