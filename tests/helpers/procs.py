@@ -29,6 +29,8 @@ def base_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "gen" / "python"), env.get("PYTHONPATH", "")])
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("CORRAL_LOGGING__LEVEL", "WARNING")
+    # NOTE: the router's HTTP API defaults to the fixed port 11400; tests that want it pass a free port.
+    env.setdefault("CORRAL_ROUTER__HTTP_PORT", "0")
     if extra:
         env.update(extra)
     return env
