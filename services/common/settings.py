@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
@@ -95,7 +97,7 @@ class TracingConfig(Section):
         capture_content: Record prompts and answers in spans (off: privacy by default).
     """
 
-    exporter: str = "none"
+    exporter: Literal["none", "console", "otlp-grpc", "otlp-http"] = "none"
     endpoint: str = ""
     sample_ratio: float = Field(default=1.0, ge=0, le=1)
     capture_content: bool = False
