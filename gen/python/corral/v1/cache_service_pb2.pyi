@@ -215,6 +215,54 @@ class StoreResponse(_message.Message):
 Global___StoreResponse: _TypeAlias = StoreResponse  # noqa: Y015
 
 @_typing.final
+class StoreBatchRequest(_message.Message):
+    """StoreBatchRequest saves several answers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___StoreRequest]:
+        """The answers to store, each as in Store (its own tenant, request, policy, entry and lease)."""
+
+    def __init__(
+        self,
+        *,
+        entries: _abc.Iterable[Global___StoreRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entries", b"entries"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StoreBatchRequest: _TypeAlias = StoreBatchRequest  # noqa: Y015
+
+@_typing.final
+class StoreBatchResponse(_message.Message):
+    """StoreBatchResponse reports where each answer was stored."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___StoreResponse]:
+        """One result per entry, in the order of StoreBatchRequest.entries."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___StoreResponse] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StoreBatchResponse: _TypeAlias = StoreBatchResponse  # noqa: Y015
+
+@_typing.final
 class AbandonFlightRequest(_message.Message):
     """AbandonFlightRequest releases a lease."""
 

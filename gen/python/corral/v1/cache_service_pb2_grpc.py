@@ -46,6 +46,11 @@ class CacheServiceStub:
                 request_serializer=corral_dot_v1_dot_cache__service__pb2.StoreRequest.SerializeToString,
                 response_deserializer=corral_dot_v1_dot_cache__service__pb2.StoreResponse.FromString,
                 _registered_method=True)
+        self.StoreBatch = channel.unary_unary(
+                '/corral.v1.CacheService/StoreBatch',
+                request_serializer=corral_dot_v1_dot_cache__service__pb2.StoreBatchRequest.SerializeToString,
+                response_deserializer=corral_dot_v1_dot_cache__service__pb2.StoreBatchResponse.FromString,
+                _registered_method=True)
         self.AbandonFlight = channel.unary_unary(
                 '/corral.v1.CacheService/AbandonFlight',
                 request_serializer=corral_dot_v1_dot_cache__service__pb2.AbandonFlightRequest.SerializeToString,
@@ -82,6 +87,15 @@ class CacheServiceServicer:
 
     def Store(self, request, context):
         """Store saves an answer for a request in the tiers its policy allows.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StoreBatch(self, request, context):
+        """StoreBatch saves several answers in one call, each exactly as Store would. The whole batch is
+        refused (INVALID_ARGUMENT naming entries[i]) when any entry is malformed; otherwise every
+        entry's waiters are released and its tiers written (a store that is down skips that tier).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -127,6 +141,11 @@ def add_CacheServiceServicer_to_server(servicer, server):
                     servicer.Store,
                     request_deserializer=corral_dot_v1_dot_cache__service__pb2.StoreRequest.FromString,
                     response_serializer=corral_dot_v1_dot_cache__service__pb2.StoreResponse.SerializeToString,
+            ),
+            'StoreBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.StoreBatch,
+                    request_deserializer=corral_dot_v1_dot_cache__service__pb2.StoreBatchRequest.FromString,
+                    response_serializer=corral_dot_v1_dot_cache__service__pb2.StoreBatchResponse.SerializeToString,
             ),
             'AbandonFlight': grpc.unary_unary_rpc_method_handler(
                     servicer.AbandonFlight,
@@ -205,6 +224,33 @@ class CacheService:
             '/corral.v1.CacheService/Store',
             corral_dot_v1_dot_cache__service__pb2.StoreRequest.SerializeToString,
             corral_dot_v1_dot_cache__service__pb2.StoreResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StoreBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corral.v1.CacheService/StoreBatch',
+            corral_dot_v1_dot_cache__service__pb2.StoreBatchRequest.SerializeToString,
+            corral_dot_v1_dot_cache__service__pb2.StoreBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

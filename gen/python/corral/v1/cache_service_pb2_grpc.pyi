@@ -41,6 +41,11 @@ class CacheServiceStub:
     """Lookup finds a cached answer for a request, exact tier first, then semantic where allowed."""
     Store: _grpc.UnaryUnaryMultiCallable[_cache_service_pb2.StoreRequest, _cache_service_pb2.StoreResponse]
     """Store saves an answer for a request in the tiers its policy allows."""
+    StoreBatch: _grpc.UnaryUnaryMultiCallable[_cache_service_pb2.StoreBatchRequest, _cache_service_pb2.StoreBatchResponse]
+    """StoreBatch saves several answers in one call, each exactly as Store would. The whole batch is
+    refused (INVALID_ARGUMENT naming entries[i]) when any entry is malformed; otherwise every
+    entry's waiters are released and its tiers written (a store that is down skips that tier).
+    """
     AbandonFlight: _grpc.UnaryUnaryMultiCallable[_cache_service_pb2.AbandonFlightRequest, _cache_service_pb2.AbandonFlightResponse]
     """AbandonFlight releases a single-flight lease whose leader could not produce an answer."""
     Invalidate: _grpc.UnaryUnaryMultiCallable[_cache_service_pb2.InvalidateRequest, _cache_service_pb2.InvalidateResponse]
@@ -61,6 +66,11 @@ class CacheServiceAsyncStub(CacheServiceStub):
     """Lookup finds a cached answer for a request, exact tier first, then semantic where allowed."""
     Store: _aio.UnaryUnaryMultiCallable[_cache_service_pb2.StoreRequest, _cache_service_pb2.StoreResponse]  # type: ignore[assignment]
     """Store saves an answer for a request in the tiers its policy allows."""
+    StoreBatch: _aio.UnaryUnaryMultiCallable[_cache_service_pb2.StoreBatchRequest, _cache_service_pb2.StoreBatchResponse]  # type: ignore[assignment]
+    """StoreBatch saves several answers in one call, each exactly as Store would. The whole batch is
+    refused (INVALID_ARGUMENT naming entries[i]) when any entry is malformed; otherwise every
+    entry's waiters are released and its tiers written (a store that is down skips that tier).
+    """
     AbandonFlight: _aio.UnaryUnaryMultiCallable[_cache_service_pb2.AbandonFlightRequest, _cache_service_pb2.AbandonFlightResponse]  # type: ignore[assignment]
     """AbandonFlight releases a single-flight lease whose leader could not produce an answer."""
     Invalidate: _aio.UnaryUnaryMultiCallable[_cache_service_pb2.InvalidateRequest, _cache_service_pb2.InvalidateResponse]  # type: ignore[assignment]
@@ -90,6 +100,17 @@ class CacheServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_cache_service_pb2.StoreResponse, _abc.Awaitable[_cache_service_pb2.StoreResponse]]:
         """Store saves an answer for a request in the tiers its policy allows."""
+
+    @_abc_1.abstractmethod
+    def StoreBatch(
+        self,
+        request: _cache_service_pb2.StoreBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_cache_service_pb2.StoreBatchResponse, _abc.Awaitable[_cache_service_pb2.StoreBatchResponse]]:
+        """StoreBatch saves several answers in one call, each exactly as Store would. The whole batch is
+        refused (INVALID_ARGUMENT naming entries[i]) when any entry is malformed; otherwise every
+        entry's waiters are released and its tiers written (a store that is down skips that tier).
+        """
 
     @_abc_1.abstractmethod
     def AbandonFlight(
