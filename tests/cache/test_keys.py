@@ -15,9 +15,8 @@ def _gen(**fields: object) -> c.GenerateSpec:
 
 
 def _chat(*turns: tuple[str, str], **fields: object) -> c.ChatSpec:
-    return c.ChatSpec(
-        model="llama3.2:1b", messages=[c.ChatMessage(role=r, content=t) for r, t in turns], **fields
-    )  # type: ignore[arg-type]
+    messages = [c.ChatMessage(role=r, content=t) for r, t in turns]
+    return c.ChatSpec(model="llama3.2:1b", messages=messages, **fields)  # type: ignore[arg-type]
 
 
 def test_runner_options_and_keep_alive_do_not_change_the_key() -> None:

@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 from opentelemetry.sdk.trace.sampling import Decision
 
 from services.common import metrics, tracing
+from services.common.config import ConfigError, load_config
 from services.common.logs import JsonFormatter
 from services.common.settings import TracingConfig
 from services.router.observe import AttemptRecord
@@ -38,7 +39,7 @@ def _sample(name: str, **labels: str) -> float:
     ],
 )
 def test_the_exporter_follows_the_config(exporter: str, endpoint: str, kind: type) -> None:
-    made = tracing.make_exporter(TracingConfig(exporter=exporter, endpoint=endpoint))
+    made = tracing.make_exporter(TracingConfig.model_validate({"exporter": exporter, "endpoint": endpoint}))
     assert isinstance(made, kind)
     if isinstance(made, HttpExporter):
         assert made._endpoint == "http://127.0.0.1:4318/v1/traces"
@@ -47,10 +48,14 @@ def test_the_exporter_follows_the_config(exporter: str, endpoint: str, kind: typ
 
 
 def test_an_unknown_exporter_is_a_config_error_naming_the_field(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(ConfigError, match=r"'tracing\.exporter'"):
+        load_config(env={"CORRAL_TRACING__EXPORTER": "jaeger"})
+    # NOTE: model_construct skips validation, as a hand-built config could; the runtime check still holds.
+    unchecked = TracingConfig.model_construct(exporter="jaeger")
     with pytest.raises(ValueError, match=r"tracing\.exporter: unknown exporter 'jaeger'"):
-        tracing.make_exporter(TracingConfig(exporter="jaeger"))
+        tracing.make_exporter(unchecked)
     with pytest.raises(SystemExit) as exited:
-        tracing.setup_tracing("router", TracingConfig(exporter="jaeger"))
+        tracing.setup_tracing("router", unchecked)
     assert exited.value.code == 2
     assert "corral-router: configuration error: tracing.exporter" in capsys.readouterr().err
     assert not tracing.enabled()
