@@ -122,6 +122,6 @@ async def test_http_api_over_mutual_tls(certs: Path) -> None:
 async def test_bad_security_settings_exit_2_with_one_line(env: dict[str, str], expected: str) -> None:
     proc = ServiceProcess("services.health", env={"CORRAL_HEALTH__PORT": "0", **env})
     with pytest.raises(RuntimeError) as caught:
-        await proc.start(timeout_s=20)
+        await proc.start(timeout_s=45)
     assert proc.proc is not None and proc.proc.returncode == 2
     assert expected in str(caught.value), caught.value
