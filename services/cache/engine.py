@@ -17,7 +17,7 @@ from services.cache import guard
 from services.cache.breaker import Breaker
 from services.cache.config import CacheConfig
 from services.cache.embedders import Embedder, Vector
-from services.cache.exact_store import ExactStore
+from services.cache.exact_store import ExactStore, bounded
 from services.cache.flights import Flights
 from services.cache.keys import RequestView, TierPlan
 from services.cache.semantic_store import Candidate, Namespace, SemanticStore
@@ -38,6 +38,17 @@ class LookupResult:
     similarity: float = 0.0
     flight_token: str = ""
     guard_reason: str = ""
+
+
+@dataclass(slots=True)
+class StoreItem:
+    """One answer of a batch store (what Store takes, already validated and keyed)."""
+
+    view: RequestView
+    plan: TierPlan
+    answer: CacheEntry
+    flight_token: str
+    embedding: Vector | None
 
 
 @dataclass(slots=True)
@@ -248,8 +259,7 @@ class CacheEngine:
             return None
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(timeout_s):
-                raw = await self.exact.get(view.tenant, view.model, view.exact_key)
+            raw = await bounded(self.exact.get(view.tenant, view.model, view.exact_key), timeout_s)
         except Exception as exc:
             self.exact_breaker.failure()
             trace.degraded = True
@@ -376,23 +386,64 @@ class CacheEngine:
     ) -> tuple[bool, bool]:
         """Hands the answer to waiters, then writes the tiers the plan allows; (exact, semantic) stored."""
         now = datetime.now(UTC)
-        entry = CacheEntry(payload=answer.payload, payload_type=answer.payload_type)
-        entry.created_at.FromDatetime(now)
-        entry.expires_at.FromDatetime(now + timedelta(seconds=plan.ttl_s))
-        self.flights.complete(view.exact_key, flight_token, entry)
-        value = entry.SerializeToString()
+        value = self._release(view, plan, answer, flight_token, now)
         stored_exact, stored_semantic = await asyncio.gather(
             self._store_exact(view, plan, value),
             self._store_semantic(view, plan, value, embedding, now),
         )
         return stored_exact, stored_semantic
 
+    def _release(
+        self, view: RequestView, plan: TierPlan, answer: CacheEntry, flight_token: str, now: datetime
+    ) -> bytes:
+        """Stamps the entry, hands it to the flight's waiters and returns it serialised."""
+        entry = CacheEntry(payload=answer.payload, payload_type=answer.payload_type)
+        entry.created_at.FromDatetime(now)
+        entry.expires_at.FromDatetime(now + timedelta(seconds=plan.ttl_s))
+        self.flights.complete(view.exact_key, flight_token, entry)
+        return entry.SerializeToString()
+
+    async def store_many(self, items: list[StoreItem]) -> list[tuple[bool, bool]]:
+        """Store for several answers: waiters released first, one Redis pipeline for the exact tier."""
+        now = datetime.now(UTC)
+        values = [self._release(i.view, i.plan, i.answer, i.flight_token, now) for i in items]
+        exact = [n for n, item in enumerate(items) if item.plan.store_exact]
+        semantic_tasks = [
+            self._store_semantic(item.view, item.plan, value, item.embedding, now)
+            for item, value in zip(items, values, strict=True)
+        ]
+        exact_ok, semantic_ok = await asyncio.gather(
+            self._store_exact_many([(items[n], values[n]) for n in exact]),
+            asyncio.gather(*semantic_tasks),
+        )
+        stored_exact = [False] * len(items)
+        if exact_ok:
+            for n in exact:
+                stored_exact[n] = True
+        return list(zip(stored_exact, semantic_ok, strict=True))
+
+    async def _store_exact_many(self, pairs: list[tuple[StoreItem, bytes]]) -> bool:
+        if not pairs or not self.exact_breaker.allow():
+            return False
+        batch = [(i.view.tenant, i.view.model, i.view.exact_key, v, i.plan.ttl_s) for i, v in pairs]
+        try:
+            await bounded(self.exact.put_many(batch), self.cfg.store_timeout_ms / 1000)
+        except Exception as exc:
+            self.exact_breaker.failure()
+            logger.debug("exact batch store failed: %r", exc)
+            return False
+        self.exact_breaker.success()
+        self.stats.exact.stores += len(pairs)
+        return True
+
     async def _store_exact(self, view: RequestView, plan: TierPlan, value: bytes) -> bool:
         if not plan.store_exact or not self.exact_breaker.allow():
             return False
         try:
-            async with asyncio.timeout(self.cfg.store_timeout_ms / 1000):
-                await self.exact.put(view.tenant, view.model, view.exact_key, value, plan.ttl_s)
+            await bounded(
+                self.exact.put(view.tenant, view.model, view.exact_key, value, plan.ttl_s),
+                self.cfg.store_timeout_ms / 1000,
+            )
         except Exception as exc:
             self.exact_breaker.failure()
             logger.debug("exact store failed: %r", exc)

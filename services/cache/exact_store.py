@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+from collections.abc import Awaitable, Sequence
+from functools import lru_cache
+from typing import TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -12,7 +16,35 @@ KEY_PREFIX = "cx"
 _SCAN_COUNT = 1000
 _UNLINK_BATCH = 500
 
+T = TypeVar("T")
 
+# NOTE: strong references to commands left running after their caller gave up (see bounded()).
+_orphans: set[asyncio.Task[object]] = set()
+
+
+async def bounded(call: Awaitable[T], timeout_s: float) -> T:
+    """Awaits a Redis call for at most `timeout_s`, without cancelling it on timeout.
+
+    Cancelling a redis-py command mid-reply makes the client drop (disconnect) that pooled
+    connection, so under load every missed deadline cost a reconnect. Left to finish instead, the
+    command returns its connection to the pool; the caller gets TimeoutError at once.
+    """
+    task: asyncio.Task[T] = asyncio.ensure_future(call)
+    done, _ = await asyncio.wait((task,), timeout=timeout_s)
+    if done:
+        return task.result()
+    _orphans.add(task)
+    task.add_done_callback(_forget)
+    raise TimeoutError
+
+
+def _forget(task: asyncio.Task[object]) -> None:
+    _orphans.discard(task)
+    if not task.cancelled():
+        task.exception()  # NOTE: retrieved so that a late failure is not logged as never retrieved.
+
+
+@lru_cache(maxsize=4096)
 def _short(text: str) -> str:
     # NOTE: hashed so that tenant and model names never need escaping inside a SCAN pattern.
     return hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -53,6 +85,8 @@ class ExactStore:
             retry_on_timeout=False,
             health_check_interval=0,
             max_connections=256,
+            # NOTE: no CLIENT SETINFO round trips on every new connection.
+            driver_info=None,
         )
 
     async def get(self, tenant: str, model: str, key: str) -> bytes | None:
@@ -63,6 +97,13 @@ class ExactStore:
     async def put(self, tenant: str, model: str, key: str, value: bytes, ttl_s: float) -> None:
         """Stores a value for `ttl_s` seconds (at least 1 ms)."""
         await self._redis.set(redis_key(tenant, model, key), value, px=max(1, int(ttl_s * 1000)))
+
+    async def put_many(self, items: Sequence[tuple[str, str, str, bytes, float]]) -> None:
+        """Stores (tenant, model, key, value, ttl_s) items in one pipelined round trip."""
+        pipe = self._redis.pipeline(transaction=False)
+        for tenant, model, key, value, ttl_s in items:
+            pipe.set(redis_key(tenant, model, key), value, px=max(1, int(ttl_s * 1000)))
+        await pipe.execute()
 
     async def delete_matching(self, tenant: str | None, model: str | None, key: str | None) -> int:
         """Removes the selected entries; returns how many."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from corral.v1 import common_pb2
@@ -32,17 +32,29 @@ class RequestView:
         exact_key: sha256 hex of (tenant, model, canonical request): the exact tier's key.
         semantic_text: The question the semantic tier embeds (prompt, or the last user message);
             None when the request has no such question (then only the exact tier applies).
-        context_key: sha256 hex of everything but the question (system prompt, earlier turns,
-            format, output-changing options, tools, images): the semantic tier's namespace.
         deterministic: True when temperature is explicitly 0.
+        context: Everything but the question, canonical (hashed into context_key on demand).
+        kind: b"generate" or b"chat".
     """
 
     tenant: str
     model: str
     exact_key: str
     semantic_text: str | None
-    context_key: str
     deterministic: bool
+    context: dict[str, Any] = field(compare=False)
+    kind: bytes
+
+    @property
+    def context_key(self) -> str:
+        """sha256 hex of everything but the question (system prompt, earlier turns, format,
+        output-changing options, tools, images): the semantic tier's namespace.
+
+        Computed on use: a request that never reaches the semantic tier never pays for it.
+        """
+        return _digest(
+            b"\0".join([KEY_VERSION.encode(), self.model.encode(), self.kind, canonical_json(self.context)])
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,14 +169,14 @@ def derive(tenant: str, spec: Spec) -> RequestView:
         b"\0".join([KEY_VERSION.encode(), tenant.encode(), model.encode(), kind, canonical_json(canonical)])
     )
     text, context = _semantic_split(spec, canonical)
-    context_key = _digest(b"\0".join([KEY_VERSION.encode(), model.encode(), kind, canonical_json(context)]))
     return RequestView(
         tenant=tenant,
         model=model,
         exact_key=exact_key,
         semantic_text=text,
-        context_key=context_key,
         deterministic=is_deterministic(spec),
+        context=context,
+        kind=kind,
     )
 
 

@@ -8,7 +8,7 @@ from google.protobuf.duration_pb2 import Duration
 
 from services.cache import keys, validation
 from services.cache.admin import CacheAdmin, TierReport
-from services.cache.engine import CacheEngine
+from services.cache.engine import CacheEngine, StoreItem
 from services.common.errors import InvalidArgument, NotFound
 from services.common.tracing import annotate_cache_lookup
 
@@ -73,19 +73,38 @@ class CacheServicer(cache_service_pb2_grpc.CacheServiceServicer):
 
     async def Store(self, request: pb.StoreRequest, context: grpc.aio.ServicerContext) -> pb.StoreResponse:
         """Hands the answer to waiting lookups and writes the tiers the policy allows."""
+        item = self._store_item(request)
+        stored_exact, stored_semantic = await self._engine.store(
+            item.view, item.plan, item.answer, flight_token=item.flight_token, embedding=item.embedding
+        )
+        return pb.StoreResponse(
+            key=item.view.exact_key, stored_exact=stored_exact, stored_semantic=stored_semantic
+        )
+
+    def _store_item(self, request: pb.StoreRequest) -> StoreItem:
         spec = validation.check_keyed(request, self._cfg)
         validation.check_store(request, self._cfg)
         embedding = validation.embedding_of(request.embedding, self._engine.embedder.dims)
         view = keys.derive(request.tenant, spec)
-        stored_exact, stored_semantic = await self._engine.store(
-            view,
-            self._plan(request, view),
-            request.entry,
-            flight_token=request.flight_token,
-            embedding=embedding,
-        )
-        return pb.StoreResponse(
-            key=view.exact_key, stored_exact=stored_exact, stored_semantic=stored_semantic
+        return StoreItem(view, self._plan(request, view), request.entry, request.flight_token, embedding)
+
+    async def StoreBatch(
+        self, request: pb.StoreBatchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.StoreBatchResponse:
+        """Store for several answers; the whole batch is refused when one entry is malformed."""
+        items: list[StoreItem] = []
+        for index, entry in enumerate(request.entries):
+            try:
+                items.append(self._store_item(entry))
+            except InvalidArgument as exc:
+                where = f"entries[{index}]" + (f".{exc.field}" if exc.field else "")
+                raise InvalidArgument(where, exc.message.removeprefix(f"{exc.field}: ")) from None
+        stored = await self._engine.store_many(items) if items else []
+        return pb.StoreBatchResponse(
+            results=[
+                pb.StoreResponse(key=item.view.exact_key, stored_exact=exact, stored_semantic=semantic)
+                for item, (exact, semantic) in zip(items, stored, strict=True)
+            ]
         )
 
     async def AbandonFlight(

@@ -70,6 +70,8 @@ def check_keyed(request: Keyed, cfg: CacheConfig) -> Spec:
 
 def embedding_of(values: object, dims: int) -> Vector | None:
     """The caller's precomputed embedding as a normalised vector, or None when absent."""
+    if not values:  # NOTE: the usual case; spares a numpy conversion per call.
+        return None
     vector = np.asarray(values, dtype=np.float32)
     if vector.size == 0:
         return None

@@ -14,6 +14,7 @@ from google.protobuf.message import Message
 logger = logging.getLogger(__name__)
 
 _STORE_TIMEOUT_S = 5.0
+_Item = cache_service_pb2.StoreRequest | cache_service_pb2.AbandonFlightRequest
 
 
 @dataclass(slots=True)
@@ -42,6 +43,13 @@ def _set_request(
         target.chat.CopyFrom(spec)
 
 
+def _sort(item: _Item, batch: list[cache_service_pb2.StoreRequest], others: list[_Item]) -> None:
+    if isinstance(item, cache_service_pb2.StoreRequest):
+        batch.append(item)
+    else:
+        others.append(item)
+
+
 class CacheClient:
     """Looks answers up within `lookup_budget_ms` and stores answers through a bounded queue.
 
@@ -55,13 +63,17 @@ class CacheClient:
         lookup_budget_ms: float,
         queue_size: int,
         store_workers: int = 4,
+        store_batch_max: int = 64,
+        store_batch_wait_ms: float = 2.0,
     ) -> None:
         self._stub = cache_service_pb2_grpc.CacheServiceStub(channel)
         self._budget_s = lookup_budget_ms / 1000
-        self._queue: asyncio.Queue[
-            cache_service_pb2.StoreRequest | cache_service_pb2.AbandonFlightRequest
-        ] = asyncio.Queue(maxsize=queue_size)
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=queue_size)
         self._workers = store_workers
+        self._batch_max = max(1, store_batch_max)
+        self._batch_wait_s = store_batch_wait_ms / 1000
+        # NOTE: None until the cache has answered a StoreBatch; False when it is too old to know it.
+        self._batch_supported: bool | None = None
         self.stores_sent = 0
         self.stores_failed = 0
         self.stores_dropped = 0
@@ -84,7 +96,7 @@ class CacheClient:
         outcome = reply.outcome or common_pb2.CACHE_OUTCOME_MISS
         return LookupResult(outcome=outcome, flight_token=reply.flight_token)
 
-    def _enqueue(self, item: cache_service_pb2.StoreRequest | cache_service_pb2.AbandonFlightRequest) -> None:
+    def _enqueue(self, item: _Item) -> None:
         if self._queue.full():
             with contextlib.suppress(asyncio.QueueEmpty):
                 self._queue.get_nowait()
@@ -114,18 +126,62 @@ class CacheClient:
         if flight_token:
             self._enqueue(cache_service_pb2.AbandonFlightRequest(flight_token=flight_token))
 
+    def _take(self, batch: list[cache_service_pb2.StoreRequest], others: list[_Item]) -> None:
+        while len(batch) < self._batch_max and not self._queue.empty():
+            _sort(self._queue.get_nowait(), batch, others)
+
     async def _worker(self) -> None:
+        """Sends queued stores in batches (up to `store_batch_max`, waiting `store_batch_wait_ms`)."""
         while True:
-            item = await self._queue.get()
-            try:
-                if isinstance(item, cache_service_pb2.StoreRequest):
-                    await self._stub.Store(item, timeout=_STORE_TIMEOUT_S)
-                    self.stores_sent += 1
-                else:
-                    await self._stub.AbandonFlight(item, timeout=_STORE_TIMEOUT_S)
-            except grpc.aio.AioRpcError as exc:
-                self.stores_failed += 1
-                logger.debug("cache store failed: %s", exc.code().name)
+            first = await self._queue.get()
+            batch: list[cache_service_pb2.StoreRequest] = []
+            others: list[_Item] = []
+            _sort(first, batch, others)
+            self._take(batch, others)
+            if batch and len(batch) < self._batch_max and self._batch_wait_s > 0 and self._batch_supported:
+                await asyncio.sleep(self._batch_wait_s)
+                self._take(batch, others)
+            # NOTE: abandons first: they release waiters and are cheap.
+            for item in others:
+                await self._send_one(item)
+            if len(batch) > 1 and self._batch_supported is not False:
+                await self._send_batch(batch)
+            else:
+                for item in batch:
+                    await self._send_one(item)
+
+    async def _send_batch(self, batch: list[cache_service_pb2.StoreRequest]) -> None:
+        try:
+            await self._stub.StoreBatch(
+                cache_service_pb2.StoreBatchRequest(entries=batch), timeout=_STORE_TIMEOUT_S
+            )
+        except grpc.aio.AioRpcError as exc:
+            code = exc.code()
+            if code not in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.INVALID_ARGUMENT):
+                self.stores_failed += len(batch)
+                logger.debug("cache batch store failed: %s", code.name)
+                return
+            if code == grpc.StatusCode.UNIMPLEMENTED:
+                logger.info("the cache has no StoreBatch; storing one answer per call")
+                self._batch_supported = False
+            # NOTE: one malformed entry (say an oversized answer) refuses the whole batch: the others
+            # are sent one by one so that they are stored and their waiters released.
+            for item in batch:
+                await self._send_one(item)
+            return
+        self._batch_supported = True
+        self.stores_sent += len(batch)
+
+    async def _send_one(self, item: _Item) -> None:
+        try:
+            if isinstance(item, cache_service_pb2.StoreRequest):
+                await self._stub.Store(item, timeout=_STORE_TIMEOUT_S)
+                self.stores_sent += 1
+            else:
+                await self._stub.AbandonFlight(item, timeout=_STORE_TIMEOUT_S)
+        except grpc.aio.AioRpcError as exc:
+            self.stores_failed += 1
+            logger.debug("cache store failed: %s", exc.code().name)
 
     async def run(self) -> None:
         """Runs the store workers until cancelled."""
