@@ -26,14 +26,16 @@ async def setup(ctx: ServiceContext) -> Cleanup:
     """Registers the servicer and starts probing the configured nodes."""
     cfg = ctx.cfg.health
     engine = HealthEngine(cfg, Prober(cfg.probe_timeout_s))
-    health_service_pb2_grpc.add_HealthServiceServicer_to_server(HealthServicer(engine), ctx.server)
+    servicer = HealthServicer(engine)
+    health_service_pb2_grpc.add_HealthServiceServicer_to_server(servicer, ctx.server)
     await engine.start()
     watch_health(engine)
 
     async def end_watches() -> None:
-        # NOTE: WatchScores streams never end by themselves; closing the hub ends them with
-        # UNAVAILABLE so the drain does not wait the whole grace period for them.
+        # NOTE: WatchScores and ReportOutcomes streams never end by themselves; ending them with
+        # UNAVAILABLE lets the drain finish instead of waiting the whole grace period.
         engine.hub.close()
+        servicer.close()
 
     ctx.on_shutdown.append(end_watches)
     logger.info(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 from collections.abc import AsyncIterator
@@ -37,6 +38,33 @@ class HealthServicer(health_service_pb2_grpc.HealthServiceServicer):
     def __init__(self, engine: HealthEngine) -> None:
         self._engine = engine
         self._streams = itertools.count(1)
+        self._closing = asyncio.Event()
+
+    def close(self) -> None:
+        """Ends open ReportOutcomes streams with UNAVAILABLE (at shutdown, before the drain)."""
+        self._closing.set()
+
+    async def _batches(
+        self, request_iterator: AsyncIterator[health_service_pb2.ReportOutcomesRequest]
+    ) -> AsyncIterator[health_service_pb2.ReportOutcomesRequest]:
+        """Yields the stream's messages until it ends or the service starts shutting down."""
+        # NOTE: a reporter's stream lives as long as the router; without this the drain would wait
+        # the whole grace period for it.
+        iterator = request_iterator.__aiter__()
+        closing = asyncio.ensure_future(self._closing.wait())
+        try:
+            while True:
+                following = asyncio.ensure_future(iterator.__anext__())
+                await asyncio.wait({following, closing}, return_when=asyncio.FIRST_COMPLETED)
+                if not following.done():
+                    following.cancel()
+                    raise Unavailable("health is shutting down; report to another replica")
+                try:
+                    yield following.result()
+                except StopAsyncIteration:
+                    return
+        finally:
+            closing.cancel()
 
     async def WatchScores(
         self, request: health_service_pb2.WatchScoresRequest, context: grpc.aio.ServicerContext
@@ -68,7 +96,7 @@ class HealthServicer(health_service_pb2_grpc.HealthServiceServicer):
         reporter_key = ""
         accepted = rejected = 0
         try:
-            async for batch in request_iterator:
+            async for batch in self._batches(request_iterator):
                 if not reporter_key:
                     reporter = batch.reporter or context.peer() or "anonymous"
                     reporter_key = f"{reporter}#{next(self._streams)}"

@@ -1,4 +1,4 @@
-"""The health service as its own process: nodes from the environment, watch streams end on SIGTERM."""
+"""The health service as its own process: nodes from the environment, streams end on SIGTERM."""
 
 from __future__ import annotations
 
@@ -46,7 +46,10 @@ async def test_process_probes_configured_nodes_and_ends_watches_on_sigterm() -> 
                         return
 
             await asyncio.wait_for(until_probed(), 10)
-            # NOTE: without ending watch streams at shutdown, the drain would wait the full grace_s.
+            # A router's outcome stream stays open for the router's lifetime.
+            reports = stub.ReportOutcomes()
+            await reports.write(pb.ReportOutcomesRequest(reporter="proc-test"))
+            # NOTE: without ending watch and report streams at shutdown, the drain would wait grace_s.
             started = time.monotonic()
             proc.signal(15)
             try:
@@ -54,8 +57,14 @@ async def test_process_probes_configured_nodes_and_ends_watches_on_sigterm() -> 
                     await asyncio.wait_for(stream.read(), 10)
             except grpc.aio.AioRpcError as err:
                 assert err.code() == grpc.StatusCode.UNAVAILABLE, err
+            try:
+                await asyncio.wait_for(reports, 10)
+            except grpc.aio.AioRpcError as err:
+                assert err.code() == grpc.StatusCode.UNAVAILABLE, err
+            else:
+                raise AssertionError("the report stream was not ended by the shutdown")
             assert await proc.wait(15) == 0
-            assert time.monotonic() - started < 5
+            assert time.monotonic() - started < 10
     finally:
         await proc.kill()
         await node.stop()
