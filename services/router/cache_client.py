@@ -77,6 +77,7 @@ class CacheClient:
         self.stores_sent = 0
         self.stores_failed = 0
         self.stores_dropped = 0
+        self.store_batches = 0
 
     async def lookup(
         self, tenant: str, spec: Message, policy: common_pb2.CachePolicy, budget_s: float | None = None
@@ -171,6 +172,7 @@ class CacheClient:
             return
         self._batch_supported = True
         self.stores_sent += len(batch)
+        self.store_batches += 1
 
     async def _send_one(self, item: _Item) -> None:
         try:
