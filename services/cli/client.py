@@ -11,7 +11,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from grpc_status import rpc_status
 
-from services.common.channels import make_channel
+from services.common.channels import PeerSecurity, make_channel
 
 DEFAULT_ADDRS = {
     "router": "127.0.0.1:50051",
@@ -49,8 +49,10 @@ class Peers:
         return str(getattr(self, service))
 
     def channel(self, service: str) -> grpc.aio.Channel:
-        """A channel to one service."""
-        return make_channel(self.addr(service))
+        """A channel to one service, presenting $CORRAL_API_KEY when it is set (auth on)."""
+        return make_channel(
+            self.addr(service), security=PeerSecurity(api_key=os.environ.get("CORRAL_API_KEY", ""))
+        )
 
 
 def describe_rpc_error(exc: grpc.aio.AioRpcError, service: str, addr: str) -> str:

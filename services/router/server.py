@@ -126,7 +126,7 @@ async def setup(ctx: ServiceContext) -> Cleanup:
     router_service_pb2_grpc.add_RouterServiceServicer_to_server(RouterServicer(runtime.core), ctx.server)
     if cfg.http_port == 0:
         return runtime.close
-    runner, http_port = await start_http_server(runtime.core, cfg)
+    runner, http_port = await start_http_server(runtime.core, cfg, auth=ctx.auth)
     print(f"corral-router: http api on {cfg.host}:{http_port}", flush=True)
     http_drain: list[asyncio.Task[None]] = []
 
