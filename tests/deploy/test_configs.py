@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
@@ -50,11 +50,19 @@ def _compose_config() -> CorralConfig:
     return load_config(COMPOSE_CONFIG, env=env)
 
 
+def _k8s_env(name: str) -> dict[str, str]:
+    """The literal `value`s a base Deployment's container sets (not the ones from Secrets or fields)."""
+    pod = _k8s()[("Deployment", name)]["spec"]["template"]["spec"]
+    container = next(c for c in pod["containers"] if c["name"] == name)
+    return {e["name"]: e["value"] for e in container["env"] if "value" in e}
+
+
 def _k8s_config() -> CorralConfig:
     env = {
         "CORRAL_ROUTER__REPORTER": "router-abc",
         "CORRAL_POSTGRES__DSN": "postgresql://u:p@postgres/corral",
     }
+    env |= {k: v for k, v in _k8s_env("router").items() if k.startswith("CORRAL_AUTH__")}
     return load_config(K8S_BASE / "corral.yaml", env=env)
 
 
@@ -159,3 +167,59 @@ def test_prometheus_scrapes_every_metrics_port() -> None:
     scrape = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text(encoding="utf-8"))
     targets = {t for job in scrape["scrape_configs"] for sc in job["static_configs"] for t in sc["targets"]}
     assert targets == {f"{name}:{getattr(cfg, name).metrics_port}" for name in SERVICES}
+
+
+def test_compose_turns_authentication_on_with_mounted_key_files() -> None:
+    auth = _compose_config().auth
+    assert auth.enabled and not auth.keys and not auth.service_key
+    secrets = PurePosixPath(auth.keys_file).parent
+    assert PurePosixPath(auth.service_key_file).parent == secrets
+    for name in SERVICES:
+        service = _compose()[name]
+        assert service["environment"]["CORRAL_AUTH__ENABLED"] == "${CORRAL_AUTH_ENABLED:-true}"
+        assert f"./deploy/compose/secrets:{secrets}:ro" in service["volumes"], name
+    # Only the README (and the ignore rules) of the mounted folder are in the checkout.
+    ignore = (ROOT / "deploy" / "compose" / "secrets" / ".gitignore").read_text(encoding="utf-8").split()
+    assert {"*", "!README.md"} <= set(ignore)
+    assert "CORRAL_API_KEYS" not in COMPOSE_FILE.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("name", SERVICES)
+def test_kubernetes_deployment_mounts_the_key_secrets(name: str) -> None:
+    env = _k8s_env(name)
+    assert env["CORRAL_AUTH__ENABLED"] == "true"
+    pod = _k8s()[("Deployment", name)]["spec"]["template"]["spec"]
+    container = next(c for c in pod["containers"] if c["name"] == name)
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    wanted = {
+        "CORRAL_AUTH__KEYS_FILE": "corral-api-keys",
+        "CORRAL_AUTH__SERVICE_KEY_FILE": "corral-service-key",
+    }
+    for var, secret in wanted.items():
+        path = PurePosixPath(env[var])
+        mount = mounts[str(path.parent)]
+        assert mount["readOnly"] is True
+        # NOTE: a mount point inside the read-only ConfigMap volume at /etc/corral cannot be created.
+        assert not str(path).startswith("/etc/corral/"), path
+        sources = volumes[mount["name"]]["projected"]["sources"]
+        items = {
+            (src["secret"]["name"], item["key"], item["path"])
+            for src in sources
+            for item in src["secret"]["items"]
+        }
+        assert (secret, path.name, path.name) in items, (var, items)
+    assert "CORRAL_API_KEYS" not in {e["name"] for e in container["env"]}
+
+
+def test_kubernetes_example_overlay_generates_the_key_secrets() -> None:
+    overlay = K8S_BASE.parent / "overlays" / "example"
+    kustomization = yaml.safe_load((overlay / "kustomization.yaml").read_text(encoding="utf-8"))
+    generated = {g["name"]: g for g in kustomization["secretGenerator"]}
+    for secret, key in (("corral-api-keys", "api-keys.yaml"), ("corral-service-key", "service-key")):
+        (entry,) = generated[secret]["files"]
+        file_key, _, file = entry.partition("=")
+        assert file_key == key and (overlay / file).is_file(), entry
+    # The committed keys file is a placeholder with no keys: services refuse to start until it is replaced.
+    placeholder = yaml.safe_load((overlay / "secrets" / "api-keys.yaml").read_text(encoding="utf-8"))
+    assert placeholder == {"keys": []}

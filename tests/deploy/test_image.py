@@ -12,14 +12,18 @@ import signal
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
+import grpc
 import psycopg
 import pytest
 import yaml
+from corral.v1 import router_service_pb2, router_service_pb2_grpc
 
 from devstack.postgres import PostgresServer
 from devstack.redis import RedisServer
+from scripts.make_compose_keys import make_compose_keys
 from tests.deploy.conftest import IMAGE_VENV, ImageEnv
 from tests.helpers.procs import ROOT, free_port
 
@@ -27,6 +31,8 @@ COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8
 _READY = re.compile(r"serving on [^:\s]+:(\d+)|listening on [^:\s]+:(\d+)")
 # The ports the Corral services listen on inside the compose network.
 _COMPOSE_PORTS = {"router": 50051, "cache": 50052, "health": 50053, "prewarm": 50054}
+# Where compose mounts deploy/compose/secrets/ (the files `make compose-keys` writes).
+_COMPOSE_SECRETS = "/etc/corral/secrets"
 
 
 def _instructions(stage_args: list[str]) -> list[Any]:
@@ -188,12 +194,25 @@ async def test_compose_services_start_serve_and_stop_from_the_image_env(
     redis_server: RedisServer,
     fresh_database: str,
     containers: list[Container],
+    tmp_path: Path,
 ) -> None:
     ports = {name: free_port() for name in ("sim-1", "health", "cache", "router", "router_http", "prewarm")}
     node = f"http://127.0.0.1:{ports['sim-1']}"
     # The compose environment, with compose's host names pointed at this machine's processes.
     peers = {f"{name}:{port}": f"127.0.0.1:{ports[name]}" for name, port in _COMPOSE_PORTS.items()}
     env = {k: peers.get(str(v), str(v)) for k, v in COMPOSE["router"]["environment"].items()}
+    # NOTE: compose substitutes ${VAR:-default} before the container sees it; this runs with the defaults.
+    env = {k: re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", v) for k, v in env.items()}
+    # Authentication is on by default in compose: the keys from the same script, at their mounted paths.
+    assert env["CORRAL_AUTH__ENABLED"] == "true"
+    keys = make_compose_keys(tmp_path / "secrets")
+    mounted = {
+        "CORRAL_AUTH__KEYS_FILE": keys.keys_file,
+        "CORRAL_AUTH__SERVICE_KEY_FILE": keys.service_key_file,
+    }
+    for name, path in mounted.items():
+        assert env[name] == f"{_COMPOSE_SECRETS}/{path.name}", name
+        env[name] = str(path)
     env |= {
         "CORRAL_CONFIG": str(ROOT / "deploy" / "compose" / "corral.yaml"),
         "CORRAL_REDIS__URL": redis_server.url,
@@ -218,11 +237,31 @@ async def test_compose_services_start_serve_and_stop_from_the_image_env(
         container = Container(image_env, name, _command(name, {}), env)
         containers.append(container)
         assert await container.start() == ports[name], "".join(container.output[-30:])
+        # NOTE: the healthcheck sends no key: grpc.health.v1 is open with authentication on.
         code, out = await _healthcheck(image_env, name, ports[name])
         assert code == 0 and "SERVING" in out, out
+    await _check_router_requires_a_key(ports["router"], keys.tenant_key)
     for container in reversed(containers):
         name = container.name
         assert await container.stop() == 0, f"{name}:\n{''.join(container.output[-30:])}"
         if name in _COMPOSE_PORTS:
             code, out = await _healthcheck(image_env, name, ports[name])
             assert code == 1 and "UNAVAILABLE" in out, out
+
+
+async def _check_router_requires_a_key(port: int, tenant_key: str) -> None:
+    """A router call without a key is refused UNAUTHENTICATED; the tenant key passes authentication."""
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = router_service_pb2_grpc.RouterServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.ListModels(router_service_pb2.ListModelsRequest(), timeout=30)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED, refused.value.details()
+        try:
+            await stub.ListModels(
+                router_service_pb2.ListModelsRequest(),
+                metadata=(("authorization", f"Bearer {tenant_key}"),),
+                timeout=30,
+            )
+        except grpc.aio.AioRpcError as exc:
+            auth_codes = (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+            assert exc.code() not in auth_codes, exc.details()
