@@ -208,6 +208,13 @@ async def main(concurrency: int, duration_s: float, rounds: int, write: bool) ->
             f"{report['load_average_1m']['after']}. Headline: {headline:,.0f} rps "
             f"({'meets' if headline >= TARGET_RPS else 'misses'} the {TARGET_RPS:,.0f} rps target).",
         ]
+        if load_before[0] > (os.cpu_count() or 1):
+            lines += [
+                "",
+                f"**The machine was busy with other work** (load average {load_before[0]:.1f} on "
+                f"{os.cpu_count()} cores): the requests/s above measure contention, not the simulator. "
+                "The server CPU per request is the number to read; rerun on a quiet machine.",
+            ]
         lines += [
             "",
             f"Command: `.venv/bin/python bench/sim_overhead.py --concurrency {concurrency} "
