@@ -75,7 +75,10 @@ soak-smoke: setup ## The one-minute soak
 certs: setup ## A local CA with server and client certificates under .state/certs (TLS and mTLS testing)
 	$(PY) -m scripts.make_certs
 
+compose-keys: setup ## API keys for docker compose: writes deploy/compose/secrets/, prints an admin and a tenant key
+	$(PY) -m scripts.make_compose_keys
+
 clean: down ## Remove the state folder (databases, logs) and caches
 	rm -rf .state .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
-.PHONY: help setup proto proto-check lint test demo up down clean bench bench-smoke bench-cache-eval soak soak-smoke certs
+.PHONY: help setup proto proto-check lint test demo up down clean bench bench-smoke bench-cache-eval soak soak-smoke certs compose-keys
