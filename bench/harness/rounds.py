@@ -17,7 +17,7 @@ SpecFor = Callable[[str, dict[str, Any], int], dict[str, Any]]
 
 
 async def run_rounds(
-    targets: dict[str, dict[str, Any]], spec_for: SpecFor, rounds: int, work: Path
+    targets: dict[str, dict[str, Any]], spec_for: SpecFor, rounds: int, work: Path, label: str = "load"
 ) -> dict[str, dict[str, Any]]:
     """Runs `rounds` rounds of one load segment per system; returns each system's merged records.
 
@@ -26,6 +26,7 @@ async def run_rounds(
         spec_for: Builds the load spec of (system, target, round); vary seeds and tags per round.
         rounds: Number of rounds.
         work: Scratch folder for specs and raw records.
+        label: Prefix of the raw files (when a scenario runs several kinds of rounds).
     """
     merged: dict[str, dict[str, Any]] = {name: {"records": [], "dropped": 0} for name in targets}
     for round_no in range(rounds):
@@ -33,7 +34,7 @@ async def run_rounds(
         names = list(targets)
         names = names[round_no % len(names) :] + names[: round_no % len(names)]
         for name in names:
-            slug = f"{name.replace('/', '_').replace(' ', '_')}-r{round_no}"
+            slug = f"{label}-{name.replace('/', '_').replace(' ', '_')}-r{round_no}"
             result = await run_load(spec_for(name, targets[name], round_no), work, slug)
             for record in result["records"]:
                 record["round"] = round_no

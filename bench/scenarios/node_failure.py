@@ -101,7 +101,8 @@ async def _one_system(ctx: Context, name: str, nodes: list[Node], p: dict[str, A
     outage = [r for r in records if killed_at - 1 <= r["t"] <= restarted_at]
     figures["errors_during_outage"] = sum(not r["ok"] for r in outage)
     outage_lat = [r["latency_ms"] for r in outage if r["ok"]]
-    figures["outage_p99_ms"] = stats.percentile(outage_lat, 99)
+    p99 = stats.percentile(outage_lat, 99)
+    figures["outage_p99_ms"] = None if p99 is None else round(p99, 2)
     retried = [r["t"] for r in outage if r["attempts"] and int(r["attempts"]) > 1]
     figures["retried_requests"] = len(retried)
     figures["time_to_eject_s"] = None

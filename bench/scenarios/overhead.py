@@ -77,8 +77,8 @@ async def run(ctx: Context) -> dict[str, Any]:
                 "requests": {"kind": "unique", "tag": f"sat-{name}-{round_no}"},
             }
 
-        latency = await run_rounds(endpoints, latency_spec, rounds, work)
-        saturation = await run_rounds(endpoints, saturation_spec, rounds, work)
+        latency = await run_rounds(endpoints, latency_spec, rounds, work, "latency")
+        saturation = await run_rounds(endpoints, saturation_spec, rounds, work, "saturation")
     finally:
         for gateway in gateways:
             await gateway.close()
