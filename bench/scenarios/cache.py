@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from typing import Any
 
 from bench.harness import report, stats
@@ -90,6 +91,7 @@ async def run(ctx: Context) -> dict[str, Any]:
     finally:
         for node in nodes:
             await node.kill()
+        shutil.rmtree(state, ignore_errors=True)
     result_doc = report.Result(
         scenario="cache",
         title=TITLE,
