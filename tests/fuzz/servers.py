@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import warnings
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,6 +37,9 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 MAX_PROMPT_BYTES = 1_000_000
 
 
+CLOSE_STEP_S = 15.0
+
+
 @dataclass
 class Servers:
     """Everything the fuzz tests call."""
@@ -60,13 +66,22 @@ class Servers:
         return f"127.0.0.1:{port}"
 
     async def close(self) -> None:
-        await self.prewarm_server.stop(None)
-        await self.prewarm.close()
-        await self.router_server.stop(None)
-        await self.router.close()
-        await self.health.stop()
-        await self.cache.stop()
-        await self.node.stop()
+        steps: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
+            ("prewarm server", lambda: self.prewarm_server.stop(None)),
+            ("prewarm", self.prewarm.close),
+            ("router server", lambda: self.router_server.stop(None)),
+            ("router", self.router.close),
+            ("health", self.health.stop),
+            ("cache", self.cache.stop),
+            ("node", self.node.stop),
+        ]
+        # NOTE: a full-suite run once saw this teardown stall (not reproduced alone); bound each step
+        # and name the one that stalls instead of holding the suite for the whole test timeout.
+        for name, step in steps:
+            try:
+                await asyncio.wait_for(step(), CLOSE_STEP_S)
+            except TimeoutError:
+                warnings.warn(f"fuzz teardown: stopping the {name} took over {CLOSE_STEP_S} s", stacklevel=1)
 
 
 async def start_servers(redis_url: str, postgres_dsn: str) -> Servers:

@@ -65,6 +65,12 @@ async def peers(redis_server: RedisServer, migrated_dsn: str) -> AsyncIterator[P
     router = None
     try:
         await cache.start()
+        # NOTE: Redis and PostgreSQL are shared by the session; another suite may have cached the same
+        # common questions, so this test starts from an empty cache.
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{cache.port}") as channel:
+            await cache_service_pb2_grpc.CacheServiceStub(channel).Invalidate(
+                cache_service_pb2.InvalidateRequest(all_tenants=True), timeout=10
+            )
         router = ServiceProcess(
             "services.router",
             env={
