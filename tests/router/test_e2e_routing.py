@@ -179,12 +179,19 @@ async def test_deadline_and_cancellation_reach_the_node(stack: Stack) -> None:
     async def in_flight() -> int:
         return sum([(await stack.stats(n.node_id))["in_flight"] for n in stack.nodes])
 
-    call = stack.stub.GenerateStream(
-        router_service_pb2.GenerateStreamRequest(
-            spec=common_pb2.GenerateSpec(model="mistral:7b", prompt="a long story please")
-        )
+    request = router_service_pb2.GenerateStreamRequest(
+        spec=common_pb2.GenerateSpec(model="mistral:7b", prompt="a long story please")
     )
-    await call.read()  # first token: the node is generating (mistral at 12 tok/s is slow enough)
+    deadline = time.monotonic() + 10
+    while True:
+        call = stack.stub.GenerateStream(request)
+        try:
+            await call.read()  # first token: the node is generating (mistral at 12 tok/s is slow enough)
+            break
+        except grpc.aio.AioRpcError as exc:
+            # NOTE: every node just failed; until health re-admits them, a second model may still be refused.
+            assert exc.code() == grpc.StatusCode.UNAVAILABLE and time.monotonic() < deadline, exc
+            await asyncio.sleep(0.1)
     assert await in_flight() == 1
     call.cancel()
     await wait_for(lambda: _zero(in_flight()), timeout_s=5)
