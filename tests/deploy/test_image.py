@@ -62,7 +62,12 @@ def test_installed_package_ships_its_data_files(image_env: ImageEnv) -> None:
     # Nothing is imported from the checkout: the image has no source tree.
     code = "import services, sim, corral; print(services.__file__, sim.__file__, corral.__file__)"
     out = subprocess.run(
-        [str(image_env.python), "-c", code], cwd=image_env.workdir, capture_output=True, text=True, check=True
+        [str(image_env.python), "-c", code],
+        cwd=image_env.workdir,
+        env=_base_env({}),
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert str(ROOT) not in out.stdout and str(site) in out.stdout
 
