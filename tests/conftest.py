@@ -13,6 +13,9 @@ from devstack.config import make_temp_state_dir
 from devstack.postgres import PostgresServer
 from devstack.redis import RedisServer
 
+# NOTE: the simulator-node factory is shared by the sim and prewarm suites.
+pytest_plugins = ["tests.helpers.simnodes"]
+
 
 @pytest.fixture(scope="session")
 def stack_state_dir() -> Iterator[Path]:

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import grpc
 from corral.v1 import cache_service_pb2, cache_service_pb2_grpc, health_service_pb2, health_service_pb2_grpc
@@ -134,17 +131,3 @@ async def start_live_stack(
     except BaseException:
         await stack.close()
         raise
-
-
-async def wait_until(predicate: Callable[[], Any], timeout_s: float, interval_s: float = 0.05) -> None:
-    """Polls an external condition with a deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached")
-        await asyncio.sleep(interval_s)

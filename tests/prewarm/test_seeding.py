@@ -25,7 +25,8 @@ from services.prewarm.runs import Outcome, RunRequest, RunState, Step, Trigger
 from sim.config import NodeConfig
 from sim.node import SimNode
 from tests.helpers.procs import ServiceProcess, free_port
-from tests.prewarm.conftest import FAST, collect
+from tests.helpers.simnodes import FAST
+from tests.prewarm.conftest import collect
 
 MODEL = "llama3.2:1b"
 PROMPTS = ("How do I reset my password?", "What does HTTP error 503 mean?")

@@ -22,7 +22,8 @@ from sim.config import NodeConfig
 from sim.node import SimNode
 from tests.health.harness import Watcher
 from tests.helpers.procs import free_port
-from tests.prewarm.conftest import FAST, loaded_models
+from tests.helpers.simnodes import FAST
+from tests.prewarm.conftest import loaded_models
 
 PROBE_INTERVAL_S = 0.5
 WARM = {"llama3.2:1b", "nomic-embed-text:v1.5"}
