@@ -15,11 +15,13 @@ REDIS_PORT_ENV = "CORRAL_REDIS_PORT"
 PG_PORT_ENV = "CORRAL_PG_PORT"
 REDIS_MAXMEMORY_ENV = "CORRAL_REDIS_MAXMEMORY"
 PG_OS_USER_ENV = "CORRAL_PG_OS_USER"
+PG_SHARED_BUFFERS_ENV = "CORRAL_PG_SHARED_BUFFERS"
 
 DEFAULT_REDIS_PORT = 6390
 DEFAULT_PG_PORT = 5439
 DEFAULT_REDIS_MAXMEMORY = "256mb"
 DEFAULT_PG_OS_USER = "corral-pg"
+DEFAULT_PG_SHARED_BUFFERS = "512MB"
 PG_DATABASE = "corral"
 PG_ROLE = "corral"
 
@@ -45,6 +47,11 @@ def port_from_env(name: str, default: int) -> int:
 def pg_os_user() -> str:
     """The system user that runs PostgreSQL when the launcher runs as root."""
     return env_str(PG_OS_USER_ENV, DEFAULT_PG_OS_USER)
+
+
+def pg_shared_buffers() -> str:
+    """PostgreSQL's shared_buffers for the local server (a size such as `512MB`)."""
+    return env_str(PG_SHARED_BUFFERS_ENV, DEFAULT_PG_SHARED_BUFFERS)
 
 
 def env_str(name: str, default: str) -> str:

@@ -45,13 +45,17 @@ host    all       all   127.0.0.1/32   trust
 # killed server loses nothing (WAL is written at commit; only an OS crash can lose data), so
 # synchronous_commit stays on, which tests that kill the server rely on. No unix socket: TCP on
 # 127.0.0.1 only, which also avoids the 107-byte socket path limit under deep state folders.
+# shared_buffers holds the semantic cache's HNSW index and its hot rows: 100,000 entries of
+# 384 dimensions are ~200 MB of index plus ~200 MB of table, and a graph search that reads half of
+# its ~800 pages from the OS page cache instead of shared buffers spends most of its time copying
+# them (docs/cache.md, Latency). The memory is only touched as pages are read, so an idle test
+# server costs nothing extra; CORRAL_PG_SHARED_BUFFERS overrides it.
 _SERVER_SETTINGS = {
     "listen_addresses": LOCALHOST,
     "unix_socket_directories": "",
     "fsync": "off",
     "full_page_writes": "off",
     "max_connections": "100",
-    "shared_buffers": "64MB",
 }
 
 
@@ -223,7 +227,8 @@ class PostgresServer:
 
     def _spawn(self, os_user: OsUser | None) -> None:
         args = [str(self.bin_dir / "postgres"), "-D", str(self.data_dir), "-p", str(self.port)]
-        for name, value in _SERVER_SETTINGS.items():
+        settings = _SERVER_SETTINGS | {"shared_buffers": config.pg_shared_buffers()}
+        for name, value in settings.items():
             args += ["-c", f"{name}={value}"]
         with self.log_path.open("ab") as log:
             proc = subprocess.Popen(
