@@ -15,6 +15,11 @@ from services.router.scores import Attempt
 
 _JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/x-ndjson"}
 _MAX_ERROR_BODY_BYTES = 64 * 1024
+# NOTE: after the `done` line only the chunked body's terminator should follow; a node that sends more
+# than this, or takes longer than the wait, loses its connection instead of returning it to the pool.
+_MAX_TRAILING_BYTES = 64 * 1024
+_TRAILING_WAIT_S = 1.0
+_draining: set[asyncio.Task[None]] = set()
 
 
 class NodeError(Exception):
@@ -33,6 +38,32 @@ class NodeError(Exception):
         self.status = status
         self.message = message
         self.model_missing = model_missing
+
+
+async def _drain_and_release(resp: aiohttp.ClientResponse) -> None:
+    """Reads the rest of a finished answer (the chunked terminator) so the connection can be reused."""
+    left = _MAX_TRAILING_BYTES
+    try:
+        async with asyncio.timeout(_TRAILING_WAIT_S):
+            while left > 0 and (data := await resp.content.readany()):
+                left -= len(data)
+    except (TimeoutError, aiohttp.ClientError, OSError):
+        resp.close()
+        return
+    if resp.content.is_eof():
+        resp.release()
+    else:
+        resp.close()
+
+
+def _finish(resp: aiohttp.ClientResponse) -> None:
+    """Returns the connection of a completed answer to the pool, draining its tail in the background."""
+    if resp.content.is_eof():
+        resp.release()
+        return
+    task = asyncio.get_running_loop().create_task(_drain_and_release(resp))
+    _draining.add(task)
+    task.add_done_callback(_draining.discard)
 
 
 def _kind_for_status(status: int) -> Attempt:
@@ -81,8 +112,14 @@ class NodeTransport:
             skip_auto_headers=("User-Agent",),
         )
 
+    async def settle(self) -> None:
+        """Waits until finished answers whose tails were still arriving are back in the pool."""
+        if _draining:
+            await asyncio.gather(*_draining, return_exceptions=True)
+
     async def close(self) -> None:
         """Closes the session and its connections."""
+        await self.settle()
         if self._session is not None:
             await self._session.close()
             self._session = None
@@ -140,9 +177,11 @@ class NodeTransport:
                     kind = Attempt.STREAM_CUT if started else Attempt.SERVER
                     raise NodeError(kind, str(error), 200)
                 started = True
+                # NOTE: set before the yield: callers stop iterating at the `done` chunk, and a
+                # completed answer's connection goes back to the pool instead of being closed.
+                completed = bool(chunk.get("done"))
                 yield chunk
-                if chunk.get("done"):
-                    completed = True
+                if completed:
                     return
             raise NodeError(
                 Attempt.STREAM_CUT if started else Attempt.MALFORMED, "the node closed the stream early"
@@ -160,7 +199,7 @@ class NodeTransport:
         finally:
             if resp is not None:
                 if completed:
-                    resp.release()
+                    _finish(resp)
                 else:
                     # NOTE: closing (not releasing) drops the connection, which is how a cancelled
                     # client call cancels the request on the node.
