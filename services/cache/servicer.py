@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import grpc
 from corral.v1 import cache_service_pb2, cache_service_pb2_grpc
 from google.protobuf.duration_pb2 import Duration
 
 from services.cache import keys, validation
 from services.cache.admin import CacheAdmin, TierReport
-from services.cache.engine import CacheEngine, StoreItem
+from services.cache.embedders import Vector
+from services.cache.engine import CacheEngine, LookupResult, StoreItem
 from services.common.errors import InvalidArgument, NotFound
-from services.common.tracing import annotate_cache_lookup
+from services.common.tracing import annotate, annotate_cache_lookup
 
 pb = cache_service_pb2
 
@@ -45,24 +48,30 @@ class CacheServicer(cache_service_pb2_grpc.CacheServiceServicer):
             semantic_enabled=self._cfg.semantic_enabled,
         )
 
-    async def Lookup(self, request: pb.LookupRequest, context: grpc.aio.ServicerContext) -> pb.LookupResponse:
-        """Exact tier, then semantic tier, then single-flight; a store that is down is a miss."""
+    def _budget_s(self, context: grpc.aio.ServicerContext) -> float:
+        remaining = context.time_remaining()
+        return self._cfg.lookup_deadline_ms / 1000 if remaining is None else remaining
+
+    def _lookup_args(
+        self, request: pb.LookupRequest
+    ) -> tuple[keys.RequestView, keys.TierPlan, Vector | None]:
         spec = validation.check_keyed(request, self._cfg)
         embedding = validation.embedding_of(request.embedding, self._engine.embedder.dims)
         view = keys.derive(request.tenant, spec)
-        remaining = context.time_remaining()
-        budget_s = self._cfg.lookup_deadline_ms / 1000 if remaining is None else remaining
+        return view, self._plan(request, view), embedding
+
+    async def _lookup(
+        self,
+        request: pb.LookupRequest,
+        args: tuple[keys.RequestView, keys.TierPlan, Vector | None],
+        budget_s: float,
+    ) -> tuple[pb.LookupResponse, LookupResult]:
+        view, plan, embedding = args
         result = await self._engine.lookup(
-            view,
-            self._plan(request, view),
-            embedding=embedding,
-            single_flight=request.single_flight,
-            budget_s=budget_s,
+            view, plan, embedding=embedding, single_flight=request.single_flight, budget_s=budget_s
         )
-        hit = result.entry is not None
-        annotate_cache_lookup(result.outcome, result.similarity, result.guard_reason, request.tenant)
-        return pb.LookupResponse(
-            hit=hit,
+        reply = pb.LookupResponse(
+            hit=result.entry is not None,
             outcome=result.outcome,  # type: ignore[arg-type]
             entry=result.entry,
             similarity=result.similarity,
@@ -70,6 +79,31 @@ class CacheServicer(cache_service_pb2_grpc.CacheServiceServicer):
             flight_token=result.flight_token,
             guard_reason=result.guard_reason,
         )
+        return reply, result
+
+    async def Lookup(self, request: pb.LookupRequest, context: grpc.aio.ServicerContext) -> pb.LookupResponse:
+        """Exact tier, then semantic tier, then single-flight; a store that is down is a miss."""
+        reply, result = await self._lookup(request, self._lookup_args(request), self._budget_s(context))
+        annotate_cache_lookup(result.outcome, result.similarity, result.guard_reason, request.tenant)
+        return reply
+
+    async def LookupBatch(
+        self, request: pb.LookupBatchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.LookupBatchResponse:
+        """Lookup for several requests at once, all within the call's deadline."""
+        args = []
+        for index, lookup in enumerate(request.lookups):
+            try:
+                args.append(self._lookup_args(lookup))
+            except InvalidArgument as exc:
+                where = f"lookups[{index}]" + (f".{exc.field}" if exc.field else "")
+                raise InvalidArgument(where, exc.message.removeprefix(f"{exc.field}: ")) from None
+        budget_s = self._budget_s(context)
+        done = await asyncio.gather(
+            *(self._lookup(lookup, a, budget_s) for lookup, a in zip(request.lookups, args, strict=True))
+        )
+        annotate({"corral.cache.batch_size": len(done)})
+        return pb.LookupBatchResponse(results=[reply for reply, _ in done])
 
     async def Store(self, request: pb.StoreRequest, context: grpc.aio.ServicerContext) -> pb.StoreResponse:
         """Hands the answer to waiting lookups and writes the tiers the policy allows."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from dataclasses import dataclass
 
 import grpc
@@ -50,11 +51,82 @@ def _sort(item: _Item, batch: list[cache_service_pb2.StoreRequest], others: list
         others.append(item)
 
 
+# NOTE: what a waiter receives when its budget ran out before the cache answered.
+_EXPIRED = cache_service_pb2.LookupResponse(outcome=common_pb2.CACHE_OUTCOME_DEGRADED)
+_Reply = asyncio.Future[cache_service_pb2.LookupResponse | None]
+
+
+def _expire(future: _Reply) -> None:
+    if not future.done():
+        future.set_result(_EXPIRED)
+
+
+class _LookupLane:
+    """Lookups of one budget: sent at once while fewer than `calls` RPCs are in flight; the ones that
+    queue up meanwhile leave together, as one LookupBatch, when a call returns.
+
+    No lookup ever waits for a batch to fill: at low load every lookup is its own Lookup call, and
+    under load one RPC carries many lookups, which is what the router's and the cache's CPU pay for.
+    """
+
+    def __init__(self, client: CacheClient, timeout_s: float, calls: int, batch_max: int) -> None:
+        self._client = client
+        self._timeout_s = timeout_s
+        self._calls = max(1, calls)
+        self._batch_max = max(1, batch_max)
+        self._queue: deque[tuple[cache_service_pb2.LookupRequest, _Reply]] = deque()
+        self._in_flight = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def ask(self, request: cache_service_pb2.LookupRequest) -> cache_service_pb2.LookupResponse | None:
+        """The cache's reply, `_EXPIRED` when the budget ran out, None when the call failed."""
+        loop = asyncio.get_running_loop()
+        future: _Reply = loop.create_future()
+        timer = loop.call_later(self._timeout_s, _expire, future)
+        self._queue.append((request, future))
+        if self._in_flight < self._calls:
+            self._launch()
+        try:
+            return await future
+        finally:
+            timer.cancel()
+
+    def _launch(self) -> None:
+        batch: list[tuple[cache_service_pb2.LookupRequest, _Reply]] = []
+        while self._queue and len(batch) < self._batch_max:
+            item = self._queue.popleft()
+            if not item[1].done():
+                batch.append(item)
+        if not batch:
+            return
+        self._in_flight += 1
+        task = asyncio.get_running_loop().create_task(self._send(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, batch: list[tuple[cache_service_pb2.LookupRequest, _Reply]]) -> None:
+        try:
+            replies = await self._client.call_lookups([request for request, _ in batch], self._timeout_s)
+        finally:
+            self._in_flight -= 1
+            while self._queue and self._in_flight < self._calls:
+                self._launch()
+        for (_, future), reply in zip(batch, replies, strict=True):
+            if not future.done():
+                future.set_result(reply)
+            elif reply is not None and reply.flight_token:
+                # NOTE: the waiter gave up (budget or cancellation) but the cache made it the leader
+                # of a flight: release the lease so identical requests do not wait for it.
+                self._client.abandon(reply.flight_token)
+
+
 class CacheClient:
     """Looks answers up within `lookup_budget_ms` and stores answers through a bounded queue.
 
     The cache fails open by contract, and so does this client: an error or a lookup slower than
-    the budget is a DEGRADED miss; a store that cannot be queued or sent is dropped.
+    the budget is a DEGRADED miss; a store that cannot be queued or sent is dropped. Lookups that
+    arrive while `lookup_calls` RPCs are in flight are sent together as one LookupBatch (up to
+    `lookup_batch_max`; 1 sends every lookup as its own Lookup call).
     """
 
     def __init__(
@@ -65,9 +137,18 @@ class CacheClient:
         store_workers: int = 4,
         store_batch_max: int = 64,
         store_batch_wait_ms: float = 2.0,
+        lookup_calls: int = 2,
+        lookup_batch_max: int = 64,
     ) -> None:
         self._stub = cache_service_pb2_grpc.CacheServiceStub(channel)
         self._budget_s = lookup_budget_ms / 1000
+        self._lookup_calls = lookup_calls
+        self._lookup_batch_max = lookup_batch_max
+        self._lanes: dict[float, _LookupLane] = {}
+        # NOTE: None until the cache has answered a LookupBatch; False when it is too old to know it.
+        self._lookup_batch_supported: bool | None = None
+        self.lookup_calls_sent = 0
+        self.lookup_batches = 0
         self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=queue_size)
         self._workers = store_workers
         self._batch_max = max(1, store_batch_max)
@@ -82,20 +163,60 @@ class CacheClient:
     async def lookup(
         self, tenant: str, spec: Message, policy: common_pb2.CachePolicy, budget_s: float | None = None
     ) -> LookupResult:
-        """Asks the cache; never raises (failures are DEGRADED misses)."""
+        """Asks the cache; never raises (failures and lookups over budget are DEGRADED misses)."""
         request = cache_service_pb2.LookupRequest(tenant=tenant, policy=policy, single_flight=True)
         _set_request(request, spec)
-        try:
-            reply: cache_service_pb2.LookupResponse = await self._stub.Lookup(
-                request, timeout=budget_s if budget_s is not None else self._budget_s
-            )
-        except grpc.aio.AioRpcError as exc:
-            logger.debug("cache lookup failed: %s", exc.code().name)
+        budget = budget_s if budget_s is not None else self._budget_s
+        lane = self._lanes.get(budget)
+        if lane is None:
+            lane = self._lanes[budget] = _LookupLane(self, budget, self._lookup_calls, self._lookup_batch_max)
+        reply = await lane.ask(request)
+        if reply is None:
             return LookupResult(outcome=common_pb2.CACHE_OUTCOME_DEGRADED)
         if reply.hit:
             return LookupResult(outcome=reply.outcome, entry=reply.entry, similarity=reply.similarity)
         outcome = reply.outcome or common_pb2.CACHE_OUTCOME_MISS
         return LookupResult(outcome=outcome, flight_token=reply.flight_token)
+
+    async def call_lookups(
+        self, requests: list[cache_service_pb2.LookupRequest], timeout_s: float
+    ) -> list[cache_service_pb2.LookupResponse | None]:
+        """One Lookup, or one LookupBatch for several; None for each lookup whose call failed."""
+        self.lookup_calls_sent += 1
+        if len(requests) > 1 and self._lookup_batch_supported is not False:
+            try:
+                batch: cache_service_pb2.LookupBatchResponse = await self._stub.LookupBatch(
+                    cache_service_pb2.LookupBatchRequest(lookups=requests), timeout=timeout_s
+                )
+            except grpc.aio.AioRpcError as exc:
+                code = exc.code()
+                if code not in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.INVALID_ARGUMENT):
+                    logger.debug("cache batch lookup failed: %s", code.name)
+                    return [None] * len(requests)
+                if code == grpc.StatusCode.UNIMPLEMENTED:
+                    logger.info("the cache has no LookupBatch; one lookup per call")
+                    self._lookup_batch_supported = False
+                # NOTE: one malformed lookup refuses the batch: the others go one by one.
+                return list(await asyncio.gather(*(self._lookup_one(r, timeout_s) for r in requests)))
+            self._lookup_batch_supported = True
+            self.lookup_batches += 1
+            if len(batch.results) == len(requests):
+                return list(batch.results)
+            logger.warning("the cache answered %d of %d lookups", len(batch.results), len(requests))
+            return [None] * len(requests)
+        if len(requests) == 1:
+            return [await self._lookup_one(requests[0], timeout_s)]
+        return list(await asyncio.gather(*(self._lookup_one(r, timeout_s) for r in requests)))
+
+    async def _lookup_one(
+        self, request: cache_service_pb2.LookupRequest, timeout_s: float
+    ) -> cache_service_pb2.LookupResponse | None:
+        try:
+            reply: cache_service_pb2.LookupResponse = await self._stub.Lookup(request, timeout=timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            logger.debug("cache lookup failed: %s", exc.code().name)
+            return None
+        return reply
 
     def _enqueue(self, item: _Item) -> None:
         if self._queue.full():

@@ -79,6 +79,9 @@ class RouterConfig(ServiceConfig):
         semantic_lookup_budget_ms: The same for a request the semantic tier may answer (temperature
             0 or CACHE_MODE_SEMANTIC): its lookup first embeds the prompt on a node (90-190 ms on a
             real CPU Ollama), which the exact-tier budget could never fit.
+        lookup_calls: Cache lookup RPCs in flight at once; lookups that arrive meanwhile wait for
+            one to return and then go together as one LookupBatch.
+        lookup_batch_max: Most lookups in one LookupBatch (1 sends one Lookup call per request).
         unary_node_stream: Unary generate and chat ask the node to stream (the TTFT timeout and
             mid-stream continuation then apply). False asks for one JSON reply: less CPU on node and
             router per request, but a hung node is only left after `buffered_read_timeout_s` and a
@@ -114,6 +117,8 @@ class RouterConfig(ServiceConfig):
     embed_timeout_s: float = Field(default=120.0, gt=0)
     lookup_budget_ms: float = Field(default=15.0, gt=0)
     semantic_lookup_budget_ms: float = Field(default=250.0, gt=0)
+    lookup_calls: int = Field(default=2, ge=1)
+    lookup_batch_max: int = Field(default=64, ge=1)
     unary_node_stream: bool = True
     buffered_read_timeout_s: float = Field(default=120.0, gt=0)
     store_queue_size: int = Field(default=1000, ge=1)

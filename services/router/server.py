@@ -89,7 +89,13 @@ async def start_router(cfg: RouterConfig, observer: Observer | None = None) -> R
     if cfg.cache_addr:
         channel = make_channel(cfg.cache_addr)
         channels.append(channel)
-        cache = CacheClient(channel, cfg.lookup_budget_ms, cfg.store_queue_size)
+        cache = CacheClient(
+            channel,
+            cfg.lookup_budget_ms,
+            cfg.store_queue_size,
+            lookup_calls=cfg.lookup_calls,
+            lookup_batch_max=cfg.lookup_batch_max,
+        )
     core = RouterCore(cfg, board=board, transport=transport, cache=cache, observer=observer)
     if reporter is not None:
         core.observers.add(HealthOutcomeObserver(reporter))

@@ -215,6 +215,54 @@ class StoreResponse(_message.Message):
 Global___StoreResponse: _TypeAlias = StoreResponse  # noqa: Y015
 
 @_typing.final
+class LookupBatchRequest(_message.Message):
+    """LookupBatchRequest asks for several cached answers."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOOKUPS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def lookups(self) -> _containers.RepeatedCompositeFieldContainer[Global___LookupRequest]:
+        """The lookups, each as in Lookup (its own tenant, request, policy and single-flight choice)."""
+
+    def __init__(
+        self,
+        *,
+        lookups: _abc.Iterable[Global___LookupRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lookups", b"lookups"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LookupBatchRequest: _TypeAlias = LookupBatchRequest  # noqa: Y015
+
+@_typing.final
+class LookupBatchResponse(_message.Message):
+    """LookupBatchResponse answers every lookup of a batch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___LookupResponse]:
+        """One result per lookup, in the order of LookupBatchRequest.lookups."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___LookupResponse] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LookupBatchResponse: _TypeAlias = LookupBatchResponse  # noqa: Y015
+
+@_typing.final
 class StoreBatchRequest(_message.Message):
     """StoreBatchRequest saves several answers."""
 

@@ -41,6 +41,11 @@ class CacheServiceStub:
                 request_serializer=corral_dot_v1_dot_cache__service__pb2.LookupRequest.SerializeToString,
                 response_deserializer=corral_dot_v1_dot_cache__service__pb2.LookupResponse.FromString,
                 _registered_method=True)
+        self.LookupBatch = channel.unary_unary(
+                '/corral.v1.CacheService/LookupBatch',
+                request_serializer=corral_dot_v1_dot_cache__service__pb2.LookupBatchRequest.SerializeToString,
+                response_deserializer=corral_dot_v1_dot_cache__service__pb2.LookupBatchResponse.FromString,
+                _registered_method=True)
         self.Store = channel.unary_unary(
                 '/corral.v1.CacheService/Store',
                 request_serializer=corral_dot_v1_dot_cache__service__pb2.StoreRequest.SerializeToString,
@@ -80,6 +85,16 @@ class CacheServiceServicer:
 
     def Lookup(self, request, context):
         """Lookup finds a cached answer for a request, exact tier first, then semantic where allowed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def LookupBatch(self, request, context):
+        """LookupBatch looks several requests up in one call, each exactly as Lookup would, all within the
+        call's deadline. The whole batch is refused (INVALID_ARGUMENT naming lookups[i]) when any lookup
+        is malformed. A router sends the lookups that queue up while its earlier calls are in flight as
+        one batch, so a busy router and cache pay one RPC for many lookups.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -136,6 +151,11 @@ def add_CacheServiceServicer_to_server(servicer, server):
                     servicer.Lookup,
                     request_deserializer=corral_dot_v1_dot_cache__service__pb2.LookupRequest.FromString,
                     response_serializer=corral_dot_v1_dot_cache__service__pb2.LookupResponse.SerializeToString,
+            ),
+            'LookupBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.LookupBatch,
+                    request_deserializer=corral_dot_v1_dot_cache__service__pb2.LookupBatchRequest.FromString,
+                    response_serializer=corral_dot_v1_dot_cache__service__pb2.LookupBatchResponse.SerializeToString,
             ),
             'Store': grpc.unary_unary_rpc_method_handler(
                     servicer.Store,
@@ -197,6 +217,33 @@ class CacheService:
             '/corral.v1.CacheService/Lookup',
             corral_dot_v1_dot_cache__service__pb2.LookupRequest.SerializeToString,
             corral_dot_v1_dot_cache__service__pb2.LookupResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LookupBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corral.v1.CacheService/LookupBatch',
+            corral_dot_v1_dot_cache__service__pb2.LookupBatchRequest.SerializeToString,
+            corral_dot_v1_dot_cache__service__pb2.LookupBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -39,6 +39,12 @@ class CacheServiceStub:
     def __new__(cls, channel: _aio.Channel) -> CacheServiceAsyncStub: ...
     Lookup: _grpc.UnaryUnaryMultiCallable[_cache_service_pb2.LookupRequest, _cache_service_pb2.LookupResponse]
     """Lookup finds a cached answer for a request, exact tier first, then semantic where allowed."""
+    LookupBatch: _grpc.UnaryUnaryMultiCallable[_cache_service_pb2.LookupBatchRequest, _cache_service_pb2.LookupBatchResponse]
+    """LookupBatch looks several requests up in one call, each exactly as Lookup would, all within the
+    call's deadline. The whole batch is refused (INVALID_ARGUMENT naming lookups[i]) when any lookup
+    is malformed. A router sends the lookups that queue up while its earlier calls are in flight as
+    one batch, so a busy router and cache pay one RPC for many lookups.
+    """
     Store: _grpc.UnaryUnaryMultiCallable[_cache_service_pb2.StoreRequest, _cache_service_pb2.StoreResponse]
     """Store saves an answer for a request in the tiers its policy allows."""
     StoreBatch: _grpc.UnaryUnaryMultiCallable[_cache_service_pb2.StoreBatchRequest, _cache_service_pb2.StoreBatchResponse]
@@ -64,6 +70,12 @@ class CacheServiceAsyncStub(CacheServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Lookup: _aio.UnaryUnaryMultiCallable[_cache_service_pb2.LookupRequest, _cache_service_pb2.LookupResponse]  # type: ignore[assignment]
     """Lookup finds a cached answer for a request, exact tier first, then semantic where allowed."""
+    LookupBatch: _aio.UnaryUnaryMultiCallable[_cache_service_pb2.LookupBatchRequest, _cache_service_pb2.LookupBatchResponse]  # type: ignore[assignment]
+    """LookupBatch looks several requests up in one call, each exactly as Lookup would, all within the
+    call's deadline. The whole batch is refused (INVALID_ARGUMENT naming lookups[i]) when any lookup
+    is malformed. A router sends the lookups that queue up while its earlier calls are in flight as
+    one batch, so a busy router and cache pay one RPC for many lookups.
+    """
     Store: _aio.UnaryUnaryMultiCallable[_cache_service_pb2.StoreRequest, _cache_service_pb2.StoreResponse]  # type: ignore[assignment]
     """Store saves an answer for a request in the tiers its policy allows."""
     StoreBatch: _aio.UnaryUnaryMultiCallable[_cache_service_pb2.StoreBatchRequest, _cache_service_pb2.StoreBatchResponse]  # type: ignore[assignment]
@@ -92,6 +104,18 @@ class CacheServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_cache_service_pb2.LookupResponse, _abc.Awaitable[_cache_service_pb2.LookupResponse]]:
         """Lookup finds a cached answer for a request, exact tier first, then semantic where allowed."""
+
+    @_abc_1.abstractmethod
+    def LookupBatch(
+        self,
+        request: _cache_service_pb2.LookupBatchRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_cache_service_pb2.LookupBatchResponse, _abc.Awaitable[_cache_service_pb2.LookupBatchResponse]]:
+        """LookupBatch looks several requests up in one call, each exactly as Lookup would, all within the
+        call's deadline. The whole batch is refused (INVALID_ARGUMENT naming lookups[i]) when any lookup
+        is malformed. A router sends the lookups that queue up while its earlier calls are in flight as
+        one batch, so a busy router and cache pay one RPC for many lookups.
+        """
 
     @_abc_1.abstractmethod
     def Store(

@@ -1,0 +1,174 @@
+"""LookupBatch over gRPC, and the router's cache client sending queued lookups as batches."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import grpc
+import pytest
+from corral.v1 import cache_service_pb2 as pb
+from corral.v1 import cache_service_pb2_grpc
+from corral.v1 import common_pb2 as c
+from grpc_status import rpc_status
+
+from services.cache.server import RunningCache
+from services.cache.servicer import CacheServicer
+from services.common.errors import error_info
+from services.router.cache_client import CacheClient
+from tests.cache.helpers import gen, lookup, store
+
+Stub = cache_service_pb2_grpc.CacheServiceStub
+POLICY = c.CachePolicy(mode=c.CACHE_MODE_EXACT)
+
+
+async def test_lookup_batch_answers_every_lookup_in_order(stub: Stub, tenant: str) -> None:
+    stored = [gen(f"batched lookup {n}", temperature=0.7) for n in range(2)]
+    for n, spec in enumerate(stored):
+        await stub.Store(store(tenant, spec, f"answer {n}".encode(), policy=POLICY))
+    unknown = gen("batched lookup nobody stored", temperature=0.7)
+    lookups = [
+        lookup(tenant, stored[0], policy=POLICY),
+        lookup(tenant, unknown, policy=POLICY, single_flight=True),
+        lookup(tenant, stored[1], policy=POLICY),
+        lookup(tenant, stored[1], policy=c.CachePolicy(mode=c.CACHE_MODE_BYPASS)),
+    ]
+    reply = await stub.LookupBatch(pb.LookupBatchRequest(lookups=lookups))
+    assert [r.outcome for r in reply.results] == [
+        c.CACHE_OUTCOME_EXACT_HIT,
+        c.CACHE_OUTCOME_MISS,
+        c.CACHE_OUTCOME_EXACT_HIT,
+        c.CACHE_OUTCOME_BYPASS,
+    ]
+    assert [r.entry.payload for r in reply.results[::2]] == [b"answer 0", b"answer 1"]
+    assert reply.results[1].flight_token, "a single-flight miss in a batch leads its flight"
+    await stub.AbandonFlight(pb.AbandonFlightRequest(flight_token=reply.results[1].flight_token))
+    assert not (await stub.LookupBatch(pb.LookupBatchRequest())).results
+
+
+async def test_lookup_batch_bad_lookup_is_invalid_argument_by_index(stub: Stub, tenant: str) -> None:
+    batch = pb.LookupBatchRequest(
+        lookups=[lookup(tenant, gen("a fine question")), lookup(tenant, gen("no model", model=""))]
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.LookupBatch(batch)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    info = error_info(rpc_status.from_call(err.value))
+    assert info is not None and info.metadata["field"].startswith("lookups[1].")
+
+
+class _Gated(cache_service_pb2_grpc.CacheServiceServicer):
+    """The real servicer behind a gate, counting calls; `batch` False makes LookupBatch UNIMPLEMENTED."""
+
+    def __init__(self, inner: CacheServicer, batch: bool = True) -> None:
+        self._inner = inner
+        self._batch = batch
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.lookups = 0
+        self.batches: list[int] = []
+        self.abandoned: list[str] = []
+
+    async def Lookup(self, request: pb.LookupRequest, context: grpc.aio.ServicerContext) -> pb.LookupResponse:
+        self.lookups += 1
+        await self.gate.wait()
+        return await self._inner.Lookup(request, context)
+
+    async def LookupBatch(
+        self, request: pb.LookupBatchRequest, context: grpc.aio.ServicerContext
+    ) -> pb.LookupBatchResponse:
+        if not self._batch:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "Method not implemented!")
+        self.batches.append(len(request.lookups))
+        await self.gate.wait()
+        return await self._inner.LookupBatch(request, context)
+
+    async def Store(self, request: pb.StoreRequest, context: grpc.aio.ServicerContext) -> pb.StoreResponse:
+        return await self._inner.Store(request, context)
+
+    async def AbandonFlight(
+        self, request: pb.AbandonFlightRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AbandonFlightResponse:
+        reply = await self._inner.AbandonFlight(request, context)
+        self.abandoned.append(request.flight_token)
+        return reply
+
+
+async def _serve(servicer: _Gated) -> tuple[grpc.aio.Server, str]:
+    server = grpc.aio.server()
+    cache_service_pb2_grpc.add_CacheServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, f"127.0.0.1:{port}"
+
+
+@pytest.fixture(params=[True, False], ids=["batching-cache", "cache-without-lookup-batch"])
+async def gated(request: pytest.FixtureRequest, cache: RunningCache) -> AsyncIterator[tuple[str, _Gated]]:
+    servicer = _Gated(CacheServicer(cache.engine), batch=request.param)  # type: ignore[abstract]
+    server, address = await _serve(servicer)
+    yield address, servicer
+    await server.stop(None)
+
+
+async def test_lookups_queued_behind_a_call_go_together(
+    stub: Stub, tenant: str, gated: tuple[str, _Gated]
+) -> None:
+    address, servicer = gated
+    specs = [gen(f"client lookup {n}", temperature=0.7) for n in range(12)]
+    for n, spec in enumerate(specs[::2]):
+        await stub.Store(store(tenant, spec, f"answer {2 * n}".encode(), policy=POLICY))
+    async with grpc.aio.insecure_channel(address) as channel:
+        client = CacheClient(channel, lookup_budget_ms=10_000, queue_size=100, lookup_calls=1)
+        # NOTE: the first lookup holds the only call slot at the gate while the others queue up.
+        servicer.gate.clear()
+        first = asyncio.ensure_future(client.lookup(tenant, specs[0], POLICY))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while servicer.lookups + len(servicer.batches) < 1:
+            assert loop.time() < deadline, "the first lookup did not reach the cache"
+            await asyncio.sleep(0.01)
+        rest = [asyncio.ensure_future(client.lookup(tenant, spec, POLICY)) for spec in specs[1:]]
+        await asyncio.sleep(0)
+        servicer.gate.set()
+        results = [await first, *await asyncio.gather(*rest)]
+    for n, result in enumerate(results):
+        if n % 2 == 0:
+            assert result.outcome == c.CACHE_OUTCOME_EXACT_HIT and result.entry is not None
+            assert result.entry.payload == f"answer {n}".encode()
+        else:
+            assert result.outcome == c.CACHE_OUTCOME_MISS and result.flight_token
+    if servicer._batch:
+        assert servicer.lookups == 1 and servicer.batches == [11]
+        assert client.lookup_calls_sent == 2 and client.lookup_batches == 1
+    else:
+        assert servicer.lookups == 12, "without LookupBatch every lookup is its own call"
+        assert client.lookup_batches == 0
+
+
+async def test_a_lookup_past_its_budget_is_degraded_and_its_lease_released(
+    tenant: str, cache: RunningCache
+) -> None:
+    servicer = _Gated(CacheServicer(cache.engine))  # type: ignore[abstract]
+    server, address = await _serve(servicer)
+    spec = gen("a lookup the router gave up on", temperature=0.7)
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            client = CacheClient(channel, lookup_budget_ms=100, queue_size=100)
+            workers = asyncio.create_task(client.run())
+            servicer.gate.clear()
+            result = await client.lookup(tenant, spec, POLICY)
+            assert result.outcome == c.CACHE_OUTCOME_DEGRADED and not result.flight_token
+            assert len(cache.engine.flights) == 0
+            servicer.gate.set()
+            # NOTE: the cache still answers the abandoned call and makes it a flight's leader; the
+            # client releases that lease instead of leaving identical requests waiting on it.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 10
+            while not servicer.abandoned:
+                assert loop.time() < deadline, "the lease was not released"
+                await asyncio.sleep(0.01)
+            assert len(cache.engine.flights) == 0
+            workers.cancel()
+            await asyncio.gather(workers, return_exceptions=True)
+    finally:
+        await server.stop(None)
