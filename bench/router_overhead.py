@@ -1,8 +1,11 @@
 """Router overhead: a no-delay simulated node called directly vs through one router process.
 
 Short non-streaming generates (num_predict 8), unique prompts (cache misses). The load generator
-runs in a separate process: a grpc.aio client for the router, an aiohttp client for the node.
-Scenarios: direct to the node; router without cache; router with health and the cache (the miss
+runs in a separate process: a grpc.aio client for the router's gRPC API, an aiohttp client for the
+node and for the router's Ollama-compatible HTTP API (`_http` rows: the same client and request as
+`direct`, so the difference is the router alone). Scenarios: direct to the node; `grpc_floor`, a
+bare grpc.aio server that answers Generate at once (what one Python gRPC hop costs on this machine,
+the floor under any gRPC row); router without cache; router with health and the cache (the miss
 path: lookup, forward, store, outcome reports). Besides latency and throughput, every row records
 the CPU time each process spent per request (from /proc, read by the load generator right around
 the measured phase) and the load average before and after, so a run on a busy machine can still be
@@ -41,7 +44,15 @@ CACHE_VARIANTS: tuple[tuple[str, dict[str, str]], ...] = (
     ("router_cache_miss", {}),
     ("router_cache_miss_buffered", _BUFFERED),
 )
-SCENARIOS = ("direct", *(n for n, _ in ROUTER_VARIANTS), *(n for n, _ in CACHE_VARIANTS))
+HTTP_ROWS = ("router_no_cache", "router_cache_miss")
+SCENARIOS = (
+    "direct",
+    "grpc_floor",
+    *(n for n, _ in ROUTER_VARIANTS),
+    *(f"{n}_http" for n, _ in ROUTER_VARIANTS if n in HTTP_ROWS),
+    *(n for n, _ in CACHE_VARIANTS),
+    *(f"{n}_http" for n, _ in CACHE_VARIANTS if n in HTTP_ROWS),
+)
 # NOTE: the settings every service gets in this benchmark, written down because they change the cost:
 # the per-RPC access log is off (it is a debug aid, see docs/router.md) and logging is at WARNING.
 LOGGING_ENV = {"CORRAL_LOGGING__ACCESS_LOG": "false", "CORRAL_LOGGING__LEVEL": "WARNING"}
@@ -146,6 +157,31 @@ def run_worker(args: argparse.Namespace) -> None:
     print(json.dumps(uvloop.run(go())), flush=True)
 
 
+def run_floor_server() -> None:
+    """A RouterService whose Generate answers at once: the cost of the gRPC hop alone."""
+    import grpc
+    import uvloop
+    from corral.v1 import router_service_pb2, router_service_pb2_grpc
+
+    reply = router_service_pb2.GenerateResponse(model=MODEL, response="floor", done_reason="stop")
+
+    class Floor(router_service_pb2_grpc.RouterServiceServicer):
+        async def Generate(
+            self, request: router_service_pb2.GenerateRequest, context: grpc.aio.ServicerContext
+        ) -> router_service_pb2.GenerateResponse:
+            return reply
+
+    async def serve() -> None:
+        server = grpc.aio.server()
+        router_service_pb2_grpc.add_RouterServiceServicer_to_server(Floor(), server)  # type: ignore[abstract]
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        print(f"serving on 127.0.0.1:{port}", flush=True)
+        await server.wait_for_termination()
+
+    uvloop.run(serve())
+
+
 # --- orchestration ---------------------------------------------------------------------------------
 async def _measure(
     kind: str,
@@ -211,9 +247,8 @@ async def _cache_counts(port: int) -> dict[str, int]:
     }
 
 
-def _router_env(**extra: str) -> dict[str, str]:
-    # NOTE: HTTP_PORT 0 keeps the router's HTTP API off (not measured here, and no fixed port to clash).
-    return {"CORRAL_ROUTER__PORT": "0", "CORRAL_ROUTER__HTTP_PORT": "0", **LOGGING_ENV, **extra}
+def _router_env(http_port: int, **extra: str) -> dict[str, str]:
+    return {"CORRAL_ROUTER__PORT": "0", "CORRAL_ROUTER__HTTP_PORT": str(http_port), **LOGGING_ENV, **extra}
 
 
 async def _run_once(args: argparse.Namespace, rep: int) -> dict[str, list[dict[str, Any]]]:
@@ -221,7 +256,7 @@ async def _run_once(args: argparse.Namespace, rep: int) -> dict[str, list[dict[s
     from devstack.config import make_temp_state_dir
     from devstack.postgres import PostgresServer
     from devstack.redis import RedisServer
-    from tests.helpers.procs import ServiceProcess
+    from tests.helpers.procs import ServiceProcess, free_port
 
     wanted = args.scenarios.split(",")
     levels = (1, 32)
@@ -235,13 +270,24 @@ async def _run_once(args: argparse.Namespace, rep: int) -> dict[str, list[dict[s
             rows["direct"] = [
                 await _measure("http", node_url, c, args.requests, f"d{rep}c{c}", pids) for c in levels
             ]
+        if "grpc_floor" in wanted:
+            floor = await ServiceProcess("bench.router_overhead", args=("--floor-server",)).start()
+            procs.append(floor)
+            pids = {"router": floor.pid}
+            addr = f"127.0.0.1:{floor.port}"
+            rows["grpc_floor"] = [
+                await _measure("grpc", addr, c, args.requests, f"f{rep}c{c}", pids) for c in levels
+            ]
+            await floor.kill()
         for name, extra in ROUTER_VARIANTS:
-            if name not in wanted:
+            if name not in wanted and f"{name}_http" not in wanted:
                 continue
             nodes = json.dumps([{"node_id": "bench-1", "address": node_url}])
+            http_port = free_port()
             router = await ServiceProcess(
                 "services.router",
                 env=_router_env(
+                    http_port,
                     CORRAL_ROUTER__HEALTH_ADDR="",
                     CORRAL_ROUTER__CACHE_ADDR="",
                     CORRAL_ROUTER__NODES=nodes,
@@ -250,12 +296,20 @@ async def _run_once(args: argparse.Namespace, rep: int) -> dict[str, list[dict[s
             ).start()
             procs.append(router)
             pids = {"node": node.pid, "router": router.pid}
-            addr = f"127.0.0.1:{router.port}"
-            rows[name] = [
-                await _measure("grpc", addr, c, args.requests, f"{name}{rep}c{c}", pids) for c in levels
-            ]
+            targets = (
+                ("grpc", f"127.0.0.1:{router.port}", name),
+                ("http", f"http://127.0.0.1:{http_port}", f"{name}_http"),
+            )
+            for kind, target, label in targets:
+                if label in wanted:
+                    rows[label] = [
+                        await _measure(kind, target, c, args.requests, f"{label}{rep}c{c}", pids)
+                        for c in levels
+                    ]
             await router.kill()
-        cache_variants = [(name, extra) for name, extra in CACHE_VARIANTS if name in wanted]
+        cache_variants = [
+            (name, extra) for name, extra in CACHE_VARIANTS if name in wanted or f"{name}_http" in wanted
+        ]
         if cache_variants:
             state = make_temp_state_dir("corral-bench-")
             with RedisServer(port=0, state_dir=state) as redis, PostgresServer(port=0, state_dir=state) as pg:
@@ -282,9 +336,11 @@ async def _run_once(args: argparse.Namespace, rep: int) -> dict[str, list[dict[s
                 procs += [health, cache]
                 assert redis.pid is not None and pg.pid is not None
                 for name, extra in cache_variants:
+                    http_port = free_port()
                     router = await ServiceProcess(
                         "services.router",
                         env=_router_env(
+                            http_port,
                             CORRAL_ROUTER__HEALTH_ADDR=f"127.0.0.1:{health.port}",
                             CORRAL_ROUTER__CACHE_ADDR=f"127.0.0.1:{cache.port}",
                             CORRAL_ROUTER__NODES="[]",
@@ -300,16 +356,22 @@ async def _run_once(args: argparse.Namespace, rep: int) -> dict[str, list[dict[s
                         "redis": redis.pid,
                         "postgres": pg.pid,
                     }
-                    addr = f"127.0.0.1:{router.port}"
-                    rows[name] = []
-                    for c in levels:
-                        before = await _cache_counts(cache.port)
-                        row = await _measure(
-                            "grpc", addr, c, args.requests, f"{name}{rep}c{c}", pids, ("postgres",)
-                        )
-                        after = await _cache_counts(cache.port)
-                        row["cache_counts"] = {k: after[k] - before[k] for k in after}
-                        rows[name].append(row)
+                    targets = (
+                        ("grpc", f"127.0.0.1:{router.port}", name),
+                        ("http", f"http://127.0.0.1:{http_port}", f"{name}_http"),
+                    )
+                    for kind, target, row_name in targets:
+                        if row_name not in wanted:
+                            continue
+                        rows[row_name] = []
+                        for c in levels:
+                            before = await _cache_counts(cache.port)
+                            row = await _measure(
+                                kind, target, c, args.requests, f"{row_name}{rep}c{c}", pids, ("postgres",)
+                            )
+                            after = await _cache_counts(cache.port)
+                            row["cache_counts"] = {k: after[k] - before[k] for k in after}
+                            rows[row_name].append(row)
                     await router.kill()
                 for proc in (cache, health):
                     await proc.kill()
@@ -386,7 +448,7 @@ async def main(args: argparse.Namespace) -> None:
         "summary": summary,
         "runs": runs,
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
-        "load_generator": "separate process: grpc.aio client (router) / aiohttp (direct), uvloop",
+        "load_generator": "own process, uvloop: grpc.aio (gRPC rows), aiohttp (direct, _http rows)",
         "service_env": LOGGING_ENV,
     }
     lines = _markdown(args, summary, len(runs))
@@ -401,13 +463,16 @@ if __name__ == "__main__":
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated subset")
     parser.add_argument("--out", default=str(RESULTS), help="directory for the result files")
     parser.add_argument("--worker", dest="kind", default=None)
+    parser.add_argument("--floor-server", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--target", default="")
     parser.add_argument("--concurrency", type=int, default=1)
     parser.add_argument("--tag", default="")
     parser.add_argument("--pids", default="")
     parser.add_argument("--tree", default="")
     parsed = parser.parse_args()
-    if parsed.kind:
+    if parsed.floor_server:
+        run_floor_server()
+    elif parsed.kind:
         run_worker(parsed)
     else:
         import uvloop
