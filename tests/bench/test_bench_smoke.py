@@ -52,3 +52,26 @@ def test_readme_block_is_replaced_between_the_markers_only() -> None:
     text = f"intro\n{START}\nold\n{END}\nafter\n"
     assert rewrite(text, "new") == f"intro\n{START}\nnew\n{END}\nafter\n"
     assert rewrite("no markers here\n", "new") == "no markers here\n"
+
+
+async def test_router_overhead_rows_run_and_are_tabulated(tmp_path: Path) -> None:
+    # NOTE: a few requests per row: this checks the harness (processes, both ingresses, the table),
+    # not the figures, which need `bench/router_overhead.py` on a quiet machine.
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "bench/router_overhead.py", "--requests", "40",
+        "--scenarios", "direct,grpc_floor,router_no_cache,router_no_cache_http", "--out", str(tmp_path),
+        cwd=str(ROOT), env=base_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0, out.decode()[-4000:]
+    summary = json.loads((tmp_path / "router_overhead.json").read_text())["summary"]
+    assert set(summary) == {"direct", "grpc_floor", "router_no_cache", "router_no_cache_http"}
+    for name, levels in summary.items():
+        for level in ("c1", "c32"):
+            row = levels[level]["median"]
+            assert row["requests"] == 40, name
+            assert row["cpu_ms_per_request"]["loadgen"] > 0
+            if name != "direct":
+                assert row["cpu_ms_per_request"]["router"] > 0, name
+    table = (tmp_path / "router_overhead.md").read_text()
+    assert "| router_no_cache_http | 32 |" in table
