@@ -16,6 +16,14 @@ from services.common.errors import InvalidArgument, NotFound
 from services.common.tracing import annotate, annotate_cache_lookup
 
 pb = cache_service_pb2
+# NOTE: a router sends at most `lookup_batch_max` (64) lookups and 64 stores per call; the bound keeps
+# one call from occupying the cache with an unbounded fan-out of tasks.
+MAX_BATCH = 1024
+
+
+def _check_batch_size(field: str, size: int) -> None:
+    if size > MAX_BATCH:
+        raise InvalidArgument(field, f"at most {MAX_BATCH} per call, got {size}")
 
 
 def _tier(report: TierReport) -> pb.TierStats:
@@ -91,6 +99,7 @@ class CacheServicer(cache_service_pb2_grpc.CacheServiceServicer):
         self, request: pb.LookupBatchRequest, context: grpc.aio.ServicerContext
     ) -> pb.LookupBatchResponse:
         """Lookup for several requests at once, all within the call's deadline."""
+        _check_batch_size("lookups", len(request.lookups))
         args = []
         for index, lookup in enumerate(request.lookups):
             try:
@@ -126,6 +135,7 @@ class CacheServicer(cache_service_pb2_grpc.CacheServiceServicer):
         self, request: pb.StoreBatchRequest, context: grpc.aio.ServicerContext
     ) -> pb.StoreBatchResponse:
         """Store for several answers; the whole batch is refused when one entry is malformed."""
+        _check_batch_size("entries", len(request.entries))
         items: list[StoreItem] = []
         for index, entry in enumerate(request.entries):
             try:

@@ -13,7 +13,7 @@ from corral.v1 import common_pb2 as c
 from grpc_status import rpc_status
 
 from services.cache.server import RunningCache
-from services.cache.servicer import CacheServicer
+from services.cache.servicer import MAX_BATCH, CacheServicer
 from services.common.errors import error_info
 from services.router.cache_client import CacheClient
 from tests.cache.helpers import gen, lookup, store
@@ -55,6 +55,21 @@ async def test_lookup_batch_bad_lookup_is_invalid_argument_by_index(stub: Stub, 
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     info = error_info(rpc_status.from_call(err.value))
     assert info is not None and info.metadata["field"].startswith("lookups[1].")
+
+
+async def test_batches_beyond_the_bound_are_refused(stub: Stub, tenant: str) -> None:
+    one = lookup(tenant, gen("one of too many"))
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.LookupBatch(pb.LookupBatchRequest(lookups=[one] * (MAX_BATCH + 1)))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"at most {MAX_BATCH}" in (err.value.details() or "")
+    entry = store(tenant, gen("one of too many"), b"x")
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await stub.StoreBatch(pb.StoreBatchRequest(entries=[entry] * (MAX_BATCH + 1)))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    info = error_info(rpc_status.from_call(err.value))
+    assert info is not None and info.metadata["field"] == "entries"
+    assert not (await stub.Lookup(lookup(tenant, gen("one of too many")))).hit
 
 
 class _Gated(cache_service_pb2_grpc.CacheServiceServicer):
