@@ -66,6 +66,10 @@ class CacheConfig(ServiceConfig):
             the embedder's default (DEFAULT_THRESHOLDS: measured for MiniLM in bench/cache_eval.py).
         semantic_candidates: Nearest entries the guard examines per lookup.
         guard_enabled: Apply the near-miss guard (off only for measurements).
+        concurrent_tiers: When a lookup may use both tiers and its vector needs no embedding call,
+            send the semantic query together with the exact GET (an exact hit still wins). Saves
+            the exact tier's round trip on semantic hits and misses, at the cost of one HNSW query
+            per exact hit of such a request.
         max_prompt_bytes: Largest request (prompt, system, messages, images together) accepted.
         max_payload_bytes: Largest answer accepted for storing.
         max_tenant_chars: Longest tenant name.
@@ -91,6 +95,7 @@ class CacheConfig(ServiceConfig):
     semantic_threshold: float | None = Field(default=None, gt=0, le=1)
     semantic_candidates: int = Field(default=4, ge=1, le=100)
     guard_enabled: bool = True
+    concurrent_tiers: bool = True
     max_prompt_bytes: int = Field(default=1024 * 1024, ge=1)
     max_payload_bytes: int = Field(default=8 * 1024 * 1024, ge=1)
     max_tenant_chars: int = Field(default=256, ge=1)

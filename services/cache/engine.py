@@ -52,6 +52,14 @@ class StoreItem:
 
 
 @dataclass(slots=True)
+class _Candidates:
+    """What the semantic tier's query found, and when the tier's work on the lookup started."""
+
+    candidates: list[Candidate]
+    started: float
+
+
+@dataclass(slots=True)
 class _Trace:
     degraded: bool = False
     guard_reason: str = ""
@@ -91,6 +99,8 @@ class CacheEngine:
         self._memo: OrderedDict[tuple[str, str], Vector] = OrderedDict()
         self._hits: Counter[int] = Counter()
         self._recovery: asyncio.Task[None] | None = None
+        # NOTE: semantic queries made moot by an exact hit, referenced until they finish.
+        self.moot_queries: set[asyncio.Task[_Candidates | None]] = set()
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -105,6 +115,8 @@ class CacheEngine:
         if self._recovery is not None:
             self._recovery.cancel()
             await asyncio.gather(self._recovery, return_exceptions=True)
+        if self.moot_queries:
+            await asyncio.wait(self.moot_queries, timeout=self.cfg.postgres_timeout_ms / 1000)
         await self._flush_hits()
         await self.embedder.close()
         await self.exact.close()
@@ -202,7 +214,13 @@ class CacheEngine:
         single_flight: bool,
         budget_s: float,
     ) -> LookupResult:
-        """Exact tier, then semantic tier where allowed, then single-flight; within `budget_s`."""
+        """Exact tier, then semantic tier where allowed, then single-flight; within `budget_s`.
+
+        When both tiers are planned and the query vector is at hand (given by the caller or
+        remembered), the semantic query is sent at the same time as the exact GET. An exact hit
+        still wins, and the semantic query it made moot finishes in the background without being
+        counted as a semantic hit or miss (only its breaker learns from it).
+        """
         if not plan.looks_up:
             self.stats.bypassed += 1
             return LookupResult(outcome=common_pb2.CACHE_OUTCOME_BYPASS, key=view.exact_key)
@@ -210,14 +228,27 @@ class CacheEngine:
         deadline = loop.time() + budget_s - self.cfg.deadline_margin_ms / 1000
         trace = _Trace()
         now = datetime.now(UTC)
+        text = view.semantic_text if plan.lookup_semantic else None
+        pending: asyncio.Task[_Candidates | None] | None = None
         if plan.lookup_exact:
+            if text is not None and self.cfg.concurrent_tiers and self._vector_at_hand(text, embedding):
+                pending = self._query_semantic(text, view, plan, embedding, deadline, now, yield_first=True)
             entry = await self._lookup_exact(view, plan, deadline, now, trace)
             if entry is not None:
+                if pending is not None:
+                    self._leave_running(pending)
                 return LookupResult(
                     outcome=common_pb2.CACHE_OUTCOME_EXACT_HIT, key=view.exact_key, entry=entry
                 )
-        if plan.lookup_semantic:
-            found = await self._lookup_semantic(view, plan, embedding, deadline, now, trace)
+        if text is not None:
+            if pending is None:
+                pending = self._query_semantic(text, view, plan, embedding, deadline, now)
+                await asyncio.sleep(0)  # NOTE: lets it send its query before the guard's work below.
+            if self.cfg.guard_enabled and not pending.done():
+                # NOTE: the loop is idle while PostgreSQL searches; the guard's analysis of the
+                # query text (cached per text) is done now instead of after the answer.
+                guard.analyse(text)
+            found = await self._lookup_semantic(text, pending, trace)
             if found is not None:
                 entry, similarity = found
                 return LookupResult(
@@ -275,27 +306,43 @@ class CacheEngine:
         counters.hits += 1
         return entry
 
-    async def _lookup_semantic(
+    def _query_semantic(
         self,
+        text: str,
         view: RequestView,
         plan: TierPlan,
         embedding: Vector | None,
         deadline: float,
         now: datetime,
-        trace: _Trace,
-    ) -> tuple[CacheEntry, float] | None:
+        *,
+        yield_first: bool = False,
+    ) -> asyncio.Task[_Candidates | None]:
+        """Starts the semantic tier's I/O (embedding if needed, the nearest-neighbour query).
+
+        With `yield_first` the task lets the exact GET, started right after it, go out first.
+        """
+        return asyncio.create_task(self._nearest(text, view, plan, embedding, deadline, now, yield_first))
+
+    async def _nearest(
+        self,
+        text: str,
+        view: RequestView,
+        plan: TierPlan,
+        embedding: Vector | None,
+        deadline: float,
+        now: datetime,
+        yield_first: bool,
+    ) -> _Candidates | None:
+        """The candidates nearest to the request, or None when the tier is down or too slow (degraded)."""
         loop = asyncio.get_running_loop()
-        text = view.semantic_text
-        if text is None:
-            return None
+        if yield_first:
+            await asyncio.sleep(0)
         if not self.semantic.is_open or not self.semantic_breaker.allow():
-            trace.degraded = True
             return None
         started = time.perf_counter()
         vector = await self._vector(text, embedding, deadline - loop.time())
         timeout_s = min(self.cfg.postgres_timeout_ms / 1000, deadline - loop.time())
         if vector is None or timeout_s <= 0:
-            trace.degraded = True
             return None
         min_created = now - timedelta(seconds=plan.max_age_s) if plan.max_age_s is not None else None
         try:
@@ -305,20 +352,39 @@ class CacheEngine:
                 )
         except Exception as exc:
             self.semantic_breaker.failure()
-            trace.degraded = True
             logger.debug("semantic lookup failed: %r", exc)
             return None
         self.semantic_breaker.success()
+        return _Candidates(candidates, started)
+
+    async def _lookup_semantic(
+        self, text: str, pending: asyncio.Task[_Candidates | None], trace: _Trace
+    ) -> tuple[CacheEntry, float] | None:
+        """Waits for the semantic query, then applies the threshold and the guard and counts the outcome."""
+        nearest = await pending
+        if nearest is None:
+            trace.degraded = True
+            return None
         counters = self.stats.semantic
-        found = self._first_accepted(text, candidates, trace)
+        found = self._first_accepted(text, nearest.candidates, trace)
         # NOTE: the tier's latency covers embedding, the query and the guard.
-        counters.latencies_ms.append((time.perf_counter() - started) * 1000)
+        counters.latencies_ms.append((time.perf_counter() - nearest.started) * 1000)
         if found is None:
             counters.misses += 1
             return None
         counters.hits += 1
         self._hits[found[0]] += 1
         return found[1], found[2]
+
+    def _leave_running(self, task: asyncio.Task[_Candidates | None]) -> None:
+        """Lets a semantic query that an exact hit made moot finish (cancelling it would cost more)."""
+        self.moot_queries.add(task)
+        task.add_done_callback(self._forget_moot)
+
+    def _forget_moot(self, task: asyncio.Task[_Candidates | None]) -> None:
+        self.moot_queries.discard(task)
+        if not task.cancelled():
+            task.exception()  # NOTE: retrieved, so that an unexpected failure is not logged as unretrieved.
 
     def _first_accepted(
         self, text: str, candidates: list[Candidate], trace: _Trace
@@ -337,6 +403,10 @@ class CacheEngine:
             if entry is not None:
                 return candidate.id, entry, candidate.similarity
         return None
+
+    def _vector_at_hand(self, text: str, given: Vector | None) -> bool:
+        """True when the request's vector needs no embedding call (given by the caller, or remembered)."""
+        return given is not None or (self.embedder.name, text) in self._memo
 
     async def _vector(self, text: str, given: Vector | None, budget_s: float) -> Vector | None:
         """The request's vector: given by the caller, remembered, or embedded now (None on failure)."""
