@@ -111,13 +111,14 @@ class _LookupLane:
             self._in_flight -= 1
             while self._queue and self._in_flight < self._calls:
                 self._launch()
+        # NOTE: a late reply (the waiter's budget ran out) may have made it a flight's leader. Its
+        # lease is not released here: the request goes on as a miss and its Store completes the
+        # flight by key; only a request that fails leaves the lease to expire (`flight_lease_s`),
+        # and identical lookups wait for it no longer than their own budget. An AbandonFlight call
+        # per late reply would add RPCs exactly when the cache is too slow already.
         for (_, future), reply in zip(batch, replies, strict=True):
             if not future.done():
                 future.set_result(reply)
-            elif reply is not None and reply.flight_token:
-                # NOTE: the waiter gave up (budget or cancellation) but the cache made it the leader
-                # of a flight: release the lease so identical requests do not wait for it.
-                self._client.abandon(reply.flight_token)
 
 
 class CacheClient:

@@ -160,7 +160,7 @@ async def test_lookups_queued_behind_a_call_go_together(
         assert client.lookup_batches == 0
 
 
-async def test_a_lookup_past_its_budget_is_degraded_and_its_lease_released(
+async def test_a_lookup_past_its_budget_is_degraded_and_its_store_completes_the_flight(
     tenant: str, cache: RunningCache
 ) -> None:
     servicer = _Gated(CacheServicer(cache.engine))  # type: ignore[abstract]
@@ -173,16 +173,21 @@ async def test_a_lookup_past_its_budget_is_degraded_and_its_lease_released(
             servicer.gate.clear()
             result = await client.lookup(tenant, spec, POLICY)
             assert result.outcome == c.CACHE_OUTCOME_DEGRADED and not result.flight_token
-            assert len(cache.engine.flights) == 0
+            # NOTE: the cache still answers the late call and makes it a flight's leader; the request
+            # goes on as a miss and storing its answer (without the token) completes that flight.
             servicer.gate.set()
-            # NOTE: the cache still answers the abandoned call and makes it a flight's leader; the
-            # client releases that lease instead of leaving identical requests waiting on it.
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 10
-            while not servicer.abandoned:
-                assert loop.time() < deadline, "the lease was not released"
+            while len(cache.engine.flights) < 1:
+                assert loop.time() < deadline, "the late lookup did not reach the cache"
                 await asyncio.sleep(0.01)
-            assert len(cache.engine.flights) == 0
+            client.store(tenant, spec, POLICY, pb.CacheEntry(payload=b"late answer"))
+            while len(cache.engine.flights):
+                assert loop.time() < deadline, "the store did not complete the flight"
+                await asyncio.sleep(0.01)
+            assert not servicer.abandoned, "no AbandonFlight call for a late reply"
+            hit = await client.lookup(tenant, spec, POLICY)
+            assert hit.outcome == c.CACHE_OUTCOME_EXACT_HIT
             workers.cancel()
             await asyncio.gather(workers, return_exceptions=True)
     finally:
