@@ -56,15 +56,30 @@ class SemanticStore:
         self._connect_timeout_s = connect_timeout_s
         self._pool: AsyncConnectionPool | None = None
         self.migrated = False
-        d = self._dims
-        self.nearest_sql = (
-            f"SELECT id, prompt_text, payload, 1 - (embedding::vector({d}) <=> %(q)s::vector({d})) "
-            f"FROM {TABLE} WHERE dims = {d} AND tenant = %(tenant)s AND model = %(model)s "
-            "AND embed_model = %(embed_model)s AND context_key = %(context_key)s "
-            "AND (expires_at IS NULL OR expires_at > now()) "
-            "AND (%(min_created)s::timestamptz IS NULL OR created_at >= %(min_created)s::timestamptz) "
-            f"ORDER BY embedding::vector({d}) <=> %(q)s::vector({d}) LIMIT %(k)s"
-        )
+        self._nearest_sql: dict[int, str] = {}
+
+    def nearest_sql(self, k: int) -> str:
+        """The nearest-neighbour statement for k candidates.
+
+        Its parameters are q, tenant, model, embed_model, context_key and min_created.
+
+        NOTE: k is part of the text, not a parameter: under the generic plan an unknown LIMIT is
+        costed as a tenth of the table, which makes a small table's plan a sequential scan and a sort
+        over every row (measured: 6.4 ms at 3,000 rows, against 0.5 ms through the index).
+        """
+        sql = self._nearest_sql.get(k)
+        if sql is None:
+            d = self._dims
+            sql = (
+                f"SELECT id, prompt_text, payload, 1 - (embedding::vector({d}) <=> %(q)s::vector({d})) "
+                f"FROM {TABLE} WHERE dims = {d} AND tenant = %(tenant)s AND model = %(model)s "
+                "AND embed_model = %(embed_model)s AND context_key = %(context_key)s "
+                "AND (expires_at IS NULL OR expires_at > now()) "
+                "AND (%(min_created)s::timestamptz IS NULL OR created_at >= %(min_created)s::timestamptz) "
+                f"ORDER BY embedding::vector({d}) <=> %(q)s::vector({d}) LIMIT {int(k)}"
+            )
+            self._nearest_sql[k] = sql
+        return sql
 
     async def _configure(self, conn: psycopg.AsyncConnection[object]) -> None:
         await register_vector_async(conn)
@@ -149,10 +164,9 @@ class SemanticStore:
             "embed_model": ns.embed_model,
             "context_key": ns.context_key,
             "min_created": min_created,
-            "k": k,
         }
         async with self._require_pool().connection(timeout=timeout_s) as conn:
-            cursor = await conn.execute(self.nearest_sql, params)
+            cursor = await conn.execute(self.nearest_sql(k), params)
             rows = await cursor.fetchall()
         found = [Candidate(int(r[0]), str(r[1]), bytes(r[2]), float(r[3])) for r in rows]
         # NOTE: relaxed_order iterative scans may return rows slightly out of order.
