@@ -1,19 +1,42 @@
-"""The semantic tier's nearest-neighbour statement against the session's real PostgreSQL + pgvector."""
+"""The semantic tier's nearest-neighbour statement, in a database of its own on the session's PostgreSQL.
+
+A database of its own: the plan depends on the table's statistics, which the other tests' entries
+(many tenants, few rows each) would change.
+"""
 
 from __future__ import annotations
 
 import json
 import re
+import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import psycopg
+import pytest
 from pgvector.psycopg import register_vector_async
 
+from devstack import migrate
+from devstack.postgres import PostgresServer
 from services.cache.embedders import HashingEmbedder
-from services.cache.semantic_store import Namespace, SemanticStore
+from services.cache.semantic_store import MIGRATIONS_DIR, Namespace, SemanticStore
 
 EMBEDDER = HashingEmbedder(384)
 ROWS = 3000
+
+
+@pytest.fixture
+def own_dsn(postgres_server: PostgresServer) -> Iterator[str]:
+    """A new, migrated database, dropped afterwards."""
+    name = f"plan_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_server.dsn_for("postgres"), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        migrate.apply(postgres_server.dsn_for(name), MIGRATIONS_DIR)
+        yield postgres_server.dsn_for(name)
+    finally:
+        with psycopg.connect(postgres_server.dsn_for("postgres"), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
 
 
 def numbered(sql: str) -> str:
@@ -23,15 +46,15 @@ def numbered(sql: str) -> str:
 
 
 async def test_a_small_table_is_searched_through_the_hnsw_index_under_a_generic_plan(
-    migrated_dsn: str, tenant: str
+    own_dsn: str, tenant: str
 ) -> None:
-    store = SemanticStore(migrated_dsn, 384, 1, 40, 5)
+    store = SemanticStore(own_dsn, 384, 1, 40, 5)
     await store.open()
     try:
         ns = Namespace(tenant, "llama3.2:1b", EMBEDDER.name, "ctx")
         now = datetime.now(UTC)
         texts = [f"How do I configure service number {n} with Docker?" for n in range(ROWS)]
-        async with await psycopg.AsyncConnection.connect(migrated_dsn, autocommit=True) as conn:
+        async with await psycopg.AsyncConnection.connect(own_dsn, autocommit=True) as conn:
             await register_vector_async(conn)
             async with (
                 conn.cursor() as cursor,
