@@ -33,6 +33,7 @@ async def _round(
     from tests.helpers.procs import ServiceProcess
 
     env = _router_env(
+        0,  # NOTE: the HTTP API is off: only the gRPC path is measured here.
         CORRAL_ROUTER__HEALTH_ADDR="",
         CORRAL_ROUTER__CACHE_ADDR="",
         CORRAL_ROUTER__NODES=json.dumps([{"node_id": "bench-1", "address": node_url}]),
