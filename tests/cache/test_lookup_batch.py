@@ -1,4 +1,4 @@
-"""LookupBatch over gRPC, and the router's cache client sending queued lookups as batches."""
+"""LookupBatch over gRPC, the router's cache client sending queued lookups as batches, GETs as MGET."""
 
 from __future__ import annotations
 
@@ -7,16 +7,21 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+import redis.asyncio as aioredis
+import redis.exceptions as redis_exceptions
 from corral.v1 import cache_service_pb2 as pb
 from corral.v1 import cache_service_pb2_grpc
 from corral.v1 import common_pb2 as c
 from grpc_status import rpc_status
 
+from devstack.redis import RedisServer
+from services.cache.exact_store import ExactStore
 from services.cache.server import RunningCache
 from services.cache.servicer import MAX_BATCH, CacheServicer
 from services.common.errors import error_info
 from services.router.cache_client import CacheClient
 from tests.cache.helpers import gen, lookup, store
+from tests.helpers.procs import free_port
 
 Stub = cache_service_pb2_grpc.CacheServiceStub
 POLICY = c.CachePolicy(mode=c.CACHE_MODE_EXACT)
@@ -192,3 +197,42 @@ async def test_a_lookup_past_its_budget_is_degraded_and_its_store_completes_the_
             await asyncio.gather(workers, return_exceptions=True)
     finally:
         await server.stop(None)
+
+
+async def _commandstats(redis_url: str) -> dict[str, int]:
+    client = aioredis.Redis.from_url(redis_url)
+    try:
+        info = await client.info("commandstats")
+    finally:
+        await client.aclose()
+    return {name.removeprefix("cmdstat_"): int(stats["calls"]) for name, stats in info.items()}
+
+
+async def test_gets_issued_together_leave_as_one_mget(redis_server: RedisServer, tenant: str) -> None:
+    store_ = ExactStore(redis_server.url, timeout_s=2)
+    try:
+        await store_.put(tenant, "m", "k1", b"one", ttl_s=60)
+        await store_.put(tenant, "m", "k3", b"three", ttl_s=60)
+        before = await _commandstats(redis_server.url)
+        values = await asyncio.gather(*(store_.get(tenant, "m", f"k{n}") for n in range(1, 5)))
+        middle = await _commandstats(redis_server.url)
+        assert values == [b"one", None, b"three", None]
+        assert middle.get("mget", 0) - before.get("mget", 0) == 1
+        assert middle.get("get", 0) == before.get("get", 0)
+        assert await store_.get(tenant, "m", "k1") == b"one", "a lone GET is sent as it is"
+        after = await _commandstats(redis_server.url)
+        assert after.get("get", 0) - middle.get("get", 0) == 1
+    finally:
+        await store_.close()
+
+
+async def test_a_failed_mget_fails_every_get_of_it(tenant: str) -> None:
+    # NOTE: a port nothing listens on: the connection fails and each waiter sees the error.
+    store_ = ExactStore(f"redis://127.0.0.1:{free_port()}", timeout_s=1)
+    try:
+        results = await asyncio.gather(
+            *(store_.get(tenant, "m", f"k{n}") for n in range(3)), return_exceptions=True
+        )
+        assert all(isinstance(r, redis_exceptions.ConnectionError) for r in results), results
+    finally:
+        await store_.close()
