@@ -7,8 +7,10 @@ import contextlib
 import logging
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from corral.v1 import cache_service_pb2, common_pb2
 from google.protobuf import message as pb_message
@@ -65,12 +67,32 @@ class _Trace:
     guard_reason: str = ""
 
 
+def _blame(breaker: Breaker, exc: BaseException, *, caller_bound: bool) -> bool:
+    """Counts a failed lookup call against its store unless the caller's deadline ran out first.
+
+    A timeout imposed by the caller's short remaining budget (shorter than the store's own timeout)
+    says little about the store: counting it would let a busy machine, or a batch of lookups sharing
+    one late reply, open the breaker and turn every lookup into a miss for `breaker_open_ms`.
+    Returns False for such a timeout; the caller then has the store probed with its full timeout,
+    so a hung store still opens the breaker.
+    """
+    timed_out = isinstance(exc, TimeoutError) or isinstance(exc.__cause__, TimeoutError)
+    if caller_bound and timed_out:
+        return False
+    breaker.failure()
+    return True
+
+
 def _fresh(entry: CacheEntry, max_age_s: float | None, now: datetime) -> bool:
     if entry.HasField("expires_at") and entry.expires_at.ToDatetime(tzinfo=UTC) <= now:
         return False
     if max_age_s is not None and entry.HasField("created_at"):
         return (now - entry.created_at.ToDatetime(tzinfo=UTC)).total_seconds() <= max_age_s
     return True
+
+
+# NOTE: a store found too slow for a lookup's budget is probed at most this often.
+_CHECK_INTERVAL_S = 0.1
 
 
 class CacheEngine:
@@ -101,6 +123,9 @@ class CacheEngine:
         self._recovery: asyncio.Task[None] | None = None
         # NOTE: semantic queries made moot by an exact hit, referenced until they finish.
         self.moot_queries: set[asyncio.Task[_Candidates | None]] = set()
+        # NOTE: probes of stores that were too slow for a lookup's budget (see _blame).
+        self._checks: dict[str, asyncio.Task[None]] = {}
+        self._checked_at: dict[str, float] = {}
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -115,6 +140,9 @@ class CacheEngine:
         if self._recovery is not None:
             self._recovery.cancel()
             await asyncio.gather(self._recovery, return_exceptions=True)
+        for check in self._checks.values():
+            check.cancel()
+        await asyncio.gather(*self._checks.values(), return_exceptions=True)
         if self.moot_queries:
             await asyncio.wait(self.moot_queries, timeout=self.cfg.postgres_timeout_ms / 1000)
         await self._flush_hits()
@@ -165,6 +193,30 @@ class CacheEngine:
             else:
                 self.embed_breaker.success()
                 logger.info("embedder %s is back", self.embedder.name)
+
+    def _check_soon(self, store: str, probe: Callable[[], Coroutine[Any, Any, None]]) -> None:
+        """Probes a store that was too slow for a lookup's budget, once at a time and at most every
+        `_CHECK_INTERVAL_S`: a probe that fails with the store's own timeout opens its breaker."""
+        now = time.monotonic()
+        running = self._checks.get(store)
+        if (running is not None and not running.done()) or now < self._checked_at.get(store, 0.0):
+            return
+        self._checked_at[store] = now + _CHECK_INTERVAL_S
+        self._checks[store] = asyncio.create_task(probe())
+
+    async def _check_semantic(self) -> None:
+        try:
+            await self.semantic.ping(max(1.0, self.cfg.postgres_timeout_ms / 1000 * 4))
+        except Exception as exc:
+            self.semantic_breaker.trip()
+            logger.debug("postgresql too slow: %r", exc)
+
+    async def _check_embedder(self) -> None:
+        try:
+            await self.embedder.embed("ping", self.cfg.embedder.timeout_s)
+        except Exception as exc:
+            self.embed_breaker.trip()
+            logger.debug("embedder too slow: %r", exc)
 
     async def _probe_exact(self, reset: bool = False) -> None:
         try:
@@ -292,7 +344,8 @@ class CacheEngine:
         try:
             raw = await bounded(self.exact.get(view.tenant, view.model, view.exact_key), timeout_s)
         except Exception as exc:
-            self.exact_breaker.failure()
+            if not _blame(self.exact_breaker, exc, caller_bound=timeout_s < self.cfg.redis_timeout_ms / 1000):
+                self._check_soon("redis", self._probe_exact)
             trace.degraded = True
             logger.debug("exact lookup failed: %r", exc)
             return None
@@ -351,7 +404,9 @@ class CacheEngine:
                     self._namespace(view), vector, self.cfg.semantic_candidates, min_created, timeout_s
                 )
         except Exception as exc:
-            self.semantic_breaker.failure()
+            caller_bound = timeout_s < self.cfg.postgres_timeout_ms / 1000
+            if not _blame(self.semantic_breaker, exc, caller_bound=caller_bound):
+                self._check_soon("postgres", self._check_semantic)
             logger.debug("semantic lookup failed: %r", exc)
             return None
         self.semantic_breaker.success()
@@ -422,7 +477,8 @@ class CacheEngine:
         try:
             vector = await self.embedder.embed(text, budget_s)
         except Exception as exc:
-            self.embed_breaker.failure()
+            if not _blame(self.embed_breaker, exc, caller_bound=budget_s < self.cfg.embedder.timeout_s):
+                self._check_soon("embedder", self._check_embedder)
             logger.debug("embedding failed: %r", exc)
             return None
         self.embed_breaker.success()
