@@ -88,12 +88,28 @@ def _check_size(field: str, size_bytes: int, limit: int) -> None:
         )
 
 
+# NOTE: google.protobuf.Duration's own bounds (about 10,000 years; nanos of the same sign as seconds).
+_MAX_DURATION_S = 315_576_000_000
+
+
+def check_keep_alive(field: str, spec: common_pb2.GenerateSpec | common_pb2.ChatSpec) -> None:
+    """keep_alive may be negative (Ollama: keep loaded forever) but must be a valid Duration."""
+    if not spec.HasField("keep_alive"):
+        return
+    value = spec.keep_alive
+    if abs(value.seconds) > _MAX_DURATION_S or abs(value.nanos) > 999_999_999:
+        raise InvalidArgument(field, "not a valid duration (out of range)")
+    if (value.seconds > 0 and value.nanos < 0) or (value.seconds < 0 and value.nanos > 0):
+        raise InvalidArgument(field, "not a valid duration (seconds and nanos differ in sign)")
+
+
 def validate_generate(spec: common_pb2.GenerateSpec, known: set[str] | None, max_prompt_bytes: int) -> str:
     """Validates a GenerateSpec; returns the normalised model name."""
     model = check_model("spec.model", spec.model, known)
     if spec.raw and (spec.template or spec.system):
         raise InvalidArgument("spec.raw", "raw mode does not support template or system")
     check_format("spec.format", spec.format)
+    check_keep_alive("spec.keep_alive", spec)
     if spec.HasField("options"):
         check_options("spec.options", spec.options)
     size = len(spec.prompt.encode()) + len(spec.system.encode()) + len(spec.suffix.encode())
@@ -122,6 +138,7 @@ def validate_chat(spec: common_pb2.ChatSpec, known: set[str] | None, max_prompt_
         if not tool.function.name:
             raise InvalidArgument(f"spec.tools[{index}].function.name", "a function name is required")
     check_format("spec.format", spec.format)
+    check_keep_alive("spec.keep_alive", spec)
     if spec.HasField("options"):
         check_options("spec.options", spec.options)
     _check_size("spec.messages", size, max_prompt_bytes)

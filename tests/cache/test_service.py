@@ -223,6 +223,16 @@ async def test_bad_input_is_invalid_argument(stub: Stub, tenant: str) -> None:
     await _invalid(stub.AbandonFlight(pb.AbandonFlightRequest()), "flight_token")
     await _invalid(stub.Invalidate(pb.InvalidateRequest()), "tenant")
     await _invalid(stub.Invalidate(pb.InvalidateRequest(key="zz")), "key")
+    # NOTE: a Duration protobuf itself calls invalid cannot be put into a key; a negative keep_alive
+    # (Ollama's "forever") is fine.
+    too_long = gen("hi", keep_alive=Duration(seconds=315_576_000_001))
+    await _invalid(stub.Store(store(tenant, too_long, b"x")), "generate.keep_alive")
+    mixed = gen("hi", keep_alive=Duration(seconds=1, nanos=-1))
+    await _invalid(stub.Lookup(lookup(tenant, mixed)), "generate.keep_alive")
+    huge_ttl = c.CachePolicy(ttl=Duration(seconds=315_576_000_001))
+    await _invalid(stub.Store(store(tenant, gen("hi"), b"x", policy=huge_ttl)), "policy.ttl")
+    forever = gen("keep it loaded", keep_alive=Duration(seconds=-1))
+    assert (await stub.Store(store(tenant, forever, b"x"))).stored_exact
 
 
 async def test_invalidate_by_tenant_model_and_key(stub: Stub, tenant: str) -> None:

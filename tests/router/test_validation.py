@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 from corral.v1 import common_pb2, router_service_pb2
+from google.protobuf.duration_pb2 import Duration
 
 from services.common.errors import InvalidArgument
 from services.router.validation import validate_chat, validate_embed, validate_generate
@@ -29,6 +30,8 @@ def test_valid_requests_pass_and_normalise_the_model() -> None:
     assert validate_chat(chat(), KNOWN, 1000) == "llama3.2:1b"
     assert validate_generate(gen(model="nomic-embed-text"), KNOWN, 1000) == "nomic-embed-text:latest"
     assert validate_generate(gen(model="anything"), None, 1000) == "anything:latest"
+    # NOTE: a negative keep_alive is Ollama's "keep the model loaded forever".
+    assert validate_generate(gen(keep_alive=Duration(seconds=-1)), KNOWN, 1000) == "llama3.2:1b"
 
 
 @pytest.mark.parametrize(
@@ -47,6 +50,8 @@ def test_valid_requests_pass_and_normalise_the_model() -> None:
         (gen(format="[1, 2]"), "spec.format"),
         (gen(raw=True, system="s"), "spec.raw"),
         (gen(prompt="x" * 2000), "spec.prompt"),
+        (gen(keep_alive=Duration(seconds=315_576_000_001)), "spec.keep_alive"),
+        (gen(keep_alive=Duration(seconds=-1, nanos=5)), "spec.keep_alive"),
     ],
 )
 def test_generate_rejections_name_the_field(spec: common_pb2.GenerateSpec, field: str) -> None:
@@ -71,6 +76,7 @@ def test_generate_rejections_name_the_field(spec: common_pb2.GenerateSpec, field
             "spec.tools[0].type",
         ),
         (chat(options=common_pb2.ModelOptions(repeat_penalty=-1)), "spec.options.repeat_penalty"),
+        (chat(keep_alive=Duration(nanos=1_000_000_000)), "spec.keep_alive"),
     ],
 )
 def test_chat_rejections_name_the_field(spec: common_pb2.ChatSpec, field: str) -> None:
