@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import grpc
 from corral.v1 import cache_service_pb2, cache_service_pb2_grpc
@@ -16,14 +18,25 @@ from services.common.errors import InvalidArgument, NotFound
 from services.common.tracing import annotate, annotate_cache_lookup
 
 pb = cache_service_pb2
+M = TypeVar("M")
+T = TypeVar("T")
 # NOTE: a router sends at most `lookup_batch_max` (64) lookups and 64 stores per call; the bound keeps
 # one call from occupying the cache with an unbounded fan-out of tasks.
 MAX_BATCH = 1024
 
 
-def _check_batch_size(field: str, size: int) -> None:
-    if size > MAX_BATCH:
-        raise InvalidArgument(field, f"at most {MAX_BATCH} per call, got {size}")
+def _each(field: str, items: Sequence[M], check: Callable[[M], T]) -> list[T]:
+    """`check` applied to every item of a batch; a refusal names the item (`lookups[3].tenant`)."""
+    if len(items) > MAX_BATCH:
+        raise InvalidArgument(field, f"at most {MAX_BATCH} per call, got {len(items)}")
+    checked: list[T] = []
+    for index, item in enumerate(items):
+        try:
+            checked.append(check(item))
+        except InvalidArgument as exc:
+            where = f"{field}[{index}]" + (f".{exc.field}" if exc.field else "")
+            raise InvalidArgument(where, exc.message.removeprefix(f"{exc.field}: ")) from None
+    return checked
 
 
 def _tier(report: TierReport) -> pb.TierStats:
@@ -99,14 +112,7 @@ class CacheServicer(cache_service_pb2_grpc.CacheServiceServicer):
         self, request: pb.LookupBatchRequest, context: grpc.aio.ServicerContext
     ) -> pb.LookupBatchResponse:
         """Lookup for several requests at once, all within the call's deadline."""
-        _check_batch_size("lookups", len(request.lookups))
-        args = []
-        for index, lookup in enumerate(request.lookups):
-            try:
-                args.append(self._lookup_args(lookup))
-            except InvalidArgument as exc:
-                where = f"lookups[{index}]" + (f".{exc.field}" if exc.field else "")
-                raise InvalidArgument(where, exc.message.removeprefix(f"{exc.field}: ")) from None
+        args = _each("lookups", request.lookups, self._lookup_args)
         budget_s = self._budget_s(context)
         done = await asyncio.gather(
             *(self._lookup(lookup, a, budget_s) for lookup, a in zip(request.lookups, args, strict=True))
@@ -135,14 +141,7 @@ class CacheServicer(cache_service_pb2_grpc.CacheServiceServicer):
         self, request: pb.StoreBatchRequest, context: grpc.aio.ServicerContext
     ) -> pb.StoreBatchResponse:
         """Store for several answers; the whole batch is refused when one entry is malformed."""
-        _check_batch_size("entries", len(request.entries))
-        items: list[StoreItem] = []
-        for index, entry in enumerate(request.entries):
-            try:
-                items.append(self._store_item(entry))
-            except InvalidArgument as exc:
-                where = f"entries[{index}]" + (f".{exc.field}" if exc.field else "")
-                raise InvalidArgument(where, exc.message.removeprefix(f"{exc.field}: ")) from None
+        items = _each("entries", request.entries, self._store_item)
         stored = await self._engine.store_many(items) if items else []
         return pb.StoreBatchResponse(
             results=[

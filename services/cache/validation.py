@@ -13,6 +13,7 @@ from services.cache.config import CacheConfig
 from services.cache.embedders import Vector
 from services.cache.keys import Spec, request_bytes
 from services.common.errors import InvalidArgument
+from services.common.wire import check_duration
 
 _TOKEN = re.compile(r"^[0-9a-f]{32}$")
 _KEY = re.compile(r"^[0-9a-f]{64}$")
@@ -38,20 +39,8 @@ def check_tenant(tenant: str, cfg: CacheConfig, field: str = "tenant") -> None:
         raise InvalidArgument(field, "must not contain control characters")
 
 
-# NOTE: google.protobuf.Duration's own bounds (about 10,000 years; nanos of the same sign as seconds).
-_MAX_DURATION_S = 315_576_000_000
-
-
-def _check_valid_duration(value: Duration, field: str) -> None:
-    """Refuses a Duration that protobuf itself calls invalid (it cannot be hashed into a key)."""
-    if abs(value.seconds) > _MAX_DURATION_S or abs(value.nanos) > 999_999_999:
-        raise InvalidArgument(field, "not a valid duration (out of range)")
-    if (value.seconds > 0 and value.nanos < 0) or (value.seconds < 0 and value.nanos > 0):
-        raise InvalidArgument(field, "not a valid duration (seconds and nanos differ in sign)")
-
-
 def _check_duration(value: Duration, field: str) -> None:
-    _check_valid_duration(value, field)
+    check_duration(field, value)
     if value.seconds < 0 or value.nanos < 0:
         raise InvalidArgument(field, "must not be negative")
 
@@ -67,7 +56,7 @@ def check_keyed(request: Keyed, cfg: CacheConfig) -> Spec:
         raise InvalidArgument(f"{kind}.model", "at most 512 characters")
     if spec.HasField("keep_alive"):
         # NOTE: negative is Ollama's "keep loaded forever"; only protobuf's own bounds apply.
-        _check_valid_duration(spec.keep_alive, f"{kind}.keep_alive")
+        check_duration(f"{kind}.keep_alive", spec.keep_alive)
     size = request_bytes(spec)
     if size > cfg.max_prompt_bytes:
         where = f"{kind}.prompt" if isinstance(spec, common_pb2.GenerateSpec) else f"{kind}.messages"

@@ -1,4 +1,5 @@
-"""Requests that do not parse as their message type become INVALID_ARGUMENT, not UNKNOWN."""
+"""Requests that do not parse as their message type become INVALID_ARGUMENT, not UNKNOWN; well-known
+types that parse but that protobuf itself calls invalid are refused by field."""
 
 from __future__ import annotations
 
@@ -7,10 +8,23 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf.duration_pb2 import Duration
 
 from services.common.errors import InvalidArgument
 
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
+
+
+# NOTE: google.protobuf.Duration's own bounds (about 10,000 years; nanos of the same sign as seconds).
+_MAX_DURATION_S = 315_576_000_000
+
+
+def check_duration(field: str, value: Duration) -> None:
+    """Refuses a Duration outside protobuf's own bounds (JSON encoding and key hashing reject it)."""
+    if abs(value.seconds) > _MAX_DURATION_S or abs(value.nanos) > 999_999_999:
+        raise InvalidArgument(field, "not a valid duration (out of range)")
+    if (value.seconds > 0 and value.nanos < 0) or (value.seconds < 0 and value.nanos > 0):
+        raise InvalidArgument(field, "not a valid duration (seconds and nanos differ in sign)")
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ import re
 from corral.v1 import common_pb2, router_service_pb2
 
 from services.common.errors import InvalidArgument
+from services.common.wire import check_duration
 from services.router.scores import normalize_model
 
 ROLES = frozenset({"system", "user", "assistant", "tool"})
@@ -88,19 +89,10 @@ def _check_size(field: str, size_bytes: int, limit: int) -> None:
         )
 
 
-# NOTE: google.protobuf.Duration's own bounds (about 10,000 years; nanos of the same sign as seconds).
-_MAX_DURATION_S = 315_576_000_000
-
-
 def check_keep_alive(field: str, spec: common_pb2.GenerateSpec | common_pb2.ChatSpec) -> None:
     """keep_alive may be negative (Ollama: keep loaded forever) but must be a valid Duration."""
-    if not spec.HasField("keep_alive"):
-        return
-    value = spec.keep_alive
-    if abs(value.seconds) > _MAX_DURATION_S or abs(value.nanos) > 999_999_999:
-        raise InvalidArgument(field, "not a valid duration (out of range)")
-    if (value.seconds > 0 and value.nanos < 0) or (value.seconds < 0 and value.nanos > 0):
-        raise InvalidArgument(field, "not a valid duration (seconds and nanos differ in sign)")
+    if spec.HasField("keep_alive"):
+        check_duration(field, spec.keep_alive)
 
 
 def validate_generate(spec: common_pb2.GenerateSpec, known: set[str] | None, max_prompt_bytes: int) -> str:
