@@ -284,7 +284,8 @@ class CacheEngine:
         pending: asyncio.Task[_Candidates | None] | None = None
         if plan.lookup_exact:
             if text is not None and self.cfg.concurrent_tiers and self._vector_at_hand(text, embedding):
-                pending = self._query_semantic(text, view, plan, embedding, deadline, now, yield_first=True)
+                # NOTE: the task yields once first, so the exact GET started right after it goes out first.
+                pending = asyncio.create_task(self._nearest(text, view, plan, embedding, deadline, now, True))
             entry = await self._lookup_exact(view, plan, deadline, now, trace)
             if entry is not None:
                 if pending is not None:
@@ -294,7 +295,8 @@ class CacheEngine:
                 )
         if text is not None:
             if pending is None:
-                pending = self._query_semantic(text, view, plan, embedding, deadline, now)
+                nearest = self._nearest(text, view, plan, embedding, deadline, now, False)
+                pending = asyncio.create_task(nearest)
                 await asyncio.sleep(0)  # NOTE: lets it send its query before the guard's work below.
             if self.cfg.guard_enabled and not pending.done():
                 # NOTE: the loop is idle while PostgreSQL searches; the guard's analysis of the
@@ -359,23 +361,6 @@ class CacheEngine:
         counters.hits += 1
         return entry
 
-    def _query_semantic(
-        self,
-        text: str,
-        view: RequestView,
-        plan: TierPlan,
-        embedding: Vector | None,
-        deadline: float,
-        now: datetime,
-        *,
-        yield_first: bool = False,
-    ) -> asyncio.Task[_Candidates | None]:
-        """Starts the semantic tier's I/O (embedding if needed, the nearest-neighbour query).
-
-        With `yield_first` the task lets the exact GET, started right after it, go out first.
-        """
-        return asyncio.create_task(self._nearest(text, view, plan, embedding, deadline, now, yield_first))
-
     async def _nearest(
         self,
         text: str,
@@ -386,7 +371,10 @@ class CacheEngine:
         now: datetime,
         yield_first: bool,
     ) -> _Candidates | None:
-        """The candidates nearest to the request, or None when the tier is down or too slow (degraded)."""
+        """The candidates nearest to the request, or None when the tier is down or too slow (degraded).
+
+        The semantic tier's I/O (embedding if needed, the nearest-neighbour query), run as a task.
+        """
         loop = asyncio.get_running_loop()
         if yield_first:
             await asyncio.sleep(0)
