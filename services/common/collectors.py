@@ -184,6 +184,19 @@ class RouterCollector(Collector):
             stores.add_metric(["failed"], cache.stores_failed)
             stores.add_metric(["dropped"], cache.stores_dropped)
             yield stores
+            calls = CounterMetricFamily(
+                "corral_router_cache_lookup_calls",
+                "Lookup RPCs sent to the cache: single Lookup or LookupBatch calls.",
+                labels=["kind"],
+            )
+            calls.add_metric(["single"], cache.lookup_calls_sent - cache.lookup_batches)
+            calls.add_metric(["batch"], cache.lookup_batches)
+            yield calls
+            yield CounterMetricFamily(
+                "corral_router_cache_batched_lookups",
+                "Lookups that went to the cache inside a LookupBatch call.",
+                cache.lookups_batched,
+            )
 
 
 class PrewarmCollector(Collector):

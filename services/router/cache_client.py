@@ -150,6 +150,7 @@ class CacheClient:
         self._lookup_batch_supported: bool | None = None
         self.lookup_calls_sent = 0
         self.lookup_batches = 0
+        self.lookups_batched = 0
         self._queue: asyncio.Queue[_Item] = asyncio.Queue(maxsize=queue_size)
         self._workers = store_workers
         self._batch_max = max(1, store_batch_max)
@@ -201,6 +202,7 @@ class CacheClient:
                 return list(await asyncio.gather(*(self._lookup_one(r, timeout_s) for r in requests)))
             self._lookup_batch_supported = True
             self.lookup_batches += 1
+            self.lookups_batched += len(requests)
             if len(batch.results) == len(requests):
                 return list(batch.results)
             logger.warning("the cache answered %d of %d lookups", len(batch.results), len(requests))

@@ -159,7 +159,7 @@ async def test_lookups_queued_behind_a_call_go_together(
             assert result.outcome == c.CACHE_OUTCOME_MISS and result.flight_token
     if servicer._batch:
         assert servicer.lookups == 1 and servicer.batches == [11]
-        assert client.lookup_calls_sent == 2 and client.lookup_batches == 1
+        assert client.lookup_calls_sent == 2 and client.lookup_batches == 1 and client.lookups_batched == 11
     else:
         assert servicer.lookups == 12, "without LookupBatch every lookup is its own call"
         assert client.lookup_batches == 0

@@ -252,6 +252,10 @@ async def test_metrics_move_with_traffic(env: Env) -> None:
     assert delta(router, router_before, "corral_router_request_duration_seconds_count", **ok) == 3
     assert delta(router, router_before, "corral_router_cache_lookups_total", outcome="miss") == 1
     assert delta(router, router_before, "corral_router_cache_lookups_total", outcome="exact_hit") == 1
+    # NOTE: one request at a time: every lookup is its own call, none is batched.
+    assert delta(router, router_before, "corral_router_cache_lookup_calls_total", kind="single") == 2
+    assert delta(router, router_before, "corral_router_cache_lookup_calls_total", kind="batch") == 0
+    assert delta(router, router_before, "corral_router_cache_batched_lookups_total") == 0
     assert delta(router, router_before, "corral_router_failovers_total", reason="busy") == 1
     assert delta(router, router_before, "corral_router_retries_total") == 1
     assert delta(router, router_before, "corral_router_node_attempts_total", node=home, outcome="busy") == 1
