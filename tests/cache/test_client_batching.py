@@ -15,6 +15,7 @@ from services.cache.server import RunningCache
 from services.cache.servicer import CacheServicer
 from services.router.cache_client import CacheClient
 from tests.cache.helpers import gen, lookup
+from tests.helpers.polling import wait_for
 
 Stub = cache_service_pb2_grpc.CacheServiceStub
 POLICY = c.CachePolicy(mode=c.CACHE_MODE_EXACT)
@@ -55,11 +56,12 @@ async def _send_all(address: str, tenant: str, prompts: list[str], leader_token:
             answer = pb.CacheEntry(payload=f"answer {n}".encode())
             client.store(tenant, gen(prompt, temperature=0.7), POLICY, answer, leader_token if n == 0 else "")
         workers = asyncio.create_task(client.run())
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
-        while client.stores_sent + client.stores_failed < len(prompts):
-            assert loop.time() < deadline, f"{client.stores_sent} of {len(prompts)} stores sent"
-            await asyncio.sleep(0.01)
+        await wait_for(
+            lambda: not (client.stores_sent + client.stores_failed < len(prompts)),
+            10,
+            0.01,
+            what="every store sent",
+        )
         workers.cancel()
         await asyncio.gather(workers, return_exceptions=True)
     return client
@@ -84,11 +86,7 @@ async def test_queued_stores_go_as_one_batch_and_release_the_waiters(
             lookup(tenant, gen(prompts[0], temperature=0.7), policy=POLICY, single_flight=True), timeout=10
         )
     )
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
-    while cache.engine.flights.waiters(leader.key) < 1:
-        assert loop.time() < deadline, "the waiter did not join"
-        await asyncio.sleep(0.01)
+    await wait_for(lambda: cache.engine.flights.waiters(leader.key) >= 1, 10, 0.01, what="the waiter joining")
     before = cache.engine.stats.exact.stores
     client = await _send_all(cache.address, tenant, prompts, leader.flight_token)
     assert client.stores_sent == 10 and client.stores_failed == 0

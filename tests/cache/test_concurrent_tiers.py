@@ -6,7 +6,6 @@ outcomes and counters must be the same either way.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,6 +20,7 @@ from services.cache.embedders import HashingEmbedder
 from services.cache.server import RunningCache, start_in_process
 from services.cache.stats import CacheStats
 from tests.cache.helpers import gen, lookup, make_config, store
+from tests.helpers.polling import wait_for
 
 Stub = cache_service_pb2_grpc.CacheServiceStub
 EMBEDDER = HashingEmbedder(384)
@@ -67,11 +67,9 @@ def counting_queries(cache: RunningCache) -> list[int]:
 
 async def settled(cache: RunningCache) -> CacheStats:
     """The engine's counters once every semantic query left running by an exact hit has finished."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
-    while cache.engine.moot_queries:
-        assert loop.time() < deadline, "a moot semantic query never finished"
-        await asyncio.sleep(0.01)
+    await wait_for(
+        lambda: not cache.engine.moot_queries, 10, 0.01, what="the moot semantic queries finishing"
+    )
     return cache.engine.stats
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import grpc
@@ -23,6 +23,7 @@ from devstack.redis import RedisServer
 from services.cache.embedders import HashingEmbedder
 from services.cache.server import start_in_process
 from tests.cache.helpers import gen, lookup, make_config, store
+from tests.helpers.polling import wait_for
 from tests.helpers.procs import ServiceProcess, free_port
 
 TENANT = "fail-open"
@@ -35,15 +36,6 @@ def own_state() -> Iterator[Path]:
     state = make_temp_state_dir("corral-cache-failopen-")
     yield state
     shutil.rmtree(state, ignore_errors=True)
-
-
-async def _eventually(check: Callable[[], Awaitable[bool]], what: str, timeout_s: float = 20.0) -> None:
-    """Polls `check` until it holds (an external process is becoming ready)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not await check():
-        assert loop.time() < deadline, f"timed out waiting for: {what}"
-        await asyncio.sleep(0.05)
 
 
 async def test_stores_stopped_mid_test_give_fast_misses_then_hits_again(own_state: Path) -> None:
@@ -93,12 +85,12 @@ async def test_stores_stopped_mid_test_give_fast_misses_then_hits_again(own_stat
             reply = await stub.Lookup(lookup(TENANT, paraphrase), timeout=LOOKUP_TIMEOUT_S)
             return reply.outcome == c.CACHE_OUTCOME_SEMANTIC_HIT
 
-        await _eventually(semantic_hits_again, "semantic hit after PostgreSQL restart (data kept)")
+        await wait_for(semantic_hits_again, 20, what="semantic hit after PostgreSQL restart (data kept)")
 
         async def exact_is_back() -> bool:
             return not (await stub.Stats(pb.StatsRequest())).exact_degraded
 
-        await _eventually(exact_is_back, "Redis back")
+        await wait_for(exact_is_back, 20, what="Redis back")
         # NOTE: the local Redis keeps no data across restarts, so the answer is stored again.
         assert (await stub.Store(store(TENANT, question, b"Paris"))).stored_exact
         assert (await stub.Lookup(lookup(TENANT, question))).outcome == c.CACHE_OUTCOME_EXACT_HIT
@@ -152,7 +144,7 @@ async def test_starts_serving_and_degraded_without_stores_then_recovers(
                 stats = await stub.Stats(pb.StatsRequest())
                 return not stats.exact_degraded and not stats.semantic_degraded
 
-            await _eventually(healthy, "both tiers up (migrations applied by the service)")
+            await wait_for(healthy, 20, what="both tiers up (migrations applied by the service)")
             stored = await stub.Store(store(TENANT, gen("Anything?"), b"yes"))
             assert stored.stored_exact and stored.stored_semantic
             assert (await stub.Lookup(lookup(TENANT, gen("anything")))).hit

@@ -21,6 +21,7 @@ from services.cache.servicer import MAX_BATCH, CacheServicer
 from services.common.errors import error_info
 from services.router.cache_client import CacheClient
 from tests.cache.helpers import gen, lookup, store
+from tests.helpers.polling import wait_for
 from tests.helpers.procs import free_port
 
 Stub = cache_service_pb2_grpc.CacheServiceStub
@@ -142,11 +143,12 @@ async def test_lookups_queued_behind_a_call_go_together(
         # NOTE: the first lookup holds the only call slot at the gate while the others queue up.
         servicer.gate.clear()
         first = asyncio.ensure_future(client.lookup(tenant, specs[0], POLICY))
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
-        while servicer.lookups + len(servicer.batches) < 1:
-            assert loop.time() < deadline, "the first lookup did not reach the cache"
-            await asyncio.sleep(0.01)
+        await wait_for(
+            lambda: servicer.lookups + len(servicer.batches) >= 1,
+            10,
+            0.01,
+            what="the first lookup reaching the cache",
+        )
         rest = [asyncio.ensure_future(client.lookup(tenant, spec, POLICY)) for spec in specs[1:]]
         await asyncio.sleep(0)
         servicer.gate.set()
@@ -181,15 +183,11 @@ async def test_a_lookup_past_its_budget_is_degraded_and_its_store_completes_the_
             # NOTE: the cache still answers the late call and makes it a flight's leader; the request
             # goes on as a miss and storing its answer (without the token) completes that flight.
             servicer.gate.set()
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + 10
-            while len(cache.engine.flights) < 1:
-                assert loop.time() < deadline, "the late lookup did not reach the cache"
-                await asyncio.sleep(0.01)
+            await wait_for(
+                lambda: len(cache.engine.flights) >= 1, 10, 0.01, what="the late lookup reaching the cache"
+            )
             client.store(tenant, spec, POLICY, pb.CacheEntry(payload=b"late answer"))
-            while len(cache.engine.flights):
-                assert loop.time() < deadline, "the store did not complete the flight"
-                await asyncio.sleep(0.01)
+            await wait_for(lambda: not cache.engine.flights, 10, 0.01, what="the store completing the flight")
             assert not servicer.abandoned, "no AbandonFlight call for a late reply"
             hit = await client.lookup(tenant, spec, POLICY)
             assert hit.outcome == c.CACHE_OUTCOME_EXACT_HIT

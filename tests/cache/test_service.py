@@ -15,6 +15,7 @@ from grpc_status import rpc_status
 from services.cache.server import RunningCache
 from services.common.errors import error_info
 from tests.cache.helpers import gen, lookup, store
+from tests.helpers.polling import wait_for
 
 Stub = cache_service_pb2_grpc.CacheServiceStub
 EXACT_ONLY = c.CachePolicy(mode=c.CACHE_MODE_EXACT)
@@ -152,12 +153,8 @@ async def test_single_flight_collapses_50_identical_misses(
         return b"the answer"
 
     clients = [asyncio.create_task(client()) for _ in range(50)]
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 15
     key = (await stub.Lookup(lookup(tenant, spec, policy=c.CachePolicy(mode=c.CACHE_MODE_BYPASS)))).key
-    while cache.engine.flights.waiters(key) < 49:
-        assert loop.time() < deadline, f"only {cache.engine.flights.waiters(key)} waiters joined"
-        await asyncio.sleep(0.01)
+    await wait_for(lambda: cache.engine.flights.waiters(key) >= 49, 15, 0.01, what="49 waiters joined")
     waiters_ready.set()
     answers = await asyncio.gather(*clients)
     assert upstream_calls == 1
@@ -173,11 +170,7 @@ async def test_abandoned_flight_releases_waiters_as_misses(
     leader = await stub.Lookup(lookup(tenant, spec, single_flight=True))
     assert leader.flight_token
     waiter = asyncio.ensure_future(stub.Lookup(lookup(tenant, spec, single_flight=True), timeout=10))
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
-    while cache.engine.flights.waiters(leader.key) < 1:
-        assert loop.time() < deadline
-        await asyncio.sleep(0.01)
+    await wait_for(lambda: cache.engine.flights.waiters(leader.key) >= 1, 10, 0.01, what="the waiter joining")
     released = await stub.AbandonFlight(pb.AbandonFlightRequest(flight_token=leader.flight_token))
     assert released.released_waiters == 1
     reply = await waiter

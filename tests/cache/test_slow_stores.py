@@ -18,6 +18,7 @@ from services.cache.embedders import EmbedderError, HashingEmbedder
 from services.cache.engine import _blame
 from services.cache.server import start_in_process
 from tests.cache.helpers import gen, make_config
+from tests.helpers.polling import wait_for
 
 EXACT = c.CachePolicy(mode=c.CACHE_MODE_EXACT)
 
@@ -73,11 +74,7 @@ async def test_short_budgets_on_a_hung_redis_still_open_its_breaker(migrated_dsn
         hung = await engine.lookup(view, plan, embedding=None, single_flight=False, budget_s=0.02)
         assert hung.outcome == c.CACHE_OUTCOME_DEGRADED
         assert engine.exact_breaker.failures == 0, "a budget that ran out is not Redis's failure"
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 10
-        while not engine.exact_degraded:
-            assert loop.time() < deadline, "the probe did not find the hung Redis"
-            await asyncio.sleep(0.01)
+        await wait_for(lambda: engine.exact_degraded, 10, 0.01, what="the probe finding the hung Redis")
         skipped = await engine.lookup(view, plan, embedding=None, single_flight=False, budget_s=0.02)
         assert skipped.outcome == c.CACHE_OUTCOME_DEGRADED
         assert engine.exact_breaker.trials == 0, "the open breaker kept the lookup away from Redis"

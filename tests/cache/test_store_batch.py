@@ -14,6 +14,7 @@ from grpc_status import rpc_status
 from services.cache.server import RunningCache
 from services.common.errors import error_info
 from tests.cache.helpers import gen, lookup, store
+from tests.helpers.polling import wait_for
 
 Stub = cache_service_pb2_grpc.CacheServiceStub
 
@@ -25,11 +26,7 @@ async def test_store_batch_stores_every_entry_and_releases_waiters(
     leader = await stub.Lookup(lookup(tenant, led, single_flight=True))
     assert leader.flight_token
     waiter = asyncio.ensure_future(stub.Lookup(lookup(tenant, led, single_flight=True), timeout=10))
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + 10
-    while cache.engine.flights.waiters(leader.key) < 1:
-        assert loop.time() < deadline, "the waiter did not join"
-        await asyncio.sleep(0.01)
+    await wait_for(lambda: cache.engine.flights.waiters(leader.key) >= 1, 10, 0.01, what="the waiter joining")
     plain = [gen(f"Batch question {n}", temperature=0.7) for n in range(3)]
     bypassed = gen("Batch question not to store", temperature=0.7)
     entries = [store(tenant, led, b"led answer", flight_token=leader.flight_token)]

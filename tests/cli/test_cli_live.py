@@ -12,9 +12,9 @@ import pytest
 import pytest_asyncio
 
 from devstack.redis import RedisServer
+from tests.helpers.polling import wait_for as wait_until
 from tests.helpers.procs import ROOT, base_env, free_port
 from tests.http.live import LiveStack, start_live_stack
-from tests.router.stack import wait_for as wait_until
 
 MODEL = "llama3.2:1b"
 EMBED_MODEL = "nomic-embed-text:v1.5"

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 
 from devstack.postgres import PostgresServer  # noqa: F401 - fixture types
 from devstack.redis import RedisServer
+from tests.helpers.polling import wait_for as wait_until
 from tests.http.live import EMBED_MODEL, LiveStack, start_live_stack
 from tests.http.malformed import ENDPOINTS, raw_body_for
-from tests.router.stack import wait_for as wait_until
 
 MODEL = "llama3.2:1b"
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(120)]

@@ -19,10 +19,11 @@ from corral.v1 import common_pb2
 
 from devstack.redis import RedisServer
 from services.router.balancer import rendezvous_weight
+from tests.helpers.polling import wait_for
 from tests.helpers.procs import ServiceProcess, free_port
 from tests.observability.otlp import OtlpReceiver, ReceivedSpan, tracing_env
 from tests.observability.scrape import Sample, names, scrape, value
-from tests.router.stack import EMBED_MODEL, MODEL, Stack, gen_request, start_stack, wait_for
+from tests.router.stack import EMBED_MODEL, MODEL, Stack, gen_request, start_stack
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.asyncio(loop_scope="module")]
 

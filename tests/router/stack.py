@@ -241,20 +241,6 @@ async def wait_until_models_known(stack: Stack, timeout_s: float = 15.0) -> None
         await asyncio.sleep(0.05)
 
 
-async def wait_for(predicate: Callable[[], Any], timeout_s: float, interval_s: float = 0.05) -> None:
-    """Polls an external condition with a deadline."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not reached")
-        await asyncio.sleep(interval_s)
-
-
 def gen_request(prompt: str, **kw: Any) -> router_service_pb2.GenerateRequest:
     options = kw.pop("options", None)
     spec = common_pb2.GenerateSpec(model=kw.pop("model", MODEL), prompt=prompt, options=options)

@@ -11,7 +11,8 @@ import pytest
 from corral.v1 import cache_service_pb2, cache_service_pb2_grpc, common_pb2, router_service_pb2
 
 from devstack.redis import RedisServer
-from tests.router.stack import EMBED_MODEL, Stack, chat_spec, gen_request, start_stack, wait_for
+from tests.helpers.polling import wait_for
+from tests.router.stack import EMBED_MODEL, Stack, chat_spec, gen_request, start_stack
 
 pytestmark = pytest.mark.timeout(90)
 

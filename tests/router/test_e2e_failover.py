@@ -9,7 +9,8 @@ import pytest
 from corral.v1 import common_pb2, router_service_pb2
 
 from services.router.balancer import rendezvous_weight
-from tests.router.stack import MODEL, chat_spec, gen_request, start_stack, wait_for
+from tests.helpers.polling import wait_for
+from tests.router.stack import MODEL, chat_spec, gen_request, start_stack
 
 pytestmark = pytest.mark.timeout(60)
 

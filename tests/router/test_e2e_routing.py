@@ -13,6 +13,7 @@ from corral.v1 import common_pb2, router_service_pb2
 from grpc_status import rpc_status
 
 from services.common.errors import error_info
+from tests.helpers.polling import wait_for
 from tests.router.stack import (
     EMBED_MODEL,
     MODEL,
@@ -20,7 +21,6 @@ from tests.router.stack import (
     chat_spec,
     gen_request,
     start_stack,
-    wait_for,
 )
 
 pytestmark = pytest.mark.timeout(60)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from scripts.make_certs import make_all
+from tests.security.helpers import FrozenClock
 
 
 @pytest.fixture(scope="session")
@@ -15,3 +16,9 @@ def certs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("certs")
     make_all(out, days=1)
     return out
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    """A rate limiter's clock that moves only when a test moves it."""
+    return FrozenClock()

@@ -45,6 +45,16 @@ def bearer(key: str) -> tuple[tuple[str, str]]:
     return (("authorization", f"Bearer {key}"),)
 
 
+class FrozenClock:
+    """A clock that moves only when told (rate limits without timing)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @dataclass
 class AuthedHealth:
     """A real health service (no nodes) behind the auth interceptor."""

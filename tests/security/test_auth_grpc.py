@@ -25,27 +25,13 @@ from tests.security.helpers import (
     TENANT_A_KEY,
     TENANT_B_KEY,
     AuthedHealth,
+    FrozenClock,
     bearer,
     key_entries,
     start_authed_health,
 )
 
 pytestmark = pytest.mark.timeout(60)
-
-
-class FrozenClock:
-    """A clock that moves only when told (rate limits without timing)."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> FrozenClock:
-    return FrozenClock()
 
 
 @pytest.fixture

@@ -11,23 +11,10 @@ from services.common.auth import Authenticator
 from services.router.config import RouterConfig
 from services.router.http.app import start_http_server
 from tests.http.fake_core import FakeCore
-from tests.security.helpers import TENANT_A_KEY, TENANT_B_KEY, key_entries
+from tests.security.helpers import TENANT_A_KEY, TENANT_B_KEY, FrozenClock, key_entries
 
 pytestmark = pytest.mark.timeout(60)
 GENERATE = {"model": "llama3.2:1b", "prompt": "hi", "stream": False}
-
-
-class FrozenClock:
-    def __init__(self) -> None:
-        self.now = 50.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> FrozenClock:
-    return FrozenClock()
 
 
 @pytest.fixture
