@@ -20,11 +20,10 @@ from grpc_status import rpc_status
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devstack.redis import RedisServer
 from services.common.errors import error_info
 from tests.fuzz.conftest import examples
 from tests.fuzz.protostrategies import requests_of
-from tests.fuzz.servers import MAX_MESSAGE_BYTES, Servers, start_servers
+from tests.fuzz.servers import MAX_MESSAGE_BYTES, Servers
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.asyncio(loop_scope="module")]
 
@@ -38,13 +37,6 @@ METHODS = [(name, m) for name, service in SERVICES.items() for m in service.meth
 # NOTE: codes that mean "the server broke", never an answer to bad input.
 SERVER_FAULTS = {grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS}
 CALL_TIMEOUT_S = 5.0
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def servers(redis_server: RedisServer, migrated_dsn: str) -> AsyncIterator[Servers]:
-    running = await start_servers(redis_server.url, migrated_dsn)
-    yield running
-    await running.close()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")

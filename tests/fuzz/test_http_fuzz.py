@@ -12,10 +12,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from devstack.redis import RedisServer
 from tests.fuzz.conftest import examples
 from tests.fuzz.protostrategies import KNOWN_MODELS
-from tests.fuzz.servers import MAX_MESSAGE_BYTES, Servers, start_servers
+from tests.fuzz.servers import MAX_MESSAGE_BYTES, Servers
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.asyncio(loop_scope="module")]
 
@@ -122,13 +121,6 @@ def _bodies() -> st.SearchStrategy[bytes]:
         deep_objects,
         st.just(b'{"model": "llama3.2:1b", "prompt": "' + b"y" * (MAX_MESSAGE_BYTES + 1) + b'"}'),
     )
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def servers(redis_server: RedisServer, migrated_dsn: str) -> AsyncIterator[Servers]:
-    running = await start_servers(redis_server.url, migrated_dsn)
-    yield running
-    await running.close()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
