@@ -40,9 +40,12 @@ ROUTER_VARIANTS: tuple[tuple[str, dict[str, str]], ...] = (
     ("router_no_cache", {}),
     ("router_no_cache_buffered", _BUFFERED),
 )
+# NOTE: `_batched` sends the lookups that queue behind in-flight calls as one LookupBatch
+# (`lookup_batch_max: 64`; the default is one Lookup call per request, docs/router.md).
 CACHE_VARIANTS: tuple[tuple[str, dict[str, str]], ...] = (
     ("router_cache_miss", {}),
     ("router_cache_miss_buffered", _BUFFERED),
+    ("router_cache_miss_batched", {"CORRAL_ROUTER__LOOKUP_BATCH_MAX": "64"}),
 )
 HTTP_ROWS = ("router_no_cache", "router_cache_miss")
 SCENARIOS = (

@@ -139,7 +139,7 @@ class CacheClient:
         store_batch_max: int = 64,
         store_batch_wait_ms: float = 2.0,
         lookup_calls: int = 2,
-        lookup_batch_max: int = 64,
+        lookup_batch_max: int = 1,
     ) -> None:
         self._stub = cache_service_pb2_grpc.CacheServiceStub(channel)
         self._budget_s = lookup_budget_ms / 1000

@@ -81,7 +81,9 @@ class RouterConfig(ServiceConfig):
             real CPU Ollama), which the exact-tier budget could never fit.
         lookup_calls: Cache lookup RPCs in flight at once; lookups that arrive meanwhile wait for
             one to return and then go together as one LookupBatch.
-        lookup_batch_max: Most lookups in one LookupBatch (1 sends one Lookup call per request).
+        lookup_batch_max: Most lookups in one LookupBatch; 1 (the default) sends one Lookup call per
+            request: on the 2-core benchmark machine batching did not raise throughput and made
+            more lookups miss their budget (bench/results/router_overhead.md, `_batched` rows).
         unary_node_stream: Unary generate and chat ask the node to stream (the TTFT timeout and
             mid-stream continuation then apply). False asks for one JSON reply: less CPU on node and
             router per request, but a hung node is only left after `buffered_read_timeout_s` and a
@@ -118,7 +120,7 @@ class RouterConfig(ServiceConfig):
     lookup_budget_ms: float = Field(default=15.0, gt=0)
     semantic_lookup_budget_ms: float = Field(default=250.0, gt=0)
     lookup_calls: int = Field(default=2, ge=1)
-    lookup_batch_max: int = Field(default=64, ge=1)
+    lookup_batch_max: int = Field(default=1, ge=1)
     unary_node_stream: bool = True
     buffered_read_timeout_s: float = Field(default=120.0, gt=0)
     store_queue_size: int = Field(default=1000, ge=1)

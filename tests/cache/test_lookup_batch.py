@@ -139,7 +139,9 @@ async def test_lookups_queued_behind_a_call_go_together(
     for n, spec in enumerate(specs[::2]):
         await stub.Store(store(tenant, spec, f"answer {2 * n}".encode(), policy=POLICY))
     async with grpc.aio.insecure_channel(address) as channel:
-        client = CacheClient(channel, lookup_budget_ms=10_000, queue_size=100, lookup_calls=1)
+        client = CacheClient(
+            channel, lookup_budget_ms=10_000, queue_size=100, lookup_calls=1, lookup_batch_max=64
+        )
         # NOTE: the first lookup holds the only call slot at the gate while the others queue up.
         servicer.gate.clear()
         first = asyncio.ensure_future(client.lookup(tenant, specs[0], POLICY))
