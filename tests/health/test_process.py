@@ -7,8 +7,8 @@ import json
 import time
 
 import grpc
+from corral.v1 import common_pb2, health_service_pb2_grpc
 from corral.v1 import health_service_pb2 as pb
-from corral.v1 import health_service_pb2_grpc
 
 from sim.config import NodeConfig
 from sim.node import SimNode
@@ -48,7 +48,20 @@ async def test_process_probes_configured_nodes_and_ends_watches_on_sigterm() -> 
             await asyncio.wait_for(until_probed(), 10)
             # A router's outcome stream stays open for the router's lifetime.
             reports = stub.ReportOutcomes()
-            await reports.write(pb.ReportOutcomesRequest(reporter="proc-test"))
+            ok = common_pb2.ERROR_KIND_NONE
+            outcome = pb.Outcome(node_id="node-1", model="m", error_kind=ok, inflight=7)
+            await reports.write(pb.ReportOutcomesRequest(reporter="proc-test", outcomes=[outcome]))
+
+            async def until_reported() -> None:
+                while True:
+                    message = await stream.read()
+                    assert isinstance(message, pb.WatchScoresResponse)
+                    if any(n.node_id == "node-1" and n.inflight == 7 for n in message.nodes):
+                        return
+
+            # NOTE: a call still queued in the server when SIGTERM arrives is cancelled, not ended
+            # with UNAVAILABLE: the report must have reached the service first.
+            await asyncio.wait_for(until_reported(), 10)
             # NOTE: without ending watch and report streams at shutdown, the drain would wait grace_s.
             started = time.monotonic()
             proc.signal(15)
