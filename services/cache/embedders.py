@@ -85,7 +85,8 @@ class MicroBatcher:
         elif self._timer is None:
             self._timer = loop.call_later(self._window_s, self._flush)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                return await asyncio.shield(future)
         except TimeoutError as exc:
             raise EmbedderError(f"no embedding within {timeout_s * 1000:.0f} ms") from exc
 

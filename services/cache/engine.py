@@ -329,7 +329,8 @@ class CacheEngine:
         remaining = deadline - loop.time()
         with contextlib.suppress(TimeoutError):
             if remaining > 0:
-                shared = await asyncio.wait_for(asyncio.shield(ticket.future), remaining)
+                async with asyncio.timeout(remaining):
+                    shared = await asyncio.shield(ticket.future)
                 if shared is not None:
                     self.stats.coalesced += 1
                     return LookupResult(

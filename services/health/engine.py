@@ -177,8 +177,11 @@ class HealthEngine:
         heartbeat_s = self.cfg.heartbeat_interval_s
         last_sent = loop.time()
         while True:
+            # NOTE: asyncio.timeout, not wait_for: on Python 3.11 a wait_for whose event is set just as
+            # the task is cancelled swallows the cancellation, and stop() then waits for this loop forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), max(0.0, last_sent + heartbeat_s - loop.time()))
+                async with asyncio.timeout(max(0.0, last_sent + heartbeat_s - loop.time())):
+                    await self._changed.wait()
             if self._changed.is_set() and self.cfg.min_update_interval_s > 0:
                 # NOTE: let a burst of outcomes settle into one update.
                 await asyncio.sleep(self.cfg.min_update_interval_s)

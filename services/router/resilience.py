@@ -129,7 +129,8 @@ class BackgroundGate:
         """Takes one of the background places, waiting for one up to the wait limit."""
         timeout = self._wait_s if remaining_s is None else min(self._wait_s, remaining_s)
         try:
-            await asyncio.wait_for(self._slots.acquire(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._slots.acquire()
         except TimeoutError:
             raise Unavailable(
                 "background request yielded to interactive traffic: no background place became free",
@@ -150,7 +151,8 @@ class BackgroundGate:
         if timeout_s <= 0:
             return False
         try:
-            await asyncio.wait_for(self._room.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._room.wait()
         except TimeoutError:
             return False
         return True

@@ -116,10 +116,12 @@ async def start_router(cfg: RouterConfig, observer: Observer | None = None) -> R
         runtime.tasks.append(asyncio.create_task(discovery.run()))
     if feed is not None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(feed.first_snapshot.wait(), FIRST_SNAPSHOT_WAIT_S)
+            async with asyncio.timeout(FIRST_SNAPSHOT_WAIT_S):
+                await feed.first_snapshot.wait()
     if board.source != "health" and discovery is not None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(discovery.refreshed.wait(), 2.5)
+            async with asyncio.timeout(2.5):
+                await discovery.refreshed.wait()
     logger.info("router starts on %s node view (%d nodes)", board.source, len(board.nodes))
     return runtime
 

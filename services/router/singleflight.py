@@ -46,4 +46,5 @@ class SingleFlight(Generic[T]):
     @staticmethod
     async def wait(flight: asyncio.Future[T], timeout_s: float | None) -> T:
         """Waits for a flight without letting a cancelled waiter cancel it."""
-        return await asyncio.wait_for(asyncio.shield(flight), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            return await asyncio.shield(flight)
