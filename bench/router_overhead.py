@@ -41,13 +41,11 @@ ROUTER_VARIANTS: tuple[tuple[str, dict[str, str]], ...] = (
     ("router_no_cache_buffered", _BUFFERED),
 )
 # NOTE: `_batched` sends the lookups that queue behind in-flight calls as one LookupBatch
-# (`lookup_batch_max: 64`; the default is one Lookup call per request, docs/router.md). `_apart` sends
-# every answer in a store call of its own instead of on the next lookup call (`store_ride_ms: 0`).
+# (`lookup_batch_max: 64`; the default is one Lookup call per request, docs/router.md).
 CACHE_VARIANTS: tuple[tuple[str, dict[str, str]], ...] = (
     ("router_cache_miss", {}),
     ("router_cache_miss_buffered", _BUFFERED),
     ("router_cache_miss_batched", {"CORRAL_ROUTER__LOOKUP_BATCH_MAX": "64"}),
-    ("router_cache_miss_apart", {"CORRAL_ROUTER__STORE_RIDE_MS": "0"}),
 )
 HTTP_ROWS = ("router_no_cache", "router_cache_miss")
 SCENARIOS = (

@@ -123,7 +123,6 @@ class CacheEngine:
         self._recovery: asyncio.Task[None] | None = None
         # NOTE: semantic queries made moot by an exact hit, referenced until they finish.
         self.moot_queries: set[asyncio.Task[_Candidates | None]] = set()
-        self.background_stores: set[asyncio.Task[list[tuple[bool, bool]]]] = set()
         # NOTE: probes of stores that were too slow for a lookup's budget (see _blame).
         self._checks: dict[str, asyncio.Task[None]] = {}
         self._checked_at: dict[str, float] = {}
@@ -146,8 +145,6 @@ class CacheEngine:
         await asyncio.gather(*self._checks.values(), return_exceptions=True)
         if self.moot_queries:
             await asyncio.wait(self.moot_queries, timeout=self.cfg.postgres_timeout_ms / 1000)
-        if self.background_stores:
-            await asyncio.wait(self.background_stores, timeout=self.cfg.store_timeout_ms / 1000)
         await self._flush_hits()
         await self.embedder.close()
         await self.exact.close()
@@ -525,12 +522,6 @@ class CacheEngine:
         """Store for several answers: waiters released first, one Redis pipeline for the exact tier."""
         now = datetime.now(UTC)
         values = [self._release(i.view, i.plan, i.answer, i.flight_token, now) for i in items]
-        return await self._write_many(items, values, now)
-
-    async def _write_many(
-        self, items: list[StoreItem], values: list[bytes], now: datetime
-    ) -> list[tuple[bool, bool]]:
-        """Writes released answers to the tiers their plans allow: one Redis pipeline for the exact tier."""
         exact = [n for n, item in enumerate(items) if item.plan.store_exact]
         semantic_tasks = [
             self._store_semantic(item.view, item.plan, value, item.embedding, now)
@@ -545,22 +536,6 @@ class CacheEngine:
             for n in exact:
                 stored_exact[n] = True
         return list(zip(stored_exact, semantic_ok, strict=True))
-
-    def store_in_background(self, items: list[StoreItem]) -> None:
-        """Store for answers carried on a lookup call: waiters released now, the tiers written after.
-
-        The caller answers its lookups without waiting for the writes; `stop` waits for them (bounded).
-        """
-        now = datetime.now(UTC)
-        values = [self._release(i.view, i.plan, i.answer, i.flight_token, now) for i in items]
-        task = asyncio.get_running_loop().create_task(self._write_many(items, values, now))
-        self.background_stores.add(task)
-        task.add_done_callback(self._forget_store)
-
-    def _forget_store(self, task: asyncio.Task[list[tuple[bool, bool]]]) -> None:
-        self.background_stores.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.warning("a background store failed", exc_info=task.exception())
 
     async def _store_exact_many(self, pairs: list[tuple[StoreItem, bytes]]) -> bool:
         if not pairs or not self.exact_breaker.allow():

@@ -128,10 +128,6 @@ class CacheClient:
     the budget is a DEGRADED miss; a store that cannot be queued or sent is dropped. Lookups that
     arrive while `lookup_calls` RPCs are in flight are sent together as one LookupBatch (up to
     `lookup_batch_max`; 1 sends every lookup as its own Lookup call).
-
-    An answer first waits up to `store_ride_ms` for the next lookup call to carry it (a LookupBatch
-    with `stores`): under steady traffic a request then costs one cache RPC instead of two. The answers
-    no lookup took by then go to the store workers, as StoreBatch or Store calls.
     """
 
     def __init__(
@@ -144,7 +140,6 @@ class CacheClient:
         store_batch_wait_ms: float = 2.0,
         lookup_calls: int = 2,
         lookup_batch_max: int = 1,
-        store_ride_ms: float = 5.0,
     ) -> None:
         self._stub = cache_service_pb2_grpc.CacheServiceStub(channel)
         self._budget_s = lookup_budget_ms / 1000
@@ -166,13 +161,6 @@ class CacheClient:
         self.stores_failed = 0
         self.stores_dropped = 0
         self.store_batches = 0
-        # NOTE: answers wait up to `store_ride_ms` here for the next lookup call to carry them; the
-        # ones no lookup took by then go to the store workers. None/False as for the batch RPCs.
-        self._ride_s = store_ride_ms / 1000
-        self._riders: deque[cache_service_pb2.StoreRequest] = deque()
-        self._ride_timer: asyncio.TimerHandle | None = None
-        self._carry_supported: bool | None = None
-        self.stores_carried = 0
 
     async def lookup(
         self, tenant: str, spec: Message, policy: common_pb2.CachePolicy, budget_s: float | None = None
@@ -197,36 +185,28 @@ class CacheClient:
     ) -> list[cache_service_pb2.LookupResponse | None]:
         """One Lookup, or one LookupBatch for several; None for each lookup whose call failed."""
         self.lookup_calls_sent += 1
-        carried = self._take_riders()
-        if (len(requests) > 1 or carried) and self._lookup_batch_supported is not False:
+        if len(requests) > 1 and self._lookup_batch_supported is not False:
             try:
                 batch: cache_service_pb2.LookupBatchResponse = await self._stub.LookupBatch(
-                    cache_service_pb2.LookupBatchRequest(lookups=requests, stores=carried), timeout=timeout_s
+                    cache_service_pb2.LookupBatchRequest(lookups=requests), timeout=timeout_s
                 )
             except grpc.aio.AioRpcError as exc:
                 code = exc.code()
-                # NOTE: whether the cache took the carried answers is unknown: they go again on their
-                # own (a second store of the same answer rewrites the same entry).
-                self._requeue(carried)
                 if code not in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.INVALID_ARGUMENT):
                     logger.debug("cache batch lookup failed: %s", code.name)
                     return [None] * len(requests)
                 if code == grpc.StatusCode.UNIMPLEMENTED:
-                    logger.info("the cache has no LookupBatch; one lookup per call, answers stored apart")
+                    logger.info("the cache has no LookupBatch; one lookup per call")
                     self._lookup_batch_supported = False
-                    self._carry_supported = False
                 # NOTE: one malformed lookup refuses the batch: the others go one by one.
                 return list(await asyncio.gather(*(self._lookup_one(r, timeout_s) for r in requests)))
             self._lookup_batch_supported = True
-            self._count_carried(carried, batch)
-            if len(requests) > 1:
-                self.lookup_batches += 1
-                self.lookups_batched += len(requests)
+            self.lookup_batches += 1
+            self.lookups_batched += len(requests)
             if len(batch.results) == len(requests):
                 return list(batch.results)
             logger.warning("the cache answered %d of %d lookups", len(batch.results), len(requests))
             return [None] * len(requests)
-        self._requeue(carried)
         if len(requests) == 1:
             return [await self._lookup_one(requests[0], timeout_s)]
         return list(await asyncio.gather(*(self._lookup_one(r, timeout_s) for r in requests)))
@@ -240,48 +220,6 @@ class CacheClient:
             logger.debug("cache lookup failed: %s", exc.code().name)
             return None
         return reply
-
-    def _take_riders(self) -> list[cache_service_pb2.StoreRequest]:
-        """The answers waiting for a lookup call to carry them (at most `store_batch_max`)."""
-        if not self._riders or self._carry_supported is False or self._lookup_batch_supported is False:
-            return []
-        taken = [self._riders.popleft() for _ in range(min(self._batch_max, len(self._riders)))]
-        if not self._riders and self._ride_timer is not None:
-            self._ride_timer.cancel()
-            self._ride_timer = None
-        return taken
-
-    def _count_carried(
-        self, carried: list[cache_service_pb2.StoreRequest], reply: cache_service_pb2.LookupBatchResponse
-    ) -> None:
-        if not carried:
-            return
-        if reply.stores_accepted + reply.stores_rejected != len(carried):
-            # NOTE: a cache that predates carried stores ignores the field: they go on their own.
-            logger.info("the cache does not take answers on lookup calls; storing them apart")
-            self._carry_supported = False
-            self._requeue(carried)
-            return
-        self._carry_supported = True
-        self.stores_carried += reply.stores_accepted
-        self.stores_sent += reply.stores_accepted
-        self.stores_failed += reply.stores_rejected
-        if reply.stores_rejected:
-            logger.warning(
-                "the cache refused %d carried answers: %s", reply.stores_rejected, reply.store_error
-            )
-
-    def _requeue(self, carried: list[cache_service_pb2.StoreRequest]) -> None:
-        for item in carried:
-            self._enqueue(item)
-
-    def _flush_riders(self) -> None:
-        """The ride wait is over (or too many wait): the answers no lookup took go to the store workers."""
-        if self._ride_timer is not None:
-            self._ride_timer.cancel()
-            self._ride_timer = None
-        while self._riders:
-            self._enqueue(self._riders.popleft())
 
     def _enqueue(self, item: _Item) -> None:
         if self._queue.full():
@@ -306,14 +244,7 @@ class CacheClient:
             tenant=tenant, policy=policy, entry=entry, flight_token=flight_token
         )
         _set_request(request, spec)
-        if self._ride_s <= 0 or self._carry_supported is False or self._lookup_batch_supported is False:
-            self._enqueue(request)
-            return
-        self._riders.append(request)
-        if len(self._riders) >= self._batch_max:
-            self._flush_riders()
-        elif self._ride_timer is None:
-            self._ride_timer = asyncio.get_running_loop().call_later(self._ride_s, self._flush_riders)
+        self._enqueue(request)
 
     def abandon(self, flight_token: str) -> None:
         """Queues the release of a single-flight lease this router could not fill."""
@@ -384,7 +315,6 @@ class CacheClient:
 
     async def drain(self, timeout_s: float) -> None:
         """Waits (bounded) for queued stores to be taken by the workers, at shutdown."""
-        self._flush_riders()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
         for _ in range(int(timeout_s * 100)):

@@ -90,8 +90,6 @@ class RouterConfig(ServiceConfig):
             failed attempt is retried from scratch (docs/router.md).
         buffered_read_timeout_s: With `unary_node_stream` false, the longest wait for a node's reply.
         store_queue_size: Answers waiting to be stored; beyond it the oldest is dropped.
-        store_ride_ms: How long an answer waits for the next cache lookup call to carry it before it
-            is sent in a store call of its own; 0 sends every answer apart (docs/router.md).
         max_prompt_bytes: Largest prompt (prompt, system, suffix, messages and images together).
         max_concurrent_requests: Requests in progress beyond this get RESOURCE_EXHAUSTED.
         max_embed_inputs: Most inputs in one Embed call.
@@ -126,7 +124,6 @@ class RouterConfig(ServiceConfig):
     unary_node_stream: bool = True
     buffered_read_timeout_s: float = Field(default=120.0, gt=0)
     store_queue_size: int = Field(default=1000, ge=1)
-    store_ride_ms: float = Field(default=5.0, ge=0)
     max_prompt_bytes: int = Field(default=1_000_000, ge=1)
     max_concurrent_requests: int = Field(default=1024, ge=1)
     max_embed_inputs: int = Field(default=2048, ge=1)

@@ -95,7 +95,6 @@ async def start_router(cfg: RouterConfig, observer: Observer | None = None) -> R
             cfg.store_queue_size,
             lookup_calls=cfg.lookup_calls,
             lookup_batch_max=cfg.lookup_batch_max,
-            store_ride_ms=cfg.store_ride_ms,
         )
     core = RouterCore(cfg, board=board, transport=transport, cache=cache, observer=observer)
     if reporter is not None:

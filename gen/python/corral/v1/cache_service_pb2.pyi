@@ -221,28 +221,18 @@ class LookupBatchRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     LOOKUPS_FIELD_NUMBER: _builtins.int
-    STORES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def lookups(self) -> _containers.RepeatedCompositeFieldContainer[Global___LookupRequest]:
         """The lookups, each as in Lookup (its own tenant, request, policy and single-flight choice)."""
-
-    @_builtins.property
-    def stores(self) -> _containers.RepeatedCompositeFieldContainer[Global___StoreRequest]:
-        """Answers to store, each as in Store, carried on the call instead of a Store call of their own.
-        They are taken once the lookups are answered: their single-flight waiters are released before
-        the reply and their tier writes go on after it. A malformed store is skipped and counted in
-        stores_rejected; it does not refuse the lookups.
-        """
 
     def __init__(
         self,
         *,
         lookups: _abc.Iterable[Global___LookupRequest] | None = ...,
-        stores: _abc.Iterable[Global___StoreRequest] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["lookups", b"lookups", "stores", b"stores"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["lookups", b"lookups"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -255,15 +245,6 @@ class LookupBatchResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RESULTS_FIELD_NUMBER: _builtins.int
-    STORES_ACCEPTED_FIELD_NUMBER: _builtins.int
-    STORES_REJECTED_FIELD_NUMBER: _builtins.int
-    STORE_ERROR_FIELD_NUMBER: _builtins.int
-    stores_accepted: _builtins.int
-    """How many of LookupBatchRequest.stores were taken for storing."""
-    stores_rejected: _builtins.int
-    """How many of LookupBatchRequest.stores were malformed and skipped."""
-    store_error: _builtins.str
-    """Why the first skipped store was refused, naming the field (stores[i].entry), when any was."""
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___LookupResponse]:
         """One result per lookup, in the order of LookupBatchRequest.lookups."""
@@ -272,13 +253,10 @@ class LookupBatchResponse(_message.Message):
         self,
         *,
         results: _abc.Iterable[Global___LookupResponse] | None = ...,
-        stores_accepted: _builtins.int = ...,
-        stores_rejected: _builtins.int = ...,
-        store_error: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results", "store_error", b"store_error", "stores_accepted", b"stores_accepted", "stores_rejected", b"stores_rejected"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

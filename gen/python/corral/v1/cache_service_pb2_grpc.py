@@ -94,8 +94,7 @@ class CacheServiceServicer:
         """LookupBatch looks several requests up in one call, each exactly as Lookup would, all within the
         call's deadline. The whole batch is refused (INVALID_ARGUMENT naming lookups[i]) when any lookup
         is malformed. A router sends the lookups that queue up while its earlier calls are in flight as
-        one batch, so a busy router and cache pay one RPC for many lookups. A router also carries its
-        queued answers on the call (`stores`), so that a request costs one cache call, not two.
+        one batch, so a busy router and cache pay one RPC for many lookups.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

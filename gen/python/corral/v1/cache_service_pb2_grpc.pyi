@@ -43,8 +43,7 @@ class CacheServiceStub:
     """LookupBatch looks several requests up in one call, each exactly as Lookup would, all within the
     call's deadline. The whole batch is refused (INVALID_ARGUMENT naming lookups[i]) when any lookup
     is malformed. A router sends the lookups that queue up while its earlier calls are in flight as
-    one batch, so a busy router and cache pay one RPC for many lookups. A router also carries its
-    queued answers on the call (`stores`), so that a request costs one cache call, not two.
+    one batch, so a busy router and cache pay one RPC for many lookups.
     """
     Store: _grpc.UnaryUnaryMultiCallable[_cache_service_pb2.StoreRequest, _cache_service_pb2.StoreResponse]
     """Store saves an answer for a request in the tiers its policy allows."""
@@ -75,8 +74,7 @@ class CacheServiceAsyncStub(CacheServiceStub):
     """LookupBatch looks several requests up in one call, each exactly as Lookup would, all within the
     call's deadline. The whole batch is refused (INVALID_ARGUMENT naming lookups[i]) when any lookup
     is malformed. A router sends the lookups that queue up while its earlier calls are in flight as
-    one batch, so a busy router and cache pay one RPC for many lookups. A router also carries its
-    queued answers on the call (`stores`), so that a request costs one cache call, not two.
+    one batch, so a busy router and cache pay one RPC for many lookups.
     """
     Store: _aio.UnaryUnaryMultiCallable[_cache_service_pb2.StoreRequest, _cache_service_pb2.StoreResponse]  # type: ignore[assignment]
     """Store saves an answer for a request in the tiers its policy allows."""
@@ -116,8 +114,7 @@ class CacheServiceServicer(metaclass=_abc_1.ABCMeta):
         """LookupBatch looks several requests up in one call, each exactly as Lookup would, all within the
         call's deadline. The whole batch is refused (INVALID_ARGUMENT naming lookups[i]) when any lookup
         is malformed. A router sends the lookups that queue up while its earlier calls are in flight as
-        one batch, so a busy router and cache pay one RPC for many lookups. A router also carries its
-        queued answers on the call (`stores`), so that a request costs one cache call, not two.
+        one batch, so a busy router and cache pay one RPC for many lookups.
         """
 
     @_abc_1.abstractmethod
