@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Callable
 
 import grpc
 from corral.v1 import common_pb2, health_service_pb2_grpc
@@ -34,34 +35,30 @@ async def test_process_probes_configured_nodes_and_ends_watches_on_sigterm() -> 
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = health_service_pb2_grpc.HealthServiceStub(channel)
             stream = stub.WatchScores(pb.WatchScoresRequest(subscriber="proc-test"))
-            states: dict[str, int] = {}
+            nodes: dict[str, pb.NodeScore] = {}
 
-            async def until_probed() -> None:
+            async def until(reached: Callable[[dict[str, pb.NodeScore]], bool]) -> None:
+                """Reads the score stream until the nodes seen so far satisfy `reached`."""
                 while True:
                     message = await stream.read()
                     assert isinstance(message, pb.WatchScoresResponse)
-                    for n in message.nodes:
-                        states[n.node_id] = n.state
-                    if states == {"node-1": pb.NODE_STATE_HEALTHY, "dead": pb.NODE_STATE_UNHEALTHY}:
+                    nodes.update((n.node_id, n) for n in message.nodes)
+                    if reached(nodes):
                         return
 
-            await asyncio.wait_for(until_probed(), 10)
+            def probed(seen: dict[str, pb.NodeScore]) -> bool:
+                states = {node_id: n.state for node_id, n in seen.items()}
+                return states == {"node-1": pb.NODE_STATE_HEALTHY, "dead": pb.NODE_STATE_UNHEALTHY}
+
+            await asyncio.wait_for(until(probed), 10)
             # A router's outcome stream stays open for the router's lifetime.
             reports = stub.ReportOutcomes()
             ok = common_pb2.ERROR_KIND_NONE
             outcome = pb.Outcome(node_id="node-1", model="m", error_kind=ok, inflight=7)
             await reports.write(pb.ReportOutcomesRequest(reporter="proc-test", outcomes=[outcome]))
-
-            async def until_reported() -> None:
-                while True:
-                    message = await stream.read()
-                    assert isinstance(message, pb.WatchScoresResponse)
-                    if any(n.node_id == "node-1" and n.inflight == 7 for n in message.nodes):
-                        return
-
             # NOTE: a call still queued in the server when SIGTERM arrives is cancelled, not ended
             # with UNAVAILABLE: the report must have reached the service first.
-            await asyncio.wait_for(until_reported(), 10)
+            await asyncio.wait_for(until(lambda seen: seen["node-1"].inflight == 7), 10)
             # NOTE: without ending watch and report streams at shutdown, the drain would wait grace_s.
             started = time.monotonic()
             proc.signal(15)
