@@ -20,8 +20,8 @@ from services.common.tracing import annotate, annotate_cache_lookup
 pb = cache_service_pb2
 M = TypeVar("M")
 T = TypeVar("T")
-# NOTE: a router sends at most `lookup_batch_max` (64) lookups and 64 stores per call; the bound keeps
-# one call from occupying the cache with an unbounded fan-out of tasks.
+# NOTE: a router sends at most `lookup_batch_max` lookups (1 by default) and `store_batch_max` (64)
+# stores per call; the bound keeps one call from occupying the cache with an unbounded fan-out of tasks.
 MAX_BATCH = 1024
 
 

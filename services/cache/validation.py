@@ -13,7 +13,7 @@ from services.cache.config import CacheConfig
 from services.cache.embedders import Vector
 from services.cache.keys import Spec, request_bytes
 from services.common.errors import InvalidArgument
-from services.common.wire import check_duration
+from services.common.wire import check_duration, check_keep_alive
 
 _TOKEN = re.compile(r"^[0-9a-f]{32}$")
 _KEY = re.compile(r"^[0-9a-f]{64}$")
@@ -54,9 +54,7 @@ def check_keyed(request: Keyed, cfg: CacheConfig) -> Spec:
         raise InvalidArgument(f"{kind}.model", "model is required")
     if len(spec.model) > 512:
         raise InvalidArgument(f"{kind}.model", "at most 512 characters")
-    if spec.HasField("keep_alive"):
-        # NOTE: negative is Ollama's "keep loaded forever"; only protobuf's own bounds apply.
-        check_duration(f"{kind}.keep_alive", spec.keep_alive)
+    check_keep_alive(f"{kind}.keep_alive", spec)
     size = request_bytes(spec)
     if size > cfg.max_prompt_bytes:
         where = f"{kind}.prompt" if isinstance(spec, common_pb2.GenerateSpec) else f"{kind}.messages"

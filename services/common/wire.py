@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from corral.v1 import common_pb2
 from google.protobuf.duration_pb2 import Duration
 
 from services.common.errors import InvalidArgument
@@ -25,6 +26,12 @@ def check_duration(field: str, value: Duration) -> None:
         raise InvalidArgument(field, "not a valid duration (out of range)")
     if (value.seconds > 0 and value.nanos < 0) or (value.seconds < 0 and value.nanos > 0):
         raise InvalidArgument(field, "not a valid duration (seconds and nanos differ in sign)")
+
+
+def check_keep_alive(field: str, spec: common_pb2.GenerateSpec | common_pb2.ChatSpec) -> None:
+    """keep_alive may be negative (Ollama: keep loaded forever) but must be a valid Duration."""
+    if spec.HasField("keep_alive"):
+        check_duration(field, spec.keep_alive)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ import re
 from corral.v1 import common_pb2, router_service_pb2
 
 from services.common.errors import InvalidArgument
-from services.common.wire import check_duration
+from services.common.wire import check_keep_alive
 from services.router.scores import normalize_model
 
 ROLES = frozenset({"system", "user", "assistant", "tool"})
@@ -87,12 +87,6 @@ def _check_size(field: str, size_bytes: int, limit: int) -> None:
         raise InvalidArgument(
             field, f"the prompt is {size_bytes} bytes, over the limit of {limit}", reason="PROMPT_TOO_LARGE"
         )
-
-
-def check_keep_alive(field: str, spec: common_pb2.GenerateSpec | common_pb2.ChatSpec) -> None:
-    """keep_alive may be negative (Ollama: keep loaded forever) but must be a valid Duration."""
-    if spec.HasField("keep_alive"):
-        check_duration(field, spec.keep_alive)
 
 
 def validate_generate(spec: common_pb2.GenerateSpec, known: set[str] | None, max_prompt_bytes: int) -> str:
