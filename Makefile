@@ -45,6 +45,9 @@ lint: setup ## ruff, mypy, buf lint and buf breaking against main
 test: setup ## Run the whole test suite (starts its own Redis, PostgreSQL, simulator nodes and services)
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
+test-random: setup ## The whole suite in random order (modules shuffled, tests shuffled within each); prints the seed
+	$(PY) -m pytest -q -p no:cacheprovider --random-order-bucket=module $(PYTEST_ARGS)
+
 demo: setup ## Start the local stack, run a scripted workload, print a report, stop everything
 	$(PY) -m scripts.demo
 
@@ -81,4 +84,4 @@ compose-keys: setup ## API keys for docker compose: writes deploy/compose/secret
 clean: down ## Remove the state folder (databases, logs) and caches
 	rm -rf .state .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
-.PHONY: help setup proto proto-check lint test demo up down clean bench bench-smoke bench-cache-eval soak soak-smoke certs compose-keys
+.PHONY: help setup proto proto-check lint test test-random demo up down clean bench bench-smoke bench-cache-eval soak soak-smoke certs compose-keys
