@@ -1,4 +1,4 @@
-"""Admin API of a node on its own port: `/_sim/faults`, `/_sim/stats`, `/_sim/config`, `/_sim/reset`."""
+"""Admin API of a node on its own port: faults, stats, requests, config and reset under `/_sim/`."""
 
 from __future__ import annotations
 
@@ -45,6 +45,9 @@ def build_admin_app(node: SimNode) -> web.Application:
     async def get_stats(request: web.Request) -> web.Response:
         return _json(node.stats())
 
+    async def get_requests(request: web.Request) -> web.Response:
+        return _json({"requests": node.transcripts()})
+
     async def get_config(request: web.Request) -> web.Response:
         return _json(node.config.model_dump(mode="json"))
 
@@ -57,6 +60,7 @@ def build_admin_app(node: SimNode) -> web.Application:
     app.router.add_post("/_sim/faults", post_faults)
     app.router.add_delete("/_sim/faults", delete_faults)
     app.router.add_get("/_sim/stats", get_stats)
+    app.router.add_get("/_sim/requests", get_requests)
     app.router.add_get("/_sim/config", get_config)
     app.router.add_post("/_sim/reset", post_reset)
     return app

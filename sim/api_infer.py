@@ -150,6 +150,7 @@ class InferenceApi:
             num_predict=options.integer("num_predict"),
             stop=options.stop,
             json_key=fmt,
+            transcript=self.engine.transcript(request.path, f.body),
         )
 
         def final(result: CompletionResult, text: str) -> dict[str, Any]:
@@ -201,6 +202,7 @@ class InferenceApi:
             num_predict=options.integer("num_predict"),
             stop=options.stop,
             json_key=fmt,
+            transcript=self.engine.transcript(request.path, f.body),
         )
 
         def final(result: CompletionResult, text: str) -> dict[str, Any]:

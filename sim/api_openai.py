@@ -112,6 +112,7 @@ class OpenAiApi:
             num_predict=max_tokens,
             stop=[s for s in stops if isinstance(s, str)],
             json_key=json_key(format_value),
+            transcript=self.engine.transcript(request.path, body),
         )
         completion_id = f"chatcmpl-{next(_ids)}"
         created = int(time.time())

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 from sim import textgen
 from sim.config import ModelSpec
-from sim.engine import Engine, common_prefix
+from sim.engine import BusyError, Engine, Transcript, common_prefix
 
 TokenSink = Callable[[str], Awaitable[None]]
 
@@ -32,6 +32,7 @@ class CompletionRequest:
     num_predict: int | None = None
     stop: list[str] = field(default_factory=list)
     json_key: str | None = None  # set when `format` asks for JSON output
+    transcript: Transcript | None = None  # what the node sends is recorded here (GET /_sim/requests)
 
 
 @dataclass(slots=True)
@@ -66,6 +67,32 @@ async def run_completion(engine: Engine, req: CompletionRequest, sink: TokenSink
         BusyError: the queue is full.
         StreamCut: the cut fault fired.
     """
+    transcript = req.transcript
+    if transcript is None:
+        return await _run(engine, req, sink, None)
+    try:
+        result = await _run(engine, req, sink, transcript)
+    except StreamCut:
+        transcript.outcome = "cut"
+        raise
+    except BusyError:
+        transcript.outcome = "busy"
+        raise
+    except (asyncio.CancelledError, ConnectionError):
+        transcript.outcome = "cancelled"
+        raise
+    except BaseException:
+        transcript.outcome = "failed"
+        raise
+    if sink is None:
+        transcript.sent = len(transcript.pieces)
+    transcript.outcome = "done"
+    return result
+
+
+async def _run(
+    engine: Engine, req: CompletionRequest, sink: TokenSink | None, transcript: Transcript | None
+) -> CompletionResult:
     spec = req.spec
     runner, load_ns = await engine.acquire_runner(spec, req.keep_alive_s)
     try:
@@ -86,7 +113,9 @@ async def run_completion(engine: Engine, req: CompletionRequest, sink: TokenSink
             )
             pieces = gen.pieces if req.json_key is None else _json_pieces(gen.pieces, req.json_key)
             per_token_s = engine.eval_s_per_token(spec)
-            await _emit(engine, pieces, per_token_s, sink)
+            if transcript is not None:
+                transcript.pieces = pieces
+            await _emit(engine, pieces, per_token_s, sink, transcript)
             output_ids = textgen.token_ids("".join(pieces))
             new_cache = prompt_ids + output_ids
             engine.account_prompt(spec, evaluated, cached, len(pieces))
@@ -109,7 +138,13 @@ async def run_completion(engine: Engine, req: CompletionRequest, sink: TokenSink
     )
 
 
-async def _emit(engine: Engine, pieces: list[str], per_token_s: float, sink: TokenSink | None) -> None:
+async def _emit(
+    engine: Engine,
+    pieces: list[str],
+    per_token_s: float,
+    sink: TokenSink | None,
+    transcript: Transcript | None = None,
+) -> None:
     cut = engine.faults.current.cut_after_tokens
     scale = engine.cfg.time_scale
     if sink is None and cut is None:
@@ -127,6 +162,8 @@ async def _emit(engine: Engine, pieces: list[str], per_token_s: float, sink: Tok
                 debt_s = 0.0
         if sink is not None:
             await sink(piece)
+            if transcript is not None:
+                transcript.sent = count + 1
     if cut is not None and cut <= len(pieces):
         raise StreamCut()
     if debt_s > 0:

@@ -8,6 +8,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from sim.config import ModelSpec, NodeConfig, normalize_model_name
 from sim.faults import FaultState
@@ -108,9 +109,48 @@ class NodeStats:
     loads: int = 0
     unloads: int = 0
     evictions: int = 0
+    cancelled: int = 0
     prompt_tokens_evaluated: dict[str, int] = field(default_factory=dict)
     prompt_tokens_cached: dict[str, int] = field(default_factory=dict)
     eval_tokens: dict[str, int] = field(default_factory=dict)
+
+
+# NOTE: enough for a test to find its requests on a busy node, small enough to list in one answer.
+TRANSCRIPTS_KEPT = 256
+
+
+@dataclass(slots=True)
+class Transcript:
+    """One completion as the node saw it: the body it received, the tokens it sent, how it ended.
+
+    Attributes:
+        seq: Number of the completion on this node (1, 2, ...; restarts with the node).
+        path: The route, e.g. `/api/chat`.
+        body: The request body as received.
+        pieces: The whole answer the node generated (one piece per token).
+        sent: How many of `pieces` were written to the client: streamed ones as they are written, a
+            non-streamed answer all at once when it is complete.
+        outcome: `running`, `done`, `cut` (the cut fault), `cancelled` (the client went away or the
+            node stopped), `busy` (503) or `failed`.
+    """
+
+    seq: int
+    path: str
+    body: dict[str, Any]
+    pieces: list[str] = field(default_factory=list)
+    sent: int = 0
+    outcome: str = "running"
+
+    def as_json(self) -> dict[str, Any]:
+        """The entry of `GET /_sim/requests`: `sent` is the text the client was sent."""
+        return {
+            "seq": self.seq,
+            "path": self.path,
+            "request": self.body,
+            "sent": "".join(self.pieces[: self.sent]),
+            "sent_tokens": self.sent,
+            "outcome": self.outcome,
+        }
 
 
 class Engine:
@@ -128,9 +168,17 @@ class Engine:
         self.queued = 0
         self.in_flight = 0
         self.stats = NodeStats()
+        self.transcripts: deque[Transcript] = deque(maxlen=TRANSCRIPTS_KEPT)
         self._watchers: list[asyncio.Future[None]] = []
 
     # ----------------------------------------------------------------- lookups and costs
+    def transcript(self, path: str, body: dict[str, Any]) -> Transcript:
+        """Start recording a completion (the latest `TRANSCRIPTS_KEPT` are kept)."""
+        last = self.transcripts[-1].seq if self.transcripts else 0
+        record = Transcript(seq=last + 1, path=path, body=body)
+        self.transcripts.append(record)
+        return record
+
     def resolve(self, name: str) -> ModelSpec | None:
         """The installed model answering to `name`, if any."""
         return self.installed.get(normalize_model_name(name))

@@ -160,6 +160,7 @@ class SimNode:
             "loads": s.loads,
             "unloads": s.unloads,
             "evictions": s.evictions,
+            "cancelled": s.cancelled,
             "in_flight": engine.in_flight,
             "queued": engine.queued,
             "loaded_models": sorted(r.spec.name for r in engine.runners.values()),
@@ -168,6 +169,14 @@ class SimNode:
             "eval_tokens": dict(s.eval_tokens),
             "faults": self.faults.current.model_dump(),
         }
+
+    def transcripts(self) -> list[dict[str, Any]]:
+        """The latest completions, oldest first, as `GET /_sim/requests` lists them.
+
+        Each: `seq`, `path`, `request` (the body received), `sent` (the text written to the client),
+        `sent_tokens`, `outcome` (`running`, `done`, `cut`, `cancelled`, `busy`, `failed`).
+        """
+        return [t.as_json() for t in self.engine.transcripts]
 
     async def wait_for(self, predicate: Callable[[dict[str, Any]], bool], timeout_s: float = 10.0) -> None:
         """Wait until `predicate(node.stats())` holds, woken by scheduler changes (no polling).
@@ -291,6 +300,11 @@ class SimNode:
                 if request.transport is not None:
                     request.transport.abort()
                 raise asyncio.CancelledError() from None
+            except (asyncio.CancelledError, ConnectionResetError):
+                # NOTE: the client went away before the answer ended (aiohttp cancels the handler
+                # of a closed connection, or a write finds it closed), or the node is stopping.
+                stats.cancelled += 1
+                raise
             except EmbedderUnavailableError as exc:
                 response = json_response({"error": str(exc)}, status=500)
             finally:
