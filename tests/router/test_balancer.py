@@ -17,6 +17,7 @@ from services.router.balancer import (
     bounded_load_pick,
     expected_completion_ms,
     make_balancer,
+    rendezvous_weight,
 )
 from services.router.config import BalancerConfig
 
@@ -118,10 +119,37 @@ def test_bounded_load_moves_a_key_off_an_overloaded_home() -> None:
     assert bounded_load_pick("k", cands, 1.25).node_id == home.node_id
 
 
+def _rendezvous_order(key: str, cands: list[Candidate]) -> list[str]:
+    return sorted((c.node_id for c in cands), key=lambda n: rendezvous_weight(key, n), reverse=True)
+
+
+# NOTE: keys whose homes cover every node, so that a picker preferring some fixed node cannot pass.
+KEYS = [f"session-{i}" for i in range(12)]
+
+
 def test_bounded_load_keeps_the_home_while_within_the_bound() -> None:
-    cands = nodes(4)
-    for c in cands:
-        c.local_inflight = 2
-    home = bounded_load_pick("k", cands, 1.25)
-    # total 9 with the new request: bound ceil(1.25 * 9 / 4) = 3, so one more fits on the home.
-    assert home.local_inflight + 1 <= 3
+    homes = set()
+    for key in KEYS:
+        cands = nodes(4)
+        home = _rendezvous_order(key, cands)[0]
+        homes.add(home)
+        for c in cands:
+            c.local_inflight = 2
+        # Total 9 with the new request: bound ceil(1.25 * 9 / 4) = 3; the home's 2 + 1 fits.
+        assert bounded_load_pick(key, cands, 1.25).node_id == home, key
+        next(c for c in cands if c.node_id == home).local_inflight = 3
+        # Total 10: bound ceil(1.25 * 10 / 4) = 4; the home's 3 + 1 is exactly at it and still fits.
+        assert bounded_load_pick(key, cands, 1.25).node_id == home, key
+    assert homes == {"n0", "n1", "n2", "n3"}
+
+
+def test_bounded_load_walks_to_the_next_node_of_the_key_past_the_bound() -> None:
+    for key in KEYS:
+        cands = nodes(4)
+        home, runner_up = _rendezvous_order(key, cands)[:2]
+        for c in cands:
+            c.local_inflight = 2
+        next(c for c in cands if c.node_id == home).reported_inflight = 4
+        # Total 11: bound ceil(1.25 * 11 / 4) = 4; the home's 4 + 1 is past it, so the key's second
+        # node in rendezvous order takes the request (not any node: the next one of this key).
+        assert bounded_load_pick(key, cands, 1.25).node_id == runner_up, key
