@@ -12,9 +12,11 @@ from corral.v1 import common_pb2 as c
 from google.protobuf.duration_pb2 import Duration
 from grpc_status import rpc_status
 
-from services.cache.server import RunningCache
+from devstack.redis import RedisServer
+from services.cache.embedders import HashingEmbedder
+from services.cache.server import RunningCache, start_in_process
 from services.common.errors import error_info
-from tests.cache.helpers import gen, lookup, store
+from tests.cache.helpers import gen, lookup, make_config, store
 from tests.helpers.polling import wait_for
 
 Stub = cache_service_pb2_grpc.CacheServiceStub
@@ -39,7 +41,8 @@ async def test_exact_miss_store_hit(stub: Stub, tenant: str) -> None:
 
 async def test_exact_entry_expires(stub: Stub, tenant: str) -> None:
     spec = gen("Short-lived question", temperature=0.7)
-    await stub.Store(store(tenant, spec, b"soon gone", policy=c.CachePolicy(ttl=Duration(nanos=300_000_000))))
+    # NOTE: 2 s, not less: the first lookup must come before the expiry even on a busy machine.
+    await stub.Store(store(tenant, spec, b"soon gone", policy=c.CachePolicy(ttl=Duration(seconds=2))))
     assert (await stub.Lookup(lookup(tenant, spec))).hit
     loop = asyncio.get_running_loop()
     deadline = loop.time() + 10
@@ -180,13 +183,26 @@ async def test_abandoned_flight_releases_waiters_as_misses(
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-async def test_waiter_deadline_gives_a_plain_miss(stub: Stub, tenant: str) -> None:
-    spec = gen("A slow question", temperature=0.7)
-    leader = await stub.Lookup(lookup(tenant, spec, single_flight=True))
-    assert leader.flight_token
-    waiter = await stub.Lookup(lookup(tenant, spec, single_flight=True), timeout=0.2)
-    assert not waiter.hit and not waiter.flight_token and waiter.outcome == c.CACHE_OUTCOME_MISS
-    await stub.AbandonFlight(pb.AbandonFlightRequest(flight_token=leader.flight_token))
+async def test_waiter_deadline_gives_a_plain_miss(
+    redis_server: RedisServer, migrated_dsn: str, tenant: str
+) -> None:
+    # NOTE: the waiter answers `deadline_margin_ms` before the caller's deadline. The default 3 ms
+    # is too little for the reply to reach the client on a busy test machine (the call then ends in
+    # DEADLINE_EXCEEDED instead of a miss), so this server keeps 500 ms free of a 2 s deadline.
+    running = await start_in_process(
+        make_config(deadline_margin_ms=500.0), redis_server.url, migrated_dsn, embedder=HashingEmbedder(384)
+    )
+    try:
+        async with grpc.aio.insecure_channel(running.address) as channel:
+            stub = cache_service_pb2_grpc.CacheServiceStub(channel)
+            spec = gen("A slow question", temperature=0.7)
+            leader = await stub.Lookup(lookup(tenant, spec, single_flight=True))
+            assert leader.flight_token
+            waiter = await stub.Lookup(lookup(tenant, spec, single_flight=True), timeout=2.0)
+            assert not waiter.hit and not waiter.flight_token and waiter.outcome == c.CACHE_OUTCOME_MISS
+            await stub.AbandonFlight(pb.AbandonFlightRequest(flight_token=leader.flight_token))
+    finally:
+        await running.stop()
 
 
 async def _invalid(call: object, field: str) -> None:

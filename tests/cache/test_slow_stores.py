@@ -65,10 +65,14 @@ async def test_short_budgets_on_a_hung_redis_still_open_its_breaker(migrated_dsn
     plan = keys.plan(EXACT, view, default_ttl_s=60, max_ttl_s=3600, semantic_enabled=False)
     stopped = False
     try:
-        # NOTE: 20 ms leaves the GET less time than Redis's own 50 ms timeout: the lookup's budget,
-        # not Redis, decides when it gives up.
-        healthy = await engine.lookup(view, plan, embedding=None, single_flight=False, budget_s=0.02)
+        # NOTE: the healthy lookup only shows that Redis answers (and opens the connection); it gets
+        # a generous budget because a busy machine can stretch a ~1 ms GET past 20 ms. Lookup latency
+        # on a healthy Redis is measured by bench/cache_latency.py.
+        healthy = await engine.lookup(view, plan, embedding=None, single_flight=False, budget_s=2.0)
         assert healthy.outcome == c.CACHE_OUTCOME_MISS
+        assert engine.exact_breaker.failures == 0 and not engine.exact_degraded
+        # NOTE: 20 ms leaves the GET less time than Redis's own 50 ms timeout: the lookup's budget,
+        # not Redis, decides when it gives up (a stopped Redis never answers, so it always runs out).
         os.kill(redis_server.pid, signal.SIGSTOP)
         stopped = True
         hung = await engine.lookup(view, plan, embedding=None, single_flight=False, budget_s=0.02)

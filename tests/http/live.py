@@ -112,6 +112,12 @@ async def start_live_stack(
                 "CORRAL_ROUTER__NODES": "[]",
                 "CORRAL_ROUTER__TTFT_TIMEOUT_S": "2.0",
                 "CORRAL_ROUTER__OUTCOME_FLUSH_MS": "20",
+                # NOTE: generous lookup budgets, as in the other end-to-end stacks: on a loaded test
+                # machine a lookup can outlast the 15 ms (exact) or 250 ms (semantic, which embeds on
+                # a node first) defaults and turn a hit or a miss into DEGRADED; these tests check
+                # outcomes, not the budget (bench/router_overhead.py measures the lookup's cost).
+                "CORRAL_ROUTER__LOOKUP_BUDGET_MS": "2000",
+                "CORRAL_ROUTER__SEMANTIC_LOOKUP_BUDGET_MS": "5000",
             },
         ).start()
         if prewarm:
