@@ -8,13 +8,13 @@ from dataclasses import dataclass
 import grpc
 from corral.v1 import cache_service_pb2, cache_service_pb2_grpc
 
+from services.cache.collector import watch_cache
 from services.cache.config import CacheConfig
 from services.cache.embedders import Embedder, make_embedder
 from services.cache.engine import CacheEngine
 from services.cache.exact_store import ExactStore
 from services.cache.semantic_store import SemanticStore
 from services.cache.servicer import CacheServicer
-from services.common.collectors import watch_cache
 from services.common.config import load_config_or_exit
 from services.common.server import Cleanup, ServiceContext, build_server, run_service, set_serving
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import grpc
 from corral.v1 import health_service_pb2, health_service_pb2_grpc
 
-from services.common.collectors import watch_health
 from services.common.config import load_config_or_exit
 from services.common.server import Cleanup, ServiceContext, build_server, run_service, set_serving
+from services.health.collector import watch_health
 from services.health.config import HealthConfig
 from services.health.engine import HealthEngine
 from services.health.prober import Prober

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from corral.v1 import prewarm_service_pb2, prewarm_service_pb2_grpc
 
-from services.common.collectors import watch_prewarm
 from services.common.config import load_config_or_exit
 from services.common.server import Cleanup, ServiceContext, run_service
 from services.prewarm.app import PrewarmApp
+from services.prewarm.collector import watch_prewarm
 from services.prewarm.servicer import PrewarmServicer
 
 SERVICE_NAMES = (prewarm_service_pb2.DESCRIPTOR.services_by_name["PrewarmService"].full_name,)

@@ -16,7 +16,8 @@ from corral.v1 import common_pb2
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 
-from services.common import collectors, metrics, tracing
+from services.common import metrics, tracing
+from services.router.collector import watch_router
 from services.router.observe import AttemptRecord, Observer
 from services.router.scores import Attempt, normalize_model
 
@@ -205,5 +206,5 @@ def install(core: RouterCore, log_requests: bool = True) -> RouterTelemetry:
     """Adds the router's telemetry observer to `core` and exports its state at scrape time."""
     telemetry = RouterTelemetry(core, log_requests)
     core.observers.add(telemetry)
-    collectors.watch_router(core)
+    watch_router(core)
     return telemetry

@@ -8,14 +8,14 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "corral.json"
-SOURCES = [
-    ROOT / "services" / "common" / "metrics.py",
-    ROOT / "services" / "common" / "collectors.py",
-]
+# NOTE: metrics observed as they happen are declared in services/common/metrics.py; the ones read at
+# scrape time by each service's own collector (services/<name>/collector.py).
+SOURCES = [ROOT / "services" / "common" / "metrics.py", *sorted(ROOT.glob("services/*/collector.py"))]
 _SUFFIXES = ("_total", "_bucket", "_count", "_sum")
 
 
 def _exported_names() -> set[str]:
+    assert len(SOURCES) == 5, SOURCES  # metrics.py and the four services' collectors
     text = "\n".join(p.read_text(encoding="utf-8") for p in SOURCES)
     return set(re.findall(r'"(corral_[a-z0-9_]+)"', text))
 

@@ -1,9 +1,12 @@
-"""Unit tests of the observability pieces: exporters, sampler, bounded labels, router hooks, logs."""
+"""Unit tests of the observability pieces: exporters, sampler, labels, router hooks, logs, collectors."""
 
 from __future__ import annotations
 
+import ast
 import json
 import logging
+from collections.abc import Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -15,14 +18,19 @@ from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExport
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 from opentelemetry.sdk.trace.sampling import Decision
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
-from services.common import metrics, tracing
+from services.common import collectors, metrics, tracing
 from services.common.config import ConfigError, load_config
 from services.common.logs import JsonFormatter
 from services.common.settings import TracingConfig
 from services.router.observe import AttemptRecord
 from services.router.scores import Attempt, ModelView, NodeView, ScoreBoard
 from services.router.telemetry import AttemptTrail, RouterTelemetry, cache_outcome_name, outcome_name
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVICES = ("router", "cache", "health", "prewarm")
 
 
 def _sample(name: str, **labels: str) -> float:
@@ -167,3 +175,50 @@ def test_health_checks_reflection_and_long_lived_streams_are_not_traced() -> Non
     assert not tracing.traced_rpc(call("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"))
     assert not tracing.traced_rpc(call("/corral.v1.HealthService/WatchScores"))
     assert not tracing.traced_rpc(call(b"/corral.v1.HealthService/ReportOutcomes"))
+
+
+class _Constant(Collector):
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def collect(self) -> Iterator[Metric]:
+        yield GaugeMetricFamily("corral_test_collector_value", "A test collector's value.", self.value)
+
+
+def test_a_second_collector_of_a_kind_replaces_the_first() -> None:
+    first, second = _Constant(1.0), _Constant(2.0)
+    collectors.install("test-kind", first)
+    try:
+        assert _sample("corral_test_collector_value") == 1.0
+        collectors.install("test-kind", second)
+        assert _sample("corral_test_collector_value") == 2.0
+    finally:
+        metrics.REGISTRY.unregister(second)
+        collectors._registered.pop("test-kind", None)
+    assert metrics.REGISTRY.get_sample_value("corral_test_collector_value") is None
+
+
+def _imported_modules(path: Path) -> set[str]:
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return names
+
+
+def test_the_shared_layer_does_not_import_the_services() -> None:
+    # NOTE: config.py is the one exception: the whole configuration is built from each service's
+    # section model (services.<name>.config), which only declares settings.
+    above = tuple(f"services.{name}" for name in SERVICES)
+    offenders = {
+        path.name: sorted(m for m in _imported_modules(path) if m.startswith(above))
+        for path in sorted((ROOT / "services" / "common").glob("*.py"))
+        if path.name != "config.py"
+    }
+    assert {name: found for name, found in offenders.items() if found} == {}
+    config_imports = {
+        m for m in _imported_modules(ROOT / "services" / "common" / "config.py") if m.startswith(above)
+    }
+    assert config_imports == {f"services.{name}.config" for name in SERVICES}

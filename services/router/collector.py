@@ -1,0 +1,94 @@
+"""The router's scrape-time Prometheus collector: in-flight per node, score feed, retry budget, cache calls.
+
+It reads the state the core already keeps (the score board, the retry budget, the cache client's
+counters), so requests pay nothing for these metrics; `services.router.telemetry.install` registers
+it through services.common.collectors.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from services.common import collectors
+
+if TYPE_CHECKING:
+    from services.router.core import RouterCore
+
+
+class RouterCollector(Collector):
+    """The router's in-flight requests per node, score feed state, retry budget and cache store queue."""
+
+    def __init__(self, core: RouterCore) -> None:
+        self._core = core
+
+    def collect(self) -> Iterator[Metric]:
+        core = self._core
+        board = core.board
+        yield GaugeMetricFamily(
+            "corral_router_requests_in_progress", "Client requests in progress.", core.limit.in_progress
+        )
+        yield CounterMetricFamily(
+            "corral_router_retries",
+            "Failovers and continuations the retry budget allowed.",
+            core.budget.retries_allowed,
+        )
+        yield CounterMetricFamily(
+            "corral_router_retry_budget_exhausted",
+            "Retries refused because the retry budget was spent (the request failed instead).",
+            core.budget.retries_refused,
+        )
+        inflight = GaugeMetricFamily(
+            "corral_router_node_inflight", "This router's requests in flight per node.", labels=["node"]
+        )
+        routable = GaugeMetricFamily(
+            "corral_router_node_routable", "1 when health lets the node take traffic.", labels=["node"]
+        )
+        for node_id, node in sorted(board.nodes.items()):
+            inflight.add_metric([node_id], board.local(node_id).inflight)
+            routable.add_metric([node_id], 1.0 if node.routable else 0.0)
+        yield inflight
+        yield routable
+        source = GaugeMetricFamily(
+            "corral_router_score_source",
+            "Where the node view comes from (health, static or none).",
+            labels=["source"],
+        )
+        for name in ("health", "static", "none"):
+            source.add_metric([name], 1.0 if board.source == name else 0.0)
+        yield source
+        yield GaugeMetricFamily(
+            "corral_router_score_feed_connected",
+            "1 while health's score stream is connected.",
+            1.0 if board.connected else 0.0,
+        )
+        cache = core.cache
+        if cache is not None:
+            stores = CounterMetricFamily(
+                "corral_router_cache_stores", "Answers handed to the cache, by result.", labels=["result"]
+            )
+            stores.add_metric(["sent"], cache.stores_sent)
+            stores.add_metric(["failed"], cache.stores_failed)
+            stores.add_metric(["dropped"], cache.stores_dropped)
+            yield stores
+            calls = CounterMetricFamily(
+                "corral_router_cache_lookup_calls",
+                "Lookup RPCs sent to the cache: single Lookup or LookupBatch calls.",
+                labels=["kind"],
+            )
+            calls.add_metric(["single"], cache.lookup_calls_sent - cache.lookup_batches)
+            calls.add_metric(["batch"], cache.lookup_batches)
+            yield calls
+            yield CounterMetricFamily(
+                "corral_router_cache_batched_lookups",
+                "Lookups that went to the cache inside a LookupBatch call.",
+                cache.lookups_batched,
+            )
+
+
+def watch_router(core: RouterCore) -> None:
+    """Exports the router's state (in-flight, feed, retry budget)."""
+    collectors.install("router", RouterCollector(core))
