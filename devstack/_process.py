@@ -6,12 +6,13 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from devstack import ports
 
 LOCALHOST = "127.0.0.1"
 
@@ -21,15 +22,20 @@ class DevstackError(RuntimeError):
 
 
 class PortInUseError(DevstackError):
-    """The server could not bind its port because another process holds it."""
+    """The server could not bind its port because another process holds it.
+
+    Attributes:
+        port: The port that was taken, when known.
+    """
+
+    def __init__(self, message: str, port: int | None = None) -> None:
+        super().__init__(message)
+        self.port = port
 
 
 def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago (bind to port 0)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOCALHOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """Return a TCP port on 127.0.0.1 that no other user of `devstack.ports` can get (see there)."""
+    return ports.allocate()
 
 
 def check_port(port: int, field: str) -> int:
@@ -139,12 +145,23 @@ def stop_group(
             proc.wait(timeout=5.0)
 
 
-def tail(path: Path, lines: int = 20) -> str:
-    """The last lines of a log file, for error messages."""
+def log_size(path: Path) -> int:
+    """The current size of a log file (0 when it does not exist yet), for `tail(since=...)`."""
     try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def tail(path: Path, lines: int = 20, since: int = 0) -> str:
+    """The last lines of a log file written after byte `since`, for error messages."""
+    try:
+        with path.open("rb") as file:
+            file.seek(since)
+            text = file.read().decode(errors="replace")
     except FileNotFoundError:
         return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

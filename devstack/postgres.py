@@ -24,10 +24,12 @@ from devstack._process import (
     free_port,
     group_members,
     is_our_process,
+    log_size,
     pid_alive,
     stop_group,
     tail,
 )
+from devstack.ports import mentions_port_in_use
 
 logger = logging.getLogger(__name__)
 
@@ -230,6 +232,7 @@ class PostgresServer:
         settings = _SERVER_SETTINGS | {"shared_buffers": config.pg_shared_buffers()}
         for name, value in settings.items():
             args += ["-c", f"{name}={value}"]
+        log_start = log_size(self.log_path)
         with self.log_path.open("ab") as log:
             proc = subprocess.Popen(
                 args,
@@ -246,9 +249,9 @@ class PostgresServer:
         deadline = time.monotonic() + _START_TIMEOUT_S
         while True:
             if proc.poll() is not None:
-                log_tail = tail(self.log_path)
-                if "Address already in use" in log_tail:
-                    raise PortInUseError(f"postgres: port {self.port} is already in use")
+                log_tail = tail(self.log_path, since=log_start)
+                if mentions_port_in_use(log_tail):
+                    raise PortInUseError(f"postgres: port {self.port} is already in use", self.port)
                 raise DevstackError(f"postgres exited with {proc.returncode}:\n{log_tail}")
             info = _read_postmaster_pid(self.data_dir)
             # NOTE: postgres writes "ready" into postmaster.pid once it accepts connections.

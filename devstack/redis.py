@@ -25,11 +25,13 @@ from devstack._process import (
     cmdline,
     free_port,
     is_our_process,
+    log_size,
     read_json,
     stop_group,
     tail,
     write_json,
 )
+from devstack.ports import mentions_port_in_use
 
 logger = logging.getLogger(__name__)
 
@@ -161,6 +163,7 @@ class RedisServer:
 
     def _spawn(self, binary: Path) -> None:
         conf = self._write_config()
+        log_start = log_size(self.log_path)
         with self.log_path.open("ab") as log:
             proc = subprocess.Popen(
                 [str(binary), str(conf)],
@@ -182,9 +185,9 @@ class RedisServer:
         try:
             while True:
                 if proc.poll() is not None:
-                    log_tail = tail(self.log_path)
-                    if "Address already in use" in log_tail:
-                        raise PortInUseError(f"redis: port {self.port} is already in use")
+                    log_tail = tail(self.log_path, since=log_start)
+                    if mentions_port_in_use(log_tail):
+                        raise PortInUseError(f"redis: port {self.port} is already in use", self.port)
                     raise DevstackError(f"redis-server exited with {proc.returncode}:\n{log_tail}")
                 try:
                     # NOTE: another server may answer on a port we failed to bind; only ours counts.

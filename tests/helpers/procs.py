@@ -7,20 +7,27 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+
+from devstack import ports
+from devstack._process import PortInUseError
 
 ROOT = Path(__file__).resolve().parents[2]
 _READY = re.compile(r"serving on [^:\s]+:(\d+)|listening on [^:\s]+:(\d+)")
 
 
 def free_port() -> int:
-    """Returns a TCP port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """Returns a TCP port on 127.0.0.1 that is free and reserved for this process (devstack.ports)."""
+    return ports.allocate()
+
+
+class PortInUse(PortInUseError):
+    """The child exited before it was ready because a port it had to bind was taken (EADDRINUSE).
+
+    Whoever chose the port may pick another one and start the child again.
+    """
 
 
 def base_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -72,7 +79,10 @@ class ServiceProcess:
             # NOTE: the process is exiting on its own; signalling it now would make Popen reap it
             # first and asyncio's child watcher report 255 instead of its real exit status.
             await self.wait(10)
-            raise RuntimeError(f"{self.module} did not become ready:\n" + "".join(self.output[-40:])) from exc
+            output = "".join(self.output[-40:])
+            if ports.mentions_port_in_use(output):
+                raise PortInUse(f"{self.module}: a port it needs is already in use:\n{output}") from exc
+            raise RuntimeError(f"{self.module} did not become ready:\n{output}") from exc
         except TimeoutError as exc:
             await self.kill()
             raise RuntimeError(f"{self.module} did not become ready:\n" + "".join(self.output[-40:])) from exc
