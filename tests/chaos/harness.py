@@ -9,7 +9,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,11 +18,15 @@ import aiohttp
 
 from devstack import migrate
 from devstack.config import make_temp_state_dir
-from tests.helpers.procs import ROOT, ServiceProcess, base_env, free_port
+from devstack.ports import mentions_port_in_use
+from tests.helpers.procs import ROOT, PortInUse, ServiceProcess, base_env, free_port
 from tests.router.stack import EMBED_MODEL, FAST_HEALTH_ENV, MODEL
 
 SERVICES = ("health", "cache", "router", "prewarm")
 _NODE_LINE = re.compile(r"listening on [^:\s]+:(\d+) admin (\d+)")
+# NOTE: the ports come from devstack.ports (locked, outside the ephemeral range), so a clash needs a
+# program outside Corral to bind one of them first; a few attempts are plenty.
+_PORT_ATTEMPTS = 4
 
 
 @dataclass
@@ -60,6 +64,10 @@ class Node:
         )
         await self.proc.start()
 
+    def move(self) -> None:
+        """New ports, after a start found one of the old ones taken."""
+        self.port, self.admin_port = free_port(), free_port()
+
 
 @dataclass
 class Store:
@@ -91,10 +99,17 @@ class Store:
         )
         output, _ = await asyncio.wait_for(proc.communicate(), 60)
         if proc.returncode != 0:
-            raise RuntimeError(f"{self.kind} {action} failed: {output.decode(errors='replace')[-2000:]}")
+            text = output.decode(errors="replace")[-2000:]
+            if action == "start" and mentions_port_in_use(text):
+                raise PortInUse(f"{self.kind} start: port {self.port} is taken: {text}", self.port)
+            raise RuntimeError(f"{self.kind} {action} failed: {text}")
 
     async def start(self) -> None:
         await self._run("start")
+
+    def move(self) -> None:
+        """A new port, after a start found the old one taken."""
+        self.port = free_port()
 
     async def stop(self) -> None:
         await self._run("stop")
@@ -128,6 +143,51 @@ class Corral:
         return next(n for n in self.nodes if n.node_id == node_id)
 
     # --- services -----------------------------------------------------------------------------------
+    def wire(self, extra_env: Mapping[str, Mapping[str, str]] | None = None) -> None:
+        """Writes each service's environment from the current ports, nodes and stores."""
+        nodes = self.nodes
+        ports = self.ports
+        addr = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
+        self.env = {
+            "health": {
+                "CORRAL_HEALTH__PORT": str(ports["health"]),
+                "CORRAL_HEALTH__NODES": _nodes_json(nodes, "id"),
+                "CORRAL_HEALTH__GRACE_S": "1",
+                **FAST_HEALTH_ENV,
+            },
+            "cache": {
+                "CORRAL_CACHE__PORT": str(ports["cache"]),
+                "CORRAL_CACHE__GRACE_S": "1",
+                "CORRAL_REDIS__URL": self.redis.url,
+                "CORRAL_POSTGRES__DSN": self.postgres.url,
+                "CORRAL_CACHE__EMBEDDER__MODEL": EMBED_MODEL,
+                "CORRAL_CACHE__EMBEDDER__NODE_URLS": json.dumps([n.url for n in nodes]),
+                "CORRAL_CACHE__BREAKER_OPEN_MS": "300",
+            },
+            "router": {
+                "CORRAL_ROUTER__PORT": str(ports["router"]),
+                "CORRAL_ROUTER__GRACE_S": "1",
+                "CORRAL_ROUTER__HEALTH_ADDR": addr["health"],
+                "CORRAL_ROUTER__CACHE_ADDR": addr["cache"],
+                "CORRAL_ROUTER__NODES": _nodes_json(nodes, "node_id"),
+                "CORRAL_ROUTER__TTFT_TIMEOUT_S": "1.0",
+                "CORRAL_ROUTER__TTFT_COLD_EXTRA_S": "3.0",
+                "CORRAL_ROUTER__OUTCOME_FLUSH_MS": "20",
+                "CORRAL_ROUTER__STATIC_REFRESH_S": "0.5",
+                "CORRAL_ROUTER__NODE_COOLDOWN_S": "0.5",
+            },
+            "prewarm": {
+                "CORRAL_PREWARM__PORT": str(ports["prewarm"]),
+                "CORRAL_PREWARM__GRACE_S": "1",
+                "CORRAL_PREWARM__HEALTH_ADDR": addr["health"],
+                "CORRAL_PREWARM__ROUTER_ADDR": addr["router"],
+                "CORRAL_PREWARM__CACHE_ADDR": addr["cache"],
+                "CORRAL_PREWARM__MODELS": json.dumps([{"name": MODEL, "keep_alive_s": 600}]),
+            },
+        }
+        for name, env in (extra_env or {}).items():
+            self.env[name].update(env)
+
     async def start_service(self, name: str) -> ServiceProcess:
         proc = ServiceProcess(f"services.{name}", env=self.env[name])
         self.procs[name] = proc
@@ -191,62 +251,49 @@ async def start_corral(
     state = make_temp_state_dir("corral-chaos-")
     redis = Store("redis", state, free_port())
     postgres = Store("postgres", state, free_port())
-    await asyncio.gather(redis.start(), postgres.start())
-    await asyncio.to_thread(migrate.apply, postgres.url)
     nodes = [Node(f"node-{i + 1}", free_port(), free_port(), time_scale, seed=7) for i in range(node_count)]
     ports = {name: free_port() for name in SERVICES}
     corral = Corral(state=state, redis=redis, postgres=postgres, nodes=nodes, ports=ports)
     try:
+        await asyncio.gather(
+            _on_free_ports(redis.start, redis.move), _on_free_ports(postgres.start, postgres.move)
+        )
+        await asyncio.to_thread(migrate.apply, postgres.url)
         corral.http = aiohttp.ClientSession()
-        await asyncio.gather(*(n.start() for n in nodes))
-        addr = {name: f"127.0.0.1:{port}" for name, port in ports.items()}
-        corral.env = {
-            "health": {
-                "CORRAL_HEALTH__PORT": str(ports["health"]),
-                "CORRAL_HEALTH__NODES": _nodes_json(nodes, "id"),
-                "CORRAL_HEALTH__GRACE_S": "1",
-                **FAST_HEALTH_ENV,
-            },
-            "cache": {
-                "CORRAL_CACHE__PORT": str(ports["cache"]),
-                "CORRAL_CACHE__GRACE_S": "1",
-                "CORRAL_REDIS__URL": redis.url,
-                "CORRAL_POSTGRES__DSN": postgres.url,
-                "CORRAL_CACHE__EMBEDDER__MODEL": EMBED_MODEL,
-                "CORRAL_CACHE__EMBEDDER__NODE_URLS": json.dumps([n.url for n in nodes]),
-                "CORRAL_CACHE__BREAKER_OPEN_MS": "300",
-            },
-            "router": {
-                "CORRAL_ROUTER__PORT": str(ports["router"]),
-                "CORRAL_ROUTER__GRACE_S": "1",
-                "CORRAL_ROUTER__HEALTH_ADDR": addr["health"],
-                "CORRAL_ROUTER__CACHE_ADDR": addr["cache"],
-                "CORRAL_ROUTER__NODES": _nodes_json(nodes, "node_id"),
-                "CORRAL_ROUTER__TTFT_TIMEOUT_S": "1.0",
-                "CORRAL_ROUTER__TTFT_COLD_EXTRA_S": "3.0",
-                "CORRAL_ROUTER__OUTCOME_FLUSH_MS": "20",
-                "CORRAL_ROUTER__STATIC_REFRESH_S": "0.5",
-                "CORRAL_ROUTER__NODE_COOLDOWN_S": "0.5",
-            },
-            "prewarm": {
-                "CORRAL_PREWARM__PORT": str(ports["prewarm"]),
-                "CORRAL_PREWARM__GRACE_S": "1",
-                "CORRAL_PREWARM__HEALTH_ADDR": addr["health"],
-                "CORRAL_PREWARM__ROUTER_ADDR": addr["router"],
-                "CORRAL_PREWARM__CACHE_ADDR": addr["cache"],
-                "CORRAL_PREWARM__MODELS": json.dumps([{"name": MODEL, "keep_alive_s": 600}]),
-            },
-        }
-        for name, env in (extra_env or {}).items():
-            corral.env[name].update(env)
-        await asyncio.gather(corral.start_service("health"), corral.start_service("cache"))
-        await corral.start_service("router")
+        await asyncio.gather(*(_on_free_ports(n.start, n.move) for n in nodes))
+        corral.wire(extra_env)
+
+        async def start(name: str) -> None:
+            def move() -> None:
+                # NOTE: the services started later read the new address from the rewired environment.
+                corral.ports[name] = free_port()
+                corral.wire(extra_env)
+
+            async def start_once() -> None:
+                await corral.start_service(name)
+
+            await _on_free_ports(start_once, move)
+
+        await asyncio.gather(start("health"), start("cache"))
+        await start("router")
         if with_prewarm:
-            await corral.start_service("prewarm")
+            await start("prewarm")
         return corral
     except BaseException:
         await corral.close()
         raise
+
+
+async def _on_free_ports(start: Callable[[], Awaitable[None]], move: Callable[[], None]) -> None:
+    """Runs `start`; when it finds a port taken (PortInUse), `move` picks new ports and it runs again."""
+    for attempt in range(_PORT_ATTEMPTS):
+        try:
+            await start()
+            return
+        except PortInUse:
+            if attempt == _PORT_ATTEMPTS - 1:
+                raise
+            move()
 
 
 async def poll(predicate: Any, timeout_s: float, interval_s: float = 0.05) -> float:
