@@ -4,7 +4,7 @@
 # NOTE: the base is pinned by version tag. Pin it by digest too (python:3.11.14-slim-bookworm@sha256:…)
 # where an engine can resolve one; the development machines have none. Both stages use the same base so
 # the virtual environment's interpreter symlinks stay valid when it is copied across.
-# NOTE: tests/deploy/test_image_env.py replays the builder stage's ENV, WORKDIR, COPY and RUN lines and
+# NOTE: tests/deploy/test_image.py replays the builder stage's ENV, WORKDIR, COPY and RUN lines and
 # starts every service from the result: keep the builder to those instructions, with relative paths and
 # $VENV only.
 

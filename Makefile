@@ -78,7 +78,7 @@ soak-smoke: setup ## The one-minute soak
 certs: setup ## A local CA with server and client certificates under .state/certs (TLS and mTLS testing)
 	$(PY) -m scripts.make_certs
 
-compose-keys: setup ## API keys for docker compose: writes deploy/compose/secrets/, prints an admin and a tenant key
+compose-keys: setup ## Keys and passwords for docker compose: writes deploy/compose/secrets/, prints an admin and a tenant key
 	$(PY) -m scripts.make_compose_keys
 
 clean: down ## Remove the state folder (databases, logs) and caches

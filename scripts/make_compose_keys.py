@@ -1,10 +1,17 @@
-"""Creates the compose example's API keys: hashed keys file, service key, an admin and a tenant key."""
+"""Creates the secrets of the compose and Kubernetes examples.
+
+The API keys (a hashed keys file, the service key, and an admin and a tenant key printed once) and the
+passwords of Redis, PostgreSQL and (compose only) Grafana's admin. `--kubernetes` writes the example
+overlay's files (deploy/kubernetes/overlays/example/secrets/) instead of compose's.
+"""
 
 from __future__ import annotations
 
 import argparse
 import os
+import secrets
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,9 +20,17 @@ from pydantic import ValidationError
 
 from services.common.auth import ApiKeyEntry, hash_key, new_key
 
-DEFAULT_DIR = Path(__file__).resolve().parent.parent / "deploy" / "compose" / "secrets"
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DIR = ROOT / "deploy" / "compose" / "secrets"
+KUBERNETES_DIR = ROOT / "deploy" / "kubernetes" / "overlays" / "example" / "secrets"
 KEYS_FILE = "api-keys.yaml"
 SERVICE_KEY_FILE = "service-key"
+REDIS_PASSWORD_FILE = "redis-password"
+POSTGRES_PASSWORD_FILE = "postgres-password"
+GRAFANA_PASSWORD_FILE = "grafana-admin-password"
+# Which password files each example reads (docker-compose.yml's `secrets`, the overlay's secretGenerator).
+COMPOSE_PASSWORDS = (REDIS_PASSWORD_FILE, POSTGRES_PASSWORD_FILE, GRAFANA_PASSWORD_FILE)
+KUBERNETES_PASSWORDS = (REDIS_PASSWORD_FILE, POSTGRES_PASSWORD_FILE)
 # NOTE: the services run as uid 10001 in the image, not as the host user who owns a bind mount, so the
 # files must be readable by others; keep the folder itself private to the host's trusted users.
 FILE_MODE = 0o644
@@ -49,6 +64,31 @@ class ComposeKeys:
 def _write(path: Path, text: str) -> None:
     path.write_text(text, encoding="utf-8")
     os.chmod(path, FILE_MODE)
+
+
+def new_password() -> str:
+    """A random password: 256 bits, URL-safe (nothing to quote in a URL, a DSN or a shell)."""
+    return secrets.token_urlsafe(32)
+
+
+def write_passwords(out_dir: Path, names: Sequence[str] = COMPOSE_PASSWORDS) -> list[Path]:
+    """Writes a new random password into each named file of `out_dir` that does not exist yet.
+
+    An existing password is never replaced: PostgreSQL keeps the one its data folder was created with,
+    so a new file would lock the cache out (changing one: docs/deploy.md, "Rotating the store passwords").
+
+    Returns:
+        The files written now.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in names:
+        path = out_dir / name
+        if not path.exists():
+            # NOTE: no trailing newline: a Secret made from the file holds exactly the password.
+            _write(path, new_password())
+            written.append(path)
+    return written
 
 
 def make_compose_keys(out_dir: Path, tenant: str = "demo", force: bool = False) -> ComposeKeys:
@@ -85,14 +125,24 @@ def make_compose_keys(out_dir: Path, tenant: str = "demo", force: bool = False) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: `python -m scripts.make_compose_keys [--out DIR] [--tenant NAME] [--force]`."""
+    """Command line: `python -m scripts.make_compose_keys [--kubernetes] [--out D] [--tenant T] [--force]`."""
     parser = argparse.ArgumentParser(prog="make_compose_keys", description=__doc__)
-    parser.add_argument("--out", type=Path, default=DEFAULT_DIR, help=f"folder (default: {DEFAULT_DIR})")
+    parser.add_argument(
+        "--kubernetes",
+        action="store_true",
+        help=f"the Kubernetes example overlay's secrets (folder {KUBERNETES_DIR}; no Grafana password)",
+    )
+    parser.add_argument("--out", type=Path, help=f"folder (default: {DEFAULT_DIR})")
     parser.add_argument("--tenant", default="demo", help="tenant of the tenant key (default: demo)")
-    parser.add_argument("--force", action="store_true", help="replace existing keys (old keys stop working)")
+    parser.add_argument(
+        "--force", action="store_true", help="replace the API keys (old keys stop working), never passwords"
+    )
     args = parser.parse_args(argv)
+    out = args.out or (KUBERNETES_DIR if args.kubernetes else DEFAULT_DIR)
+    for path in write_passwords(out, KUBERNETES_PASSWORDS if args.kubernetes else COMPOSE_PASSWORDS):
+        print(f"wrote {path}")
     try:
-        keys = make_compose_keys(args.out, tenant=args.tenant, force=args.force)
+        keys = make_compose_keys(out, tenant=args.tenant, force=args.force)
     except KeysExistError as exc:
         print(f"make_compose_keys: {exc}; keeping them", file=sys.stderr)
         return 0

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from scripts.make_compose_keys import KeysExistError, main, make_compose_keys
+from scripts.make_compose_keys import COMPOSE_PASSWORDS, KeysExistError, main, make_compose_keys
 from services.common.auth import Access, AuthConfig, build_authenticator, service_key
 from services.common.config import load_config
 from tests.helpers.procs import ROOT
@@ -65,3 +65,18 @@ def test_compose_config_loads_the_generated_files(tmp_path: Path) -> None:
     cfg = load_config(ROOT / "deploy" / "compose" / "corral.yaml", env=env)
     authenticator = build_authenticator(cfg.auth)
     assert authenticator is not None and len(authenticator) == 3
+
+
+def test_passwords_are_written_once_and_never_replaced(tmp_path: Path) -> None:
+    assert main(["--out", str(tmp_path)]) == 0
+    passwords = {name: (tmp_path / name).read_text(encoding="utf-8") for name in COMPOSE_PASSWORDS}
+    assert len(set(passwords.values())) == len(COMPOSE_PASSWORDS)
+    assert all(len(p) >= 40 and p.strip() == p for p in passwords.values())
+    # An install from before store passwords: keys present, passwords missing; they are added.
+    (tmp_path / "redis-password").unlink()
+    assert main(["--out", str(tmp_path), "--force"]) == 0
+    assert (tmp_path / "redis-password").read_text(encoding="utf-8") not in ("", passwords["redis-password"])
+    kept = {name: (tmp_path / name).read_text(encoding="utf-8") for name in COMPOSE_PASSWORDS}
+    assert {k: v for k, v in kept.items() if k != "redis-password"} == {
+        k: v for k, v in passwords.items() if k != "redis-password"
+    }

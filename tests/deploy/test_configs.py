@@ -58,10 +58,7 @@ def _k8s_env(name: str) -> dict[str, str]:
 
 
 def _k8s_config() -> CorralConfig:
-    env = {
-        "CORRAL_ROUTER__REPORTER": "router-abc",
-        "CORRAL_POSTGRES__DSN": "postgresql://u:p@postgres/corral",
-    }
+    env = {"CORRAL_ROUTER__REPORTER": "router-abc"}
     env |= {k: v for k, v in _k8s_env("router").items() if k.startswith("CORRAL_AUTH__")}
     return load_config(K8S_BASE / "corral.yaml", env=env)
 
@@ -135,10 +132,8 @@ def test_health_registry_lists_the_ollama_statefulset_pods() -> None:
     assert [node.address for node in cfg.router.nodes] == expected
     gpu = statefulset["template"]["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"]
     assert gpu == "1"
-    pull_env = {
-        e["name"]: e["value"]
-        for e in resources[("Job", "ollama-pull")]["spec"]["template"]["spec"]["containers"][0]["env"]
-    }
+    # NOTE: the Job reads its lists from the ConfigMap ollama-pull (its own template stays unchanged).
+    pull_env = resources[("ConfigMap", "ollama-pull")]["data"]
     assert pull_env["OLLAMA_NODES"].split() == [a.removeprefix("http://") for a in expected]
     assert pull_env["OLLAMA_PULL_MODELS"].split() == [m.name for m in cfg.prewarm.models]
     assert cfg.cache.embedder.model in pull_env["OLLAMA_PULL_MODELS"].split()
@@ -212,14 +207,22 @@ def test_kubernetes_deployment_mounts_the_key_secrets(name: str) -> None:
     assert "CORRAL_API_KEYS" not in {e["name"] for e in container["env"]}
 
 
-def test_kubernetes_example_overlay_generates_the_key_secrets() -> None:
+def test_kubernetes_example_overlay_generates_the_secrets() -> None:
     overlay = K8S_BASE.parent / "overlays" / "example"
     kustomization = yaml.safe_load((overlay / "kustomization.yaml").read_text(encoding="utf-8"))
     generated = {g["name"]: g for g in kustomization["secretGenerator"]}
-    for secret, key in (("corral-api-keys", "api-keys.yaml"), ("corral-service-key", "service-key")):
+    wanted = {
+        "corral-api-keys": "api-keys.yaml",
+        "corral-service-key": "service-key",
+        "corral-redis": "password",
+        "corral-postgres": "password",
+    }
+    assert set(generated) == set(wanted)
+    for secret, key in wanted.items():
         (entry,) = generated[secret]["files"]
         file_key, _, file = entry.partition("=")
-        assert file_key == key and (overlay / file).is_file(), entry
-    # The committed keys file is a placeholder with no keys: services refuse to start until it is replaced.
-    placeholder = yaml.safe_load((overlay / "secrets" / "api-keys.yaml").read_text(encoding="utf-8"))
+        # The real file is git-ignored; its placeholder is committed beside it.
+        assert file_key == key and (overlay / f"{file}.example").is_file(), entry
+    # The keys placeholder lists no keys: services started with it refuse to start.
+    placeholder = yaml.safe_load((overlay / "secrets" / "api-keys.yaml.example").read_text(encoding="utf-8"))
     assert placeholder == {"keys": []}

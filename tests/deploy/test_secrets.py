@@ -1,0 +1,228 @@
+"""Secrets fail closed: none is tracked by git, placeholders stop start-up naming what to set, and every
+client of a store gets its password from the same place as the store."""
+
+from __future__ import annotations
+
+import base64
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from scripts.make_compose_keys import COMPOSE_PASSWORDS, KUBERNETES_PASSWORDS, main
+from services.common.auth import AuthConfig, AuthSetupError, build_authenticator
+from tests.deploy.render import (
+    EXAMPLE_OVERLAY,
+    RenderError,
+    by_kind,
+    compose_config,
+    compose_shell,
+    copy_kubernetes,
+    kustomize,
+    pod_templates,
+)
+from tests.helpers.procs import ROOT
+
+OVERLAY_SECRETS = ROOT / "deploy" / "kubernetes" / EXAMPLE_OVERLAY / "secrets"
+COMPOSE_SECRETS = ROOT / "deploy" / "compose" / "secrets"
+# secret file in the overlay -> (Secret, key)
+OVERLAY_FILES = {
+    "api-keys.yaml": ("corral-api-keys", "api-keys.yaml"),
+    "service-key": ("corral-service-key", "service-key"),
+    "redis-password": ("corral-redis", "password"),
+    "postgres-password": ("corral-postgres", "password"),
+}
+# Store -> the pods that may hold its password: the store and its only client.
+STORE_SECRETS = {"corral-redis": {"redis", "cache"}, "corral-postgres": {"postgres", "cache"}}
+
+
+def _git(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+
+
+@pytest.fixture(scope="module")
+def placeholders(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    """The example overlay rendered with its `*.example` placeholders copied into place unchanged."""
+    return kustomize(copy_kubernetes(tmp_path_factory.mktemp("k8s")) / EXAMPLE_OVERLAY)
+
+
+def _secret_value(rendered: list[dict[str, Any]], name: str, key: str) -> str:
+    (secret,) = [s for n, s in by_kind(rendered, "Secret").items() if n.rsplit("-", 1)[0] == name]
+    return base64.b64decode(secret["data"][key]).decode()
+
+
+def _check_secret(template: dict[str, Any]) -> dict[str, Any]:
+    (init,) = [c for c in template["spec"].get("initContainers", []) if c["name"] == "check-secret"]
+    return init
+
+
+def _run_check(init: dict[str, Any], secret_file: Path) -> subprocess.CompletedProcess[str]:
+    """Runs a check-secret init container's script with its environment, reading `secret_file`."""
+    env = {e["name"]: e["value"] for e in init["env"]} | {"SECRET_FILE": str(secret_file)}
+    return subprocess.run(
+        [*init["command"], *init["args"]],
+        env=env | {"PATH": os.environ["PATH"]},
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+
+
+def test_no_real_secret_is_tracked_and_the_real_files_are_ignored() -> None:
+    tracked = _git("ls-files", "--", str(OVERLAY_SECRETS), str(COMPOSE_SECRETS)).stdout.split()
+    names = sorted(Path(p).relative_to("deploy").as_posix() for p in tracked)
+    assert names == sorted(
+        [
+            "compose/secrets/.gitignore",
+            "compose/secrets/README.md",
+            "kubernetes/overlays/example/secrets/.gitignore",
+            "kubernetes/overlays/example/secrets/README.md",
+            *(f"kubernetes/overlays/example/secrets/{name}.example" for name in OVERLAY_FILES),
+        ]
+    )
+    real = [OVERLAY_SECRETS / name for name in OVERLAY_FILES]
+    real += [COMPOSE_SECRETS / name for name in ("api-keys.yaml", "service-key", *COMPOSE_PASSWORDS)]
+    for path in real:
+        assert _git("check-ignore", "-q", str(path)).returncode == 0, f"{path} is not git-ignored"
+    assert _git("check-ignore", "-q", str(OVERLAY_SECRETS / "service-key.example")).returncode == 1
+    # No secret in the committed environment file either.
+    settings = [line.split("=")[0] for line in (ROOT / ".env").read_text(encoding="utf-8").splitlines()]
+    assert not [name for name in settings if "PASSWORD" in name or "KEY" in name]
+
+
+def test_example_overlay_does_not_build_without_its_secret_files(tmp_path: Path) -> None:
+    copy = copy_kubernetes(tmp_path, placeholders=False)
+    with pytest.raises(RenderError) as refused:
+        kustomize(copy / EXAMPLE_OVERLAY)
+    message = str(refused.value)
+    assert "no such file or directory" in message
+    assert any(f"secrets/{name}" in message for name in OVERLAY_FILES), message
+
+
+def test_placeholders_stop_the_stores_naming_what_to_set(
+    placeholders: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    templates = {
+        t["metadata"]["labels"]["app.kubernetes.io/name"]: t for t in pod_templates(placeholders).values()
+    }
+    scripts = {name: _check_secret(templates[name])["args"] for name in ("redis", "postgres")}
+    assert scripts["redis"] == scripts["postgres"], "one check-secret script for both stores"
+    for store, secret in (("redis", "corral-redis"), ("postgres", "corral-postgres")):
+        init = _check_secret(templates[store])
+        env = {e["name"]: e["value"] for e in init["env"]}
+        # The file it checks is the store's own Secret, the one the store reads its password from.
+        mount = next(m for m in init["volumeMounts"] if env["SECRET_FILE"].startswith(m["mountPath"] + "/"))
+        volume = next(v for v in templates[store]["spec"]["volumes"] if v["name"] == mount["name"])
+        assert volume["secret"]["secretName"].startswith(f"{secret}-")
+        assert env["SECRET_SOURCE"] == f"secrets/{store}-password"
+        assert init["securityContext"]["runAsNonRoot"] is True
+        value = tmp_path / f"{store}-password"
+        for text in (_secret_value(placeholders, secret, "password"), "", "change-me\n"):
+            value.write_text(text, encoding="utf-8")
+            done = _run_check(init, value)
+            assert done.returncode == 1, (store, text, done.stderr)
+            assert f"Secret {secret}, key password" in done.stderr and env["SECRET_SOURCE"] in done.stderr
+            assert "make_compose_keys --kubernetes" in done.stderr
+        assert _run_check(init, tmp_path / "missing").returncode == 1
+        value.write_text("a-real-password-xyz", encoding="utf-8")
+        assert _run_check(init, value).returncode == 0
+    # The keys placeholder lists no keys: every Corral service refuses to start with it.
+    keys = tmp_path / "api-keys.yaml"
+    keys.write_text(_secret_value(placeholders, "corral-api-keys", "api-keys.yaml"), encoding="utf-8")
+    with pytest.raises(AuthSetupError, match="no keys are configured"):
+        build_authenticator(AuthConfig(enabled=True, keys_file=str(keys)))
+
+
+def test_make_compose_keys_fills_the_overlay_and_keeps_the_passwords(tmp_path: Path) -> None:
+    copy = copy_kubernetes(tmp_path, placeholders=False)
+    secrets = copy / EXAMPLE_OVERLAY / "secrets"
+    assert main(["--kubernetes", "--out", str(secrets)]) == 0
+    assert {p.name for p in secrets.iterdir() if p.suffix != ".example"} >= set(OVERLAY_FILES)
+    assert not (secrets / "grafana-admin-password").exists()
+    rendered = kustomize(copy / EXAMPLE_OVERLAY)
+    for file, (secret, key) in OVERLAY_FILES.items():
+        assert _secret_value(rendered, secret, key) == (secrets / file).read_text(encoding="utf-8")
+    passwords = {name: (secrets / name).read_text(encoding="utf-8") for name in KUBERNETES_PASSWORDS}
+    assert all(len(p) >= 40 and "\n" not in p for p in passwords.values())
+    keys = AuthConfig(enabled=True, keys_file=str(secrets / "api-keys.yaml"))
+    authenticator = build_authenticator(keys)
+    assert authenticator is not None and len(authenticator) == 3
+    # --force replaces the API keys, never a store password (PostgreSQL keeps the one it started with).
+    assert main(["--kubernetes", "--out", str(secrets), "--force"]) == 0
+    assert {name: (secrets / name).read_text(encoding="utf-8") for name in KUBERNETES_PASSWORDS} == passwords
+
+
+def test_only_the_stores_and_the_cache_get_the_store_passwords(placeholders: list[dict[str, Any]]) -> None:
+    seen: dict[str, set[str]] = {name: set() for name in STORE_SECRETS}
+    for template in pod_templates(placeholders).values():
+        pod = template["metadata"]["labels"]["app.kubernetes.io/name"]
+        text = yaml.safe_dump(template["spec"])
+        for secret in STORE_SECRETS:
+            if f"{secret}-" in text:
+                seen[secret].add(pod)
+    assert seen == STORE_SECRETS
+    # The cache reads both as files, never from an environment variable or the DSN.
+    deployments = by_kind(placeholders, "Deployment")
+    cache = deployments["cache"]["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in cache["env"]}
+    assert env["CORRAL_REDIS__PASSWORD_FILE"] == "/etc/corral-secrets/redis-password"
+    assert env["CORRAL_POSTGRES__PASSWORD_FILE"] == "/etc/corral-secrets/postgres-password"
+    assert "CORRAL_POSTGRES__DSN" not in env
+    router = deployments["router"]["spec"]["template"]["spec"]["containers"][0]
+    assert not [e for e in router["env"] if "POSTGRES" in e["name"] or "REDIS" in e["name"]]
+    # Redis cannot start without a password: requirepass from the mounted Secret, probes with it.
+    redis = deployments["redis"]["spec"]["template"]["spec"]["containers"][0]
+    assert '--requirepass "$password"' in redis["args"][0]
+    assert 'password="$(cat /etc/redis-secret/password)"' in redis["args"][0]
+    assert "REDISCLI_AUTH" in " ".join(redis["readinessProbe"]["exec"]["command"])
+    postgres = by_kind(placeholders, "StatefulSet")["postgres"]["spec"]["template"]["spec"]["containers"][0]
+    pg_env = {e["name"]: e for e in postgres["env"]}
+    assert pg_env["POSTGRES_PASSWORD_FILE"]["value"] == "/etc/postgres-secret/password"
+    assert "POSTGRES_PASSWORD" not in pg_env
+
+
+def test_compose_stores_take_their_passwords_from_the_secrets_folder() -> None:
+    config = compose_config(["metrics"])
+    services = config["services"]
+    for name in COMPOSE_PASSWORDS:
+        assert Path(config["secrets"][name]["file"]) == COMPOSE_SECRETS / name
+    assert [s["source"] for s in services["redis"]["secrets"]] == ["redis-password"]
+    assert [s["source"] for s in services["postgres"]["secrets"]] == ["postgres-password"]
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres-password"
+    assert "POSTGRES_PASSWORD" not in services["postgres"]["environment"]
+    assert "REDISCLI_AUTH" in " ".join(services["redis"]["healthcheck"]["test"])
+    cache = services["cache"]["environment"]
+    assert cache["CORRAL_REDIS__PASSWORD_FILE"] == "/etc/corral/secrets/redis-password"
+    assert cache["CORRAL_POSTGRES__PASSWORD_FILE"] == "/etc/corral/secrets/postgres-password"
+    assert cache["CORRAL_POSTGRES__DSN"] == "postgresql://corral@postgres:5432/corral"
+    for name in ("router", "health", "prewarm"):
+        env = services[name]["environment"]
+        assert not [k for k in env if k.startswith(("CORRAL_REDIS__", "CORRAL_POSTGRES__"))], name
+
+
+def test_compose_redis_refuses_to_start_without_its_password(tmp_path: Path) -> None:
+    command = compose_config()["services"]["redis"]["command"]
+    assert command[:2] == ["/bin/sh", "-c"]
+    secret = tmp_path / "redis-password"
+    script = compose_shell(command[2]).replace("/run/secrets/redis-password", str(secret))
+    # A stand-in for the image's entrypoint: prints the command it would start.
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    entrypoint = bin_dir / "docker-entrypoint.sh"
+    entrypoint.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n', encoding="utf-8")
+    entrypoint.chmod(0o755)
+    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    for content in (None, ""):
+        if content is not None:
+            secret.write_text(content, encoding="utf-8")
+        done = subprocess.run(["/bin/sh", "-c", script], env=env, capture_output=True, text=True, check=False)
+        assert done.returncode == 1 and "make compose-keys" in done.stderr, done
+    secret.write_text("s3cret-pw\n", encoding="utf-8")
+    done = subprocess.run(["/bin/sh", "-c", script], env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    args = done.stdout.splitlines()
+    assert args[:3] == ["redis-server", "--requirepass", "s3cret-pw"]
