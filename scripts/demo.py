@@ -266,7 +266,7 @@ async def run(state: Path) -> bool:
         "[bold]Starting[/] Redis, PostgreSQL+pgvector, 4 simulated Ollama nodes and the 4 services…"
     )
     started = time.monotonic()
-    await asyncio.to_thread(
+    process_table = await asyncio.to_thread(
         stack.up,
         state,
         ports,
@@ -282,6 +282,8 @@ async def run(state: Path) -> bool:
         },
     )
     console.print(f"Stack up in {time.monotonic() - started:.1f} s (logs in {state / 'logs'})\n")
+    # NOTE: a part whose picked port turned out taken at start-up was moved; the table has the final ones.
+    ports = stack.Ports.from_table(process_table)
     checks: list[Check] = []
     admin = _admin_ports(state)
     async with (

@@ -1,0 +1,1 @@
+"""Tests for the whole local stack (`python -m scripts.stack`, `make up`)."""
