@@ -21,7 +21,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.harness.workload import Session, make_session, poisson_gaps, unique_question
+from bench.harness.workload import Session, make_session, poisson_arrivals, unique_question
 
 _HEADERS_KEPT = {
     "x-corral-node": "node",
@@ -265,17 +265,15 @@ class Run:
         cap = int(spec.get("max_outstanding", 1000))
         items = requests.get("items", [])
         start = time.perf_counter()
-        next_at = start
         i = 0
-        for gap in poisson_gaps(float(spec["rate_rps"]), int(spec.get("seed", 1))):
-            next_at += gap
-            elapsed = next_at - start
-            if elapsed >= warmup_s + duration_s or (kind == "script" and i >= len(items)):
+        trace = poisson_arrivals(float(spec["rate_rps"]), duration_s, warmup_s, int(spec.get("seed", 1)))
+        for arrival in trace:
+            if kind == "script" and i >= len(items):
                 break
-            delay = next_at - time.perf_counter()
+            delay = start + arrival.at_s - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            phase = "warmup" if elapsed < warmup_s else "measure"
+            phase = arrival.phase
             if self.outstanding >= cap:
                 self.dropped += phase == "measure"
                 continue

@@ -119,6 +119,33 @@ def poisson_gaps(rate_rps: float, seed: int) -> Iterator[float]:
         yield rng.expovariate(rate_rps)
 
 
+@dataclass(frozen=True, slots=True)
+class Arrival:
+    """One arrival of an open-loop trace.
+
+    Attributes:
+        at_s: Seconds after the start of the run.
+        phase: "warmup" or "measure".
+    """
+
+    at_s: float
+    phase: str
+
+
+def poisson_arrivals(rate_rps: float, duration_s: float, warmup_s: float, seed: int) -> Iterator[Arrival]:
+    """The arrivals of one load run: Poisson at `rate_rps` for `warmup_s` + `duration_s` seconds.
+
+    The load generator sends these; bench/oracle.py replays the same trace offline, so both see the
+    same arrival times for a seed.
+    """
+    at_s = 0.0
+    for gap in poisson_gaps(rate_rps, seed):
+        at_s += gap
+        if at_s >= warmup_s + duration_s:
+            return
+        yield Arrival(at_s, "warmup" if at_s < warmup_s else "measure")
+
+
 def as_jsonable(items: list[Item]) -> list[dict[str, Any]]:
     """Scripted items for the load generator's JSON spec."""
     return [{"messages": it.messages, "label": it.label} for it in items]
