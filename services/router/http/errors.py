@@ -13,7 +13,7 @@ JSON_CONTENT_TYPE = "application/json; charset=utf-8"
 
 # NOTE: Ollama has no deadline or rate-limit statuses of its own. RESOURCE_EXHAUSTED is Corral's
 # "too busy" (router concurrency limit, every node busy), which Ollama answers with 503, so it stays
-# 503 unless the reason names a rate limit (429, for tenant quotas once auth lands). A deadline is a
+# 503 unless the reason names a rate limit (429: a tenant over its rate or concurrency limit). A deadline is a
 # gateway timeout (504). Clients that retry (openai-python) retry 429, 503 and 504 alike.
 _STATUS_BY_ERROR: dict[type[errors.CorralError], int] = {
     errors.InvalidArgument: 400,

@@ -1,4 +1,4 @@
-"""The tenant of an HTTP request: the single seam where authentication will plug in."""
+"""The tenant of an HTTP request, as the auth middleware established it from the API key."""
 
 from __future__ import annotations
 
