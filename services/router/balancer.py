@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import logging
 import math
 import random
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from services.router.config import BalancerConfig, Strategy
+from services.router.learning import Clock, Estimate, Learner, Outcome, add_penalty
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -33,6 +38,8 @@ class Candidate:
         error_rate: Recent error rate on the node (0..1).
         busy_rate: Recent share of 503 answers (0..1).
         interactive_inflight: Interactive requests this router has in flight on the node.
+        size_bytes: The model's size on disk (its load cost when not loaded), 0 when unknown.
+        estimate: Set by the `ect` balancer on the node it picks: why, term by term.
     """
 
     node_id: str
@@ -44,6 +51,8 @@ class Candidate:
     error_rate: float = 0.0
     busy_rate: float = 0.0
     interactive_inflight: int = 0
+    size_bytes: int = 0
+    estimate: Estimate | None = None
 
     @property
     def load(self) -> int:
@@ -63,11 +72,15 @@ class PickContext:
         model: The normalised model name.
         affinity_key: Requests with the same key prefer the same node (a session or conversation prefix).
         background: A background (prewarm) request.
+        prompt_chars: Characters of the prompt (0 when not measured; only `ect` uses it).
+        num_predict: The request's limit on the answer length, if any (only `ect` uses it).
     """
 
     model: str
     affinity_key: str | None = None
     background: bool = False
+    prompt_chars: int = 0
+    num_predict: int | None = None
 
 
 class Balancer(Protocol):
@@ -204,9 +217,106 @@ class P2cEct:
         )
 
 
+@runtime_checkable
+class Learning(Protocol):
+    """A balancer that learns from the outcomes of the attempts it routed."""
+
+    def observe(self, outcome: Outcome) -> None:
+        """Learns from one finished attempt."""
+
+
+class Ect:
+    """Lowest expected completion time of this request, from what the router learned; every node compared.
+
+    For each candidate (services/router/learning.py has the terms and what is learned):
+    queue wait (requests beyond the node's learned slots x its typical service time / slots,
+    weighted by `ect.queue_weight`) + the model's load time when it is not loaded + this request's
+    prompt tokens at the node's learned prompt speed + the model's expected answer length at the
+    node's learned generation speed + the learned attempt overhead + error rate x (time to fail +
+    the best other node's time) + busy rate x `busy_penalty_ms`. With a handful of nodes every
+    candidate is scored (power of two choices pays off with large fleets or stale data, DESIGN.md).
+    A request with an affinity key keeps to its bounded-load rendezvous node while that node's
+    expected completion is within `ect.affinity_slack` x the best (Ollama's KV cache then saves the
+    prompt evaluation). Ties go to the node with fewer requests in flight, then the lower node id.
+    The chosen candidate carries its `Estimate`, and the debug log has the breakdown.
+    """
+
+    name = "ect"
+
+    def __init__(self, cfg: BalancerConfig | None = None, clock: Clock = time.monotonic) -> None:
+        self._cfg = cfg or BalancerConfig()
+        self.learner = Learner(self._cfg.ect, clock)
+
+    def observe(self, outcome: Outcome) -> None:
+        """Learns from one finished attempt."""
+        self.learner.observe(outcome)
+
+    def estimates(self, ctx: PickContext, candidates: Sequence[Candidate]) -> list[Estimate]:
+        """The expected completion of the request on each candidate, penalties included."""
+        learner = self.learner
+        cfg = self._cfg
+        prior = learner.prior(ctx.model, [c.node_id for c in candidates])
+        out = [
+            learner.estimate(
+                c.node_id,
+                ctx.model,
+                inflight=c.load,
+                loaded=c.loaded,
+                size_bytes=c.size_bytes,
+                prompt_chars=ctx.prompt_chars,
+                num_predict=ctx.num_predict,
+                prior=prior,
+                not_loaded_penalty_ms=cfg.not_loaded_penalty_ms,
+            )
+            for c in candidates
+        ]
+        # NOTE: a failed attempt is retried on the best other node: the two lowest base times suffice.
+        ranked = sorted(range(len(out)), key=lambda i: out[i].base_ms)
+        for i, (cand, est) in enumerate(zip(candidates, out, strict=True)):
+            other = ranked[1] if ranked[0] == i and len(ranked) > 1 else ranked[0]
+            add_penalty(
+                est,
+                error_rate=cand.error_rate,
+                busy_rate=cand.busy_rate,
+                failure_ms=learner.failure_ms(cand.node_id),
+                retry_ms=out[other].base_ms,
+                busy_penalty_ms=cfg.busy_penalty_ms,
+            )
+        return out
+
+    def pick(self, ctx: PickContext, candidates: Sequence[Candidate]) -> Candidate | None:
+        if not candidates:
+            return None
+        ests = self.estimates(ctx, candidates)
+        best = min(
+            range(len(candidates)),
+            key=lambda i: (ests[i].total_ms, candidates[i].load, candidates[i].node_id),
+        )
+        chosen = best
+        if len(candidates) == 1:
+            ests[0].reason = "only candidate"
+        elif ctx.affinity_key:
+            preferred = bounded_load_pick(ctx.affinity_key, candidates, self._cfg.load_bound_c)
+            index = next(i for i, c in enumerate(candidates) if c is preferred)
+            slack = self._cfg.ect.affinity_slack
+            if index != best and ests[index].total_ms <= slack * ests[best].total_ms:
+                chosen = index
+                ests[index].reason = f"affinity (within {slack:g}x of the best, {ests[best].node_id})"
+            elif index == best:
+                ests[index].reason = "affinity and lowest expected completion"
+        picked = candidates[chosen]
+        picked.estimate = ests[chosen]
+        if logger.isEnabledFor(logging.DEBUG):
+            others = ", ".join(f"{e.node_id} {e.total_ms:.0f} ms" for e in ests if e is not ests[chosen])
+            logger.debug("ect %s: %s; others: %s", ctx.model, ests[chosen].explain(), others or "none")
+        return picked
+
+
 def make_balancer(strategy: Strategy, cfg: BalancerConfig | None = None, seed: int | None = None) -> Balancer:
     """Builds the balancer named by the configuration."""
     rng = random.Random(seed)
+    if strategy == "ect":
+        return Ect(cfg)
     if strategy == "round_robin":
         return RoundRobin()
     if strategy == "random":

@@ -8,7 +8,7 @@ from pydantic import Field
 
 from services.common.settings import Section, ServiceConfig
 
-Strategy = Literal["p2c_ect", "round_robin", "random", "least_inflight"]
+Strategy = Literal["p2c_ect", "ect", "round_robin", "random", "least_inflight"]
 
 
 class StaticNode(Section):
@@ -38,8 +38,63 @@ class RetryBudgetConfig(Section):
     percent_can_retry: float = Field(default=0.2, ge=0, le=10)
 
 
+class EctConfig(Section):
+    """Tuning of the `ect` balancer: what it assumes before it has learned, and how fast it learns.
+
+    The learned values and the score are in services/router/learning.py; docs/router.md explains them.
+
+    Attributes:
+        alpha: Weight of the newest outcome in the per-token cost EWMAs (prompt evaluation,
+            generation) of a node and model: a node that slows down is seen within a few outcomes.
+        baseline_half_life_s: Half-life of the slow, time-weighted baseline of the same costs.
+        recover_half_life_s: While a node and model get no outcome, their recent costs relax toward
+            the baseline (half of the gap in this long), so a node that was slow gets traffic back
+            gradually instead of never being measured again.
+        length_alpha: Weight of the newest outcome in the expected answer length (tokens) of a model
+            and its prompt tokens per character: answer lengths vary much more than speeds.
+        queue_weight: Multiplies the expected queue wait. A request that joins a queue also delays
+            every later request on that node; weighing the wait more than the service time keeps
+            the fast nodes' queues short (bench/oracle.py: 1.25-2 beat 1 at every load).
+        default_slots: Parallel slots (Ollama's num_parallel) assumed for a node until outcomes show
+            otherwise; too many is corrected by the first request that waits, too few never would be.
+        node_slots: The slots of the nodes whose num_parallel the operator knows (node id to slots);
+            these are not learned.
+        max_slots: Upper bound of the learned slots.
+        wait_tolerance_ms: Node-side queue time (total_duration minus load, prompt and generation)
+            below this (or 10 % of the service time) means the request found a free slot.
+        default_prompt_tok_s: Prompt evaluation speed assumed before any outcome of the model.
+        default_eval_tok_s: Generation speed assumed before any outcome of the model.
+        default_output_tokens: Answer length assumed before any outcome of the model.
+        default_tokens_per_char: Prompt tokens per character assumed before any outcome of the model.
+        load_base_ms: Cold-load time of a model not yet seen loading on the node: this plus
+            `load_ms_per_gb` x its size (when the size is unknown: `not_loaded_penalty_ms`).
+        load_ms_per_gb: See `load_base_ms`.
+        failure_ms: Time a failed attempt is assumed to cost before the node's failures are seen.
+        affinity_slack: A request with an affinity key stays on its rendezvous node while that
+            node's expected completion is at most this many times the best one.
+    """
+
+    alpha: float = Field(default=0.3, gt=0, le=1)
+    baseline_half_life_s: float = Field(default=60.0, gt=0)
+    recover_half_life_s: float = Field(default=5.0, gt=0)
+    length_alpha: float = Field(default=0.05, gt=0, le=1)
+    queue_weight: float = Field(default=1.5, ge=0)
+    default_slots: int = Field(default=4, ge=1)
+    node_slots: dict[str, int] = Field(default_factory=dict)
+    max_slots: int = Field(default=64, ge=1)
+    wait_tolerance_ms: float = Field(default=50.0, ge=0)
+    default_prompt_tok_s: float = Field(default=600.0, gt=0)
+    default_eval_tok_s: float = Field(default=60.0, gt=0)
+    default_output_tokens: float = Field(default=100.0, ge=0)
+    default_tokens_per_char: float = Field(default=0.25, gt=0)
+    load_base_ms: float = Field(default=300.0, ge=0)
+    load_ms_per_gb: float = Field(default=2000.0, ge=0)
+    failure_ms: float = Field(default=500.0, ge=0)
+    affinity_slack: float = Field(default=2.0, ge=1.0)
+
+
 class BalancerConfig(Section):
-    """Tuning of the default `p2c_ect` balancer (see services/router/balancer.py for the sources).
+    """Tuning of the balancers, `p2c_ect` (the default) and `ect` (see services/router/balancer.py).
 
     Attributes:
         default_service_ms: Service time assumed for a (node, model) with no EWMA yet.
@@ -50,6 +105,7 @@ class BalancerConfig(Section):
         max_inflight_per_node: Nodes with this many requests in flight from this router are saturated.
         ewma_alpha: Weight of the newest sample in the router's own service-time EWMA.
         error_half_life_s: The router's own error and busy rates halve after this long without news.
+        ect: Tuning of the `ect` balancer (learned expected completion time).
     """
 
     default_service_ms: float = Field(default=1000.0, gt=0)
@@ -60,6 +116,7 @@ class BalancerConfig(Section):
     max_inflight_per_node: int = Field(default=256, ge=1)
     ewma_alpha: float = Field(default=0.3, gt=0, le=1)
     error_half_life_s: float = Field(default=5.0, gt=0)
+    ect: EctConfig = EctConfig()
 
 
 class RouterConfig(ServiceConfig):
@@ -69,7 +126,8 @@ class RouterConfig(ServiceConfig):
         http_port: Port of the Ollama/OpenAI-compatible HTTP API (served by the same process).
         health_addr: The health service ("host:port"); empty disables the score feed.
         cache_addr: The cache service ("host:port"); empty disables caching.
-        strategy: The balancer: p2c_ect (default), round_robin, random or least_inflight.
+        strategy: The balancer: p2c_ect (default), ect (learned expected completion time), round_robin,
+            random or least_inflight.
         ttft_timeout_s: An attempt that has produced no token after this long moves to another node;
             also the longest silence allowed between two chunks of a stream.
         ttft_cold_extra_s: Added to the TTFT budget when the model is not loaded on the chosen node.

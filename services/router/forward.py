@@ -11,7 +11,8 @@ from typing import Any
 from corral.v1 import common_pb2
 
 from services.common.errors import DeadlineExceeded, InvalidArgument, Unavailable
-from services.router.balancer import Balancer, Candidate, PickContext
+from services.router.balancer import Balancer, Candidate, Learning, PickContext
+from services.router.learning import outcome_of, request_size
 from services.router.observe import AttemptRecord, Observer
 from services.router.resilience import BackgroundGate, RetryBudget, TtftTimeout
 from services.router.scores import Attempt, ScoreBoard
@@ -21,6 +22,15 @@ from services.router.transport import NodeError, NodeTransport
 
 # NOTE: cool-downs after failures the router saw itself; health's ejection takes over when it runs.
 _COOLDOWN_KINDS = {Attempt.CONNECTION, Attempt.TTFT_TIMEOUT, Attempt.STREAM_CUT, Attempt.MALFORMED}
+# The attempts a learning balancer hears about: answers, and failures that are the node's fault.
+_LEARNED = {
+    Attempt.NONE,
+    Attempt.CONNECTION,
+    Attempt.TTFT_TIMEOUT,
+    Attempt.SERVER,
+    Attempt.STREAM_CUT,
+    Attempt.MALFORMED,
+}
 
 
 @dataclass(slots=True)
@@ -190,12 +200,28 @@ class Forwarder:
         self._busy_cooldown_s = busy_cooldown_s
         self._bg_threshold = background_node_threshold
         self._buffered_read_s = buffered_read_timeout_s
+        self._learner = balancer if isinstance(balancer, Learning) else None
 
     async def choose(
-        self, model: str, exclude: list[str], affinity: str | None, background: bool, deadline: float | None
+        self,
+        model: str,
+        exclude: list[str],
+        affinity: str | None,
+        background: bool,
+        deadline: float | None,
+        size: tuple[int, int | None] = (0, None),
     ) -> Candidate:
-        """Picks a node, waiting (background only) for room; raises Unavailable when none can serve."""
-        ctx = PickContext(model=model, affinity_key=affinity, background=background)
+        """Picks a node, waiting (background only) for room; raises Unavailable when none can serve.
+
+        `size` is the request's (prompt characters, num_predict) for a balancer that scores them.
+        """
+        ctx = PickContext(
+            model=model,
+            affinity_key=affinity,
+            background=background,
+            prompt_chars=size[0],
+            num_predict=size[1],
+        )
         while True:
             candidates = self.board.candidates(
                 model, exclude=exclude, background=background, background_threshold=self._bg_threshold
@@ -265,6 +291,7 @@ class Forwarder:
         last_error = ""
         resumed = False
         trail = AttemptTrail(job.model, job.kind, job.spec)
+        size = request_size(job.spec) if self._learner is not None else (0, None)
         self.budget.deposit()
         while True:
             if job.deadline is not None and time.monotonic() >= job.deadline:
@@ -274,7 +301,9 @@ class Forwarder:
                     job, failed, sent_text, f"retry budget exhausted; last error: {last_error}"
                 )
             try:
-                node = await self.choose(job.model, failed, job.affinity_key, job.background, job.deadline)
+                node = await self.choose(
+                    job.model, failed, job.affinity_key, job.background, job.deadline, size
+                )
             except Unavailable as exc:
                 if attempts == 0 and not failed:
                     raise
@@ -348,19 +377,35 @@ class Forwarder:
                 continue
             finally:
                 stats = stats_from(final_chunk) if final_chunk is not None else None
+                latency_ms = (time.perf_counter() - started) * 1000
+                # NOTE: a buffered reply's first byte is the whole answer: no TTFT sample for health.
+                attempt_ttft_ms = (first_at - started) * 1000 if first_at and not buffered else 0.0
                 self.finish_attempt(
                     job.kind,
                     job.model,
                     node,
                     interactive,
                     outcome,
-                    latency_ms=(time.perf_counter() - started) * 1000,
-                    # NOTE: a buffered reply's first byte is the whole answer: no TTFT sample for health.
-                    ttft_ms=(first_at - started) * 1000 if first_at and not buffered else 0.0,
+                    latency_ms=latency_ms,
+                    ttft_ms=attempt_ttft_ms,
                     prompt_tokens=stats.prompt_eval_count if stats else 0,
                     eval_tokens=stats.eval_count if stats else 0,
                     tokens_per_s=_tokens_per_s(stats),
                 )
+                if self._learner is not None and outcome in _LEARNED:
+                    self._learner.observe(
+                        outcome_of(
+                            node.node_id,
+                            job.model,
+                            outcome is Attempt.NONE,
+                            stats,
+                            concurrency=node.load + 1,
+                            latency_ms=latency_ms,
+                            ttft_ms=attempt_ttft_ms,
+                            prompt_chars=size[0],
+                            num_predict=size[1],
+                        )
+                    )
                 trail.end(outcome)
             assert final_chunk is not None and stats is not None
             routing = common_pb2.RoutingInfo(

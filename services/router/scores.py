@@ -277,6 +277,7 @@ class ScoreBoard:
                     error_rate=max(node.error_rate, view.error_rate if view else 0.0, own_errors),
                     busy_rate=max(view.busy_rate if view else 0.0, own_busy),
                     interactive_inflight=local.interactive,
+                    size_bytes=view.size_bytes if view is not None else 0,
                 )
             )
         return out

@@ -1,0 +1,500 @@
+"""What the `ect` balancer learns from the router's own outcomes, and its score; pure Python, no I/O.
+
+Per node and model the router learns the cost of a prompt token and of a generated token (from
+Ollama's final stats: prompt_eval_duration / prompt_eval_count, eval_duration / eval_count), the
+cold-load time (load_duration of a request that loaded the model), the time to first token and
+the time an attempt takes beyond the node's own accounting (network, HTTP). Per node it learns the
+parallel slots (from the concurrency at which requests did or did not wait in the node's queue,
+unless configured) and how long a failed attempt takes. Per model it learns the expected answer
+length and the prompt tokens per character. The score of a node for a request is the expected
+completion time of that request there (`score`), every term kept for the explanation
+(`Estimate.explain`).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from corral.v1 import common_pb2
+
+from services.router.config import EctConfig
+
+Clock = Callable[[], float]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One node attempt as the router saw it (durations in milliseconds).
+
+    Attributes:
+        node_id: The node.
+        model: The normalised model name.
+        ok: The attempt produced an answer (else a node fault: connection, 5xx, timeout, cut stream).
+        concurrency: Requests in flight on the node when this one was sent, itself included.
+        latency_ms: Wall time of the attempt at the router.
+        ttft_ms: Time to the first chunk at the router (0 when unknown).
+        prompt_chars: Characters of the request's prompt (0 when unknown).
+        num_predict: The request's limit on the answer length, if any.
+        prompt_tokens: Ollama's prompt_eval_count (tokens evaluated; a cached prefix is not).
+        prompt_ms: Ollama's prompt_eval_duration.
+        output_tokens: Ollama's eval_count.
+        eval_ms: Ollama's eval_duration.
+        load_ms: Ollama's load_duration (a few milliseconds when the model was loaded).
+        total_ms: Ollama's total_duration (queue wait, load, prompt evaluation and generation).
+    """
+
+    node_id: str
+    model: str
+    ok: bool = True
+    concurrency: int = 1
+    latency_ms: float = 0.0
+    ttft_ms: float = 0.0
+    prompt_chars: int = 0
+    num_predict: int | None = None
+    prompt_tokens: int = 0
+    prompt_ms: float = 0.0
+    output_tokens: int = 0
+    eval_ms: float = 0.0
+    load_ms: float = 0.0
+    total_ms: float = 0.0
+
+
+def _ms(value: common_pb2.GenerationStats | None, name: str) -> float:
+    if value is None:
+        return 0.0
+    duration = getattr(value, name)
+    return float(duration.seconds * 1000 + duration.nanos / 1e6)
+
+
+def outcome_of(
+    node_id: str,
+    model: str,
+    ok: bool,
+    stats: common_pb2.GenerationStats | None,
+    *,
+    concurrency: int,
+    latency_ms: float,
+    ttft_ms: float,
+    prompt_chars: int,
+    num_predict: int | None,
+) -> Outcome:
+    """An Outcome from an attempt and the GenerationStats of its final chunk (None when it had none)."""
+    return Outcome(
+        node_id=node_id,
+        model=model,
+        ok=ok,
+        concurrency=concurrency,
+        latency_ms=latency_ms,
+        ttft_ms=ttft_ms,
+        prompt_chars=prompt_chars,
+        num_predict=num_predict,
+        prompt_tokens=stats.prompt_eval_count if stats is not None else 0,
+        prompt_ms=_ms(stats, "prompt_eval_duration"),
+        output_tokens=stats.eval_count if stats is not None else 0,
+        eval_ms=_ms(stats, "eval_duration"),
+        load_ms=_ms(stats, "load_duration"),
+        total_ms=_ms(stats, "total_duration"),
+    )
+
+
+def request_size(spec: common_pb2.GenerateSpec | common_pb2.ChatSpec) -> tuple[int, int | None]:
+    """(prompt characters, num_predict or None) of a request: what its expected time depends on."""
+    if isinstance(spec, common_pb2.ChatSpec):
+        chars = sum(len(m.content) for m in spec.messages)
+    else:
+        chars = len(spec.prompt) + len(spec.system) + len(spec.suffix)
+    limit: int | None = None
+    if spec.HasField("options") and spec.options.HasField("num_predict") and spec.options.num_predict >= 0:
+        limit = spec.options.num_predict
+    return chars, limit
+
+
+@dataclass(slots=True)
+class Signal:
+    """A cost learned twice: a fast EWMA of recent outcomes and a slow, time-weighted baseline.
+
+    `value` is the fast EWMA while outcomes keep coming; without outcomes it relaxes geometrically
+    toward the baseline, so a node that was briefly slow (and therefore sent little traffic) gets
+    traffic back gradually instead of keeping a stale, bad estimate forever, while a node that is
+    slow for good (its baseline is slow too) is not tried again and again.
+    """
+
+    fast: float = 0.0
+    base: float = 0.0
+    samples: int = 0
+    at: float = 0.0
+
+    def add(self, x: float, now: float, alpha: float, base_half_life_s: float) -> None:
+        """Adds one sample taken at `now`."""
+        if self.samples == 0:
+            self.fast = self.base = x
+        else:
+            self.fast += alpha * (x - self.fast)
+            weight = 1.0 - 0.5 ** (max(0.0, now - self.at) / base_half_life_s)
+            self.base += weight * (x - self.base)
+        self.samples += 1
+        self.at = now
+
+    def value(self, now: float, recover_half_life_s: float) -> float:
+        """The current estimate (0 without samples)."""
+        if self.samples == 0 or self.fast <= 0 or self.base <= 0:
+            return self.fast
+        age = now - self.at
+        if age <= 0 or self.fast == self.base:
+            return self.fast
+        keep = 0.5 ** (age / recover_half_life_s)
+        return self.base * math.pow(self.fast / self.base, keep)
+
+
+@dataclass(slots=True)
+class Mean:
+    """A plain EWMA (answer lengths, tokens per character)."""
+
+    value: float = 0.0
+    samples: int = 0
+
+    def add(self, x: float, alpha: float) -> None:
+        """Adds one sample."""
+        self.value = x if self.samples == 0 else self.value + alpha * (x - self.value)
+        self.samples += 1
+
+
+@dataclass(slots=True)
+class NodeModelCosts:
+    """What the router learned about one model on one node (milliseconds)."""
+
+    prompt_ms_per_token: Signal = field(default_factory=Signal)
+    eval_ms_per_token: Signal = field(default_factory=Signal)
+    load_ms: Mean = field(default_factory=Mean)
+    ttft_ms: Mean = field(default_factory=Mean)
+    overhead_ms: Mean = field(default_factory=Mean)
+
+
+@dataclass(slots=True)
+class NodeLearned:
+    """What the router learned about one node, whatever the model."""
+
+    slots: int
+    failure_ms: Mean = field(default_factory=Mean)
+
+
+@dataclass(slots=True)
+class ModelLearned:
+    """What the router learned about one model, whatever the node."""
+
+    output_tokens: Mean = field(default_factory=Mean)
+    prompt_tokens: Mean = field(default_factory=Mean)
+    tokens_per_char: Mean = field(default_factory=Mean)
+
+
+@dataclass(slots=True)
+class Estimate:
+    """The expected completion time of one request on one node, term by term (milliseconds).
+
+    total_ms = queue_ms + load_ms + prompt_ms + generate_ms + overhead_ms + penalty_ms.
+    """
+
+    node_id: str
+    queue_ms: float
+    load_ms: float
+    prompt_ms: float
+    generate_ms: float
+    overhead_ms: float
+    penalty_ms: float
+    inflight: int
+    slots: int
+    prompt_tokens: float
+    output_tokens: float
+    prompt_tok_s: float
+    eval_tok_s: float
+    error_rate: float = 0.0
+    busy_rate: float = 0.0
+    reason: str = "lowest expected completion"
+
+    @property
+    def base_ms(self) -> float:
+        """The expected completion without the error and busy penalty."""
+        return self.queue_ms + self.load_ms + self.prompt_ms + self.generate_ms + self.overhead_ms
+
+    @property
+    def total_ms(self) -> float:
+        """The score: the expected completion time of this request on this node."""
+        return self.base_ms + self.penalty_ms
+
+    def explain(self) -> str:
+        """One line naming every term, e.g. for the debug log."""
+        return (
+            f"{self.node_id}: {self.reason}, {self.total_ms:.0f} ms = "
+            f"queue {self.queue_ms:.0f} ms ({self.inflight} in flight, {self.slots} slots)"
+            f" + load {self.load_ms:.0f} ms"
+            f" + prompt {self.prompt_ms:.0f} ms"
+            f" ({self.prompt_tokens:.0f} tok at {self.prompt_tok_s:.0f} tok/s)"
+            f" + generate {self.generate_ms:.0f} ms"
+            f" ({self.output_tokens:.0f} tok at {self.eval_tok_s:.1f} tok/s)"
+            f" + overhead {self.overhead_ms:.0f} ms"
+            f" + penalty {self.penalty_ms:.0f} ms (errors {self.error_rate:.2f}, busy {self.busy_rate:.2f})"
+        )
+
+
+def score(
+    node_id: str,
+    *,
+    inflight: int,
+    slots: int,
+    prompt_tokens: float,
+    output_tokens: float,
+    prompt_ms_per_token: float,
+    eval_ms_per_token: float,
+    typical_service_ms: float,
+    queue_weight: float,
+    load_ms: float = 0.0,
+    overhead_ms: float = 0.0,
+) -> Estimate:
+    """The expected completion time of a request on a node, before penalties.
+
+    queue: the requests beyond the node's free slots, each holding a slot for the node's typical
+    service time, shared by the slots: max(0, inflight - slots + 1) x typical / slots, weighted by
+    `queue_weight`. Then the model's load when it is not loaded, this request's prompt evaluation
+    and generation at the node's learned speeds, and the learned overhead of an attempt.
+    """
+    beyond = max(0, inflight - slots + 1)
+    return Estimate(
+        node_id=node_id,
+        queue_ms=queue_weight * beyond * typical_service_ms / slots,
+        load_ms=load_ms,
+        prompt_ms=prompt_tokens * prompt_ms_per_token,
+        generate_ms=output_tokens * eval_ms_per_token,
+        overhead_ms=overhead_ms,
+        penalty_ms=0.0,
+        inflight=inflight,
+        slots=slots,
+        prompt_tokens=prompt_tokens,
+        output_tokens=output_tokens,
+        prompt_tok_s=1000.0 / prompt_ms_per_token if prompt_ms_per_token > 0 else math.inf,
+        eval_tok_s=1000.0 / eval_ms_per_token if eval_ms_per_token > 0 else math.inf,
+    )
+
+
+def add_penalty(
+    est: Estimate,
+    *,
+    error_rate: float,
+    busy_rate: float,
+    failure_ms: float,
+    retry_ms: float,
+    busy_penalty_ms: float,
+) -> None:
+    """Adds the penalty: error rate x (time to fail + the retry elsewhere) + busy rate x busy penalty.
+
+    A node that fails fast costs the retry only; one that fails by timing out costs the timeout too.
+    """
+    est.error_rate = error_rate
+    est.busy_rate = busy_rate
+    est.penalty_ms = error_rate * (failure_ms + retry_ms) + busy_rate * busy_penalty_ms
+
+
+@dataclass(frozen=True, slots=True)
+class Prior:
+    """Per-token costs for a node with no outcome of the model yet: the median of the nodes that have one."""
+
+    prompt_ms_per_token: float
+    eval_ms_per_token: float
+
+
+class Learner:
+    """The learned state behind the `ect` balancer, fed with `observe` and read with `estimate`.
+
+    Args:
+        cfg: The tuning (alphas, half-lives, defaults).
+        clock: Monotonic seconds (tests pass a fake).
+    """
+
+    def __init__(self, cfg: EctConfig | None = None, clock: Clock = time.monotonic) -> None:
+        self.cfg = cfg or EctConfig()
+        self._clock = clock
+        self.costs: dict[tuple[str, str], NodeModelCosts] = {}
+        self.nodes: dict[str, NodeLearned] = {}
+        self.models: dict[str, ModelLearned] = {}
+
+    # --- learning -------------------------------------------------------------------------------
+    def node(self, node_id: str) -> NodeLearned:
+        """The node's learned state (created with the defaults)."""
+        state = self.nodes.get(node_id)
+        if state is None:
+            slots = self.cfg.node_slots.get(node_id, self.cfg.default_slots)
+            state = self.nodes[node_id] = NodeLearned(slots=max(1, slots))
+        return state
+
+    def model(self, model: str) -> ModelLearned:
+        """The model's learned state."""
+        state = self.models.get(model)
+        if state is None:
+            state = self.models[model] = ModelLearned()
+        return state
+
+    def costs_of(self, node_id: str, model: str) -> NodeModelCosts:
+        """The learned costs of a model on a node."""
+        key = (node_id, model)
+        state = self.costs.get(key)
+        if state is None:
+            state = self.costs[key] = NodeModelCosts()
+        return state
+
+    def observe(self, o: Outcome) -> None:
+        """Learns from one attempt."""
+        cfg = self.cfg
+        now = self._clock()
+        node = self.node(o.node_id)
+        if not o.ok:
+            node.failure_ms.add(o.latency_ms, cfg.alpha)
+            return
+        costs = self.costs_of(o.node_id, o.model)
+        model = self.model(o.model)
+        if o.prompt_tokens > 0 and o.prompt_ms > 0:
+            costs.prompt_ms_per_token.add(
+                o.prompt_ms / o.prompt_tokens, now, cfg.alpha, cfg.baseline_half_life_s
+            )
+            model.prompt_tokens.add(o.prompt_tokens, cfg.length_alpha)
+            if o.prompt_chars > 0:
+                model.tokens_per_char.add(o.prompt_tokens / o.prompt_chars, cfg.length_alpha)
+        if o.output_tokens > 0 and o.eval_ms > 0:
+            costs.eval_ms_per_token.add(o.eval_ms / o.output_tokens, now, cfg.alpha, cfg.baseline_half_life_s)
+        # NOTE: an answer cut by num_predict says nothing about the model's natural answer length.
+        if o.total_ms > 0 and not (o.num_predict is not None and o.output_tokens >= o.num_predict):
+            model.output_tokens.add(o.output_tokens, cfg.length_alpha)
+        service_ms = o.prompt_ms + o.eval_ms
+        if o.load_ms > max(cfg.wait_tolerance_ms, 0.1 * service_ms):
+            costs.load_ms.add(o.load_ms, cfg.alpha)
+        if o.ttft_ms > 0:
+            costs.ttft_ms.add(o.ttft_ms, cfg.alpha)
+        if o.total_ms > 0 and o.latency_ms > 0:
+            # NOTE: a simulator at time scale s reports nominal durations while the router measures
+            # real ones; the difference is then meaningless and clipped at 0.
+            costs.overhead_ms.add(max(0.0, o.latency_ms - o.total_ms), cfg.alpha)
+        if o.total_ms > 0 and o.node_id not in cfg.node_slots:
+            self._learn_slots(node, o, service_ms)
+
+    def _learn_slots(self, node: NodeLearned, o: Outcome, service_ms: float) -> None:
+        """A request that found a free slot at concurrency c shows c slots; one that waited shows fewer.
+
+        The node-side wait is what Ollama's total_duration holds beyond load, prompt evaluation and
+        generation: the time in the scheduler's and the runner's queue.
+        """
+        waited_ms = o.total_ms - o.load_ms - o.prompt_ms - o.eval_ms
+        if waited_ms <= max(self.cfg.wait_tolerance_ms, 0.1 * service_ms):
+            node.slots = min(self.cfg.max_slots, max(node.slots, o.concurrency))
+        elif o.concurrency <= node.slots:
+            node.slots = max(1, o.concurrency - 1)
+
+    # --- reading --------------------------------------------------------------------------------
+    def prior(self, model: str, node_ids: list[str]) -> Prior:
+        """Per-token costs for the nodes without an outcome of the model: the median of those with one.
+
+        A pessimistic default would keep a new node out of every choice, so it would never be
+        measured; the median lets it compete (Linkerd gives new endpoints a neutral latency too).
+        """
+        cfg = self.cfg
+        now = self._clock()
+        prompt, generate = [], []
+        for node_id in node_ids:
+            costs = self.costs.get((node_id, model))
+            if costs is None:
+                continue
+            if costs.prompt_ms_per_token.samples:
+                prompt.append(costs.prompt_ms_per_token.value(now, cfg.recover_half_life_s))
+            if costs.eval_ms_per_token.samples:
+                generate.append(costs.eval_ms_per_token.value(now, cfg.recover_half_life_s))
+        return Prior(
+            statistics.median(prompt) if prompt else 1000.0 / cfg.default_prompt_tok_s,
+            statistics.median(generate) if generate else 1000.0 / cfg.default_eval_tok_s,
+        )
+
+    def expected_tokens(self, model: str, prompt_chars: int, num_predict: int | None) -> tuple[float, float]:
+        """(prompt tokens, answer tokens) expected for a request of the model."""
+        cfg = self.cfg
+        learned = self.models.get(model)
+        if prompt_chars > 0:
+            per_char = (
+                learned.tokens_per_char.value
+                if learned and learned.tokens_per_char.samples
+                else cfg.default_tokens_per_char
+            )
+            prompt = prompt_chars * per_char
+        else:
+            prompt = learned.prompt_tokens.value if learned and learned.prompt_tokens.samples else 0.0
+        output = (
+            learned.output_tokens.value
+            if learned and learned.output_tokens.samples
+            else cfg.default_output_tokens
+        )
+        if num_predict is not None:
+            output = min(output, float(num_predict))
+        return prompt, output
+
+    def estimate(
+        self,
+        node_id: str,
+        model: str,
+        *,
+        inflight: int,
+        loaded: bool,
+        size_bytes: int,
+        prompt_chars: int,
+        num_predict: int | None,
+        prior: Prior,
+        not_loaded_penalty_ms: float,
+    ) -> Estimate:
+        """The expected completion time of a request on a node (without penalties: see `add_penalty`)."""
+        cfg = self.cfg
+        now = self._clock()
+        costs = self.costs.get((node_id, model))
+        prompt_cost, eval_cost = prior.prompt_ms_per_token, prior.eval_ms_per_token
+        load_ms = 0.0
+        overhead_ms = 0.0
+        if costs is not None:
+            if costs.prompt_ms_per_token.samples:
+                prompt_cost = costs.prompt_ms_per_token.value(now, cfg.recover_half_life_s)
+            if costs.eval_ms_per_token.samples:
+                eval_cost = costs.eval_ms_per_token.value(now, cfg.recover_half_life_s)
+            overhead_ms = costs.overhead_ms.value
+        if not loaded:
+            if costs is not None and costs.load_ms.samples:
+                load_ms = costs.load_ms.value
+            elif size_bytes > 0:
+                load_ms = cfg.load_base_ms + cfg.load_ms_per_gb * size_bytes / 1e9
+            else:
+                load_ms = not_loaded_penalty_ms
+        prompt_tokens, output_tokens = self.expected_tokens(model, prompt_chars, num_predict)
+        learned = self.models.get(model)
+        typical_prompt = (
+            learned.prompt_tokens.value if learned and learned.prompt_tokens.samples else prompt_tokens
+        )
+        typical_output = (
+            learned.output_tokens.value
+            if learned and learned.output_tokens.samples
+            else cfg.default_output_tokens
+        )
+        return score(
+            node_id,
+            inflight=inflight,
+            slots=self.node(node_id).slots,
+            prompt_tokens=prompt_tokens,
+            output_tokens=output_tokens,
+            prompt_ms_per_token=prompt_cost,
+            eval_ms_per_token=eval_cost,
+            typical_service_ms=typical_prompt * prompt_cost + typical_output * eval_cost,
+            queue_weight=cfg.queue_weight,
+            load_ms=load_ms,
+            overhead_ms=overhead_ms,
+        )
+
+    def failure_ms(self, node_id: str) -> float:
+        """How long a failed attempt on the node takes (learned, else the configured default)."""
+        learned = self.nodes.get(node_id)
+        if learned is not None and learned.failure_ms.samples:
+            return learned.failure_ms.value
+        return self.cfg.failure_ms
