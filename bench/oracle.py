@@ -1,0 +1,492 @@
+"""The routing yardstick: an offline discrete-event model of a scenario's fleet and arrival trace.
+
+    PYTHONPATH=.:gen/python .venv/bin/python -m bench.oracle --scenario heterogeneous --load 0.7
+
+The model is the simulator's cost model (sim/engine.py, sim/completion.py) with nothing else in the
+way: a request on a node of speed f takes prompt_tokens / (600 f) + output_tokens / (60 f) nominal
+seconds, times the time scale; each node runs `num_parallel` requests at once and queues the rest
+first come, first served (the runner's waiter queue). The trace is the load generator's own
+(bench/harness/workload.py `poisson_arrivals` with the same seed, the same unique questions), and
+each request's answer length is the one the simulator would draw for it on each node (it depends on
+the node's seed). No network, no router, no failures: the live systems pay a few milliseconds more
+per request, and a failing node's fast errors are not modelled.
+
+Policies (each routes every request at its arrival, with the knowledge stated). The expected-time
+policies minimise w x wait + service, w the `ect` strategy's `queue_weight` (1.5): a request that
+joins a queue also delays every later request there, and weighing the wait beats plain earliest
+completion (w = 1) for every policy here, the oracle included (at 70 % load on the heterogeneous
+fleet the oracle's p99 is 1.98 s with w = 1.5 against 2.09 s with w = 1).
+
+- `oracle`: true speeds, slots, the remaining work of every request on every node and the size of
+  this one. The report's "oracle" row: no online router knows more. It is a greedy rule, so it is
+  a yardstick rather than a proven bound.
+- `oracle_state`: as `oracle` without this request's answer length (the mean length instead).
+- `sed`: shortest expected delay on counts: (in flight + 1) x mean service time / slots.
+- `ect`: the `ect` strategy's own score (services/router/learning.py `score`) with the true
+  per-token costs, slots and mean answer length: what the strategy does once it has learned.
+- `ect_elapsed`: `ect` that also knows when each in-flight request was sent, and so the expected
+  remaining time of each, as a router keeping the start times of its requests could.
+- `p2c_ect`: the `p2c_ect` strategy idealised: power of two choices on (in flight + 1) x the mean
+  service time (the live one uses latency EWMAs, which include queueing).
+- `least_inflight`, `round_robin`, `random`.
+
+Round robin and random send a quarter of the traffic to the 0.25x node, more than it can serve at
+any of these loads: its queue grows without bound, so their p99 grows with the trace's length.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import heapq
+import itertools
+import random
+import sys
+import time
+from array import array
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.harness.stats import percentile
+from bench.harness.workload import poisson_arrivals, unique_question
+from services.router.config import EctConfig
+from services.router.learning import score
+from sim import textgen
+
+MODEL = "llama3.2:1b"
+# NOTE: the simulator's defaults (sim/config.py NodeConfig): 600 prompt tokens/s, 60 tokens/s, natural
+# answers of 20-60 tokens drawn from (node seed, model, rendered prompt).
+PROMPT_TOK_S = 600.0
+EVAL_TOK_S = 60.0
+ANSWER_MIN, ANSWER_MAX = 20, 60
+POLICIES = (
+    "oracle",
+    "oracle_state",
+    "sed",
+    "ect",
+    "ect_elapsed",
+    "p2c_ect",
+    "least_inflight",
+    "round_robin",
+    "random",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeModel:
+    """One simulated node as the cost model sees it.
+
+    Attributes:
+        node_id: The node's id.
+        speed: The simulator's --speed-factor.
+        slots: The simulator's --num-parallel.
+        seed: The simulator's --seed (the answer length of a prompt depends on it).
+        prompt_tok_s: Prompt evaluation rate at speed 1.
+        eval_tok_s: Generation rate at speed 1.
+    """
+
+    node_id: str
+    speed: float
+    slots: int
+    seed: int
+    prompt_tok_s: float = PROMPT_TOK_S
+    eval_tok_s: float = EVAL_TOK_S
+
+    def service_s(self, prompt_tokens: float, output_tokens: float, time_scale: float) -> float:
+        """Seconds a request holds a slot (sim/completion.py: prompt evaluation, then generation)."""
+        nominal = prompt_tokens / (self.prompt_tok_s * self.speed) + output_tokens / (
+            self.eval_tok_s * self.speed
+        )
+        return nominal * time_scale
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One request of the trace.
+
+    Attributes:
+        at_s: Arrival, seconds after the start.
+        prompt_tokens: Tokens of the rendered prompt (the node evaluates them all: unique questions).
+        output_tokens: The answer's length on each node, in the fleet's order.
+        measured: False during the warm-up.
+    """
+
+    at_s: float
+    prompt_tokens: int
+    output_tokens: tuple[int, ...]
+    measured: bool = True
+
+
+def sim_fleet(speeds: Sequence[float], num_parallel: int) -> list[NodeModel]:
+    """The nodes as bench/harness/systems.py `start_nodes` starts them (ids node-1.., seeds 1..)."""
+    return [NodeModel(f"node-{i + 1}", speed, num_parallel, seed=i + 1) for i, speed in enumerate(speeds)]
+
+
+def natural_tokens(key: str, seed: int, lo: int = ANSWER_MIN, hi: int = ANSWER_MAX) -> int:
+    """The length of the simulator's natural answer for `key` on a node with `seed`.
+
+    sim/textgen.py `generate` draws the length from the first 32-bit word of SHAKE-128 over
+    (seed, key); only that word is computed here (tests/bench/test_oracle.py checks it against
+    `generate`).
+    """
+    word = array("I", hashlib.shake_128(f"{seed}\x00{key}".encode()).digest(4))[0]
+    return lo + word % (hi - lo + 1)
+
+
+def chat_trace(
+    nodes: Sequence[NodeModel],
+    rate_rps: float,
+    duration_s: float,
+    warmup_s: float,
+    seed: int,
+    tag: str,
+    model: str = MODEL,
+    per_node_answers: bool = False,
+) -> list[Job]:
+    """The load generator's trace of unique one-question chats (bench/harness/loadgen.py, kind "unique").
+
+    The simulator draws an answer's length from the node's seed, so one question gets a different
+    length on each node. A real answer's length does not depend on the node that writes it, so by
+    default every request gets one length (the first node's draw): an oracle that knows sizes would
+    otherwise win by sending each request where the simulator happens to draw it short (at 70 %
+    load on the heterogeneous fleet, p99 1.42 s instead of 2.09 s). `per_node_answers` keeps the
+    simulator's per-node draws.
+    """
+    jobs = []
+    for i, arrival in enumerate(poisson_arrivals(rate_rps, duration_s, warmup_s, seed)):
+        question = unique_question(i, tag)
+        # NOTE: sim/api_infer.py render_chat: a role marker, the content's tokens, the assistant marker.
+        prompt_tokens = textgen.count_tokens(question) + 2
+        key = f"{model}\x01user\x02{question}"
+        if per_node_answers:
+            answers = tuple(natural_tokens(key, node.seed) for node in nodes)
+        else:
+            answers = (natural_tokens(key, nodes[0].seed),) * len(nodes)
+        jobs.append(Job(arrival.at_s, prompt_tokens, answers, arrival.phase == "measure"))
+    return jobs
+
+
+# --- the discrete-event model ------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class NodeState:
+    """A node during the replay.
+
+    Attributes:
+        model: The node.
+        free: Heap of the times each slot becomes free (first come, first served makes these exact).
+        inflight: Heap of (completion, sent, expected service) of the requests in the system.
+    """
+
+    model: NodeModel
+    free: list[float]
+    inflight: list[tuple[float, float, float]] = field(default_factory=list)
+
+    def count(self, now: float) -> int:
+        """Requests in the system (running or queued) at `now`."""
+        heap = self.inflight
+        while heap and heap[0][0] <= now:
+            heapq.heappop(heap)
+        return len(heap)
+
+
+Policy = Callable[[float, Job, list[NodeState]], int]
+
+
+@dataclass(frozen=True, slots=True)
+class Knowledge:
+    """What the expected-size policies may use.
+
+    Attributes:
+        time_scale: The simulator's time scale.
+        mean_output: The mean answer length (the simulator's natural answers are uniform).
+        queue_weight: The weight of the queue wait against the service time in the expected-time
+            policies: the `ect` strategy's (services/router/config.py).
+    """
+
+    time_scale: float
+    mean_output: float = (ANSWER_MIN + ANSWER_MAX) / 2
+    queue_weight: float = EctConfig().queue_weight
+
+
+def _projected_start(state: NodeState, now: float, k: Knowledge, prompt_tokens: int) -> float:
+    """When a new request would start, from the send times and expected sizes of those in flight.
+
+    The requests in flight are replayed first come, first served on the node's slots with their
+    expected service times; one that should have finished and has not is taken to finish now.
+    """
+    slots = [-1.0] * state.model.slots
+    for _, sent, expected in sorted(state.inflight, key=lambda x: x[1]):
+        start = max(sent, heapq.heappop(slots))
+        heapq.heappush(slots, max(now, start + expected))
+    return max(now, slots[0]) - now
+
+
+def make_policy(name: str, knowledge: Knowledge, rng: random.Random) -> Policy:
+    """The routing policy `name` (one of POLICIES)."""
+    ts = knowledge.time_scale
+    mean_out = knowledge.mean_output
+    q = knowledge.queue_weight
+    counter = itertools.count()
+
+    def expected(state: NodeState, job: Job) -> float:
+        return state.model.service_s(job.prompt_tokens, mean_out, ts)
+
+    def oracle(now: float, job: Job, nodes: list[NodeState]) -> int:
+        ends = [
+            q * max(0.0, s.free[0] - now) + s.model.service_s(job.prompt_tokens, job.output_tokens[i], ts)
+            for i, s in enumerate(nodes)
+        ]
+        return min(range(len(nodes)), key=lambda i: (ends[i], i))
+
+    def oracle_state(now: float, job: Job, nodes: list[NodeState]) -> int:
+        ends = [q * max(0.0, s.free[0] - now) + expected(s, job) for s in nodes]
+        return min(range(len(nodes)), key=lambda i: (ends[i], i))
+
+    def sed(now: float, job: Job, nodes: list[NodeState]) -> int:
+        scores = [(s.count(now) + 1) * expected(s, job) / s.model.slots for s in nodes]
+        return min(range(len(nodes)), key=lambda i: (scores[i], i))
+
+    def ect(now: float, job: Job, nodes: list[NodeState]) -> int:
+        # NOTE: the router's own score (services/router/learning.py) with the true per-token costs.
+        scores = []
+        for i, s in enumerate(nodes):
+            m = s.model
+            inflight = s.count(now)
+            estimate = score(
+                m.node_id,
+                inflight=inflight,
+                slots=m.slots,
+                prompt_tokens=job.prompt_tokens,
+                output_tokens=mean_out,
+                prompt_ms_per_token=1000 * ts / (m.prompt_tok_s * m.speed),
+                eval_ms_per_token=1000 * ts / (m.eval_tok_s * m.speed),
+                typical_service_ms=1000 * expected(s, job),
+                queue_weight=q,
+            )
+            scores.append((estimate.total_ms, inflight, i))
+        return min(scores)[2]
+
+    def ect_elapsed(now: float, job: Job, nodes: list[NodeState]) -> int:
+        scores = []
+        for s in nodes:
+            s.count(now)
+            wait = _projected_start(s, now, knowledge, job.prompt_tokens)
+            scores.append(q * wait + expected(s, job))
+        return min(range(len(nodes)), key=lambda i: (scores[i], i))
+
+    def p2c_ect(now: float, job: Job, nodes: list[NodeState]) -> int:
+        if len(nodes) == 1:
+            return 0
+        a, b = rng.sample(range(len(nodes)), 2)
+        score_a = (nodes[a].count(now) + 1) * expected(nodes[a], job)
+        score_b = (nodes[b].count(now) + 1) * expected(nodes[b], job)
+        return a if score_a <= score_b else b
+
+    def least_inflight(now: float, job: Job, nodes: list[NodeState]) -> int:
+        counts = [s.count(now) for s in nodes]
+        least = min(counts)
+        return rng.choice([i for i, c in enumerate(counts) if c == least])
+
+    def round_robin(now: float, job: Job, nodes: list[NodeState]) -> int:
+        return next(counter) % len(nodes)
+
+    def random_pick(now: float, job: Job, nodes: list[NodeState]) -> int:
+        return rng.randrange(len(nodes))
+
+    table: dict[str, Policy] = {
+        "oracle": oracle,
+        "oracle_state": oracle_state,
+        "sed": sed,
+        "ect": ect,
+        "ect_elapsed": ect_elapsed,
+        "p2c_ect": p2c_ect,
+        "least_inflight": least_inflight,
+        "round_robin": round_robin,
+        "random": random_pick,
+    }
+    if name not in table:
+        raise ValueError(f"unknown policy {name!r}: choose from {', '.join(POLICIES)}")
+    return table[name]
+
+
+@dataclass(slots=True)
+class Replay:
+    """The outcome of one policy on one trace.
+
+    Attributes:
+        latencies_s: Completion minus arrival of every measured request, in trace order.
+        served_by: The node index of every request (warm-up included), in trace order.
+    """
+
+    latencies_s: list[float]
+    served_by: list[int]
+
+
+def replay(
+    jobs: Sequence[Job],
+    nodes: Sequence[NodeModel],
+    policy: str,
+    time_scale: float = 1.0,
+    seed: int = 1,
+    knowledge: Knowledge | None = None,
+) -> Replay:
+    """Routes the trace with the policy through the fleet's slots and queues.
+
+    Every node serves first come, first served on `slots` slots, so a request's start is the
+    earliest projected free time of its node's slots: no event queue is needed beyond that, and
+    60,000 requests take well under a second per policy.
+    """
+    knowledge = knowledge or Knowledge(time_scale)
+    states = [NodeState(node, [0.0] * node.slots) for node in nodes]
+    choose = make_policy(policy, knowledge, random.Random(seed))
+    latencies: list[float] = []
+    served: list[int] = []
+    mean_out = knowledge.mean_output
+    for job in jobs:
+        now = job.at_s
+        index = choose(now, job, states)
+        state = states[index]
+        service = state.model.service_s(job.prompt_tokens, job.output_tokens[index], time_scale)
+        start = max(now, heapq.heappop(state.free))
+        done = start + service
+        heapq.heappush(state.free, done)
+        expected = state.model.service_s(job.prompt_tokens, mean_out, time_scale)
+        heapq.heappush(state.inflight, (done, now, expected))
+        served.append(index)
+        if job.measured:
+            latencies.append(done - now)
+    return Replay(latencies, served)
+
+
+def figures(result: Replay, jobs: Sequence[Job], nodes: Sequence[NodeModel]) -> dict[str, Any]:
+    """The scenario reports' figures of one replay (milliseconds; errors and throughput as live rows)."""
+    ms = [x * 1000 for x in result.latencies_s]
+    counts = [0] * len(nodes)
+    for job, index in zip(jobs, result.served_by, strict=True):
+        if job.measured:
+            counts[index] += 1
+    p50, p99 = percentile(ms, 50), percentile(ms, 99)
+    return {
+        "requests": len(ms),
+        "ok": len(ms),
+        "errors": 0,
+        "throughput_rps": None,
+        "p50_ms": None if p50 is None else round(p50, 2),
+        "p99_ms": None if p99 is None else round(p99, 2),
+        "mean_ms": round(sum(ms) / len(ms), 2) if ms else None,
+        "requests_by_node": {node.node_id: c for node, c in zip(nodes, counts, strict=True)},
+    }
+
+
+def scenario_rows(
+    speeds: Sequence[float],
+    num_parallel: int,
+    time_scale: float,
+    rate_rps: float,
+    duration_s: float,
+    warmup_s: float,
+    rounds: int,
+    policies: Sequence[str] = ("oracle",),
+    tag: str = "oracle",
+) -> dict[str, dict[str, Any]]:
+    """Rows for a scenario report: each policy on the arrival trace of the live run's rounds.
+
+    Round r replays the load generator's trace with seed r + 1, `duration_s / rounds` long after
+    `warmup_s` of warm-up, as bench/scenarios/heterogeneous.py runs it; the rounds are pooled.
+    """
+    nodes = sim_fleet(speeds, num_parallel)
+    traces = [
+        chat_trace(nodes, rate_rps, duration_s / rounds, warmup_s, seed=r + 1, tag=f"{tag}-{r}")
+        for r in range(rounds)
+    ]
+    rows = {}
+    for policy in policies:
+        pooled = Replay([], [])
+        jobs: list[Job] = []
+        for r, trace in enumerate(traces):
+            one = replay(trace, nodes, policy, time_scale, seed=r + 1)
+            pooled.latencies_s += one.latencies_s
+            pooled.served_by += one.served_by
+            jobs += trace
+        rows[policy] = figures(pooled, jobs, nodes)
+    return rows
+
+
+def long_run(
+    speeds: Sequence[float],
+    num_parallel: int,
+    time_scale: float,
+    rate_rps: float,
+    requests: int,
+    seed: int = 1,
+    policies: Sequence[str] = POLICIES,
+    queue_weight: float = EctConfig().queue_weight,
+    per_node_answers: bool = False,
+) -> dict[str, dict[str, Any]]:
+    """Each policy on one trace of about `requests` arrivals (enough samples for a stable p99)."""
+    nodes = sim_fleet(speeds, num_parallel)
+    jobs = chat_trace(
+        nodes, rate_rps, requests / rate_rps, 0.0, seed=seed, tag="oracle", per_node_answers=per_node_answers
+    )
+    knowledge = Knowledge(time_scale, queue_weight=queue_weight)
+    return {p: figures(replay(jobs, nodes, p, time_scale, seed, knowledge), jobs, nodes) for p in policies}
+
+
+def _heterogeneous(load: float, time_scale: float) -> tuple[list[float], int, float]:
+    from bench.scenarios import heterogeneous
+
+    return (
+        list(heterogeneous.SPEEDS),
+        heterogeneous.NUM_PARALLEL,
+        load * heterogeneous.capacity_rps(time_scale),
+    )
+
+
+SCENARIOS: dict[str, Callable[[float, float], tuple[list[float], int, float]]] = {
+    "heterogeneous": _heterogeneous,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenario", choices=sorted(SCENARIOS), default="heterogeneous")
+    parser.add_argument("--load", type=float, default=0.7, help="share of the fleet's capacity (0.7)")
+    parser.add_argument("--requests", type=int, default=60_000, help="arrivals in the trace (60,000)")
+    parser.add_argument("--time-scale", type=float, default=1.0, help="the simulator's time scale (1)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--policies", default=",".join(POLICIES), help="comma-separated, in table order")
+    parser.add_argument("--queue-weight", type=float, default=EctConfig().queue_weight)
+    parser.add_argument("--per-node-answers", action="store_true", help="the simulator's per-node draws")
+    args = parser.parse_args(argv)
+    speeds, num_parallel, rate = SCENARIOS[args.scenario](args.load, args.time_scale)
+    policies = [p for p in args.policies.split(",") if p]
+    started = time.perf_counter()
+    rows = long_run(
+        speeds,
+        num_parallel,
+        args.time_scale,
+        rate,
+        args.requests,
+        args.seed,
+        policies,
+        args.queue_weight,
+        args.per_node_answers,
+    )
+    elapsed = time.perf_counter() - started
+    print(
+        f"{args.scenario}: speeds {', '.join(f'{s:g}x' for s in speeds)}, {num_parallel} slots each, "
+        f"load {args.load:.0%} ({rate:.2f} requests/s), time scale {args.time_scale:g}, seed {args.seed}, "
+        f"queue weight {args.queue_weight:g}"
+    )
+    print(f"{'policy':<16} {'p50 ms':>9} {'p99 ms':>9} {'mean ms':>9}  served by node")
+    for name, row in rows.items():
+        share = ", ".join(f"{n} {c}" for n, c in row["requests_by_node"].items())
+        print(f"{name:<16} {row['p50_ms']:>9,.0f} {row['p99_ms']:>9,.0f} {row['mean_ms']:>9,.0f}  {share}")
+    print(f"{next(iter(rows.values()))['requests']} requests per policy, {elapsed:.1f} s")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,137 @@
+"""Unit tests of the offline routing model (bench/oracle.py): pure Python, a few seconds in all."""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+
+import pytest
+
+from bench import oracle
+from bench.harness.workload import poisson_arrivals, poisson_gaps
+from bench.scenarios import heterogeneous
+from sim import textgen
+
+SPEEDS = heterogeneous.SPEEDS
+
+
+def test_answer_lengths_are_the_simulators() -> None:
+    for seed, i in itertools.product((0, 1, 4), range(40)):
+        key = f"llama3.2:1b\x01user\x02{textgen.generate('q', i, 1, 9, None).text} {i}"
+        expected = len(textgen.generate(key, seed, oracle.ANSWER_MIN, oracle.ANSWER_MAX, None).pieces)
+        assert oracle.natural_tokens(key, seed) == expected
+
+
+def test_the_trace_is_the_load_generators() -> None:
+    rate, duration, warmup = 5.0, 20.0, 2.0
+    times, at = [], 0.0
+    for gap in poisson_gaps(rate, 3):
+        at += gap
+        if at >= warmup + duration:
+            break
+        times.append(at)
+    arrivals = list(poisson_arrivals(rate, duration, warmup, 3))
+    assert [a.at_s for a in arrivals] == times
+    assert all((a.phase == "warmup") == (a.at_s < warmup) for a in arrivals)
+    nodes = oracle.sim_fleet(SPEEDS, 2)
+    jobs = oracle.chat_trace(nodes, rate, duration, warmup, seed=3, tag="t")
+    assert [j.at_s for j in jobs] == times
+    assert all(len(set(j.output_tokens)) == 1 for j in jobs)  # one length per request by default
+    per_node = oracle.chat_trace(nodes, rate, duration, warmup, seed=3, tag="t", per_node_answers=True)
+    assert any(len(set(j.output_tokens)) > 1 for j in per_node)
+    assert all(oracle.ANSWER_MIN <= n <= oracle.ANSWER_MAX for j in per_node for n in j.output_tokens)
+
+
+def fifo_latencies(arrivals: list[float], services: list[float], slots: int) -> list[float]:
+    """First come, first served on `slots` servers, by explicit events (independent of the model)."""
+    free_slots = slots
+    waiting: list[int] = []
+    running: list[tuple[float, int]] = []
+    done: dict[int, float] = {}
+    events = sorted((t, i) for i, t in enumerate(arrivals))
+    for t, i in events:
+        while running and running[0][0] <= t:
+            end, _ = heapq.heappop(running)
+            free_slots += 1
+            if waiting:
+                j = waiting.pop(0)
+                free_slots -= 1
+                done[j] = end + services[j]
+                heapq.heappush(running, (done[j], j))
+        if free_slots:
+            free_slots -= 1
+            done[i] = t + services[i]
+            heapq.heappush(running, (done[i], i))
+        else:
+            waiting.append(i)
+    while waiting:
+        end, _ = heapq.heappop(running)
+        j = waiting.pop(0)
+        done[j] = end + services[j]
+        heapq.heappush(running, (done[j], j))
+    return [done[i] - arrivals[i] for i in range(len(arrivals))]
+
+
+def one_node(slots: int) -> list[oracle.NodeModel]:
+    # NOTE: 60 tokens/s and no prompt: a job of n answer tokens takes n / 60 s.
+    return [oracle.NodeModel("n", speed=1.0, slots=slots, seed=1, prompt_tok_s=1e9)]
+
+
+@pytest.mark.parametrize("policy", oracle.POLICIES)
+def test_one_node_is_a_fifo_multi_server_queue(policy: str) -> None:
+    trivial = [oracle.Job(0.0, 0, (60,)), oracle.Job(0.0, 0, (60,)), oracle.Job(0.0, 0, (60,))]
+    assert oracle.replay(trivial, one_node(2), policy).latencies_s == [1.0, 1.0, 2.0]
+    rng = random.Random(7)
+    at, jobs = 0.0, []
+    for _ in range(400):
+        at += rng.expovariate(2.5)
+        jobs.append(oracle.Job(at, 0, (rng.randint(20, 60),)))
+    got = oracle.replay(jobs, one_node(2), policy).latencies_s
+    want = fifo_latencies([j.at_s for j in jobs], [j.output_tokens[0] / 60 for j in jobs], 2)
+    assert got == pytest.approx(want)
+
+
+def run(policy: str, load: float, requests: int = 4000, seed: int = 1) -> dict[str, object]:
+    rate = load * heterogeneous.capacity_rps(1.0)
+    return oracle.long_run(SPEEDS, 2, 1.0, rate, requests, seed, [policy])[policy]
+
+
+@pytest.mark.parametrize("load", [0.5, 0.7, 0.9])
+def test_the_oracle_beats_round_robin_and_least_inflight(load: float) -> None:
+    best = run("oracle", load)
+    for other in ("round_robin", "least_inflight"):
+        worse = run(other, load)
+        for key in ("p50_ms", "p99_ms", "mean_ms"):
+            if other == "least_inflight" and key == "p50_ms":
+                continue  # least in flight buys its median with its tail (docs/router.md)
+            assert best[key] <= worse[key], (other, key, best[key], worse[key])  # type: ignore[operator]
+
+
+def test_replays_are_deterministic_for_a_seed() -> None:
+    for policy in ("oracle", "ect", "p2c_ect", "least_inflight", "random"):
+        assert run(policy, 0.7, 1500, seed=5) == run(policy, 0.7, 1500, seed=5)
+    assert run("random", 0.7, 1500, seed=5) != run("random", 0.7, 1500, seed=6)
+
+
+def test_the_ect_model_is_close_to_the_oracle_at_70_percent() -> None:
+    best, ect = run("oracle", 0.7, 6000), run("ect", 0.7, 6000)
+    assert ect["p99_ms"] <= 1.3 * best["p99_ms"]  # type: ignore[operator]
+    assert ect["p50_ms"] <= 1.1 * best["p50_ms"]  # type: ignore[operator]
+
+
+def test_scenario_rows_have_the_report_schema() -> None:
+    rows = oracle.scenario_rows(SPEEDS, 2, 1.0, 5.0, 30.0, 1.0, 2, policies=("oracle", "ect"))
+    assert set(rows) == {"oracle", "ect"}
+    for row in rows.values():
+        assert {"p50_ms", "p99_ms", "throughput_rps", "errors", "requests_by_node"} <= row.keys()
+        assert row["errors"] == 0 and row["requests"] == sum(row["requests_by_node"].values())
+        assert row["requests"] > 100
+
+
+def test_the_command_line_prints_a_table(capsys: pytest.CaptureFixture[str]) -> None:
+    oracle.main(["--load", "0.5", "--requests", "500", "--policies", "oracle,least_inflight"])
+    out = capsys.readouterr().out
+    assert "oracle" in out and "least_inflight" in out and "p99 ms" in out
+    with pytest.raises(ValueError, match="unknown policy"):
+        oracle.replay([], one_node(1), "nope")
