@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from bench import oracle
 from bench.harness import report, stats
 from bench.harness.context import Context, poisson_spec
 from bench.harness.rounds import run_rounds
 from bench.harness.systems import (
-    CORRAL_STRATEGIES,
     LITELLM_STRATEGIES,
     Gateway,
     start_corral,
@@ -61,7 +61,7 @@ async def run(ctx: Context) -> dict[str, Any]:
     latencies: dict[str, list[float]] = {}
     names = {n.url: n.node_id for n in nodes}
     # NOTE: a smoke run checks the harness: two strategies per system are enough for that.
-    corral_strategies = ctx.pick(CORRAL_STRATEGIES[:3], CORRAL_STRATEGIES[:2])
+    corral_strategies = ctx.pick(("p2c_ect", "ect", "round_robin", "least_inflight"), ("p2c_ect", "ect"))
     litellm_strategies = ctx.pick(LITELLM_STRATEGIES, LITELLM_STRATEGIES[:1]) if ctx.litellm else ()
     gateways: list[Gateway] = []
     try:
@@ -90,6 +90,13 @@ async def run(ctx: Context) -> dict[str, Any]:
         figures["requests_by_node"] = stats.by_node(stats.measured(result), names)
         systems[name] = figures
         latencies[name] = [r["latency_ms"] for r in stats.measured(result) if r["ok"]]
+    # NOTE: the oracle replays the same arrivals (seed per round) through the simulator's cost model.
+    fleet = (SPEEDS, NUM_PARALLEL, time_scale, p["rate_rps"])
+    systems.update(oracle.scenario_rows(*fleet, p["duration_s"], p["warmup_s"], p["rounds"]))
+    long_requests = ctx.pick(60_000, 2_000)
+    long_run = oracle.long_run(
+        *fleet, long_requests, policies=("oracle", "ect", "least_inflight", "round_robin")
+    )
     result_doc = report.Result(
         scenario="heterogeneous",
         title=TITLE,
@@ -114,6 +121,16 @@ async def run(ctx: Context) -> dict[str, Any]:
             ("requests_by_node", "served by node"),
         ],
         targets=_targets(systems),
+        notes=[
+            "oracle: bench/oracle.py replays each round's arrival trace offline through the simulator's "
+            "cost model (same fleet, slots and speeds; no network, no failures) and routes every request "
+            "with full knowledge: true speeds, the remaining work on every node and the request's size. "
+            "No router knows more; it is a greedy rule, so a yardstick rather than a proven bound.",
+            f"The same model on one {long_requests:,}-request trace (p50 / p99 ms): "
+            + "; ".join(f"{n} {f['p50_ms']:,.0f} / {f['p99_ms']:,.0f}" for n, f in long_run.items())
+            + ". Round robin's p99 grows with the trace: the 0.25x node gets more than it can serve.",
+        ],
+        extra={"oracle_long_run": {"requests": long_requests, "policies": long_run}},
         smoke=ctx.smoke,
         with_litellm=ctx.litellm,
     )
@@ -155,6 +172,17 @@ def _targets(systems: dict[str, dict[str, Any]]) -> list[report.Target]:
                 f"p2c_ect p99 {corral['p99_ms']} ms, best LiteLLM strategy {best} p99 {litellm[best]} ms.",
             )
         )
+    yardstick = systems.get("oracle", {})
+    for key, label, limit in (("p99_ms", "p99", 1.3), ("p50_ms", "p50", 1.1)):
+        if corral[key] is not None and yardstick.get(key):
+            targets.append(
+                report.Target(
+                    f"heterogeneous: Corral default {label} / oracle {label}",
+                    round(corral[key] / yardstick[key], 3),
+                    limit,
+                    f"p2c_ect {label} {corral[key]} ms, oracle {label} {yardstick[key]} ms (same arrivals).",
+                )
+            )
     targets.append(
         report.Target(
             "heterogeneous: Corral default client-visible errors",
