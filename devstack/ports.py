@@ -1,4 +1,4 @@
-"""TCP ports for local servers, handed out so that two users can never get the same one.
+"""TCP ports for local servers, handed out so that two callers can never get the same one.
 
 Why: the usual trick, binding port 0, closing the socket and passing the number to a child
 process, leaves a window between the close and the child's bind. Any process can take the port in
@@ -16,7 +16,7 @@ Guarantees of `allocate`, `allocate_many` and `allocate_block`:
   cannot be read, the Linux default is assumed. 20000-32767 is also outside the range that BSD,
   macOS and Windows use (49152-65535).
 - **Locked across processes.** Each port handed out is locked with a POSIX record lock on byte
-  `port` of one shared file, `<tmpdir>/corral-ports.lock`. The lock is held until `release` or
+  `port` of one shared file, `/tmp/corral-ports.lock`. The lock is held until `release` or
   until the process exits, so no other process that uses this module gets the same port at the same
   time, whether it is another pytest run, another stack or another CI job on the machine. The kernel
   drops the locks of a process that dies, even after SIGKILL, so no stale lock survives it.
@@ -96,8 +96,29 @@ def port_range() -> range:
 
 
 def lock_file_path() -> Path:
-    """The file whose bytes are locked, one byte per port."""
-    return Path(tempfile.gettempdir()) / "corral-ports.lock"
+    """The file whose bytes are locked, one byte per port: /tmp/corral-ports.lock."""
+    # NOTE: ports are a machine-wide resource, so the lock file is too: /tmp rather than $TMPDIR,
+    # which CI runners often set per job (two jobs would then never see each other's locks).
+    shared = Path("/tmp")
+    return (shared if shared.is_dir() else Path(tempfile.gettempdir())) / "corral-ports.lock"
+
+
+def _open_shared(path: Path) -> int:
+    """Opens the shared lock file, creating it writable for every user when it is missing."""
+    flags = os.O_RDWR | os.O_NOFOLLOW
+    try:
+        return os.open(path, flags)
+    except FileNotFoundError:
+        pass
+    # NOTE: O_CREAT only when the file is missing: with fs.protected_regular, opening another
+    # user's file in the sticky /tmp with O_CREAT fails even when it exists and is writable.
+    try:
+        fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, 0o666)
+    except FileExistsError:
+        return os.open(path, flags)
+    # NOTE: the umask usually removes the write bits of others; every user must be able to lock.
+    os.fchmod(fd, 0o666)
+    return fd
 
 
 def _open_lock_file() -> int:
@@ -105,17 +126,12 @@ def _open_lock_file() -> int:
     if _lock_fd is None:
         path = lock_file_path()
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            _lock_fd = _open_shared(path)
         except PermissionError:
-            # NOTE: created by another user without write access for us; keep a file of our own
-            # (the bind check still keeps us off ports that user's servers hold).
-            fd = os.open(path.with_name(f"corral-ports-{os.getuid()}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        else:
-            # NOTE: the umask usually removes the group and other write bits; every user must be able
-            # to lock, so widen the mode when the file is ours.
-            if os.fstat(fd).st_uid == os.getuid():
-                os.fchmod(fd, 0o666)
-        _lock_fd = fd
+            # NOTE: another user's file that we may not write: keep a file of our own (the bind
+            # check still keeps us off the ports that user's servers hold).
+            own = path.with_name(f"corral-ports-{os.getuid()}.lock")
+            _lock_fd = os.open(own, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600)
     return _lock_fd
 
 
