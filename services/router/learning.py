@@ -34,7 +34,10 @@ class Outcome:
         node_id: The node.
         model: The normalised model name.
         ok: The attempt produced an answer (else a node fault: connection, 5xx, timeout, cut stream).
-        concurrency: Requests in flight on the node when this one was sent, itself included.
+        concurrency: This router's requests in flight on the node when this one was sent, itself
+            included (a lower bound of the node's occupancy).
+        fleet_concurrency: The same as health counts it for all routers, when larger (an upper
+            bound, late by a report interval); 0 means `concurrency`.
         latency_ms: Wall time of the attempt at the router.
         ttft_ms: Time to the first chunk at the router (0 when unknown).
         prompt_chars: Characters of the request's prompt (0 when unknown).
@@ -51,6 +54,7 @@ class Outcome:
     model: str
     ok: bool = True
     concurrency: int = 1
+    fleet_concurrency: int = 0
     latency_ms: float = 0.0
     ttft_ms: float = 0.0
     prompt_chars: int = 0
@@ -77,6 +81,7 @@ def outcome_of(
     stats: common_pb2.GenerationStats | None,
     *,
     concurrency: int,
+    fleet_concurrency: int = 0,
     latency_ms: float,
     ttft_ms: float,
     prompt_chars: int,
@@ -88,6 +93,7 @@ def outcome_of(
         model=model,
         ok=ok,
         concurrency=concurrency,
+        fleet_concurrency=fleet_concurrency,
         latency_ms=latency_ms,
         ttft_ms=ttft_ms,
         prompt_chars=prompt_chars,
@@ -386,9 +392,13 @@ class Learner:
         """
         waited_ms = o.total_ms - o.load_ms - o.prompt_ms - o.eval_ms
         if waited_ms <= max(self.cfg.wait_tolerance_ms, 0.1 * service_ms):
+            # NOTE: the lower bound of the occupancy (this router's own count) for "at least c slots"...
             node.slots = min(self.cfg.max_slots, max(node.slots, o.concurrency))
-        elif o.concurrency <= node.slots:
-            node.slots = max(1, o.concurrency - 1)
+            return
+        # ...and the upper bound (every router's, per health) for "fewer than c slots".
+        busy = max(o.concurrency, o.fleet_concurrency)
+        if busy <= node.slots:
+            node.slots = max(1, busy - 1)
 
     # --- reading --------------------------------------------------------------------------------
     def prior(self, model: str, node_ids: list[str]) -> Prior:

@@ -118,6 +118,12 @@ def test_slots_are_learned_from_waits_at_each_concurrency() -> None:
     assert learner.node("a").slots == 2  # the third one waited: fewer than three
     learner.observe(served("a", concurrency=2, waited_ms=1.0))
     assert learner.node("a").slots == 2  # a tiny wait is noise, not a queue
+    # Health's count (all routers) bounds the occupancy from above: a wait there lowers the slots.
+    learner.observe(dataclasses.replace(served("a", concurrency=1, waited_ms=400), fleet_concurrency=2))
+    assert learner.node("a").slots == 1
+    # This router's own count bounds it from below: only that raises them.
+    learner.observe(dataclasses.replace(served("a", concurrency=1), fleet_concurrency=5))
+    assert learner.node("a").slots == 1
     fixed = Learner(EctConfig(node_slots={"a": 8}), clock=Clock())
     fixed.observe(served("a", concurrency=3, waited_ms=400))
     assert fixed.node("a").slots == 8  # configured num_parallel is not second-guessed
