@@ -193,7 +193,7 @@ def env_overrides(environ: Mapping[str, str], ports: Ports) -> dict[str, str]:
         else:
             refused.append(f"{name}: {reason}")
     if refused:
-        raise StackError("cannot honour " + "; ".join(refused))
+        raise StackError("cannot honour these environment variables:\n  " + "\n  ".join(refused))
     return passed
 
 
@@ -392,6 +392,13 @@ def up(
             ready in `ready_timeout_s`; what was started is stopped again.
     """
     passed = env_overrides(os.environ, ports)
+    running = _running(state)
+    if running:
+        # NOTE: starting over it would fail on the taken ports and then stop its stores while cleaning up.
+        raise StackError(
+            f"a stack is already running from {state} ({', '.join(running)}); "
+            "stop it first with `make down` (python -m scripts.stack down)"
+        )
     state.mkdir(parents=True, exist_ok=True)
     (state / "logs").mkdir(exist_ok=True)
     launch = _Launch(state, ports, overrides, {**_base_env(), **passed})
@@ -538,6 +545,15 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def _running(state: Path) -> list[str]:
+    """The processes recorded in <state>/processes.json that are still alive."""
+    table_path = state / "processes.json"
+    if not table_path.exists():
+        return []
+    table = json.loads(table_path.read_text())
+    return [name for name, pid in table["processes"].items() if _alive(int(pid))]
 
 
 def down(state: Path) -> None:

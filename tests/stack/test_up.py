@@ -27,6 +27,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from devstack.config import make_temp_state_dir
 from devstack.ports import allocate
+from scripts import stack
 from scripts.stack import Ports
 from tests.helpers.procs import ROOT
 
@@ -167,6 +168,16 @@ def test_an_environment_override_reaches_the_services(two_stacks: list[Started],
     assert without.table["env_overrides"] == []
 
 
+def test_up_again_on_a_running_stack_is_refused_and_leaves_it_running(two_stacks: list[Started]) -> None:
+    run = two_stacks[1]
+    assert run.returncode == 0, _explain(run)
+    again = _stack("up", run.state, run.env, "--free-ports")
+    assert again.returncode == 1 and "already running" in again.stderr, again.stderr
+    status = _stack("status", run.state, run.env)
+    assert status.returncode == 0 and "stopped" not in status.stdout, status.stdout
+    assert MODEL in {m.model for m in ollama.Client(host=run.api_url, timeout=30).list().models}
+
+
 @pytest.mark.parametrize(
     ("variables", "named"),
     [
@@ -178,15 +189,22 @@ def test_an_environment_override_reaches_the_services(two_stacks: list[Started],
     ids=["wired-port", "own-config-file", "store-port", "bad-value"],
 )
 def test_an_override_that_cannot_be_honoured_is_refused_before_anything_starts(
-    variables: dict[str, str], named: list[str]
+    variables: dict[str, str],
+    named: list[str],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
+    for name in [k for k in os.environ if k.startswith("CORRAL_")]:
+        monkeypatch.delenv(name)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
     state = make_temp_state_dir("corral-stack-refused-")
     try:
-        result = _stack("up", state, _env(variables), "--free-ports")
-        assert result.returncode == 1, result.stdout + result.stderr
+        assert stack.main(["up", "--free-ports", "--state-dir", str(state)]) == 1
+        out, err = capsys.readouterr()
         for fragment in named:
-            assert fragment in result.stderr
-        assert "Corral is up" not in result.stdout
+            assert fragment in err
+        assert "Corral is up" not in out
         assert not (state / "processes.json").exists() and not (state / "redis").exists()
     finally:
         shutil.rmtree(state, ignore_errors=True)
