@@ -303,7 +303,7 @@ class _Launch:
                 return
             except PortInUseError as exc:
                 if attempt == attempts - 1:
-                    hint = "" if self.ports.picked else " (--free-ports picks free ports)"
+                    hint = "" if self.ports.picked else "\n(`--free-ports` runs the stack on free ports)"
                     raise StackError(f"{exc}{hint}") from None
                 self.ports = move(exc)
                 self.write_config()
