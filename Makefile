@@ -45,8 +45,9 @@ lint: setup ## ruff, mypy, buf lint and buf breaking against main
 test: setup ## Run the whole test suite (starts its own Redis, PostgreSQL, simulator nodes and services)
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
-test-random: setup ## The whole suite in random order (modules shuffled, tests shuffled within each); prints the seed
-	$(PY) -m pytest -q -p no:cacheprovider --random-order-bucket=module $(PYTEST_ARGS)
+test-random: setup ## The whole suite in random order (modules shuffled, tests within each); SEED=N replays one
+	@seed=$${SEED:-$$RANDOM$$RANDOM}; echo "random order seed: $$seed (replay: make test-random SEED=$$seed)"; \
+	$(PY) -m pytest -q -p no:cacheprovider --random-order-bucket=module --random-order-seed=$$seed $(PYTEST_ARGS)
 
 demo: setup ## Start the local stack, run a scripted workload, print a report, stop everything
 	$(PY) -m scripts.demo

@@ -11,6 +11,7 @@ import aiohttp
 import ollama
 import pytest
 
+from devstack import ports
 from tests.helpers.procs import ROOT, base_env, free_port
 
 _LINE = re.compile(r"corral-sim: node (\S+) listening on 127\.0\.0\.1:(\d+) admin (\d+)")
@@ -73,8 +74,12 @@ async def test_single_node_process_with_official_sync_client() -> None:
 
 
 async def test_fleet_from_profile_on_consecutive_ports() -> None:
-    base = free_port()
-    proc, _ = await _start("--profile", "test", "--port", str(base), "--nodes", "2", "--fault", "busy=-1")
+    # NOTE: node i listens on the first port + i, so both ports are taken from the allocator as a block;
+    # the admin ports are the nodes' own choice (0), never base + 1000 + i, which nobody reserved.
+    base = ports.allocate_block(2)[0]
+    proc, _ = await _start(
+        "--profile", "test", "--port", str(base), "--admin-port", "0", "--nodes", "2", "--fault", "busy=-1"
+    )
     try:
         nodes = await _ready(proc, 2)
         assert [p for _, p, _ in nodes] == [base, base + 1]
