@@ -26,6 +26,9 @@ fleet the oracle's p99 is 1.98 s with w = 1.5 against 2.09 s with w = 1).
   per-token costs, slots and mean answer length: what the strategy does once it has learned.
 - `ect_elapsed`: `ect` that also knows when each in-flight request was sent, and so the expected
   remaining time of each, as a router keeping the start times of its requests could.
+- `ect_learned`: the router's `ect` balancer itself (services/router/balancer.py `Ect`), starting
+  from nothing and learning from the outcomes of the requests it routed (Ollama's stats as the
+  simulator reports them): what the live strategy should reach without network noise.
 - `p2c_ect`: the `p2c_ect` strategy idealised: power of two choices on (in flight + 1) x the mean
   service time (the live one uses latency EWMAs, which include queueing).
 - `least_inflight`, `round_robin`, `random`.
@@ -46,12 +49,13 @@ import time
 from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from bench.harness.stats import percentile
 from bench.harness.workload import poisson_arrivals, unique_question
-from services.router.config import EctConfig
-from services.router.learning import score
+from services.router.balancer import Candidate, Ect, PickContext
+from services.router.config import BalancerConfig, EctConfig
+from services.router.learning import Outcome, score
 from sim import textgen
 
 MODEL = "llama3.2:1b"
@@ -66,6 +70,7 @@ POLICIES = (
     "sed",
     "ect",
     "ect_elapsed",
+    "ect_learned",
     "p2c_ect",
     "least_inflight",
     "round_robin",
@@ -170,6 +175,19 @@ def chat_trace(
 # --- the discrete-event model ------------------------------------------------------------------
 
 
+class InFlight(NamedTuple):
+    """A request in a node's system (seconds), ordered by completion."""
+
+    done: float
+    seq: int
+    sent: float
+    expected: float
+    start: float
+    prompt_tokens: int
+    output_tokens: int
+    concurrency: int
+
+
 @dataclass(slots=True)
 class NodeState:
     """A node during the replay.
@@ -177,18 +195,22 @@ class NodeState:
     Attributes:
         model: The node.
         free: Heap of the times each slot becomes free (first come, first served makes these exact).
-        inflight: Heap of (completion, sent, expected service) of the requests in the system.
+        inflight: Heap of the requests in the system, by completion.
+        finished: When not None, the requests that completed, for a policy that learns from them.
     """
 
     model: NodeModel
     free: list[float]
-    inflight: list[tuple[float, float, float]] = field(default_factory=list)
+    inflight: list[InFlight] = field(default_factory=list)
+    finished: list[InFlight] | None = None
 
     def count(self, now: float) -> int:
         """Requests in the system (running or queued) at `now`."""
         heap = self.inflight
-        while heap and heap[0][0] <= now:
-            heapq.heappop(heap)
+        while heap and heap[0].done <= now:
+            gone = heapq.heappop(heap)
+            if self.finished is not None:
+                self.finished.append(gone)
         return len(heap)
 
 
@@ -218,10 +240,33 @@ def _projected_start(state: NodeState, now: float, k: Knowledge, prompt_tokens: 
     expected service times; one that should have finished and has not is taken to finish now.
     """
     slots = [-1.0] * state.model.slots
-    for _, sent, expected in sorted(state.inflight, key=lambda x: x[1]):
-        start = max(sent, heapq.heappop(slots))
-        heapq.heappush(slots, max(now, start + expected))
+    for job in sorted(state.inflight, key=lambda x: x.sent):
+        start = max(job.sent, heapq.heappop(slots))
+        heapq.heappush(slots, max(now, start + job.expected))
     return max(now, slots[0]) - now
+
+
+def _outcome(node: NodeModel, visit: InFlight, time_scale: float) -> Outcome:
+    """What the router hears of a finished request: Ollama's stats as the simulator reports them.
+
+    The simulator reports nominal durations (time scale 1) and 5 ms of load_duration for a loaded
+    model; its total_duration holds the queue wait.
+    """
+    prompt_ms = 1000 * visit.prompt_tokens / (node.prompt_tok_s * node.speed)
+    eval_ms = 1000 * visit.output_tokens / (node.eval_tok_s * node.speed)
+    real_ms = 1000 * (visit.done - visit.sent)
+    return Outcome(
+        node_id=node.node_id,
+        model=MODEL,
+        concurrency=visit.concurrency,
+        latency_ms=real_ms,
+        prompt_tokens=visit.prompt_tokens,
+        prompt_ms=prompt_ms,
+        output_tokens=visit.output_tokens,
+        eval_ms=eval_ms,
+        load_ms=5.0,
+        total_ms=5.0 + real_ms / time_scale,
+    )
 
 
 def make_policy(name: str, knowledge: Knowledge, rng: random.Random) -> Policy:
@@ -296,12 +341,30 @@ def make_policy(name: str, knowledge: Knowledge, rng: random.Random) -> Policy:
     def random_pick(now: float, job: Job, nodes: list[NodeState]) -> int:
         return rng.randrange(len(nodes))
 
+    clock = [0.0]
+    learning = Ect(BalancerConfig(ect=EctConfig(queue_weight=q)), clock=lambda: clock[0])
+
+    def ect_learned(now: float, job: Job, nodes: list[NodeState]) -> int:
+        # NOTE: the router's own balancer, learning from the outcomes of the requests it routed.
+        clock[0] = now
+        for s in nodes:
+            if s.finished is None:
+                s.finished = []
+            s.count(now)
+            for visit in s.finished:
+                learning.observe(_outcome(s.model, visit, ts))
+            s.finished.clear()
+        candidates = [Candidate(s.model.node_id, "", local_inflight=len(s.inflight)) for s in nodes]
+        picked = learning.pick(PickContext(model=MODEL), candidates)
+        return next(i for i, c in enumerate(candidates) if c is picked)
+
     table: dict[str, Policy] = {
         "oracle": oracle,
         "oracle_state": oracle_state,
         "sed": sed,
         "ect": ect,
         "ect_elapsed": ect_elapsed,
+        "ect_learned": ect_learned,
         "p2c_ect": p2c_ect,
         "least_inflight": least_inflight,
         "round_robin": round_robin,
@@ -345,16 +408,20 @@ def replay(
     latencies: list[float] = []
     served: list[int] = []
     mean_out = knowledge.mean_output
-    for job in jobs:
+    for seq, job in enumerate(jobs):
         now = job.at_s
         index = choose(now, job, states)
         state = states[index]
         service = state.model.service_s(job.prompt_tokens, job.output_tokens[index], time_scale)
+        concurrency = state.count(now) + 1
         start = max(now, heapq.heappop(state.free))
         done = start + service
         heapq.heappush(state.free, done)
         expected = state.model.service_s(job.prompt_tokens, mean_out, time_scale)
-        heapq.heappush(state.inflight, (done, now, expected))
+        visit = InFlight(
+            done, seq, now, expected, start, job.prompt_tokens, job.output_tokens[index], concurrency
+        )
+        heapq.heappush(state.inflight, visit)
         served.append(index)
         if job.measured:
             latencies.append(done - now)

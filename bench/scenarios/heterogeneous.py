@@ -95,7 +95,7 @@ async def run(ctx: Context) -> dict[str, Any]:
     systems.update(oracle.scenario_rows(*fleet, p["duration_s"], p["warmup_s"], p["rounds"]))
     long_requests = ctx.pick(60_000, 2_000)
     long_run = oracle.long_run(
-        *fleet, long_requests, policies=("oracle", "ect", "least_inflight", "round_robin")
+        *fleet, long_requests, policies=("oracle", "ect", "ect_learned", "least_inflight", "round_robin")
     )
     result_doc = report.Result(
         scenario="heterogeneous",

@@ -255,7 +255,8 @@ class Ect:
         """The expected completion of the request on each candidate, penalties included."""
         learner = self.learner
         cfg = self._cfg
-        prior = learner.prior(ctx.model, [c.node_id for c in candidates])
+        names = [c.node_id for c in candidates]
+        prior = learner.prior(ctx.model, names) if learner.needs_prior(ctx.model, names) else None
         out = [
             learner.estimate(
                 c.node_id,

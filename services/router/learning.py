@@ -401,6 +401,14 @@ class Learner:
             node.slots = max(1, busy - 1)
 
     # --- reading --------------------------------------------------------------------------------
+    def needs_prior(self, model: str, node_ids: list[str]) -> bool:
+        """True when one of the nodes has no outcome of the model yet (then `prior` is needed)."""
+        for node_id in node_ids:
+            costs = self.costs.get((node_id, model))
+            if costs is None or not costs.prompt_ms_per_token.samples or not costs.eval_ms_per_token.samples:
+                return True
+        return False
+
     def prior(self, model: str, node_ids: list[str]) -> Prior:
         """Per-token costs for the nodes without an outcome of the model: the median of those with one.
 
@@ -455,14 +463,20 @@ class Learner:
         size_bytes: int,
         prompt_chars: int,
         num_predict: int | None,
-        prior: Prior,
+        prior: Prior | None,
         not_loaded_penalty_ms: float,
     ) -> Estimate:
-        """The expected completion time of a request on a node (without penalties: see `add_penalty`)."""
+        """The expected completion time of a request on a node (without penalties: see `add_penalty`).
+
+        `prior` stands for the costs the node has no outcome of yet (None: the configured defaults).
+        """
         cfg = self.cfg
         now = self._clock()
         costs = self.costs.get((node_id, model))
-        prompt_cost, eval_cost = prior.prompt_ms_per_token, prior.eval_ms_per_token
+        if prior is None:
+            prompt_cost, eval_cost = 1000.0 / cfg.default_prompt_tok_s, 1000.0 / cfg.default_eval_tok_s
+        else:
+            prompt_cost, eval_cost = prior.prompt_ms_per_token, prior.eval_ms_per_token
         load_ms = 0.0
         overhead_ms = 0.0
         if costs is not None:
