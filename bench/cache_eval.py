@@ -8,8 +8,13 @@ must not):
   (nearest `--candidates` above the threshold, guard applied in order, as the service does); a
   paraphrase counts as a hit only when it finds its own `a`, any hit of a near-miss is wrong.
 
+`--set guard-eval --split tune|test` measures the current guard on the near-miss evaluation set
+instead (bench/data/guard_eval/pairs.jsonl, bench/guard_eval.py), at the operating threshold only:
+paraphrase hits and wrong hits overall, by kind and by domain, pairwise and in retrieval over every
+`a` of the split. Only the tune split may guide changes to the guard; test is for reporting.
+
 Run: `make bench-cache-eval` (installs the `eval` extra) or
-`PYTHONPATH=.:gen/python .venv/bin/python bench/cache_eval.py`.
+`PYTHONPATH=.:gen/python .venv/bin/python bench/cache_eval.py [--set guard-eval --split tune]`.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ import argparse
 import json
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "gen" / "python")]
 
+from bench import guard_eval  # noqa: E402
 from services.cache import guard  # noqa: E402
 from services.cache.embedders import MiniLMEmbedder  # noqa: E402
 
@@ -165,14 +171,146 @@ def evaluate(
     return report
 
 
+def _pct(hits: list[bool]) -> float | None:
+    return round(100 * float(np.mean(hits)), 1) if hits else None
+
+
+def breakdown(rows: list[dict[str, Any]], hits: list[bool]) -> dict[str, Any]:
+    """Overall rates, plus per kind (hit % of a paraphrase kind, wrong-hit % of a near-miss kind)
+    and per domain (both)."""
+    by_kind: dict[str, list[bool]] = defaultdict(list)
+    by_domain: dict[str, dict[str, list[bool]]] = defaultdict(lambda: defaultdict(list))
+    for r, h in zip(rows, hits, strict=True):
+        by_kind[r["kind"]].append(h)
+        by_domain[r["domain"]][r["label"]].append(h)
+    return {
+        "overall": rates(rows, hits),
+        "by_kind": {
+            kind: {
+                "label": guard_eval.KIND_LABEL[kind],
+                "pct": _pct(by_kind[kind]),
+                "count": f"{sum(by_kind[kind])}/{len(by_kind[kind])}",
+            }
+            for kind in guard_eval.KINDS
+            if by_kind[kind]
+        },
+        "by_domain": {
+            domain: {
+                "paraphrase_hit_pct": _pct(by_domain[domain]["paraphrase"]),
+                "near_miss_wrong_hit_pct": _pct(by_domain[domain]["near_miss"]),
+            }
+            for domain in guard_eval.DOMAINS
+            if domain in by_domain
+        },
+    }
+
+
+def evaluate_guard_set(
+    embedder: MiniLMEmbedder, split: str, operating: float, candidates: int, show_errors: bool
+) -> dict[str, Any]:
+    """The current guard on one split of the near-miss evaluation set, at the operating threshold."""
+    rows = guard_eval.load(split)
+    # NOTE: the store holds the split's own anchors only, so a tune run never reads test questions.
+    anchors = sorted({r["a"] for r in rows})
+    a_vec = np.stack(embedder.encode([r["a"] for r in rows]))
+    b_vec = np.stack(embedder.encode([r["b"] for r in rows]))
+    anchor_vec = np.stack(embedder.encode(anchors))
+    cos = (a_vec * b_vec).sum(axis=1)
+    sims = b_vec @ anchor_vec.T
+    reasons = [guard.check(r["b"], r["a"]) for r in rows]
+    report: dict[str, Any] = {
+        "data": str(guard_eval.DATA.relative_to(ROOT)),
+        "split": split,
+        "pairs": len(rows),
+        "paraphrases": sum(r["label"] == "paraphrase" for r in rows),
+        "near_misses": sum(r["label"] == "near_miss" for r in rows),
+        "anchors": len(anchors),
+        "threshold": operating,
+        # NOTE: the rule that refuses each paraphrase clearing the threshold (pairwise): where the
+        # guard's false refusals come from.
+        "guard_refusals_of_paraphrases_above_threshold": dict(
+            Counter(
+                reason or "accepted"
+                for r, c, reason in zip(rows, cos, reasons, strict=True)
+                if r["label"] == "paraphrase" and c >= operating
+            ).most_common()
+        ),
+    }
+    served: list[str] = []
+    for mode in ("pairwise", "retrieval"):
+        for use_guard in (False, True):
+            if mode == "pairwise":
+                hits = pairwise(rows, cos, operating, use_guard)
+            else:
+                hits, picked = retrieval(rows, anchors, sims, operating, use_guard, candidates)
+                if use_guard:
+                    served = picked
+            report[f"{mode}/{'guard' if use_guard else 'cosine'}"] = breakdown(rows, hits)
+
+    print(
+        f"\n{report['data']} [{split}]: {report['paraphrases']} paraphrases, "
+        f"{report['near_misses']} near-misses, threshold {operating:.2f}, {candidates} candidates"
+    )
+    print(f"{'':<28} {'pairwise':>21} {'retrieval':>21}   (paraphrase hit % / near-miss wrong-hit %)")
+    print(f"{'':<28} {'cosine':>10} {'guard':>10} {'cosine':>10} {'guard':>10}")
+
+    def cell(entry: dict[str, Any]) -> str:
+        return f"{entry['pct']:>9.1f}%" if entry["pct"] is not None else f"{'-':>10}"
+
+    keys = ("pairwise/cosine", "pairwise/guard", "retrieval/cosine", "retrieval/guard")
+    for label, field in (
+        ("paraphrase hit", "paraphrase_hit_pct"),
+        ("near-miss wrong hit", "near_miss_wrong_hit_pct"),
+    ):
+        print(f"{label:<28} " + " ".join(f"{report[k]['overall'][field]:>9.1f}%" for k in keys))
+    print("by kind:")
+    for kind in guard_eval.KINDS:
+        entries = [report[k]["by_kind"].get(kind) for k in keys]
+        if entries[0] is None:
+            continue
+        what = "wrong" if guard_eval.KIND_LABEL[kind] == "near_miss" else "hit"
+        print(f"  {kind + ' (' + what + ')':<26} " + " ".join(cell(e) for e in entries if e is not None))
+    print("by domain (paraphrase hit % / wrong-hit %):")
+    for domain in guard_eval.DOMAINS:
+        parts = []
+        for k in keys:
+            d = report[k]["by_domain"].get(domain)
+            parts.append(f"{d['paraphrase_hit_pct']:.1f}/{d['near_miss_wrong_hit_pct']:.1f}" if d else "-")
+        print(f"  {domain:<26} " + " ".join(f"{p:>10}" for p in parts))
+    refusals = report["guard_refusals_of_paraphrases_above_threshold"]
+    print(f"guard on paraphrases at or above the threshold: {refusals}")
+    if show_errors:
+        for i, r in enumerate(rows):
+            wrong = (served[i] != r["a"]) if r["label"] == "paraphrase" else served[i] != ""
+            if wrong:
+                where = f"{r['id']} {r['kind']} {r['domain']} cos={cos[i]:.3f} guard={reasons[i]}"
+                print(f"  {where} {r['a']!r} -> {r['b']!r}")
+                if served[i] and served[i] != r["a"]:
+                    print(f"      served {served[i]!r}")
+    return report
+
+
 def main() -> None:
-    """Embeds the pairs, sweeps thresholds, prints tables and writes bench/results/cache_eval.json."""
+    """Embeds the pairs, sweeps thresholds, prints tables and writes bench/results/cache_eval.json
+    (with `--set guard-eval`: the one split at the operating threshold, guard_eval_<split>.json)."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--threshold", type=float, default=0.80, help="the operating point (marked <)")
     parser.add_argument("--candidates", type=int, default=4, help="nearest entries the guard examines")
     parser.add_argument("--data", type=Path, action="append", help="labelled JSONL files (default: both)")
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument("--show-errors", action="store_true", help="list the pairs judged wrongly")
+    parser.add_argument(
+        "--set",
+        choices=("cache-pairs", "guard-eval"),
+        default="cache-pairs",
+        help="cache-pairs: the threshold sweep on --data; guard-eval: the guard's evaluation set",
+    )
+    parser.add_argument(
+        "--split",
+        choices=guard_eval.SPLITS,
+        default="tune",
+        help="guard-eval only; test is for reporting, never for changing the guard",
+    )
     args = parser.parse_args()
 
     embedder = MiniLMEmbedder()
@@ -180,6 +318,15 @@ def main() -> None:
     embedder.load()
     load_s = time.perf_counter() - started
     print(f"{embedder.name}, {args.candidates} candidates; model load {load_s:.1f} s")
+    if args.set == "guard-eval":
+        result = evaluate_guard_set(embedder, args.split, args.threshold, args.candidates, args.show_errors)
+        result = {"embedder": embedder.name, "candidates": args.candidates, **result}
+        if not args.no_write:
+            RESULTS.mkdir(parents=True, exist_ok=True)
+            out = RESULTS / f"guard_eval_{args.split}.json"
+            out.write_text(json.dumps(result, indent=2) + "\n")
+            print(f"wrote {out}")
+        return
     report = {
         "embedder": embedder.name,
         "model_load_s": round(load_s, 1),
