@@ -66,6 +66,40 @@ def _finish(resp: aiohttp.ClientResponse) -> None:
     task.add_done_callback(_draining.discard)
 
 
+def _chunk(line: bytes, started: bool) -> dict[str, Any] | None:
+    """One NDJSON line of a streamed answer as an object (None for a blank line).
+
+    Raises:
+        NodeError: MALFORMED for a line that is not a JSON object; for an `{"error"}` line, SERVER
+            before the first chunk, STREAM_CUT after it.
+    """
+    if not line.strip():
+        return None
+    try:
+        chunk = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        raise NodeError(Attempt.MALFORMED, "the node sent a line that is not JSON") from None
+    if not isinstance(chunk, dict):
+        raise NodeError(Attempt.MALFORMED, "the node sent a JSON line that is not an object")
+    error = chunk.get("error")
+    if error is not None:
+        raise NodeError(Attempt.STREAM_CUT if started else Attempt.SERVER, str(error), 200)
+    return chunk
+
+
+def _unread_lines(content: aiohttp.StreamReader) -> list[bytes]:
+    """The complete lines a broken response had received and not yet handed out.
+
+    Every read of aiohttp's StreamReader raises its stored error first, so the bytes are taken from
+    its buffer (`_buffer`, `_buffer_offset`: internals of the pinned aiohttp; none when they change).
+    """
+    buffer = getattr(content, "_buffer", None)
+    if not buffer:
+        return []
+    data = b"".join(buffer)[getattr(content, "_buffer_offset", 0) :]
+    return data.split(b"\n")[:-1]
+
+
 def _kind_for_status(status: int) -> Attempt:
     if status == 503:
         return Attempt.BUSY
@@ -163,26 +197,32 @@ class NodeTransport:
             )
             if resp.status != 200:
                 raise await _error_from_response(resp)
-            async for line in resp.content:
-                if not line.strip():
-                    continue
-                try:
-                    chunk = orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    raise NodeError(Attempt.MALFORMED, "the node sent a line that is not JSON") from None
-                if not isinstance(chunk, dict):
-                    raise NodeError(Attempt.MALFORMED, "the node sent a JSON line that is not an object")
-                error = chunk.get("error")
-                if error is not None:
-                    kind = Attempt.STREAM_CUT if started else Attempt.SERVER
-                    raise NodeError(kind, str(error), 200)
-                started = True
-                # NOTE: set before the yield: callers stop iterating at the `done` chunk, and a
-                # completed answer's connection goes back to the pool instead of being closed.
-                completed = bool(chunk.get("done"))
-                yield chunk
-                if completed:
-                    return
+            try:
+                async for line in resp.content:
+                    chunk = _chunk(line, started)
+                    if chunk is None:
+                        continue
+                    started = True
+                    # NOTE: set before the yield: callers stop iterating at the `done` chunk, and a
+                    # completed answer's connection goes back to the pool instead of being closed.
+                    completed = bool(chunk.get("done"))
+                    yield chunk
+                    if completed:
+                        return
+            except aiohttp.ClientPayloadError:
+                # NOTE: aiohttp raises a broken response's error before the lines still in its
+                # buffer; without these, what a node sent just before it failed would be lost, and
+                # the answer continued on another node from an earlier point.
+                for line in _unread_lines(resp.content):
+                    chunk = _chunk(line, started)
+                    if chunk is None:
+                        continue
+                    started = True
+                    completed = bool(chunk.get("done"))
+                    yield chunk
+                    if completed:
+                        return
+                raise
             raise NodeError(
                 Attempt.STREAM_CUT if started else Attempt.MALFORMED, "the node closed the stream early"
             )

@@ -1,4 +1,4 @@
-"""NodeTransport against a real HTTP server: connection reuse after streamed answers."""
+"""NodeTransport against a real HTTP server: connection reuse, a node dying in the middle of a stream."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import orjson
 import pytest
 from aiohttp import web
 
-from services.router.transport import NodeTransport
+from services.router.scores import Attempt
+from services.router.transport import NodeError, NodeTransport
 
 pytestmark = pytest.mark.asyncio
 
@@ -91,3 +92,44 @@ async def test_a_node_that_keeps_talking_after_done_loses_the_connection(node_ur
     finally:
         await transport.close()
     assert len(node.peers) == 3
+
+
+async def test_lines_received_before_a_node_dies_are_all_handed_on() -> None:
+    sent = [{"response": f"t{i}", "done": False} for i in range(5)]
+
+    async def dying(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await resp.prepare(request)
+        for line in sent:
+            await resp.write(orjson.dumps(line) + b"\n")
+        # NOTE: the connection ends without the `done` line or the chunked terminator, as when the
+        # node's process dies; the lines above are already on their way.
+        assert request.transport is not None
+        request.transport.close()
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/api/generate", dying)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    transport = NodeTransport()
+    await transport.start()
+    seen: list[str] = []
+    try:
+        with pytest.raises(NodeError) as caught:
+            async with aclosing(
+                transport.stream(url, "/api/generate", {"model": "m"}, read_timeout_s=5, deadline=None)
+            ) as chunks:
+                async for chunk in chunks:
+                    seen.append(chunk["response"])
+                    # NOTE: a slow reader (a client far away): the other lines and the end of the
+                    # connection reach the buffer before the next read.
+                    await asyncio.sleep(0.1)
+    finally:
+        await transport.close()
+        await runner.cleanup()
+    assert caught.value.kind is Attempt.STREAM_CUT
+    assert seen == [line["response"] for line in sent]
