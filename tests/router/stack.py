@@ -83,6 +83,12 @@ class Stack:
         result: dict[str, Any] = await self.admin(node_id, "GET", "/_sim/stats")
         return result
 
+    async def transcripts(self, node_id: str) -> list[dict[str, Any]]:
+        """The node's latest completions: the body each received, the text it sent, how it ended."""
+        result: dict[str, Any] = await self.admin(node_id, "GET", "/_sim/requests")
+        requests: list[dict[str, Any]] = result["requests"]
+        return requests
+
     async def inference_requests(self, node_id: str) -> int:
         stats = await self.stats(node_id)
         routes = stats["requests_by_route"]
