@@ -11,6 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import quote
 
 import redis
 from redis.backoff import NoBackoff
@@ -71,6 +72,7 @@ class RedisServer:
         state_dir: the state folder (default: see `devstack.config.state_dir`).
         maxmemory: Redis `maxmemory` (e.g. "256mb").
         maxmemory_policy: Redis eviction policy.
+        password: Require this password from every client (`requirepass`); None for none. `url` carries it.
     """
 
     def __init__(
@@ -79,19 +81,22 @@ class RedisServer:
         state_dir: str | os.PathLike[str] | None = None,
         maxmemory: str = config.DEFAULT_REDIS_MAXMEMORY,
         maxmemory_policy: str = "allkeys-lru",
+        password: str | None = None,
     ) -> None:
         self.port = check_port(port, "port")
         self._auto_port = port == 0
         self.root = config.state_dir(state_dir) / "redis"
         self.maxmemory = maxmemory
         self.maxmemory_policy = maxmemory_policy
+        self.password = password or None
         self.pid: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        """`redis://127.0.0.1:PORT/0`."""
-        return f"redis://{LOCALHOST}:{self.port}/0"
+        """`redis://127.0.0.1:PORT/0`, or `redis://:PASSWORD@127.0.0.1:PORT/0` with a password."""
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}{LOCALHOST}:{self.port}/0"
 
     @property
     def log_path(self) -> Path:
@@ -158,6 +163,8 @@ class RedisServer:
             f"maxmemory {_quote(self.maxmemory)}",
             f"maxmemory-policy {_quote(self.maxmemory_policy)}",
         ]
+        if self.password:
+            lines.append(f"requirepass {_quote(self.password)}")
         conf.write_text("\n".join(lines) + "\n")
         return conf
 
@@ -178,6 +185,7 @@ class RedisServer:
         client = redis.Redis(
             host=LOCALHOST,
             port=self.port,
+            password=self.password,
             socket_timeout=0.25,
             socket_connect_timeout=0.25,
             retry=Retry(NoBackoff(), 0),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,8 +28,11 @@ def stack_state_dir() -> Iterator[Path]:
 
 @pytest.fixture(scope="session")
 def redis_server(stack_state_dir: Path) -> Iterator[RedisServer]:
-    """A Redis on a free port, shared by the session: do not stop it (start your own instead)."""
-    with RedisServer(port=0, state_dir=stack_state_dir) as server:
+    """A Redis on a free port, shared by the session: do not stop it (start your own instead).
+
+    It requires a password, as the deployments' Redis does: `url` carries it, `password` is it.
+    """
+    with RedisServer(port=0, state_dir=stack_state_dir, password=secrets.token_urlsafe(24)) as server:
         yield server
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from corral.v1 import cache_service_pb2, common_pb2
 from google.protobuf import message as pb_message
+from redis.exceptions import AuthenticationError
 
 from services.cache import guard
 from services.cache.breaker import Breaker
@@ -28,6 +29,10 @@ from services.cache.stats import CacheStats
 logger = logging.getLogger(__name__)
 
 CacheEntry = cache_service_pb2.CacheEntry
+
+
+class StoreAuthError(Exception):
+    """A store refused the cache's credentials at start-up; the message names the setting to fix."""
 
 
 @dataclass(slots=True)
@@ -65,6 +70,19 @@ class _Candidates:
 class _Trace:
     degraded: bool = False
     guard_reason: str = ""
+
+
+def _refusal(exc: AuthenticationError, has_password: bool) -> str:
+    """One line on why Redis refused the cache, naming the setting to fix."""
+    if has_password:
+        return (
+            "redis refused the password (WRONGPASS): redis.password_file (or redis.password, or the "
+            f"password in redis.url) must be Redis's requirepass ({exc})"
+        )
+    return (
+        "redis requires a password (NOAUTH) and none is configured: set redis.password_file "
+        f"(or redis.password) to Redis's requirepass ({exc})"
+    )
 
 
 def _blame(breaker: Breaker, exc: BaseException, *, caller_bound: bool) -> bool:
@@ -126,12 +144,23 @@ class CacheEngine:
         # NOTE: probes of stores that were too slow for a lookup's budget (see _blame).
         self._checks: dict[str, asyncio.Task[None]] = {}
         self._checked_at: dict[str, float] = {}
+        # NOTE: why Redis refused the last probe's credentials ("" while it accepts them).
+        self._exact_refused = ""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Connects (without waiting for dead stores) and starts the recovery probe."""
+        """Connects (without waiting for dead stores) and starts the recovery probe.
+
+        A store that is down leaves the engine degraded; a Redis that refuses the credentials is a
+        configuration error, not an outage, and stops the start.
+
+        Raises:
+            StoreAuthError: Redis answered NOAUTH or WRONGPASS.
+        """
         await asyncio.gather(self._probe_exact(), self._probe_semantic())
+        if self._exact_refused:
+            raise StoreAuthError(self._exact_refused)
         self._recovery = asyncio.create_task(self._recover_forever(), name="cache-recovery")
 
     async def stop(self) -> None:
@@ -224,10 +253,19 @@ class CacheEngine:
                 if reset:
                     await self.exact.reset()
                 await self.exact.ping()
+        except AuthenticationError as exc:
+            # NOTE: after start (a Redis restarted with another password) this fails open like an outage.
+            self.exact_breaker.trip()
+            refused = _refusal(exc, self.exact.has_password)
+            if refused != self._exact_refused:
+                logger.warning("%s", refused)
+            self._exact_refused = refused
+            return
         except Exception as exc:
             self.exact_breaker.trip()
             logger.debug("redis unreachable: %r", exc)
             return
+        self._exact_refused = ""
         if self.exact_breaker.degraded:
             logger.info("redis is back")
         self.exact_breaker.success()

@@ -74,7 +74,8 @@ class ExactStore:
     (allkeys-lru in the local stack) bounds memory.
     """
 
-    def __init__(self, url: str, timeout_s: float) -> None:
+    def __init__(self, url: str, timeout_s: float, password: str | None = None) -> None:
+        """Connects lazily to `url`; `password` (redis.password(_file)), when given, replaces the URL's."""
         # NOTE: retries off and short socket timeouts: a dead Redis must fail fast, the breaker
         # then keeps lookups away from it.
         self._redis = aioredis.Redis.from_url(
@@ -88,6 +89,9 @@ class ExactStore:
             # NOTE: no CLIENT SETINFO round trips on every new connection.
             driver_info=None,
         )
+        if password is not None:
+            # NOTE: set on the pool, not passed to from_url, where a password in the URL would win.
+            self._redis.connection_pool.connection_kwargs["password"] = password
         self._gets: list[tuple[str, asyncio.Future[bytes | None]]] = []
         self._turn_open = False
         self._sending: set[asyncio.Task[None]] = set()
@@ -172,8 +176,13 @@ class ExactStore:
         info = await self._redis.info("memory")
         return int(info.get("used_memory", 0))
 
+    @property
+    def has_password(self) -> bool:
+        """Whether connections authenticate (a password from the configuration or the URL)."""
+        return bool(self._redis.connection_pool.connection_kwargs.get("password"))
+
     async def ping(self) -> None:
-        """Raises when Redis does not answer."""
+        """Raises when Redis does not answer (redis.AuthenticationError when it refuses the password)."""
         await self._redis.ping()
 
     async def reset(self) -> None:

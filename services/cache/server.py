@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import logging
+import sys
 from dataclasses import dataclass
+from typing import NoReturn
 
 import grpc
 from corral.v1 import cache_service_pb2, cache_service_pb2_grpc
+from psycopg.conninfo import make_conninfo
 
 from services.cache.collector import watch_cache
 from services.cache.config import CacheConfig
 from services.cache.embedders import Embedder, make_embedder
-from services.cache.engine import CacheEngine
+from services.cache.engine import CacheEngine, StoreAuthError
 from services.cache.exact_store import ExactStore
 from services.cache.semantic_store import SemanticStore
 from services.cache.servicer import CacheServicer
 from services.common.config import load_config_or_exit
 from services.common.server import Cleanup, ServiceContext, build_server, run_service, set_serving
+from services.common.settings import SecretError
 
 logger = logging.getLogger(__name__)
 
@@ -25,11 +29,22 @@ DOMAIN = "cache.corral"
 
 
 def build_engine(
-    cfg: CacheConfig, redis_url: str, postgres_dsn: str, embedder: Embedder | None = None
+    cfg: CacheConfig,
+    redis_url: str,
+    postgres_dsn: str,
+    embedder: Embedder | None = None,
+    *,
+    redis_password: str | None = None,
+    postgres_password: str | None = None,
 ) -> CacheEngine:
-    """The engine over Redis, PostgreSQL and the configured (or given) embedder."""
+    """The engine over Redis, PostgreSQL and the configured (or given) embedder.
+
+    The passwords, when given, replace any in the URL or the DSN.
+    """
     chosen = embedder if embedder is not None else make_embedder(cfg.embedder)
-    exact = ExactStore(redis_url, cfg.redis_timeout_ms / 1000)
+    exact = ExactStore(redis_url, cfg.redis_timeout_ms / 1000, password=redis_password)
+    if postgres_password is not None:
+        postgres_dsn = make_conninfo(postgres_dsn, password=postgres_password)
     semantic = SemanticStore(
         postgres_dsn,
         dims=chosen.dims,
@@ -40,11 +55,36 @@ def build_engine(
     return CacheEngine(cfg, exact, semantic, chosen)
 
 
+def _configuration_error(message: str) -> NoReturn:
+    """One line naming the problem, exit status 2 (as for any other configuration error)."""
+    print(f"corral-cache: configuration error: {message}", file=sys.stderr, flush=True)
+    raise SystemExit(2)
+
+
 async def setup(ctx: ServiceContext) -> Cleanup:
-    """Starts the engine (stores that are down leave it degraded, not stopped) and registers the servicer."""
+    """Starts the engine (stores that are down leave it degraded, not stopped) and registers the servicer.
+
+    A password setting that cannot be used, or a Redis that refuses the credentials, stops the service
+    with exit status 2 and one line naming the setting.
+    """
     cfg = ctx.cfg.cache
-    engine = build_engine(cfg, ctx.cfg.redis.url, ctx.cfg.postgres.dsn)
-    await engine.start()
+    try:
+        redis_password = ctx.cfg.redis.resolved_password()
+        postgres_password = ctx.cfg.postgres.resolved_password()
+    except SecretError as exc:
+        _configuration_error(str(exc))
+    engine = build_engine(
+        cfg,
+        ctx.cfg.redis.url,
+        ctx.cfg.postgres.dsn,
+        redis_password=redis_password,
+        postgres_password=postgres_password,
+    )
+    try:
+        await engine.start()
+    except StoreAuthError as exc:
+        await engine.stop()
+        _configuration_error(str(exc))
     watch_cache(engine)
     cache_service_pb2_grpc.add_CacheServiceServicer_to_server(CacheServicer(engine), ctx.server)
     logger.info(
@@ -83,10 +123,23 @@ async def start_in_process(
     *,
     embedder: Embedder | None = None,
     access_log: bool = False,
+    redis_password: str | None = None,
+    postgres_password: str | None = None,
 ) -> RunningCache:
-    """Builds, starts and marks SERVING a cache server with the production interceptors."""
+    """Builds, starts and marks SERVING a cache server with the production interceptors.
+
+    Raises:
+        StoreAuthError: Redis refused the credentials.
+    """
     server, port, health_servicer = build_server(cfg, SERVICE_NAMES, domain=DOMAIN, access_log=access_log)
-    engine = build_engine(cfg, redis_url, postgres_dsn, embedder)
+    engine = build_engine(
+        cfg,
+        redis_url,
+        postgres_dsn,
+        embedder,
+        redis_password=redis_password,
+        postgres_password=postgres_password,
+    )
     await engine.start()
     cache_service_pb2_grpc.add_CacheServiceServicer_to_server(CacheServicer(engine), server)
     await server.start()

@@ -18,7 +18,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator
 
 from services.common.errors import PermissionDenied, ResourceExhausted, Unauthenticated
-from services.common.settings import Section
+from services.common.settings import Section, is_placeholder
 
 DEFAULT_TENANT = "default"
 KEY_PREFIX = "crl_"
@@ -334,12 +334,18 @@ def service_key(cfg: AuthConfig) -> str:
     """The raw key this process presents to its peers ("" for none).
 
     Raises:
-        AuthSetupError: `service_key_file` is set but cannot be read.
+        AuthSetupError: `service_key_file` is set but cannot be read, or holds the example's placeholder.
     """
     if cfg.service_key_file:
         file = Path(cfg.service_key_file)
         try:
-            return file.read_text(encoding="utf-8").strip()
+            key = file.read_text(encoding="utf-8").strip()
         except OSError as exc:
             raise AuthSetupError(f"auth.service_key_file {file}: {exc.strerror}") from None
+        if is_placeholder(key):
+            raise AuthSetupError(
+                f"auth.service_key_file {file} is still the example's placeholder: write the real key there "
+                "(python -m scripts.make_compose_keys writes it, --kubernetes for the example overlay)"
+            )
+        return key
     return cfg.service_key.strip()

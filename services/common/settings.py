@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -103,13 +104,90 @@ class TracingConfig(Section):
     capture_content: bool = False
 
 
+# NOTE: the mark of every placeholder in the deployment examples (deploy/kubernetes/overlays/example/
+# secrets/*.example); "change-me" was the example overlay's PostgreSQL password before those files.
+PLACEHOLDER_MARK = "REPLACE-ME"
+_OLD_PLACEHOLDERS = frozenset({"change-me"})
+
+
+class SecretError(Exception):
+    """A password setting cannot be used; the message names the setting and what to do."""
+
+
+def is_placeholder(value: str) -> bool:
+    """True for a deployment example's placeholder, which must never be used as a secret."""
+    return PLACEHOLDER_MARK in value or value.strip() in _OLD_PLACEHOLDERS
+
+
+def read_secret(setting: str, value: str, file: str) -> str | None:
+    """The secret set inline (`<setting>`) or in a file (`<setting>_file`); None when neither is set.
+
+    The file's trailing line breaks are dropped, as the shell's `$(cat FILE)` drops them, so a store
+    that reads the same file that way (the deployment examples' Redis) sees the same password.
+
+    Raises:
+        SecretError: Both are set, the file cannot be read or is empty, or the value is a placeholder.
+    """
+    source = setting
+    if value and file:
+        raise SecretError(f"{setting} and {setting}_file are both set: keep one")
+    if file:
+        source = f"{setting}_file {file}"
+        try:
+            value = Path(file).read_text(encoding="utf-8").rstrip("\n")
+        except OSError as exc:
+            raise SecretError(f"{source}: {exc.strerror}") from None
+        if not value:
+            raise SecretError(f"{source} is empty")
+    if not value:
+        return None
+    if is_placeholder(value):
+        raise SecretError(
+            f"{source} is still the example's placeholder: write the real password there "
+            "(python -m scripts.make_compose_keys writes one, --kubernetes for the example overlay)"
+        )
+    return value
+
+
 class RedisConfig(Section):
-    """Where the exact cache tier lives."""
+    """Where the exact cache tier lives, and the password it requires.
+
+    Attributes:
+        url: `redis://HOST:PORT/DB` (a password in the URL works too; deployments use password_file).
+        password: Redis's password (its `requirepass`), inline; "" for none.
+        password_file: A file holding it instead (the deployments' Secret or compose secret).
+    """
 
     url: str = "redis://127.0.0.1:6390/0"
+    password: str = ""
+    password_file: str = ""
+
+    def resolved_password(self) -> str | None:
+        """The password to authenticate with, from `password` or `password_file`; None for the URL's own.
+
+        Raises:
+            SecretError: See `read_secret`.
+        """
+        return read_secret("redis.password", self.password, self.password_file)
 
 
 class PostgresConfig(Section):
-    """Where the semantic cache tier lives."""
+    """Where the semantic cache tier lives, and the password of its role.
+
+    Attributes:
+        dsn: A libpq connection string or URI (without the password in deployments).
+        password: The role's password, inline; "" for the DSN's own (or none).
+        password_file: A file holding it instead (the deployments' Secret or compose secret).
+    """
 
     dsn: str = "postgresql://corral@127.0.0.1:5439/corral"
+    password: str = ""
+    password_file: str = ""
+
+    def resolved_password(self) -> str | None:
+        """The password to connect with, from `password` or `password_file`; None for the DSN's own.
+
+        Raises:
+            SecretError: See `read_secret`.
+        """
+        return read_secret("postgres.password", self.password, self.password_file)

@@ -52,7 +52,7 @@ def test_only_the_stores_own_failures_count(exc: BaseException, caller_bound: bo
 
 async def test_short_budgets_on_a_hung_redis_still_open_its_breaker(migrated_dsn: str) -> None:
     state = make_temp_state_dir("corral-cache-slow-")
-    redis_server = await asyncio.to_thread(RedisServer(port=0, state_dir=state).start)
+    redis_server = await asyncio.to_thread(RedisServer(port=0, state_dir=state, password="slow-stores").start)
     assert redis_server.pid is not None
     running = await start_in_process(
         make_config(redis_timeout_ms=50.0, breaker_failures=1, breaker_open_ms=60_000.0),

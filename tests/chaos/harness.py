@@ -19,6 +19,7 @@ import aiohttp
 from devstack import migrate
 from devstack.config import make_temp_state_dir
 from devstack.ports import mentions_port_in_use
+from tests.chaos.stores import REDIS_PASSWORD
 from tests.helpers.procs import ROOT, PortInUse, ServiceProcess, base_env, free_port
 from tests.router.stack import EMBED_MODEL, FAST_HEALTH_ENV, MODEL
 
@@ -80,7 +81,7 @@ class Store:
     @property
     def url(self) -> str:
         if self.kind == "redis":
-            return f"redis://127.0.0.1:{self.port}/0"
+            return f"redis://:{REDIS_PASSWORD}@127.0.0.1:{self.port}/0"
         return f"postgresql://corral@127.0.0.1:{self.port}/corral"
 
     async def _run(self, action: str) -> None:

@@ -14,12 +14,18 @@ import sys
 from devstack.postgres import PostgresServer
 from devstack.redis import RedisServer
 
+# The chaos system's Redis requires a password, as the deployments' does (harness.Store.url carries it).
+REDIS_PASSWORD = "chaos-redis-password"
+
 
 def main(argv: list[str]) -> int:
     """Runs one action; exit 0 on success, 1 with the error on stderr."""
     kind, action, state, port = argv
     server: RedisServer | PostgresServer
-    server = RedisServer(int(port), state) if kind == "redis" else PostgresServer(int(port), state)
+    if kind == "redis":
+        server = RedisServer(int(port), state, password=REDIS_PASSWORD)
+    else:
+        server = PostgresServer(int(port), state)
     try:
         if action == "start":
             server.start()

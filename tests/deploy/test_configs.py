@@ -226,3 +226,17 @@ def test_kubernetes_example_overlay_generates_the_secrets() -> None:
     # The keys placeholder lists no keys: services started with it refuse to start.
     placeholder = yaml.safe_load((overlay / "secrets" / "api-keys.yaml.example").read_text(encoding="utf-8"))
     assert placeholder == {"keys": []}
+
+
+def test_cache_store_settings_load_without_a_password_in_the_url_or_dsn() -> None:
+    compose = {k: str(v) for k, v in _compose()["cache"]["environment"].items()}
+    compose = {k: re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", v) for k, v in compose.items() if k != "CORRAL_CONFIG"}
+    k8s = {k: v for k, v in _k8s_env("cache").items() if k != "CORRAL_CONFIG"}
+    for cfg, secrets in (
+        (load_config(COMPOSE_CONFIG, env=compose), "/etc/corral/secrets"),
+        (load_config(K8S_BASE / "corral.yaml", env=k8s), "/etc/corral-secrets"),
+    ):
+        assert cfg.redis.password_file == f"{secrets}/redis-password" and not cfg.redis.password
+        assert cfg.postgres.password_file == f"{secrets}/postgres-password" and not cfg.postgres.password
+        assert cfg.redis.url == "redis://redis:6379/0"
+        assert cfg.postgres.dsn == "postgresql://corral@postgres:5432/corral"

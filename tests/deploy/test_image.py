@@ -23,7 +23,7 @@ from corral.v1 import router_service_pb2, router_service_pb2_grpc
 
 from devstack.postgres import PostgresServer
 from devstack.redis import RedisServer
-from scripts.make_compose_keys import make_compose_keys
+from scripts.make_compose_keys import make_compose_keys, write_passwords
 from tests.deploy.conftest import IMAGE_VENV, ImageEnv
 from tests.helpers.procs import ROOT, free_port
 
@@ -205,23 +205,39 @@ async def test_compose_services_start_serve_and_stop_from_the_image_env(
     node = f"http://127.0.0.1:{ports['sim-1']}"
     # The compose environment, with compose's host names pointed at this machine's processes.
     peers = {f"{name}:{port}": f"127.0.0.1:{ports[name]}" for name, port in _COMPOSE_PORTS.items()}
-    env = {k: peers.get(str(v), str(v)) for k, v in COMPOSE["router"]["environment"].items()}
     # NOTE: compose substitutes ${VAR:-default} before the container sees it; this runs with the defaults.
-    env = {k: re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", v) for k, v in env.items()}
-    # Authentication is on by default in compose: the keys from the same script, at their mounted paths.
-    assert env["CORRAL_AUTH__ENABLED"] == "true"
-    keys = make_compose_keys(tmp_path / "secrets")
+    envs = {
+        name: {
+            k: re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", peers.get(str(v), str(v)))
+            for k, v in COMPOSE[name]["environment"].items()
+        }
+        for name in _COMPOSE_PORTS
+    }
+    # Authentication is on by default in compose: the keys from the same script, at their mounted paths;
+    # the cache alone gets the stores and their password files (Redis's is the session Redis's).
+    assert all(env["CORRAL_AUTH__ENABLED"] == "true" for env in envs.values())
+    secrets = tmp_path / "secrets"
+    keys = make_compose_keys(secrets)
+    write_passwords(secrets)
+    assert redis_server.password is not None
+    (secrets / "redis-password").write_text(redis_server.password, encoding="utf-8")
     mounted = {
         "CORRAL_AUTH__KEYS_FILE": keys.keys_file,
         "CORRAL_AUTH__SERVICE_KEY_FILE": keys.service_key_file,
+        "CORRAL_REDIS__PASSWORD_FILE": secrets / "redis-password",
+        "CORRAL_POSTGRES__PASSWORD_FILE": secrets / "postgres-password",
     }
-    for name, path in mounted.items():
-        assert env[name] == f"{_COMPOSE_SECRETS}/{path.name}", name
-        env[name] = str(path)
-    env |= {
+    for env in envs.values():
+        for name, path in mounted.items():
+            if name in env:
+                assert env[name] == f"{_COMPOSE_SECRETS}/{path.name}", name
+                env[name] = str(path)
+    assert set(mounted) <= set(envs["cache"])
+    # NOTE: the session's PostgreSQL trusts loopback connections, so the password file is sent and ignored.
+    envs["cache"] |= {"CORRAL_REDIS__URL": f"redis://127.0.0.1:{redis_server.port}/0"}
+    envs["cache"] |= {"CORRAL_POSTGRES__DSN": fresh_database}
+    env = {
         "CORRAL_CONFIG": str(ROOT / "deploy" / "compose" / "corral.yaml"),
-        "CORRAL_REDIS__URL": redis_server.url,
-        "CORRAL_POSTGRES__DSN": fresh_database,
         "CORRAL_TRACING__EXPORTER": "none",
         "CORRAL_ROUTER__HTTP_PORT": str(ports["router_http"]),
         "CORRAL_ROUTER__NODES": f"[{{node_id: ollama-1, address: '{node}'}}]",
@@ -232,6 +248,8 @@ async def test_compose_services_start_serve_and_stop_from_the_image_env(
     for name in ("router", "cache", "health", "prewarm"):
         env |= {f"CORRAL_{name.upper()}__HOST": "127.0.0.1", f"CORRAL_{name.upper()}__PORT": str(ports[name])}
         env[f"CORRAL_{name.upper()}__METRICS_PORT"] = "0"
+    for name in envs:
+        envs[name] |= env
 
     sim_args = _command("sim-1", {"0.0.0.0": "127.0.0.1", "11434": str(ports["sim-1"])})
     sim = Container(image_env, "sim-1", sim_args, {})
@@ -239,7 +257,7 @@ async def test_compose_services_start_serve_and_stop_from_the_image_env(
     assert await sim.start() == ports["sim-1"]
     # Compose's start order: each service once the ones it depends on are healthy.
     for name in ("health", "cache", "router", "prewarm"):
-        container = Container(image_env, name, _command(name, {}), env)
+        container = Container(image_env, name, _command(name, {}), envs[name])
         containers.append(container)
         assert await container.start() == ports[name], "".join(container.output[-30:])
         # NOTE: the healthcheck sends no key: grpc.health.v1 is open with authentication on.

@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from scripts.make_compose_keys import COMPOSE_PASSWORDS, KUBERNETES_PASSWORDS, main
-from services.common.auth import AuthConfig, AuthSetupError, build_authenticator
+from services.common.auth import AuthConfig, AuthSetupError, build_authenticator, service_key
+from services.common.settings import PostgresConfig, RedisConfig, SecretError
 from tests.deploy.render import (
     EXAMPLE_OVERLAY,
     RenderError,
@@ -130,11 +131,21 @@ def test_placeholders_stop_the_stores_naming_what_to_set(
         assert _run_check(init, tmp_path / "missing").returncode == 1
         value.write_text("a-real-password-xyz", encoding="utf-8")
         assert _run_check(init, value).returncode == 0
-    # The keys placeholder lists no keys: every Corral service refuses to start with it.
+    # The Corral services refuse the same placeholders at start-up (exit status 2, the setting named):
+    # the keys placeholder lists no keys, the others are placeholders.
     keys = tmp_path / "api-keys.yaml"
     keys.write_text(_secret_value(placeholders, "corral-api-keys", "api-keys.yaml"), encoding="utf-8")
     with pytest.raises(AuthSetupError, match="no keys are configured"):
         build_authenticator(AuthConfig(enabled=True, keys_file=str(keys)))
+    key = tmp_path / "service-key"
+    key.write_text(_secret_value(placeholders, "corral-service-key", "service-key"), encoding="utf-8")
+    with pytest.raises(AuthSetupError, match=r"auth.service_key_file .* placeholder"):
+        service_key(AuthConfig(service_key_file=str(key)))
+    for section, secret in ((RedisConfig, "corral-redis"), (PostgresConfig, "corral-postgres")):
+        file = tmp_path / secret
+        file.write_text(_secret_value(placeholders, secret, "password"), encoding="utf-8")
+        with pytest.raises(SecretError, match=r"password_file .* placeholder.*--kubernetes"):
+            section(password_file=str(file)).resolved_password()
 
 
 def test_make_compose_keys_fills_the_overlay_and_keeps_the_passwords(tmp_path: Path) -> None:
