@@ -139,6 +139,23 @@ def current_tenant() -> str:
     return DEFAULT_TENANT if principal is None else principal.tenant
 
 
+def require_access(needed: Access, what: str) -> None:
+    """Checks that the current caller may do `what`; anyone may when authentication is off.
+
+    For routes whose front end admits a lower role than one operation needs (the HTTP API admits
+    any key; model management needs an admin key).
+
+    Raises:
+        PermissionDenied: The caller's key has a lower role; the message names the role required.
+    """
+    principal = _current.get()
+    if principal is not None and principal.access < needed:
+        raise PermissionDenied(
+            f"{what} needs a {needed.name.lower()} key; key '{principal.name}' has role {principal.role}",
+            reason=f"{needed.name}_KEY_REQUIRED",
+        )
+
+
 def hash_key(raw_key: str) -> str:
     """The hex SHA-256 of a key, as stored in the configuration.
 

@@ -164,6 +164,8 @@ class RouterConfig(ServiceConfig):
         stale_after_heartbeats: The score stream is stale after this many missed heartbeats.
         nodes: The static node list used until the health service answers.
         reporter: This router's name in outcome reports ("" picks router-<pid>).
+        model_admin_parallel: Nodes a fleet-wide pull, delete or copy works on at once; the others wait.
+        model_pull_read_timeout_s: A node's pull fails when it sends no progress line for this long.
     """
 
     port: int = 50051
@@ -200,3 +202,5 @@ class RouterConfig(ServiceConfig):
     balancer: BalancerConfig = BalancerConfig()
     nodes: list[StaticNode] = Field(default_factory=_default_nodes)
     reporter: str = ""
+    model_admin_parallel: int = Field(default=4, ge=1)
+    model_pull_read_timeout_s: float = Field(default=300.0, gt=0)

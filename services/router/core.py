@@ -33,6 +33,7 @@ from services.router.config import RouterConfig
 from services.router.embed import Embedder
 from services.router.fleet import Fleet
 from services.router.forward import Forwarder, Job, Piece
+from services.router.model_admin import ModelAdmin
 from services.router.observe import Observer, Observers
 from services.router.resilience import BackgroundGate, ConcurrencyLimit, RetryBudget, TtftTimeout
 from services.router.scores import ScoreBoard
@@ -143,6 +144,12 @@ class RouterCore:
         )
         self.embedder = Embedder(self.forwarder, cfg.embed_split_size, cfg.embed_timeout_s)
         self.fleet = Fleet(board, transport)
+        self.model_admin = ModelAdmin(
+            board,
+            transport,
+            parallel=cfg.model_admin_parallel,
+            pull_read_timeout_s=cfg.model_pull_read_timeout_s,
+        )
         self.flights: SingleFlight[Answer] = SingleFlight()
 
     # --- public API -------------------------------------------------------------------------------

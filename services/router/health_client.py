@@ -53,6 +53,7 @@ def node_view(score: health_service_pb2.NodeScore) -> NodeView:
         error_rate=score.error_rate,
         state=health_service_pb2.NodeState.Name(score.state).removeprefix("NODE_STATE_").lower(),
         models=models,
+        labels=dict(score.labels),
     )
 
 

@@ -80,6 +80,7 @@ class NodeView:
     Attributes:
         models: Keyed by normalised model name; None means "not known yet" (a static node not read).
         routable: Health says the node may take traffic (not unhealthy, ejected or draining).
+        labels: The node's registry labels (from health; empty on the static list).
     """
 
     node_id: str
@@ -89,6 +90,7 @@ class NodeView:
     error_rate: float = 0.0
     state: str = "unknown"
     models: dict[str, ModelView] | None = None
+    labels: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(slots=True)

@@ -14,9 +14,11 @@ from services.common.auth import Authenticator
 from services.common.auth_http import auth_middleware
 from services.router.config import RouterConfig
 from services.router.http.errors import ApiError, from_domain, ollama_error, openai_error
+from services.router.http.manage_api import ManageApi
 from services.router.http.ollama_api import OllamaApi
 from services.router.http.openai_api import OpenAiApi
 from services.router.http.protocol import RouterCoreProtocol
+from services.router.model_admin import ModelAdmin
 
 logger = logging.getLogger(__name__)
 _tracer = trace.get_tracer("corral.router.http")
@@ -110,9 +112,19 @@ def build_http_app(
     app.router.add_post("/api/chat", ollama.chat)
     app.router.add_post("/api/embed", ollama.embed)
     app.router.add_post("/api/embeddings", ollama.embeddings)
-    for path in ("/api/pull", "/api/push", "/api/create", "/api/copy"):
-        app.router.add_post(path, ollama.not_supported)
-    app.router.add_delete("/api/delete", ollama.not_supported)
+    # NOTE: model management needs the core's ModelAdmin (the router's; a fake core may have none).
+    model_admin = getattr(core, "model_admin", None)
+    if isinstance(model_admin, ModelAdmin):
+        manage = ManageApi(model_admin)
+        app.router.add_post("/api/pull", manage.pull)
+        app.router.add_delete("/api/delete", manage.delete)
+        app.router.add_post("/api/copy", manage.copy)
+        app.router.add_post("/api/create", manage.create)
+        app.router.add_post("/api/push", manage.push)
+    else:
+        for path in ("/api/pull", "/api/push", "/api/create", "/api/copy"):
+            app.router.add_post(path, ollama.not_supported)
+        app.router.add_delete("/api/delete", ollama.not_supported)
     app.router.add_post("/v1/chat/completions", openai.chat_completions)
     app.router.add_post("/v1/embeddings", openai.embeddings)
     app.router.add_get("/v1/models", openai.models)
