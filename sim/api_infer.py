@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
 from aiohttp import web
 
 from sim import textgen
-from sim.completion import CompletionRequest, CompletionResult, run_completion
+from sim.completion import CompletionRequest, CompletionResult, Delta, run_completion
 from sim.config import ModelSpec
 from sim.embedder import embed_texts
 from sim.engine import BusyError, Engine
@@ -50,6 +51,10 @@ def render_chat(messages: list[dict[str, Any]]) -> tuple[list[int], str]:
         if not isinstance(content, str):
             raise ApiError(400, f"messages[{index}].content: must be a string")
         role = role.lower()
+        calls = message.get("tool_calls")
+        if calls:
+            # NOTE: the calls an assistant made are part of the conversation the model sees.
+            content += json.dumps(calls, sort_keys=True, separators=(",", ":"))
         ids.append(_ROLE_IDS[role])
         ids.extend(textgen.token_ids(content))
         key_parts.append(f"{role}\x02{content}")
@@ -57,23 +62,43 @@ def render_chat(messages: list[dict[str, Any]]) -> tuple[list[int], str]:
     return ids, "\x03".join(key_parts)
 
 
-def json_key(fmt: Any) -> str | None:
-    """The key of JSON output for a `format` value; 500 for an invalid one, as Ollama."""
+def parse_format(fmt: Any) -> str | dict[str, Any] | None:
+    """A `format` value: None, "json" or a JSON Schema object; 500 for an invalid one, as Ollama."""
     if fmt is None or fmt == "":
         return None
     if fmt == "json":
-        return "response"
+        return "json"
     if isinstance(fmt, dict):
-        props = fmt.get("properties")
-        if isinstance(props, dict) and props:
-            return str(next(iter(props)))
-        return "response"
+        return fmt
     raise ApiError(500, f'invalid format: "{fmt}"; expected "json" or a valid JSON Schema object')
 
 
-def _check_think(spec: ModelSpec, name: str, think: Any) -> None:
-    if think not in (None, False) and "thinking" not in spec.capabilities:
+THINK_LEVELS = ("low", "medium", "high", "max")
+
+
+def resolve_think(spec: ModelSpec, name: str, think: Any) -> bool:
+    """Whether the model thinks: by default when it can; 400 when asked of a model that cannot.
+
+    True and the level strings turn thinking on (levels change nothing else for a qwen3-like model);
+    false turns it off, and is accepted by any model.
+    """
+    if think is not None and not isinstance(think, bool) and think not in THINK_LEVELS:
+        raise ApiError(
+            400, f'invalid think value: "{think}" (must be "high", "medium", "low", true, or false)'
+        )
+    capable = "thinking" in spec.capabilities
+    if think not in (None, False) and not capable:
         raise ApiError(400, f'"{name}" does not support thinking')
+    return capable and think is not False
+
+
+def tool_prompt(messages: list[dict[str, Any]]) -> str | None:
+    """The user turn a tool call may answer; None after a tool result (the model answers in text)."""
+    last = messages[-1] if messages else {}
+    if str(last.get("role", "")).lower() != "user":
+        return None
+    content = last.get("content")
+    return content if isinstance(content, str) else ""
 
 
 class InferenceApi:
@@ -120,7 +145,7 @@ class InferenceApi:
         spec = self._model(name, 404)
         if "completion" not in spec.capabilities:
             raise ApiError(400, f'"{name}" does not support generate')
-        _check_think(spec, name, f.body.get("think"))
+        think = resolve_think(spec, name, f.body.get("think"))
         prompt, system, raw = f.string("prompt"), f.string("system"), f.boolean("raw", False)
         context = f.int_list("context")
         if raw and (system or f.string("template") or context):
@@ -128,7 +153,7 @@ class InferenceApi:
         options = Options(f.body.get("options"))
         keep_alive_s = f.keep_alive(self.engine.cfg.keep_alive_s)
         stream = f.boolean("stream", True)
-        fmt = json_key(f.body.get("format"))
+        fmt = parse_format(f.body.get("format"))
         if not prompt and not f.body.get("images"):
             return await self._load_or_unload(spec, name, keep_alive_s, {"response": ""})
         if raw:
@@ -149,18 +174,16 @@ class InferenceApi:
             seed=self._seed(options),
             num_predict=options.integer("num_predict"),
             stop=options.stop,
-            json_key=fmt,
+            json_format=fmt,
+            think=think,
             transcript=self.engine.transcript(request.path, f.body),
         )
 
-        def final(result: CompletionResult, text: str) -> dict[str, Any]:
-            body: dict[str, Any] = {
-                "model": name,
-                "created_at": rfc3339(),
-                "response": text,
-                "done": True,
-                "done_reason": result.done_reason,
-            }
+        def final(result: CompletionResult, text: str, whole: bool = False) -> dict[str, Any]:
+            body: dict[str, Any] = {"model": name, "created_at": rfc3339(), "response": text}
+            if whole and result.thinking:
+                body["thinking"] = result.thinking_text
+            body.update({"done": True, "done_reason": result.done_reason})
             if not raw:
                 body["context"] = result.context
             body.update(_metrics(result))
@@ -171,8 +194,14 @@ class InferenceApi:
                 result = await run_completion(self.engine, req, None)
             except BusyError as exc:
                 raise ApiError(503, str(exc)) from None
-            return json_response(final(result, result.text))
-        return await self._stream(request, req, lambda piece: {"response": piece}, name, final, "")
+            return json_response(final(result, result.text, True))
+
+        def chunk(delta: Delta) -> dict[str, Any]:
+            if delta.thinking:
+                return {"response": "", "thinking": delta.thinking}
+            return {"response": delta.content}
+
+        return await self._stream(request, req, chunk, name, final, "")
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         """POST /api/chat."""
@@ -181,14 +210,15 @@ class InferenceApi:
         spec = self._model(name, 400)
         if "completion" not in spec.capabilities:
             raise ApiError(400, f'"{name}" does not support chat')
-        _check_think(spec, name, f.body.get("think"))
+        think = resolve_think(spec, name, f.body.get("think"))
         messages = f.obj_list("messages")
-        if f.obj_list("tools") and "tools" not in spec.capabilities:
+        tools = f.obj_list("tools")
+        if tools and "tools" not in spec.capabilities:
             raise ApiError(400, f"registry.ollama.ai/library/{spec.name} does not support tools")
         options = Options(f.body.get("options"))
         keep_alive_s = f.keep_alive(self.engine.cfg.keep_alive_s)
         stream = f.boolean("stream", True)
-        fmt = json_key(f.body.get("format"))
+        fmt = parse_format(f.body.get("format"))
         empty_message = {"role": "assistant", "content": ""}
         if not messages:
             return await self._load_or_unload(spec, name, keep_alive_s, {"message": empty_message})
@@ -201,15 +231,25 @@ class InferenceApi:
             seed=self._seed(options),
             num_predict=options.integer("num_predict"),
             stop=options.stop,
-            json_key=fmt,
+            json_format=fmt,
+            think=think,
+            tools=tools,
+            tool_prompt=tool_prompt(messages),
             transcript=self.engine.transcript(request.path, f.body),
         )
 
-        def final(result: CompletionResult, text: str) -> dict[str, Any]:
+        def final(result: CompletionResult, text: str, whole: bool = False) -> dict[str, Any]:
+            message: dict[str, Any] = {"role": "assistant", "content": text}
+            if whole:
+                # NOTE: the whole answer in one object (stream false); a stream's last line is empty.
+                if result.thinking:
+                    message["thinking"] = result.thinking_text
+                if result.tool_calls:
+                    message["tool_calls"] = result.tool_calls
             body: dict[str, Any] = {
                 "model": name,
                 "created_at": rfc3339(),
-                "message": {"role": "assistant", "content": text},
+                "message": message,
                 "done": True,
                 "done_reason": result.done_reason,
             }
@@ -221,10 +261,17 @@ class InferenceApi:
                 result = await run_completion(self.engine, req, None)
             except BusyError as exc:
                 raise ApiError(503, str(exc)) from None
-            return json_response(final(result, result.text))
-        return await self._stream(
-            request, req, lambda piece: {"message": {"role": "assistant", "content": piece}}, name, final, ""
-        )
+            return json_response(final(result, result.text, True))
+
+        def chunk(delta: Delta) -> dict[str, Any]:
+            message: dict[str, Any] = {"role": "assistant", "content": delta.content}
+            if delta.thinking:
+                message["thinking"] = delta.thinking
+            if delta.tool_calls:
+                message["tool_calls"] = delta.tool_calls
+            return {"message": message}
+
+        return await self._stream(request, req, chunk, name, final, "")
 
     async def _stream(
         self,
@@ -238,7 +285,7 @@ class InferenceApi:
         state: dict[str, web.StreamResponse] = {}
         malformed = self.engine.faults.current.malformed
 
-        async def sink(piece: str) -> None:
+        async def sink(piece: Delta) -> None:
             response = state.get("r")
             if response is None:
                 response = state["r"] = await start_ndjson(request)

@@ -1,4 +1,4 @@
-"""OpenAI-compatible endpoints: /v1/chat/completions, /v1/embeddings, /v1/models."""
+"""OpenAI-compatible endpoints: /v1/chat/completions, /v1/completions, /v1/embeddings, /v1/models."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 from aiohttp import web
 
 from sim import textgen
-from sim.api_infer import json_key, render_chat
-from sim.completion import CompletionRequest, run_completion
+from sim.api_infer import parse_format, render_chat, resolve_think, tool_prompt
+from sim.completion import CompletionRequest, CompletionResult, Delta, run_completion
 from sim.embedder import embed_texts
 from sim.engine import BusyError, Engine
 from sim.wire import ApiError, encode, json_response
@@ -89,8 +89,20 @@ class OpenAiApi:
         for i, m in enumerate(messages):
             if not isinstance(m, dict):
                 raise ApiError(400, f"messages[{i}]: must be an object")
-            plain.append({"role": m.get("role"), "content": _content_text(m.get("content"), i)})
+            role = "system" if m.get("role") == "developer" else m.get("role")
+            message: dict[str, Any] = {"role": role, "content": _content_text(m.get("content"), i)}
+            calls = _native_calls(m.get("tool_calls"), i)
+            if calls:
+                message["tool_calls"] = calls
+            plain.append(message)
         ids, key = render_chat(plain)
+        tools = [t for t in body.get("tools") or [] if isinstance(t, dict)]
+        if tools and "tools" not in spec.capabilities:
+            raise ApiError(400, f"registry.ollama.ai/library/{spec.name} does not support tools")
+        effort = body.get("reasoning_effort")
+        if isinstance(body.get("reasoning"), dict):
+            effort = body["reasoning"].get("effort", effort)
+        think = resolve_think(spec, name, None if effort is None else effort != "none" and effort)
         max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
         if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool)):
             raise ApiError(400, "max_tokens: must be an integer")
@@ -111,7 +123,10 @@ class OpenAiApi:
             seed=seed if isinstance(seed, int) and seed >= 0 else self.engine.cfg.seed,
             num_predict=max_tokens,
             stop=[s for s in stops if isinstance(s, str)],
-            json_key=json_key(format_value),
+            json_format=parse_format(format_value),
+            think=think,
+            tools=tools,
+            tool_prompt=tool_prompt(plain),
             transcript=self.engine.transcript(request.path, body),
         )
         completion_id = f"chatcmpl-{next(_ids)}"
@@ -131,8 +146,8 @@ class OpenAiApi:
                     "choices": [
                         {
                             "index": 0,
-                            "message": {"role": "assistant", "content": result.text},
-                            "finish_reason": result.done_reason,
+                            "message": _message(result),
+                            "finish_reason": _finish(result),
                         }
                     ],
                     "usage": _usage(result.prompt_eval_count, result.eval_count),
@@ -158,11 +173,16 @@ class OpenAiApi:
             await sse.prepare(request)
             return sse
 
-        async def sink(piece: str) -> None:
+        async def sink(piece: Delta) -> None:
             nonlocal response
             if response is None:
                 response = await start()
-            await response.write(chunk({"role": "assistant", "content": piece}, None))
+            delta: dict[str, Any] = {"role": "assistant", "content": piece.content}
+            if piece.thinking:
+                delta["reasoning"] = piece.thinking
+            if piece.tool_calls:
+                delta["tool_calls"] = _openai_calls(piece.tool_calls)
+            await response.write(chunk(delta, None))
 
         try:
             result = await run_completion(self.engine, req, sink)
@@ -170,7 +190,7 @@ class OpenAiApi:
             raise ApiError(503, str(exc)) from None
         if response is None:
             response = await start()
-        await response.write(chunk({}, result.done_reason))
+        await response.write(chunk({}, _finish(result)))
         if include_usage:
             usage = {
                 "id": completion_id,
@@ -182,6 +202,88 @@ class OpenAiApi:
                 "usage": _usage(result.prompt_eval_count, result.eval_count),
             }
             await response.write(f"data: {encode(usage)}\n\n".encode())
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        """POST /v1/completions: a templated completion of `prompt`, as Ollama's compatibility layer."""
+        body = await _body(request)
+        name = body.get("model")
+        if not isinstance(name, str) or not name:
+            raise ApiError(400, "model is required")
+        spec = self.engine.resolve(name)
+        if spec is None:
+            raise ApiError(404, f"model '{name}' not found")
+        if "completion" not in spec.capabilities:
+            raise ApiError(400, f'"{name}" does not support generate')
+        prompt = body.get("prompt")
+        if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+            prompt = prompt[0]
+        if not isinstance(prompt, str):
+            raise ApiError(400, "invalid prompt: must be a string")
+        max_tokens = body.get("max_tokens")
+        if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool)):
+            raise ApiError(400, "max_tokens: must be an integer")
+        stop = body.get("stop")
+        stops = [stop] if isinstance(stop, str) else list(stop) if isinstance(stop, list) else []
+        seed = body.get("seed")
+        ids, _ = render_chat([{"role": "user", "content": prompt}])
+        req = CompletionRequest(
+            spec=spec,
+            prompt_ids=ids,
+            key=f"{spec.key}\x01\x01{prompt}\x010",
+            keep_alive_s=self.engine.cfg.keep_alive_s,
+            seed=seed if isinstance(seed, int) and seed >= 0 else self.engine.cfg.seed,
+            num_predict=max_tokens,
+            stop=[s for s in stops if isinstance(s, str)],
+            # NOTE: Ollama's layer sends no `think`, so a thinking model thinks and the text is dropped.
+            think=resolve_think(spec, name, None),
+            transcript=self.engine.transcript(request.path, body),
+        )
+        completion_id = f"cmpl-{next(_ids)}"
+        created = int(time.time())
+        base = {"id": completion_id, "object": "text_completion", "created": created, "model": name}
+        base["system_fingerprint"] = "fp_ollama"
+        if not body.get("stream"):
+            try:
+                result = await run_completion(self.engine, req, None)
+            except BusyError as exc:
+                raise ApiError(503, str(exc)) from None
+            choice = {"text": result.text, "index": 0, "finish_reason": result.done_reason}
+            usage = _usage(result.prompt_eval_count, result.eval_count)
+            return json_response({**base, "choices": [choice], "usage": usage})
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        response: web.StreamResponse | None = None
+
+        def event(text: str, finish: str | None) -> bytes:
+            obj = {**base, "choices": [{"text": text, "index": 0, "finish_reason": finish}]}
+            return f"data: {encode(obj)}\n\n".encode()
+
+        async def start() -> web.StreamResponse:
+            sse = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            sse.enable_chunked_encoding()
+            await sse.prepare(request)
+            return sse
+
+        async def sink(piece: Delta) -> None:
+            nonlocal response
+            if not piece.content:
+                return
+            if response is None:
+                response = await start()
+            await response.write(event(piece.content, None))
+
+        try:
+            result = await run_completion(self.engine, req, sink)
+        except BusyError as exc:
+            raise ApiError(503, str(exc)) from None
+        if response is None:
+            response = await start()
+        await response.write(event("", result.done_reason))
+        if include_usage:
+            usage_obj = {**base, "choices": [], "usage": _usage(result.prompt_eval_count, result.eval_count)}
+            await response.write(f"data: {encode(usage_obj)}\n\n".encode())
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
@@ -253,6 +355,55 @@ class OpenAiApi:
         if spec is None:
             raise ApiError(404, f"model '{name}' not found")
         return json_response(self._model_entry(name, spec.modified_at))
+
+
+def _native_calls(raw: Any, index: int) -> list[dict[str, Any]]:
+    """OpenAI tool calls of a message (arguments as JSON text) in Ollama's shape (arguments as objects)."""
+    if not isinstance(raw, list):
+        return []
+    calls: list[dict[str, Any]] = []
+    for position, call in enumerate(raw):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict):
+            raise ApiError(400, f"messages[{index}].tool_calls[{position}]: invalid tool call")
+        arguments = function.get("arguments") or "{}"
+        try:
+            parsed = json.loads(arguments) if isinstance(arguments, str) else arguments
+        except ValueError:
+            raise ApiError(
+                400, f"messages[{index}].tool_calls[{position}].function.arguments: invalid JSON"
+            ) from None
+        calls.append({"function": {"index": position, "name": function.get("name"), "arguments": parsed}})
+    return calls
+
+
+def _openai_calls(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Ollama tool calls in OpenAI's shape: `call_` ids, arguments as JSON text."""
+    return [
+        {
+            "id": f"call_{call['id']}",
+            "index": call["function"]["index"],
+            "type": "function",
+            "function": {
+                "name": call["function"]["name"],
+                "arguments": json.dumps(call["function"]["arguments"]),
+            },
+        }
+        for call in calls
+    ]
+
+
+def _message(result: CompletionResult) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": result.text}
+    if result.thinking:
+        message["reasoning"] = result.thinking_text
+    if result.tool_calls:
+        message["tool_calls"] = _openai_calls(result.tool_calls)
+    return message
+
+
+def _finish(result: CompletionResult) -> str:
+    return "tool_calls" if result.tool_calls else result.done_reason
 
 
 def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:

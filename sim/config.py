@@ -127,6 +127,17 @@ BUILTIN_MODELS: dict[str, ModelSpec] = {
             context_length=32768,
         ),
         ModelSpec(
+            # A thinking model: it streams `thinking` before its answer unless `think` is false.
+            name="qwen3:0.6b",
+            size_bytes=522_653_767,
+            family="qwen3",
+            parameter_size="751.63M",
+            quantization_level="Q4_K_M",
+            capabilities=("completion", "tools", "thinking"),
+            embedding_length=1024,
+            context_length=40960,
+        ),
+        ModelSpec(
             name="all-minilm:l6-v2",
             size_bytes=45_960_996,
             family="bert",

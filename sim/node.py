@@ -25,7 +25,15 @@ from sim.wire import ApiError, json_response
 logger = logging.getLogger(__name__)
 
 INFERENCE_PATHS = frozenset(
-    {"/api/generate", "/api/chat", "/api/embed", "/api/embeddings", "/v1/chat/completions", "/v1/embeddings"}
+    {
+        "/api/generate",
+        "/api/chat",
+        "/api/embed",
+        "/api/embeddings",
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
+    }
 )
 
 
@@ -261,6 +269,7 @@ class SimNode:
         r.add_delete("/api/delete", models.delete)
         r.add_post("/api/copy", models.copy)
         r.add_post("/v1/chat/completions", openai_errors(openai.chat_completions))
+        r.add_post("/v1/completions", openai_errors(openai.completions))
         r.add_post("/v1/embeddings", openai_errors(openai.embeddings))
         r.add_get("/v1/models", openai_errors(openai.models))
         r.add_get("/v1/models/{model:.+}", openai_errors(openai.model))
