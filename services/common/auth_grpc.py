@@ -27,6 +27,8 @@ METHOD_ACCESS: Mapping[str, Access] = {
     "/grpc.reflection.": Access.OPEN,
     "/corral.debug.DebugService/": Access.OPEN,
     "/corral.v1.RouterService/": Access.TENANT,
+    # NOTE: model management changes every node for every tenant: admin keys only.
+    "/corral.v1.ModelService/": Access.ADMIN,
     "/corral.v1.CacheService/Invalidate": Access.ADMIN,
     # NOTE: RunMaintenance stays at service level: prewarm runs it on its schedule with its service key.
     "/corral.v1.CacheService/": Access.SERVICE,

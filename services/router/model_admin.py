@@ -35,6 +35,8 @@ class NodeProgress:
         status: The node's last progress status line (e.g. "pulling 6a0746a1ec1a").
         layers: Per layer digest: (total, completed) bytes as the node last reported them.
         error: Why the node failed.
+        refused: The node itself answered the failure (an error status or line), rather than being
+            unreachable or cut off: the request, not the node, is likely at fault.
     """
 
     node_id: str
@@ -42,6 +44,7 @@ class NodeProgress:
     status: str = ""
     layers: dict[str, tuple[int, int]] = field(default_factory=dict)
     error: str = ""
+    refused: bool = False
 
     @property
     def total(self) -> int:
@@ -172,9 +175,9 @@ class ModelAdmin:
                             state.state = DONE
                         await queue.put((state, line))
                     if state.state != DONE:
-                        raise _NodeFailed("the node ended its pull without success")
+                        raise _NodeFailed("the node ended its pull without success", refused=False)
                 except _NodeFailed as exc:
-                    state.state, state.error = FAILED, str(exc)
+                    state.state, state.error, state.refused = FAILED, str(exc), exc.refused
                 except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                     state.state, state.error = FAILED, _connection_text(exc)
                 if state.state == FAILED:
@@ -212,7 +215,7 @@ class ModelAdmin:
                 try:
                     line = json.loads(text)
                 except ValueError:
-                    raise _NodeFailed("the node sent a malformed progress line") from None
+                    raise _NodeFailed("the node sent a malformed progress line", refused=False) from None
                 if isinstance(line, dict):
                     yield line
 
@@ -258,6 +261,7 @@ class ModelAdmin:
                             state.state, state.error = ABSENT, _error_text(text, 404)
                         else:
                             state.state, state.error = FAILED, _error_text(text, resp.status)
+                            state.refused = resp.status < 500
                 except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                     state.state, state.error = FAILED, _connection_text(exc)
             return state
@@ -266,7 +270,11 @@ class ModelAdmin:
 
 
 class _NodeFailed(Exception):
-    """A node answered a pull with an error."""
+    """A node answered a pull with an error (`refused`: its own answer, not a broken stream)."""
+
+    def __init__(self, message: str, *, refused: bool = True) -> None:
+        super().__init__(message)
+        self.refused = refused
 
 
 def _connection_text(exc: BaseException) -> str:

@@ -9,7 +9,7 @@ import os
 from dataclasses import dataclass, field
 
 import grpc
-from corral.v1 import router_service_pb2, router_service_pb2_grpc
+from corral.v1 import model_service_pb2, model_service_pb2_grpc, router_service_pb2, router_service_pb2_grpc
 
 from services.common.channels import make_channel
 from services.common.config import load_config_or_exit
@@ -20,6 +20,7 @@ from services.router.core import RouterCore
 from services.router.discovery import StaticDiscovery
 from services.router.health_client import HealthOutcomeObserver, OutcomeReporter, ScoreFeed
 from services.router.http import start_http_server
+from services.router.model_servicer import ModelServicer
 from services.router.observe import Observer
 from services.router.scores import ScoreBoard
 from services.router.servicer import RouterServicer
@@ -28,7 +29,10 @@ from services.router.transport import NodeTransport
 
 logger = logging.getLogger(__name__)
 
-SERVICE_NAMES = (router_service_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name,)
+SERVICE_NAMES = (
+    router_service_pb2.DESCRIPTOR.services_by_name["RouterService"].full_name,
+    model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
+)
 FIRST_SNAPSHOT_WAIT_S = 1.5
 
 
@@ -132,6 +136,9 @@ async def setup(ctx: ServiceContext) -> Cleanup:
     runtime = await start_router(cfg)
     install_telemetry(runtime.core, log_requests=ctx.cfg.logging.access_log)
     router_service_pb2_grpc.add_RouterServiceServicer_to_server(RouterServicer(runtime.core), ctx.server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+        ModelServicer(runtime.core.model_admin), ctx.server
+    )
     if cfg.http_port == 0:
         return runtime.close
     runner, http_port = await start_http_server(runtime.core, cfg, auth=ctx.auth)

@@ -157,3 +157,14 @@ async def test_model_management_needs_an_admin_key(secured: Fleet) -> None:
     assert secured.installed(NEW_MODEL) == [] and secured.installed("x:y") == []
     admin = ollama.AsyncClient(host=secured.base_url, headers={"Authorization": f"Bearer {ADMIN_KEY}"})
     assert (await admin.pull(NEW_MODEL, stream=False)).status == "success"
+
+
+async def test_a_model_no_node_can_pull_is_a_404_not_a_fleet_failure(fleet: Fleet) -> None:
+    client = ollama.AsyncClient(host=fleet.base_url)
+    with pytest.raises(ollama.ResponseError) as unary:
+        await client.pull("no-such-model:7b", stream=False)
+    assert unary.value.status_code == 404 and "file does not exist" in str(unary.value)
+    with pytest.raises(ollama.ResponseError) as streamed:
+        async for _ in await client.pull("no-such-model:7b", stream=True):
+            pass
+    assert "node-1" in str(streamed.value) and "node-3" in str(streamed.value)

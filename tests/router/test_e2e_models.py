@@ -1,0 +1,159 @@
+"""Must-show, end to end with real processes: fleet-wide pull, delete and copy through the router.
+
+Three simulator nodes, health and the router (HTTP API on); a second router with authentication on
+shares the same health for the admin-key checks (HTTP 403 and gRPC PERMISSION_DENIED).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import grpc
+import ollama
+import pytest
+import pytest_asyncio
+from corral.v1 import model_service_pb2, model_service_pb2_grpc
+
+from services.common.channels import PeerSecurity, make_channel
+from tests.helpers.procs import ServiceProcess, free_port
+from tests.router.stack import Stack, start_stack
+from tests.security.helpers import ADMIN_KEY, SERVICE_KEY, TENANT_A_KEY, keys_env
+
+pytestmark = [pytest.mark.timeout(120), pytest.mark.asyncio(loop_scope="module")]
+
+NEW_MODEL = "qwen2.5:0.5b"
+OTHER_MODEL = "all-minilm:l6-v2"
+
+
+class Models:
+    """The stack, its router's HTTP base URL and the secured router's addresses."""
+
+    def __init__(self, stack: Stack, http_port: int, secured: ServiceProcess, secured_http: int) -> None:
+        self.stack = stack
+        self.base_url = f"http://127.0.0.1:{http_port}"
+        self.secured_url = f"http://127.0.0.1:{secured_http}"
+        self.secured_grpc = f"127.0.0.1:{secured.port}"
+
+    async def tags(self, node_id: str) -> set[str]:
+        assert self.stack.http is not None
+        async with self.stack.http.get(self.stack.node(node_id).url + "/api/tags") as resp:
+            return {m["name"] for m in (await resp.json())["models"]}
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def models() -> AsyncIterator[Models]:
+    http_port = free_port()
+    stack = await start_stack(node_count=3, router_env={"CORRAL_ROUTER__HTTP_PORT": str(http_port)})
+    try:
+        assert stack.health is not None
+        secured_http = free_port()
+        secured = ServiceProcess(
+            "services.router",
+            env={
+                "CORRAL_ROUTER__PORT": "0",
+                "CORRAL_ROUTER__HTTP_PORT": str(secured_http),
+                "CORRAL_ROUTER__HEALTH_ADDR": f"127.0.0.1:{stack.health.port}",
+                "CORRAL_ROUTER__CACHE_ADDR": "",
+                "CORRAL_ROUTER__NODES": "[]",
+                "CORRAL_AUTH__ENABLED": "true",
+                "CORRAL_AUTH__KEYS": keys_env(),
+                "CORRAL_AUTH__SERVICE_KEY": SERVICE_KEY,
+            },
+        )
+        stack.extra.append(secured)
+        await secured.start()
+        yield Models(stack, http_port, secured, secured_http)
+    finally:
+        await stack.close()
+
+
+async def test_the_ollama_client_pulls_on_every_node_with_progress_and_success(models: Models) -> None:
+    for node in models.stack.nodes:
+        assert NEW_MODEL not in await models.tags(node.node_id)
+    client = ollama.AsyncClient(host=models.base_url)
+    parts = [p async for p in await client.pull(NEW_MODEL, stream=True)]
+    assert parts[0].status == "pulling manifest" and parts[-1].status == "success"
+    progress = [p for p in parts if p.digest]
+    assert progress and all(p.status and p.status.startswith("pulling ") for p in progress)
+    assert any(p.completed and p.total and p.completed < p.total for p in progress)
+    biggest = max(progress, key=lambda p: p.total or 0)
+    last = [p for p in progress if p.digest == biggest.digest][-1]
+    # NOTE: summed over the three nodes: the model layer counts three times the node's layer.
+    assert last.total is not None and last.total > 3 * 397_000_000 and last.completed == last.total
+    for node in models.stack.nodes:
+        assert NEW_MODEL in await models.tags(node.node_id)
+
+
+async def test_a_failing_node_is_named_and_the_others_keep_the_model(models: Models) -> None:
+    stack = models.stack
+    await stack.set_fault("node-2", refuse=True)
+    try:
+        client = ollama.AsyncClient(host=models.base_url, headers={"X-Corral-Nodes": "node-1,node-2"})
+        with pytest.raises(ollama.ResponseError) as caught:
+            async for _ in await client.pull(OTHER_MODEL, stream=True):
+                pass
+        message = str(caught.value)
+        assert "node-2" in message and "failed on 1 of 2 nodes" in message and "done on node-1" in message
+    finally:
+        await stack.admin("node-2", "DELETE", "/_sim/faults")
+    assert OTHER_MODEL in await models.tags("node-1")
+    assert OTHER_MODEL not in await models.tags("node-2")
+    assert OTHER_MODEL not in await models.tags("node-3")
+
+
+async def test_copy_and_delete_fan_out(models: Models) -> None:
+    client = ollama.AsyncClient(host=models.base_url)
+    await client.copy("llama3.2:1b", "ops/llama:pinned")
+    for node in models.stack.nodes:
+        assert "ops/llama:pinned" in await models.tags(node.node_id)
+    await client.delete("ops/llama:pinned")
+    for node in models.stack.nodes:
+        assert "ops/llama:pinned" not in await models.tags(node.node_id)
+    with pytest.raises(ollama.ResponseError) as caught:
+        await client.delete("ops/llama:pinned")
+    assert caught.value.status_code == 404
+
+
+async def test_a_tenant_key_is_refused_and_an_admin_key_is_served(models: Models) -> None:
+    tenant = ollama.AsyncClient(host=models.secured_url, headers={"Authorization": f"Bearer {TENANT_A_KEY}"})
+    with pytest.raises(ollama.ResponseError) as caught:
+        await tenant.pull("mistral:7b", stream=False)
+    assert caught.value.status_code == 403
+    with pytest.raises(ollama.ResponseError) as deleting:
+        await tenant.delete("llama3.2:1b")
+    assert deleting.value.status_code == 403
+    for node in models.stack.nodes:
+        assert "llama3.2:1b" in await models.tags(node.node_id)
+
+    request = model_service_pb2.PullModelRequest(model=OTHER_MODEL, nodes=["node-3"])
+    channel = make_channel(models.secured_grpc, security=PeerSecurity(api_key=TENANT_A_KEY))
+    try:
+        stub = model_service_pb2_grpc.ModelServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as denied:
+            async for _ in stub.PullModel(request, timeout=10):
+                pass
+        assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    finally:
+        await channel.close()
+    assert OTHER_MODEL not in await models.tags("node-3")
+
+    channel = make_channel(models.secured_grpc, security=PeerSecurity(api_key=ADMIN_KEY))
+    try:
+        stub = model_service_pb2_grpc.ModelServiceStub(channel)
+        snapshots: list[Any] = [s async for s in stub.PullModel(request, timeout=30)]
+    finally:
+        await channel.close()
+    assert snapshots[-1].done and not snapshots[-1].error
+    assert [n.node_id for n in snapshots[-1].nodes] == ["node-3"]
+    assert snapshots[-1].nodes[0].state == model_service_pb2.NODE_MODEL_STATE_DONE
+    assert any(s.nodes[0].state == model_service_pb2.NODE_MODEL_STATE_PULLING for s in snapshots)
+    assert OTHER_MODEL in await models.tags("node-3")
+    async with aiohttp.ClientSession() as http:
+        headers = {"Authorization": f"Bearer {ADMIN_KEY}"}
+        body = {"model": OTHER_MODEL}
+        async with http.delete(models.secured_url + "/api/delete", json=body, headers=headers) as resp:
+            assert resp.status == 200
+    for node in models.stack.nodes:
+        assert OTHER_MODEL not in await models.tags(node.node_id)
