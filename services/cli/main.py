@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 from rich.console import Console
 
-from services.cli import fleet, inference, ops
+from services.cli import fleet, inference, manage, ops
 from services.cli.client import CliError, Peers, UsageError, describe_rpc_error, env_addr
 
 Command = Callable[[argparse.Namespace, Peers, Console], Coroutine[Any, Any, int]]
@@ -58,9 +58,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=int, default=0, help=argparse.SUPPRESS)
     p.set_defaults(run=fleet.status)
 
-    p = sub.add_parser("models", parents=[common], help="models across the fleet")
+    p = sub.add_parser("models", parents=[common], help="models across the fleet; pull or remove them")
     p.add_argument("--loaded", action="store_true", help="only models loaded somewhere")
     p.set_defaults(run=inference.models)
+    models_sub = p.add_subparsers(dest="models_command", metavar="ACTION")
+    for action, text, run in (
+        ("pull", "pull a model on every node (or --nodes), with progress per node", manage.pull),
+        ("rm", "delete a model on every node (or --nodes)", manage.remove),
+    ):
+        m = models_sub.add_parser(action, parents=[common], help=text)
+        m.add_argument("name", help="the model, e.g. llama3.2:1b")
+        m.add_argument(
+            "--nodes",
+            action="append",
+            metavar="SELECTOR",
+            help="node ids or LABEL=VALUE, comma-separated or repeated (default: every node)",
+        )
+        m.set_defaults(run=run)
 
     p = sub.add_parser("chat", parents=[common], help="chat with a model (one-shot or interactive)")
     p.add_argument("model")

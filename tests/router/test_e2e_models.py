@@ -6,6 +6,9 @@ shares the same health for the admin-key checks (HTTP 403 and gRPC PERMISSION_DE
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -17,7 +20,7 @@ import pytest_asyncio
 from corral.v1 import model_service_pb2, model_service_pb2_grpc
 
 from services.common.channels import PeerSecurity, make_channel
-from tests.helpers.procs import ServiceProcess, free_port
+from tests.helpers.procs import ROOT, ServiceProcess, base_env, free_port
 from tests.router.stack import Stack, start_stack
 from tests.security.helpers import ADMIN_KEY, SERVICE_KEY, TENANT_A_KEY, keys_env
 
@@ -157,3 +160,46 @@ async def test_a_tenant_key_is_refused_and_an_admin_key_is_served(models: Models
             assert resp.status == 200
     for node in models.stack.nodes:
         assert OTHER_MODEL not in await models.tags(node.node_id)
+
+
+async def _corral(models: Models, *args: str) -> tuple[int, str, str]:
+    """Runs the CLI as an operator would, against the stack's (unsecured) router."""
+    assert models.stack.router is not None
+    env = base_env({"CORRAL_ROUTER_ADDR": f"127.0.0.1:{models.stack.router.port}", "COLUMNS": "80"})
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.cli",
+        *args,
+        env=env,
+        cwd=str(ROOT),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_cli_pulls_and_removes_with_one_line_per_node_and_state(models: Models) -> None:
+    code, out, err = await _corral(models, "models", "pull", "mistral:7b-q2", "--nodes", "node-1")
+    assert code == 1 and "node-1" in err
+    code, out, err = await _corral(models, "models", "pull", NEW_MODEL, "--nodes", "node-1,node-3")
+    assert code == 0, err
+    lines = out.splitlines()
+    states = [line.split()[:2] for line in lines[:-1]]
+    assert ["node-1", "done"] in states and ["node-3", "done"] in states
+    assert all(node in ("node-1", "node-3") for node, _ in states)
+    assert lines[-1] == f"pulled {NEW_MODEL} on 2 of 2 nodes"
+    code, out, err = await _corral(models, "models", "rm", NEW_MODEL, "--json")
+    assert code == 0, err
+    reply = json.loads(out)
+    assert [n["node_id"] for n in reply["nodes"]] == ["node-1", "node-2", "node-3"]
+    assert all(n["state"] == "NODE_MODEL_STATE_DONE" for n in reply["nodes"])
+    for node in models.stack.nodes:
+        assert NEW_MODEL not in await models.tags(node.node_id)
+    code, out, err = await _corral(models, "models", "pull", OTHER_MODEL, "--nodes", "node-2", "--json")
+    assert code == 0, err
+    snapshots = [json.loads(line) for line in out.splitlines()]
+    assert snapshots[-1]["done"] and snapshots[-1]["nodes"][0]["state"] == "NODE_MODEL_STATE_DONE"
+    code, out, err = await _corral(models, "models", "pull", OTHER_MODEL, "--nodes", "node-9")
+    assert code == 1 and "node-9" in err
