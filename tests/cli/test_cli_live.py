@@ -7,7 +7,9 @@ import json
 import os
 import sys
 from collections.abc import AsyncIterator
+from typing import Any
 
+import aiohttp
 import pytest
 import pytest_asyncio
 
@@ -183,6 +185,9 @@ async def test_chat_interactive_session_keeps_the_conversation(stack: LiveStack)
         MODEL,
         "--num-predict",
         "8",
+        # NOTE: both turns go to a node (not the cache), so that the node shows what each carried.
+        "--cache-mode",
+        "bypass",
         env=env,
         cwd=str(ROOT),
         stdin=secondary,
@@ -198,4 +203,20 @@ async def test_chat_interactive_session_keeps_the_conversation(stack: LiveStack)
     assert proc.returncode == 0, err
     text = out.decode()
     assert "chatting with llama3.2:1b" in text
-    assert err.decode().count("node-") + err.decode().count("cache hit") >= 2
+    assert err.decode().count("node-") >= 2
+    # The second turn carried the first: the question and the answer a node gave (and the CLI showed).
+    records = [r for node in stack.nodes for r in await _transcripts(node.admin_url)]
+    first = {"role": "user", "content": "first question"}
+    second = {"role": "user", "content": "second question"}
+    (turn_1,) = [r for r in records if r["request"].get("messages") == [first]]
+    (turn_2,) = [r for r in records if r["request"].get("messages", [])[-1:] == [second]]
+    answer = {"role": "assistant", "content": turn_1["sent"]}
+    assert turn_1["sent"] and turn_1["sent"] in text
+    assert turn_2["request"]["messages"] == [first, answer, second]
+
+
+async def _transcripts(admin_url: str) -> list[dict[str, Any]]:
+    """A simulated node's latest completions: the body each received and the text it sent."""
+    async with aiohttp.ClientSession() as http, http.get(f"{admin_url}/_sim/requests") as resp:
+        requests: list[dict[str, Any]] = (await resp.json())["requests"]
+        return requests
