@@ -150,8 +150,10 @@ def require_access(needed: Access, what: str) -> None:
     """
     principal = _current.get()
     if principal is not None and principal.access < needed:
+        role = needed.name.lower()
+        article = "an" if role[0] in "aeiou" else "a"
         raise PermissionDenied(
-            f"{what} needs a {needed.name.lower()} key; key '{principal.name}' has role {principal.role}",
+            f"{what} needs {article} {role} key; key '{principal.name}' has role {principal.role}",
             reason=f"{needed.name}_KEY_REQUIRED",
         )
 
