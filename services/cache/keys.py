@@ -147,6 +147,10 @@ def _semantic_split(spec: Spec, canonical: dict[str, Any]) -> tuple[str | None, 
         return (text or None), context
     if not spec.messages or spec.messages[-1].role != "user" or not spec.messages[-1].content.strip():
         return None, canonical
+    if spec.tools:
+        # NOTE: a request offering tools is never answered from the semantic tier: a similar question
+        # may call the tool with other arguments ("weather in Tokyo" vs "in Paris").
+        return None, canonical
     context = dict(canonical)
     messages = [dict(m) for m in canonical.get("messages", [])]
     messages[-1].pop("content", None)

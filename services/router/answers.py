@@ -76,6 +76,7 @@ class Assembler:
             stats=final.stats,
             routing=final.routing,
             created_at=created,
+            context=final.context or [],
         )
 
 
@@ -120,6 +121,7 @@ def generate_chunks(answer: router_service_pb2.GenerateResponse, replay: bool) -
         stats=answer.stats,
         routing=answer.routing,
         created_at=answer.created_at,
+        context=answer.context,
     )
 
 

@@ -70,6 +70,8 @@ def semantic_eligible(spec: Spec, policy: common_pb2.CachePolicy) -> bool:
     The cache decides (services/cache/keys.py `plan`): CACHE_MODE_SEMANTIC, or the default mode with
     temperature exactly 0. The router only needs to know which lookup budget applies.
     """
+    if isinstance(spec, common_pb2.ChatSpec) and spec.tools:
+        return False  # never answered from the semantic tier (services/cache/keys.py)
     if policy.mode == common_pb2.CACHE_MODE_SEMANTIC:
         return True
     if policy.mode != common_pb2.CACHE_MODE_UNSPECIFIED:

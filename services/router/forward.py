@@ -137,7 +137,7 @@ def continuation_request(job: Job, partial: str, thinking: str, pieces: int) -> 
     elif spec.raw and not spec.template and not spec.suffix:
         path, body = "/api/generate", generate_body(spec)
         body["prompt"] = spec.prompt + partial
-    elif not spec.template and not spec.suffix:
+    elif not spec.template and not spec.suffix and not spec.context:
         messages: list[dict[str, Any]] = []
         if spec.system:
             messages.append({"role": "system", "content": spec.system})
@@ -148,7 +148,10 @@ def continuation_request(job: Job, partial: str, thinking: str, pieces: int) -> 
             body.pop(key, None)
         path, body = "/api/chat", {**body, "messages": messages}
     else:
-        raise Unavailable("an answer with a custom template or suffix cannot be continued on another node")
+        # NOTE: a chat cannot carry `context` token ids, so such a generate has no faithful continuation.
+        raise Unavailable(
+            "an answer with a custom template, suffix or context cannot be continued on another node"
+        )
     options = body.get("options")
     if options and isinstance(options.get("num_predict"), int) and options["num_predict"] > 0:
         options["num_predict"] = max(1, options["num_predict"] - pieces)

@@ -98,6 +98,8 @@ def generate_body(spec: common_pb2.GenerateSpec, *, stream: bool = True) -> dict
         body["raw"] = True
     if spec.images:
         body["images"] = [base64.b64encode(img).decode("ascii") for img in spec.images]
+    if spec.context:
+        body["context"] = list(spec.context)
     _common(body, spec)
     return body
 

@@ -75,9 +75,13 @@ async def start_live_stack(
     solo_time_scales: tuple[float, ...] = (),
     prewarm: bool = False,
     seed_file: Path | None = None,
+    fleet_models: str | None = None,
 ) -> LiveStack:
-    """Starts the nodes, then health and cache, then the router (with HTTP), then prewarm."""
-    groups = [start_sims(fleet_nodes, 0.01, 1, 1)]
+    """Starts the nodes, then health and cache, then the router (with HTTP), then prewarm.
+
+    `fleet_models` (comma-separated) replaces the fleet nodes' three default models.
+    """
+    groups = [start_sims(fleet_nodes, 0.01, 1, 1, fleet_models)]
     groups += [start_sims(1, s, fleet_nodes + 1 + i, 100 + i) for i, s in enumerate(solo_time_scales)]
     nodes = [n for group in await asyncio.gather(*groups) for n in group]
     stack = LiveStack(nodes=nodes)

@@ -110,6 +110,8 @@ def generate_reply(model: str, resp: rpb.GenerateResponse) -> dict[str, Any]:
     out["done"] = True
     if resp.done_reason:
         out["done_reason"] = resp.done_reason
+    if resp.context:
+        out["context"] = list(resp.context)
     out.update(metrics(resp.stats))
     return out
 
@@ -126,6 +128,8 @@ def generate_chunk(model: str, chunk: rpb.GenerateStreamResponse, *, final: bool
     out["done"] = final
     if final:
         out["done_reason"] = chunk.done_reason or "stop"
+        if chunk.context:
+            out["context"] = list(chunk.context)
         out.update(metrics(chunk.stats))
     return out
 

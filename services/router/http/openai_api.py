@@ -1,4 +1,5 @@
-"""OpenAI-compatible endpoints: /v1/chat/completions (SSE or not), /v1/embeddings, /v1/models."""
+"""OpenAI-compatible endpoints: /v1/chat/completions and /v1/completions (SSE or not), /v1/embeddings,
+/v1/models."""
 
 from __future__ import annotations
 
@@ -129,16 +130,8 @@ def _number(body: dict[str, Any], name: str, kind: type[int] | type[float]) -> f
     return value
 
 
-def parse_chat_completion(body: dict[str, Any]) -> tuple[cpb.ChatSpec, bool, bool]:
-    """A /v1/chat/completions body as a ChatSpec, whether to stream, and whether to add usage."""
-    fields = Fields(body, "ChatCompletionRequest")
-    spec = cpb.ChatSpec(model=fields.string("model"))
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise ApiError(400, "[] is too short - 'messages'")
-    spec.messages.extend(_message(m, i) for i, m in enumerate(messages))
-    spec.tools.extend(parse_tools(fields.objects("tools", "[]api.Tool")))
-    opts = spec.options
+def _sampling(body: dict[str, Any], opts: cpb.ModelOptions) -> None:
+    """The sampling fields both completion endpoints share, as Ollama's compatibility layer maps them."""
     # NOTE: Ollama's compatibility layer sends temperature and top_p 1.0 when the client sets none.
     temperature = _number(body, "temperature", float)
     opts.temperature = 1.0 if temperature is None else float(temperature)
@@ -163,6 +156,39 @@ def parse_chat_completion(body: dict[str, Any]) -> tuple[cpb.ChatSpec, bool, boo
         opts.stop.extend(stop)
     elif stop is not None:
         raise ApiError(400, "stop: must be a string or an array of strings")
+
+
+def _include_usage(body: dict[str, Any]) -> bool:
+    stream_options = body.get("stream_options") or {}
+    if not isinstance(stream_options, dict):
+        raise ApiError(400, "stream_options: must be an object")
+    return bool(stream_options.get("include_usage"))
+
+
+def parse_completion(body: dict[str, Any]) -> tuple[cpb.GenerateSpec, bool, bool]:
+    """A /v1/completions body as a GenerateSpec, whether to stream, and whether to add usage."""
+    fields = Fields(body, "CompletionRequest")
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        prompt = prompt[0]
+    if not isinstance(prompt, str):
+        raise ApiError(400, "invalid prompt: must be a string")
+    spec = cpb.GenerateSpec(model=fields.string("model"), prompt=prompt, suffix=fields.string("suffix"))
+    _sampling(body, spec.options)
+    stream = bool(fields.boolean("stream"))
+    return spec, stream, _include_usage(body)
+
+
+def parse_chat_completion(body: dict[str, Any]) -> tuple[cpb.ChatSpec, bool, bool]:
+    """A /v1/chat/completions body as a ChatSpec, whether to stream, and whether to add usage."""
+    fields = Fields(body, "ChatCompletionRequest")
+    spec = cpb.ChatSpec(model=fields.string("model"))
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise ApiError(400, "[] is too short - 'messages'")
+    spec.messages.extend(_message(m, i) for i, m in enumerate(messages))
+    spec.tools.extend(parse_tools(fields.objects("tools", "[]api.Tool")))
+    _sampling(body, spec.options)
     spec.format = _response_format(body.get("response_format"))
     effort = body.get("reasoning_effort")
     if effort is not None:
@@ -170,10 +196,7 @@ def parse_chat_completion(body: dict[str, Any]) -> tuple[cpb.ChatSpec, bool, boo
             raise ApiError(400, f"reasoning_effort: invalid value {effort!r} (none, low, medium or high)")
         spec.think = _EFFORT[effort]
     stream = bool(fields.boolean("stream"))
-    stream_options = body.get("stream_options") or {}
-    if not isinstance(stream_options, dict):
-        raise ApiError(400, "stream_options: must be an object")
-    return spec, stream, bool(stream_options.get("include_usage"))
+    return spec, stream, _include_usage(body)
 
 
 def _response_format(value: Any) -> str:
@@ -309,6 +332,68 @@ class OpenAiApi:
             )
         except errors.CorralError as exc:
             raise model_error(exc, ApiError(404, f"model '{model}' not found")) from None
+
+    async def completions(self, request: web.Request) -> web.StreamResponse:
+        """POST /v1/completions: a templated completion of `prompt` (Ollama maps it to /api/generate)."""
+        spec, stream, include_usage = parse_completion(await read_object(request, "CompletionRequest"))
+        model = spec.model
+        if not model:
+            raise ApiError(400, "model is required")
+        controls = Controls(request)
+        tenant = tenant_of(request)
+        base = {
+            "id": f"cmpl-{random.randrange(1000)}",
+            "object": "text_completion",
+            "created": int(time.time()),
+            "model": model,
+            "system_fingerprint": "fp_ollama",
+        }
+
+        def not_found(err: errors.CorralError) -> ApiError:
+            return model_error(err, ApiError(404, f"model '{model}' not found"))
+
+        if not stream:
+            unary = rpb.GenerateRequest(
+                spec=spec, cache=controls.cache, priority=controls.priority, session_id=controls.session_id
+            )
+            try:
+                resp = await self.core.generate(unary, tenant=tenant, deadline_s=None)
+            except errors.CorralError as exc:
+                raise not_found(exc) from None
+            choice = {
+                "text": resp.response,
+                "index": 0,
+                "finish_reason": _finish_reason(resp.done_reason, False),
+            }
+            reply = {**base, "choices": [choice], "usage": _usage(resp.stats)}
+            return json_response(reply, headers=encode.routing_headers(resp.routing))
+        streamed = rpb.GenerateStreamRequest(
+            spec=spec, cache=controls.cache, priority=controls.priority, session_id=controls.session_id
+        )
+
+        def render(chunk: rpb.GenerateStreamResponse) -> list[dict[str, Any]]:
+            out: list[dict[str, Any]] = []
+            if chunk.response:
+                out.append({**base, "choices": [{"text": chunk.response, "index": 0, "finish_reason": None}]})
+            if chunk.done:
+                finish = _finish_reason(chunk.done_reason, False)
+                out.append({**base, "choices": [{"text": "", "index": 0, "finish_reason": finish}]})
+                if include_usage:
+                    out.append({**base, "choices": [], "usage": _usage(chunk.stats)})
+            return out
+
+        try:
+            return await stream_reply(
+                request,
+                self.core.generate_stream(streamed, tenant=tenant, deadline_s=None),
+                render=render,
+                is_done=lambda c: c.done,
+                headers_of=lambda c: encode.routing_headers(c.routing) if c.done else {},
+                writer=self._writer,
+                translate=not_found,
+            )
+        except errors.CorralError as exc:
+            raise not_found(exc) from None
 
     async def embeddings(self, request: web.Request) -> web.StreamResponse:
         """POST /v1/embeddings (float lists or base64 little-endian float32)."""

@@ -112,12 +112,15 @@ def parse_generate(body: dict[str, Any]) -> tuple[cpb.GenerateSpec, bool]:
     spec.images.extend(fields.images())
     spec.options.CopyFrom(parse_options(body.get("options"), "GenerateRequest.options"))
     fields.keep_alive(spec)
-    # NOTE: `context` (deprecated token memory) is type-checked but not forwarded: Corral never returns one.
+    # NOTE: `context` (deprecated token memory) travels to the node, which prepends it to the prompt.
     context = body.get("context")
     if context is not None and not (
-        isinstance(context, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in context)
+        isinstance(context, list)
+        and all(isinstance(t, int) and not isinstance(t, bool) and -(2**63) <= t < 2**63 for t in context)
     ):
         raise fields.fail("context", context, "[]int")
+    if context:
+        spec.context.extend(context)
     for name in ("truncate", "shift", "logprobs"):
         fields.boolean(name)
     if spec.raw and (spec.template or spec.system or context):

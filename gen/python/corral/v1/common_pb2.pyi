@@ -602,6 +602,7 @@ class GenerateSpec(_message.Message):
     OPTIONS_FIELD_NUMBER: _builtins.int
     KEEP_ALIVE_FIELD_NUMBER: _builtins.int
     THINK_FIELD_NUMBER: _builtins.int
+    CONTEXT_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """The model name, `[host/][namespace/]model[:tag]`."""
     prompt: _builtins.str
@@ -630,6 +631,10 @@ class GenerateSpec(_message.Message):
     def keep_alive(self) -> _duration_pb2.Duration:
         """How long the node keeps the model loaded after the request; negative means forever."""
 
+    @_builtins.property
+    def context(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Token ids a previous /api/generate answer returned (Ollama's deprecated conversation memory)."""
+
     def __init__(
         self,
         *,
@@ -644,10 +649,11 @@ class GenerateSpec(_message.Message):
         options: Global___ModelOptions | None = ...,
         keep_alive: _duration_pb2.Duration | None = ...,
         think: Global___ThinkMode.ValueType = ...,
+        context: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["keep_alive", b"keep_alive", "options", b"options"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["format", b"format", "images", b"images", "keep_alive", b"keep_alive", "model", b"model", "options", b"options", "prompt", b"prompt", "raw", b"raw", "suffix", b"suffix", "system", b"system", "template", b"template", "think", b"think"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "format", b"format", "images", b"images", "keep_alive", b"keep_alive", "model", b"model", "options", b"options", "prompt", b"prompt", "raw", b"raw", "suffix", b"suffix", "system", b"system", "template", b"template", "think", b"think"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -27,7 +27,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63orral/v1/router_service.proto\x12\tcorral.v1\x1a\x16\x63orral/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9a\x01\n\x0fGenerateRequest\x12%\n\x04spec\x18\x01 \x01(\x0b\x32\x17.corral.v1.GenerateSpec\x12%\n\x05\x63\x61\x63he\x18\x02 \x01(\x0b\x32\x16.corral.v1.CachePolicy\x12%\n\x08priority\x18\x03 \x01(\x0e\x32\x13.corral.v1.Priority\x12\x12\n\nsession_id\x18\x04 \x01(\t\"\xde\x01\n\x10GenerateResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08response\x18\x02 \x01(\t\x12\x10\n\x08thinking\x18\x03 \x01(\t\x12\x13\n\x0b\x64one_reason\x18\x04 \x01(\t\x12)\n\x05stats\x18\x05 \x01(\x0b\x32\x1a.corral.v1.GenerationStats\x12\'\n\x07routing\x18\x06 \x01(\x0b\x32\x16.corral.v1.RoutingInfo\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa0\x01\n\x15GenerateStreamRequest\x12%\n\x04spec\x18\x01 \x01(\x0b\x32\x17.corral.v1.GenerateSpec\x12%\n\x05\x63\x61\x63he\x18\x02 \x01(\x0b\x32\x16.corral.v1.CachePolicy\x12%\n\x08priority\x18\x03 \x01(\x0e\x32\x13.corral.v1.Priority\x12\x12\n\nsession_id\x18\x04 \x01(\t\"\xf2\x01\n\x16GenerateStreamResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08response\x18\x02 \x01(\t\x12\x10\n\x08thinking\x18\x03 \x01(\t\x12\x0c\n\x04\x64one\x18\x04 \x01(\x08\x12\x13\n\x0b\x64one_reason\x18\x05 \x01(\t\x12)\n\x05stats\x18\x06 \x01(\x0b\x32\x1a.corral.v1.GenerationStats\x12\'\n\x07routing\x18\x07 \x01(\x0b\x32\x16.corral.v1.RoutingInfo\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x92\x01\n\x0b\x43hatRequest\x12!\n\x04spec\x18\x01 \x01(\x0b\x32\x13.corral.v1.ChatSpec\x12%\n\x05\x63\x61\x63he\x18\x02 \x01(\x0b\x32\x16.corral.v1.CachePolicy\x12%\n\x08priority\x18\x03 \x01(\x0e\x32\x13.corral.v1.Priority\x12\x12\n\nsession_id\x18\x04 \x01(\t\"\xdf\x01\n\x0c\x43hatResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\'\n\x07message\x18\x02 \x01(\x0b\x32\x16.corral.v1.ChatMessage\x12\x13\n\x0b\x64one_reason\x18\x03 \x01(\t\x12)\n\x05stats\x18\x04 \x01(\x0b\x32\x1a.corral.v1.GenerationStats\x12\'\n\x07routing\x18\x05 \x01(\x0b\x32\x16.corral.v1.RoutingInfo\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x98\x01\n\x11\x43hatStreamRequest\x12!\n\x04spec\x18\x01 \x01(\x0b\x32\x13.corral.v1.ChatSpec\x12%\n\x05\x63\x61\x63he\x18\x02 \x01(\x0b\x32\x16.corral.v1.CachePolicy\x12%\n\x08priority\x18\x03 \x01(\x0e\x32\x13.corral.v1.Priority\x12\x12\n\nsession_id\x18\x04 \x01(\t\"\xf3\x01\n\x12\x43hatStreamResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\'\n\x07message\x18\x02 \x01(\x0b\x32\x16.corral.v1.ChatMessage\x12\x0c\n\x04\x64one\x18\x03 \x01(\x08\x12\x13\n\x0b\x64one_reason\x18\x04 \x01(\t\x12)\n\x05stats\x18\x05 \x01(\x0b\x32\x1a.corral.v1.GenerationStats\x12\'\n\x07routing\x18\x06 \x01(\x0b\x32\x16.corral.v1.RoutingInfo\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe5\x01\n\x0c\x45mbedRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06inputs\x18\x02 \x03(\t\x12\x15\n\x08truncate\x18\x03 \x01(\x08H\x00\x88\x01\x01\x12\x12\n\ndimensions\x18\x04 \x01(\x05\x12(\n\x07options\x18\x05 \x01(\x0b\x32\x17.corral.v1.ModelOptions\x12-\n\nkeep_alive\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12%\n\x08priority\x18\x07 \x01(\x0e\x32\x13.corral.v1.PriorityB\x0b\n\t_truncate\"\xf1\x01\n\rEmbedResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12(\n\nembeddings\x18\x02 \x03(\x0b\x32\x14.corral.v1.Embedding\x12\x19\n\x11prompt_eval_count\x18\x03 \x01(\x05\x12\x31\n\x0etotal_duration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x30\n\rload_duration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\'\n\x07routing\x18\x06 \x01(\x0b\x32\x16.corral.v1.RoutingInfo\"(\n\x11ListModelsRequest\x12\x13\n\x0bloaded_only\x18\x01 \x01(\x08\";\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.corral.v1.FleetModel\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"s\n\nFleetModel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x07\x64\x65tails\x18\x02 \x01(\x0b\x32\x17.corral.v1.ModelDetails\x12-\n\nplacements\x18\x03 \x03(\x0b\x32\x19.corral.v1.ModelPlacement\"\xcd\x01\n\x0cModelDetails\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\x0e\n\x06\x66ormat\x18\x03 \x01(\t\x12\x0e\n\x06\x66\x61mily\x18\x04 \x01(\t\x12\x16\n\x0eparameter_size\x18\x05 \x01(\t\x12\x1a\n\x12quantization_level\x18\x06 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x07 \x03(\t\x12/\n\x0bmodified_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xad\x01\n\x0eModelPlacement\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06loaded\x18\x02 \x01(\x08\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11size_loaded_bytes\x18\x04 \x01(\x03\x12\x17\n\x0fsize_vram_bytes\x18\x05 \x01(\x03\x12\x16\n\x0e\x63ontext_length\x18\x06 \x01(\x05\x32\xba\x03\n\rRouterService\x12\x43\n\x08Generate\x12\x1a.corral.v1.GenerateRequest\x1a\x1b.corral.v1.GenerateResponse\x12W\n\x0eGenerateStream\x12 .corral.v1.GenerateStreamRequest\x1a!.corral.v1.GenerateStreamResponse0\x01\x12\x37\n\x04\x43hat\x12\x16.corral.v1.ChatRequest\x1a\x17.corral.v1.ChatResponse\x12K\n\nChatStream\x12\x1c.corral.v1.ChatStreamRequest\x1a\x1d.corral.v1.ChatStreamResponse0\x01\x12:\n\x05\x45mbed\x12\x17.corral.v1.EmbedRequest\x1a\x18.corral.v1.EmbedResponse\x12I\n\nListModels\x12\x1c.corral.v1.ListModelsRequest\x1a\x1d.corral.v1.ListModelsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63orral/v1/router_service.proto\x12\tcorral.v1\x1a\x16\x63orral/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9a\x01\n\x0fGenerateRequest\x12%\n\x04spec\x18\x01 \x01(\x0b\x32\x17.corral.v1.GenerateSpec\x12%\n\x05\x63\x61\x63he\x18\x02 \x01(\x0b\x32\x16.corral.v1.CachePolicy\x12%\n\x08priority\x18\x03 \x01(\x0e\x32\x13.corral.v1.Priority\x12\x12\n\nsession_id\x18\x04 \x01(\t\"\xef\x01\n\x10GenerateResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08response\x18\x02 \x01(\t\x12\x10\n\x08thinking\x18\x03 \x01(\t\x12\x13\n\x0b\x64one_reason\x18\x04 \x01(\t\x12)\n\x05stats\x18\x05 \x01(\x0b\x32\x1a.corral.v1.GenerationStats\x12\'\n\x07routing\x18\x06 \x01(\x0b\x32\x16.corral.v1.RoutingInfo\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x63ontext\x18\x08 \x03(\x03\"\xa0\x01\n\x15GenerateStreamRequest\x12%\n\x04spec\x18\x01 \x01(\x0b\x32\x17.corral.v1.GenerateSpec\x12%\n\x05\x63\x61\x63he\x18\x02 \x01(\x0b\x32\x16.corral.v1.CachePolicy\x12%\n\x08priority\x18\x03 \x01(\x0e\x32\x13.corral.v1.Priority\x12\x12\n\nsession_id\x18\x04 \x01(\t\"\x83\x02\n\x16GenerateStreamResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08response\x18\x02 \x01(\t\x12\x10\n\x08thinking\x18\x03 \x01(\t\x12\x0c\n\x04\x64one\x18\x04 \x01(\x08\x12\x13\n\x0b\x64one_reason\x18\x05 \x01(\t\x12)\n\x05stats\x18\x06 \x01(\x0b\x32\x1a.corral.v1.GenerationStats\x12\'\n\x07routing\x18\x07 \x01(\x0b\x32\x16.corral.v1.RoutingInfo\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x63ontext\x18\t \x03(\x03\"\x92\x01\n\x0b\x43hatRequest\x12!\n\x04spec\x18\x01 \x01(\x0b\x32\x13.corral.v1.ChatSpec\x12%\n\x05\x63\x61\x63he\x18\x02 \x01(\x0b\x32\x16.corral.v1.CachePolicy\x12%\n\x08priority\x18\x03 \x01(\x0e\x32\x13.corral.v1.Priority\x12\x12\n\nsession_id\x18\x04 \x01(\t\"\xdf\x01\n\x0c\x43hatResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\'\n\x07message\x18\x02 \x01(\x0b\x32\x16.corral.v1.ChatMessage\x12\x13\n\x0b\x64one_reason\x18\x03 \x01(\t\x12)\n\x05stats\x18\x04 \x01(\x0b\x32\x1a.corral.v1.GenerationStats\x12\'\n\x07routing\x18\x05 \x01(\x0b\x32\x16.corral.v1.RoutingInfo\x12.\n\ncreated_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x98\x01\n\x11\x43hatStreamRequest\x12!\n\x04spec\x18\x01 \x01(\x0b\x32\x13.corral.v1.ChatSpec\x12%\n\x05\x63\x61\x63he\x18\x02 \x01(\x0b\x32\x16.corral.v1.CachePolicy\x12%\n\x08priority\x18\x03 \x01(\x0e\x32\x13.corral.v1.Priority\x12\x12\n\nsession_id\x18\x04 \x01(\t\"\xf3\x01\n\x12\x43hatStreamResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\'\n\x07message\x18\x02 \x01(\x0b\x32\x16.corral.v1.ChatMessage\x12\x0c\n\x04\x64one\x18\x03 \x01(\x08\x12\x13\n\x0b\x64one_reason\x18\x04 \x01(\t\x12)\n\x05stats\x18\x05 \x01(\x0b\x32\x1a.corral.v1.GenerationStats\x12\'\n\x07routing\x18\x06 \x01(\x0b\x32\x16.corral.v1.RoutingInfo\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe5\x01\n\x0c\x45mbedRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0e\n\x06inputs\x18\x02 \x03(\t\x12\x15\n\x08truncate\x18\x03 \x01(\x08H\x00\x88\x01\x01\x12\x12\n\ndimensions\x18\x04 \x01(\x05\x12(\n\x07options\x18\x05 \x01(\x0b\x32\x17.corral.v1.ModelOptions\x12-\n\nkeep_alive\x18\x06 \x01(\x0b\x32\x19.google.protobuf.Duration\x12%\n\x08priority\x18\x07 \x01(\x0e\x32\x13.corral.v1.PriorityB\x0b\n\t_truncate\"\xf1\x01\n\rEmbedResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12(\n\nembeddings\x18\x02 \x03(\x0b\x32\x14.corral.v1.Embedding\x12\x19\n\x11prompt_eval_count\x18\x03 \x01(\x05\x12\x31\n\x0etotal_duration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x30\n\rload_duration\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\'\n\x07routing\x18\x06 \x01(\x0b\x32\x16.corral.v1.RoutingInfo\"(\n\x11ListModelsRequest\x12\x13\n\x0bloaded_only\x18\x01 \x01(\x08\";\n\x12ListModelsResponse\x12%\n\x06models\x18\x01 \x03(\x0b\x32\x15.corral.v1.FleetModel\"\x1b\n\tEmbedding\x12\x0e\n\x06values\x18\x01 \x03(\x02\"s\n\nFleetModel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12(\n\x07\x64\x65tails\x18\x02 \x01(\x0b\x32\x17.corral.v1.ModelDetails\x12-\n\nplacements\x18\x03 \x03(\x0b\x32\x19.corral.v1.ModelPlacement\"\xcd\x01\n\x0cModelDetails\x12\x0e\n\x06\x64igest\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\x0e\n\x06\x66ormat\x18\x03 \x01(\t\x12\x0e\n\x06\x66\x61mily\x18\x04 \x01(\t\x12\x16\n\x0eparameter_size\x18\x05 \x01(\t\x12\x1a\n\x12quantization_level\x18\x06 \x01(\t\x12\x14\n\x0c\x63\x61pabilities\x18\x07 \x03(\t\x12/\n\x0bmodified_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xad\x01\n\x0eModelPlacement\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0e\n\x06loaded\x18\x02 \x01(\x08\x12.\n\nexpires_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x19\n\x11size_loaded_bytes\x18\x04 \x01(\x03\x12\x17\n\x0fsize_vram_bytes\x18\x05 \x01(\x03\x12\x16\n\x0e\x63ontext_length\x18\x06 \x01(\x05\x32\xba\x03\n\rRouterService\x12\x43\n\x08Generate\x12\x1a.corral.v1.GenerateRequest\x1a\x1b.corral.v1.GenerateResponse\x12W\n\x0eGenerateStream\x12 .corral.v1.GenerateStreamRequest\x1a!.corral.v1.GenerateStreamResponse0\x01\x12\x37\n\x04\x43hat\x12\x16.corral.v1.ChatRequest\x1a\x17.corral.v1.ChatResponse\x12K\n\nChatStream\x12\x1c.corral.v1.ChatStreamRequest\x1a\x1d.corral.v1.ChatStreamResponse0\x01\x12:\n\x05\x45mbed\x12\x17.corral.v1.EmbedRequest\x1a\x18.corral.v1.EmbedResponse\x12I\n\nListModels\x12\x1c.corral.v1.ListModelsRequest\x1a\x1d.corral.v1.ListModelsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,35 +37,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GENERATEREQUEST']._serialized_start=135
   _globals['_GENERATEREQUEST']._serialized_end=289
   _globals['_GENERATERESPONSE']._serialized_start=292
-  _globals['_GENERATERESPONSE']._serialized_end=514
-  _globals['_GENERATESTREAMREQUEST']._serialized_start=517
-  _globals['_GENERATESTREAMREQUEST']._serialized_end=677
-  _globals['_GENERATESTREAMRESPONSE']._serialized_start=680
-  _globals['_GENERATESTREAMRESPONSE']._serialized_end=922
-  _globals['_CHATREQUEST']._serialized_start=925
-  _globals['_CHATREQUEST']._serialized_end=1071
-  _globals['_CHATRESPONSE']._serialized_start=1074
-  _globals['_CHATRESPONSE']._serialized_end=1297
-  _globals['_CHATSTREAMREQUEST']._serialized_start=1300
-  _globals['_CHATSTREAMREQUEST']._serialized_end=1452
-  _globals['_CHATSTREAMRESPONSE']._serialized_start=1455
-  _globals['_CHATSTREAMRESPONSE']._serialized_end=1698
-  _globals['_EMBEDREQUEST']._serialized_start=1701
-  _globals['_EMBEDREQUEST']._serialized_end=1930
-  _globals['_EMBEDRESPONSE']._serialized_start=1933
-  _globals['_EMBEDRESPONSE']._serialized_end=2174
-  _globals['_LISTMODELSREQUEST']._serialized_start=2176
-  _globals['_LISTMODELSREQUEST']._serialized_end=2216
-  _globals['_LISTMODELSRESPONSE']._serialized_start=2218
-  _globals['_LISTMODELSRESPONSE']._serialized_end=2277
-  _globals['_EMBEDDING']._serialized_start=2279
-  _globals['_EMBEDDING']._serialized_end=2306
-  _globals['_FLEETMODEL']._serialized_start=2308
-  _globals['_FLEETMODEL']._serialized_end=2423
-  _globals['_MODELDETAILS']._serialized_start=2426
-  _globals['_MODELDETAILS']._serialized_end=2631
-  _globals['_MODELPLACEMENT']._serialized_start=2634
-  _globals['_MODELPLACEMENT']._serialized_end=2807
-  _globals['_ROUTERSERVICE']._serialized_start=2810
-  _globals['_ROUTERSERVICE']._serialized_end=3252
+  _globals['_GENERATERESPONSE']._serialized_end=531
+  _globals['_GENERATESTREAMREQUEST']._serialized_start=534
+  _globals['_GENERATESTREAMREQUEST']._serialized_end=694
+  _globals['_GENERATESTREAMRESPONSE']._serialized_start=697
+  _globals['_GENERATESTREAMRESPONSE']._serialized_end=956
+  _globals['_CHATREQUEST']._serialized_start=959
+  _globals['_CHATREQUEST']._serialized_end=1105
+  _globals['_CHATRESPONSE']._serialized_start=1108
+  _globals['_CHATRESPONSE']._serialized_end=1331
+  _globals['_CHATSTREAMREQUEST']._serialized_start=1334
+  _globals['_CHATSTREAMREQUEST']._serialized_end=1486
+  _globals['_CHATSTREAMRESPONSE']._serialized_start=1489
+  _globals['_CHATSTREAMRESPONSE']._serialized_end=1732
+  _globals['_EMBEDREQUEST']._serialized_start=1735
+  _globals['_EMBEDREQUEST']._serialized_end=1964
+  _globals['_EMBEDRESPONSE']._serialized_start=1967
+  _globals['_EMBEDRESPONSE']._serialized_end=2208
+  _globals['_LISTMODELSREQUEST']._serialized_start=2210
+  _globals['_LISTMODELSREQUEST']._serialized_end=2250
+  _globals['_LISTMODELSRESPONSE']._serialized_start=2252
+  _globals['_LISTMODELSRESPONSE']._serialized_end=2311
+  _globals['_EMBEDDING']._serialized_start=2313
+  _globals['_EMBEDDING']._serialized_end=2340
+  _globals['_FLEETMODEL']._serialized_start=2342
+  _globals['_FLEETMODEL']._serialized_end=2457
+  _globals['_MODELDETAILS']._serialized_start=2460
+  _globals['_MODELDETAILS']._serialized_end=2665
+  _globals['_MODELPLACEMENT']._serialized_start=2668
+  _globals['_MODELPLACEMENT']._serialized_end=2841
+  _globals['_ROUTERSERVICE']._serialized_start=2844
+  _globals['_ROUTERSERVICE']._serialized_end=3286
 # @@protoc_insertion_point(module_scope)

@@ -74,6 +74,7 @@ class GenerateResponse(_message.Message):
     STATS_FIELD_NUMBER: _builtins.int
     ROUTING_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    CONTEXT_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """The model name as requested."""
     response: _builtins.str
@@ -94,6 +95,10 @@ class GenerateResponse(_message.Message):
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """When the answer was created."""
 
+    @_builtins.property
+    def context(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Token ids of the prompt and answer, to send back as `context` (absent for raw prompts)."""
+
     def __init__(
         self,
         *,
@@ -104,10 +109,11 @@ class GenerateResponse(_message.Message):
         stats: _common_pb2.GenerationStats | None = ...,
         routing: _common_pb2.RoutingInfo | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        context: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "routing", b"routing", "stats", b"stats"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "done_reason", b"done_reason", "model", b"model", "response", b"response", "routing", b"routing", "stats", b"stats", "thinking", b"thinking"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "created_at", b"created_at", "done_reason", b"done_reason", "model", b"model", "response", b"response", "routing", b"routing", "stats", b"stats", "thinking", b"thinking"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -165,6 +171,7 @@ class GenerateStreamResponse(_message.Message):
     STATS_FIELD_NUMBER: _builtins.int
     ROUTING_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
+    CONTEXT_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """The model name as requested."""
     response: _builtins.str
@@ -187,6 +194,10 @@ class GenerateStreamResponse(_message.Message):
     def created_at(self) -> _timestamp_pb2.Timestamp:
         """When the chunk was created."""
 
+    @_builtins.property
+    def context(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Token ids of the prompt and answer (last chunk only; absent for raw prompts)."""
+
     def __init__(
         self,
         *,
@@ -198,10 +209,11 @@ class GenerateStreamResponse(_message.Message):
         stats: _common_pb2.GenerationStats | None = ...,
         routing: _common_pb2.RoutingInfo | None = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
+        context: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "routing", b"routing", "stats", b"stats"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "done", b"done", "done_reason", b"done_reason", "model", b"model", "response", b"response", "routing", b"routing", "stats", b"stats", "thinking", b"thinking"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["context", b"context", "created_at", b"created_at", "done", b"done", "done_reason", b"done_reason", "model", b"model", "response", b"response", "routing", b"routing", "stats", b"stats", "thinking", b"thinking"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
