@@ -42,6 +42,9 @@ from services.common.config import CONFIG_ENV, ENV_PREFIX, ConfigError, load_con
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = ("health", "cache", "router", "prewarm")
+# The models every simulated node serves unless the caller's sim arguments name others: the defaults
+# plus a thinking model (qwen3), so that tools, thinking and structured output can be tried at once.
+STACK_MODELS = "llama3.2:1b,nomic-embed-text:v1.5,mistral:7b,qwen3:0.6b"
 START_TIMEOUT_S = 60.0
 READY_TIMEOUT_S = 60.0
 # NOTE: allocated ports are locked and outside the ephemeral range (devstack.ports), so a clash needs
@@ -331,6 +334,8 @@ class _Launch:
             argv += ["--nodes", str(len(self.ports.nodes))]
             if self.ports.admin:
                 argv += ["--admin-port", str(self.ports.admin[0])]
+            if "--models" not in sim_args:
+                argv += ["--models", STACK_MODELS]
             self._start("sim", [*argv, *sim_args], "listening on", len(self.ports.nodes))
 
         def move(exc: PortInUseError) -> Ports:
