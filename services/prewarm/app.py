@@ -17,6 +17,7 @@ from services.prewarm.health_watch import HealthWatcher
 from services.prewarm.node_client import OllamaNodeClient
 from services.prewarm.peers import CacheMaintainer, RouterSeeder
 from services.prewarm.ports import Maintainer, NodeClient, Seeder
+from services.prewarm.required import PullClient, RequiredModels
 from services.prewarm.runs import RunManager
 from services.prewarm.triggers import Triggers
 
@@ -61,6 +62,9 @@ class PrewarmApp:
         self.triggers = Triggers(
             cfg, self.manager, view=lambda: self.health.view, ledger=self.executor.ledger, clock=clock
         )
+        self.required = RequiredModels(cfg, PullClient())
+        # NOTE: required models first: the triggers read which nodes still lack one.
+        self.health.listeners.append(self.required.on_scores)
         self.health.listeners.append(self.triggers.on_scores)
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -74,6 +78,7 @@ class PrewarmApp:
         loop = asyncio.get_running_loop()
         self._tasks.append(loop.create_task(self.health.run(), name="prewarm-health-watch"))
         self._tasks.append(loop.create_task(self.triggers.run(), name="prewarm-triggers"))
+        self._tasks.append(loop.create_task(self.required.run(), name="prewarm-required-models"))
 
     async def stop_runs(self) -> None:
         """Stops the triggers and aborts the run in progress (its progress streams get their last event)."""
@@ -84,6 +89,7 @@ class PrewarmApp:
                 await task
         self._tasks.clear()
         await self.manager.close()
+        await self.required.close()
 
     async def close(self) -> None:
         """Stops the runs and closes the connections."""

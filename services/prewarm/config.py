@@ -33,6 +33,26 @@ class WarmModel(Section):
         return value
 
 
+class RequiredModel(Section):
+    """A model some nodes must have installed (desired state): prewarm pulls it where it is missing.
+
+    Attributes:
+        name: The model name with tag (e.g. "mistral:7b").
+        labels: Only nodes carrying every one of these registry labels must have it; empty means all nodes.
+    """
+
+    name: str = Field(min_length=1)
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _strip(cls, value: str) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("a model name is required")
+        return value
+
+
 def _default_models() -> list[WarmModel]:
     return [
         WarmModel(name="llama3.2:1b", keep_alive_s=1800.0, always_warm=True),
@@ -67,6 +87,12 @@ class PrewarmConfig(ServiceConfig):
         seed_cache_mode: "default" looks the query up first (a hit is skipped), "refresh" always asks
             a node and overwrites the cached answer.
         health_wait_s: How long a run waits for the first score snapshot when health is not there yet.
+        required_models: Models nodes must have installed (all nodes, or those with given labels);
+            a serving node that lacks one gets it pulled in the background.
+        pull_concurrency: Required-model pulls in progress at once across the fleet (the throttle).
+        pull_read_timeout_s: A pull fails when its node sends no progress for this long.
+        pull_retry_s: A failed pull is tried again after this long; also how long a finished pull
+            waits for health's /api/tags probe to list the model.
     """
 
     port: int = 50054
@@ -89,6 +115,10 @@ class PrewarmConfig(ServiceConfig):
     maintenance_vacuum: bool = True
     seed_cache_mode: str = "default"
     health_wait_s: float = Field(default=5.0, ge=0)
+    required_models: list[RequiredModel] = Field(default_factory=list)
+    pull_concurrency: int = Field(default=1, ge=1)
+    pull_read_timeout_s: float = Field(default=300.0, gt=0)
+    pull_retry_s: float = Field(default=30.0, gt=0)
 
     @field_validator("max_loaded_models")
     @classmethod

@@ -44,6 +44,7 @@ def node_view(score: health_service_pb2.NodeScore, now_s: float) -> NodeView:
         ejected=score.ejected,
         draining=score.draining,
         models=models,
+        labels=dict(score.labels),
     )
 
 

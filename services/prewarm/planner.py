@@ -58,6 +58,7 @@ class NodeView:
         ejected: True while ejected by outlier detection.
         draining: True while drained by an operator.
         models: Installed models by normalised name.
+        labels: The node's registry labels.
     """
 
     node_id: str
@@ -67,6 +68,7 @@ class NodeView:
     ejected: bool = False
     draining: bool = False
     models: Mapping[str, ModelView] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def serving(self) -> bool:

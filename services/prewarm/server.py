@@ -17,7 +17,7 @@ async def setup(ctx: ServiceContext) -> Cleanup:
     """Registers the servicer and starts the background work (health stream, triggers, start-up run)."""
     app = PrewarmApp(ctx.cfg.prewarm)
     watch_prewarm(app.manager)
-    servicer = PrewarmServicer(app.manager, lambda: app.triggers.next_scheduled_at_s)
+    servicer = PrewarmServicer(app.manager, lambda: app.triggers.next_scheduled_at_s, app.required.states)
     prewarm_service_pb2_grpc.add_PrewarmServiceServicer_to_server(servicer, ctx.server)
     await app.start()
     # NOTE: before the drain, so StartRun streams end with the run's last event instead of holding

@@ -10,6 +10,7 @@ from corral.v1 import prewarm_service_pb2, prewarm_service_pb2_grpc
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from services.common.errors import FailedPrecondition, InvalidArgument
+from services.prewarm.required import RequiredState
 from services.prewarm.runs import (
     Outcome,
     ProgressEvent,
@@ -22,6 +23,12 @@ from services.prewarm.runs import (
     Trigger,
 )
 
+_REQUIRED_TO_PB = {
+    "missing": prewarm_service_pb2.REQUIRED_MODEL_STATE_MISSING,
+    "pulling": prewarm_service_pb2.REQUIRED_MODEL_STATE_PULLING,
+    "present": prewarm_service_pb2.REQUIRED_MODEL_STATE_PRESENT,
+    "failed": prewarm_service_pb2.REQUIRED_MODEL_STATE_FAILED,
+}
 DEFAULT_STATUS_LIMIT = 10
 MAX_STATUS_LIMIT = 1000
 MAX_NAME_CHARS = 256
@@ -134,9 +141,15 @@ def request_from_pb(request: prewarm_service_pb2.StartRunRequest) -> RunRequest:
 class PrewarmServicer(prewarm_service_pb2_grpc.PrewarmServiceServicer):
     """Starts runs and reports on them."""
 
-    def __init__(self, manager: RunManager, next_scheduled_at: Callable[[], float | None]) -> None:
+    def __init__(
+        self,
+        manager: RunManager,
+        next_scheduled_at: Callable[[], float | None],
+        required: Callable[[], list[RequiredState]] | None = None,
+    ) -> None:
         self._manager = manager
         self._next_scheduled_at = next_scheduled_at
+        self._required = required
 
     async def StartRun(
         self, request: prewarm_service_pb2.StartRunRequest, context: grpc.aio.ServicerContext
@@ -167,4 +180,13 @@ class PrewarmServicer(prewarm_service_pb2_grpc.PrewarmServiceServicer):
         next_at = self._next_scheduled_at()
         if next_at is not None and math.isfinite(next_at):
             reply.next_scheduled_at.CopyFrom(_timestamp(next_at))
+        for state in self._required() if self._required is not None else []:
+            reply.required_models.add(
+                node_id=state.node_id,
+                model=state.model,
+                state=_REQUIRED_TO_PB[state.state],
+                completed=state.completed,
+                total=state.total,
+                error=state.error,
+            )
         return reply

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 
 from services.prewarm.config import PrewarmConfig
 from services.prewarm.planner import ExpiryLedger, NodeView, next_rewarm_at, nodes_needing_warmup
+from services.prewarm.required import missing_required
 from services.prewarm.runs import Run, RunManager, RunRequest, Step, Trigger
 
 logger = logging.getLogger(__name__)
@@ -43,6 +44,19 @@ class Triggers:
     def on_scores(self, before: Mapping[str, NodeView] | None, after: Mapping[str, NodeView]) -> None:
         """Health listener: warms nodes that joined, came back or lost an always-warm model."""
         nodes = nodes_needing_warmup(before, after, self._cfg.models)
+        required = self._cfg.required_models
+        if required and before is not None:
+            # NOTE: desired state first: a node still lacking a required model is warmed once
+            # health's view lists the last one (required.py pulls them), not before.
+            completed = {
+                node_id
+                for node_id, node in after.items()
+                if node.serving
+                and node_id in before
+                and missing_required(before[node_id], required)
+                and not missing_required(node, required)
+            }
+            nodes = frozenset(n for n in nodes | completed if not missing_required(after[n], required))
         if nodes:
             logger.info("node(s) %s joined or came back: warming them", ",".join(sorted(nodes)))
             self._manager.submit(RunRequest(Trigger.NODE_JOINED, (Step.WARM_MODELS,), nodes))

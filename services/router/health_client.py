@@ -42,13 +42,16 @@ def node_view(score: health_service_pb2.NodeScore) -> NodeView:
             capabilities=tuple(m.capabilities),
             expires_at_s=expires,
         )
-    if not models and score.state == health_service_pb2.NODE_STATE_UNSPECIFIED:
+    unprobed = score.state == health_service_pb2.NODE_STATE_UNSPECIFIED
+    if not models and unprobed:
         # NOTE: not probed yet: its models are unknown, not absent.
         models = None
     return NodeView(
         node_id=score.node_id,
         address=score.address.rstrip("/"),
-        routable=not score.ejected and not score.draining and score.state not in _UNROUTABLE,
+        # NOTE: a node health has not probed yet (just added) takes no traffic: its models are not
+        # known, and a model it lacks (a required model still to be pulled) must not reach it.
+        routable=not unprobed and not score.ejected and not score.draining and score.state not in _UNROUTABLE,
         inflight=score.inflight,
         error_rate=score.error_rate,
         state=health_service_pb2.NodeState.Name(score.state).removeprefix("NODE_STATE_").lower(),

@@ -23,6 +23,38 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _RequiredModelState:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _RequiredModelStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_RequiredModelState.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REQUIRED_MODEL_STATE_UNSPECIFIED: _RequiredModelState.ValueType  # 0
+    """Not set."""
+    REQUIRED_MODEL_STATE_MISSING: _RequiredModelState.ValueType  # 1
+    """The node lacks the model; a pull is waiting for its turn (or for the node to serve again)."""
+    REQUIRED_MODEL_STATE_PULLING: _RequiredModelState.ValueType  # 2
+    """The model is being pulled (or pulled and not yet listed by health's next /api/tags probe)."""
+    REQUIRED_MODEL_STATE_PRESENT: _RequiredModelState.ValueType  # 3
+    """The node has the model."""
+    REQUIRED_MODEL_STATE_FAILED: _RequiredModelState.ValueType  # 4
+    """The last pull failed; it is tried again after pull_retry_s."""
+
+class RequiredModelState(_RequiredModelState, metaclass=_RequiredModelStateEnumTypeWrapper):
+    """RequiredModelState is where a node is with a model it must have."""
+
+REQUIRED_MODEL_STATE_UNSPECIFIED: RequiredModelState.ValueType  # 0
+"""Not set."""
+REQUIRED_MODEL_STATE_MISSING: RequiredModelState.ValueType  # 1
+"""The node lacks the model; a pull is waiting for its turn (or for the node to serve again)."""
+REQUIRED_MODEL_STATE_PULLING: RequiredModelState.ValueType  # 2
+"""The model is being pulled (or pulled and not yet listed by health's next /api/tags probe)."""
+REQUIRED_MODEL_STATE_PRESENT: RequiredModelState.ValueType  # 3
+"""The node has the model."""
+REQUIRED_MODEL_STATE_FAILED: RequiredModelState.ValueType  # 4
+"""The last pull failed; it is tried again after pull_retry_s."""
+Global___RequiredModelState: _TypeAlias = RequiredModelState  # noqa: Y015
+
 class _PrewarmStep:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -244,6 +276,7 @@ class GetStatusResponse(_message.Message):
     CURRENT_FIELD_NUMBER: _builtins.int
     RECENT_FIELD_NUMBER: _builtins.int
     NEXT_SCHEDULED_AT_FIELD_NUMBER: _builtins.int
+    REQUIRED_MODELS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def current(self) -> Global___RunSummary:
         """The run in progress, if any."""
@@ -256,20 +289,67 @@ class GetStatusResponse(_message.Message):
     def next_scheduled_at(self) -> _timestamp_pb2.Timestamp:
         """When the next scheduled run starts."""
 
+    @_builtins.property
+    def required_models(self) -> _containers.RepeatedCompositeFieldContainer[Global___RequiredModelStatus]:
+        """Every (node, required model) of the configuration's required_models, by node then model."""
+
     def __init__(
         self,
         *,
         current: Global___RunSummary | None = ...,
         recent: _abc.Iterable[Global___RunSummary] | None = ...,
         next_scheduled_at: _timestamp_pb2.Timestamp | None = ...,
+        required_models: _abc.Iterable[Global___RequiredModelStatus] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["current", b"current", "next_scheduled_at", b"next_scheduled_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["current", b"current", "next_scheduled_at", b"next_scheduled_at", "recent", b"recent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current", b"current", "next_scheduled_at", b"next_scheduled_at", "recent", b"recent", "required_models", b"required_models"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetStatusResponse: _TypeAlias = GetStatusResponse  # noqa: Y015
+
+@_typing.final
+class RequiredModelStatus(_message.Message):
+    """RequiredModelStatus is one required model on one node."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NODE_ID_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    COMPLETED_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    node_id: _builtins.str
+    """The node."""
+    model: _builtins.str
+    """The model as configured."""
+    state: Global___RequiredModelState.ValueType
+    """Where the node is with it."""
+    completed: _builtins.int
+    """Bytes pulled so far (while pulling)."""
+    total: _builtins.int
+    """Bytes to pull, as the node announced them."""
+    error: _builtins.str
+    """Why the last pull failed."""
+    def __init__(
+        self,
+        *,
+        node_id: _builtins.str = ...,
+        model: _builtins.str = ...,
+        state: Global___RequiredModelState.ValueType = ...,
+        completed: _builtins.int = ...,
+        total: _builtins.int = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completed", b"completed", "error", b"error", "model", b"model", "node_id", b"node_id", "state", b"state", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RequiredModelStatus: _TypeAlias = RequiredModelStatus  # noqa: Y015
 
 @_typing.final
 class ProgressEvent(_message.Message):
