@@ -84,7 +84,7 @@ def resolve_think(spec: ModelSpec, name: str, think: Any) -> bool:
     """
     if think is not None and not isinstance(think, bool) and think not in THINK_LEVELS:
         raise ApiError(
-            400, f'invalid think value: "{think}" (must be "high", "medium", "low", true, or false)'
+            400, f'invalid think value: "{think}" (must be "max", "high", "medium", "low", true, or false)'
         )
     capable = "thinking" in spec.capabilities
     if think not in (None, False) and not capable:

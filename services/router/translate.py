@@ -16,6 +16,7 @@ _THINK: dict[int, bool | str] = {
     common_pb2.THINK_MODE_LOW: "low",
     common_pb2.THINK_MODE_MEDIUM: "medium",
     common_pb2.THINK_MODE_HIGH: "high",
+    common_pb2.THINK_MODE_MAX: "max",
 }
 
 _SCALAR_OPTIONS = (

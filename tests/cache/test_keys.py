@@ -41,6 +41,9 @@ def test_output_changing_fields_change_the_key() -> None:
         _gen(format="json"),
         _gen(prompt="How do I enable TLS? "),
         _gen(think=c.THINK_MODE_ON),
+        _gen(think=c.THINK_MODE_OFF),
+        _gen(format='{"type":"object","properties":{"a":{"type":"integer"}}}'),
+        _gen(context=[1, 2, 3]),
         _gen(images=[b"\x89PNG"]),
     ]
     derived = {keys.derive("t", spec).exact_key for spec in variants}
@@ -83,6 +86,16 @@ def test_chat_semantic_text_is_the_last_user_turn_and_history_is_namespace() -> 
     assert first.context_key == again.context_key
     assert later.semantic_text == "What is TLS?"
     assert later.context_key != first.context_key
+
+
+def test_chat_offering_tools_has_no_semantic_text_and_its_own_key() -> None:
+    chat = _chat(("user", "Weather in Tokyo?"))
+    tool = c.Tool(type="function", function=c.ToolFunction(name="get_weather"))
+    with_tools = _chat(("user", "Weather in Tokyo?"))
+    with_tools.tools.append(tool)
+    assert keys.derive("t", with_tools).semantic_text is None
+    assert keys.derive("t", chat).semantic_text == "Weather in Tokyo?"
+    assert keys.derive("t", with_tools).exact_key != keys.derive("t", chat).exact_key
 
 
 def test_chat_ending_in_assistant_turn_has_no_semantic_text() -> None:

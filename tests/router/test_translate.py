@@ -49,6 +49,33 @@ def test_generate_body_maps_every_field() -> None:
     }
 
 
+def test_context_and_think_max_travel_and_come_back() -> None:
+    spec = common_pb2.GenerateSpec(model="m", prompt="p", context=[1, 2, 3], think=common_pb2.THINK_MODE_MAX)
+    body = generate_body(spec)
+    assert body["context"] == [1, 2, 3] and body["think"] == "max"
+    assert "context" not in generate_body(common_pb2.GenerateSpec(model="m", prompt="p"))
+    final = Final(
+        done_reason="stop",
+        stats=common_pb2.GenerationStats(),
+        routing=common_pb2.RoutingInfo(),
+        context=[1, 2, 3, 4],
+    )
+    answer = Assembler("m", chat=False).finish(final)
+    assert isinstance(answer, router_service_pb2.GenerateResponse) and list(answer.context) == [1, 2, 3, 4]
+    assert list(list(generate_chunks(answer, replay=True))[-1].context) == [1, 2, 3, 4]
+
+
+def test_tool_requests_never_use_the_semantic_tier() -> None:
+    tool = common_pb2.Tool(type="function", function=common_pb2.ToolFunction(name="get_weather"))
+    spec = common_pb2.ChatSpec(
+        model="m", messages=[common_pb2.ChatMessage(role="user", content="weather?")], tools=[tool]
+    )
+    semantic = common_pb2.CachePolicy(mode=common_pb2.CACHE_MODE_SEMANTIC)
+    assert not semantic_eligible(spec, semantic)
+    del spec.tools[:]
+    assert semantic_eligible(spec, semantic)
+
+
 def test_keep_alive_forms() -> None:
     forever = generate_body(common_pb2.GenerateSpec(model="m", keep_alive=duration_pb2.Duration(seconds=-1)))
     assert forever["keep_alive"] == -1

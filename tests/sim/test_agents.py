@@ -106,7 +106,7 @@ async def test_thinking_by_default_off_and_levels(agent_node: SimNode) -> None:
     assert "".join(p.message.content for p in parts) == reply.message.content
     off = await client.chat(THINKER, messages=messages, think=False)
     assert not off.message.thinking and off.message.content
-    for level in ("low", "medium", "high"):
+    for level in ("low", "medium", "high", "max"):
         leveled = await client.chat(THINKER, messages=messages, think=level)  # type: ignore[arg-type]
         assert leveled.message.thinking
     generated = await client.generate(THINKER, "Why is the sky blue?", think=True)

@@ -153,7 +153,9 @@ class Fields:
         if isinstance(value, str) and value in _THINK_LEVELS:
             return _THINK_LEVELS[value]
         raise ApiError(
-            400, f'invalid think value: {dump_short(value)} (must be "high", "medium", "low", true, or false)'
+            400,
+            f"invalid think value: {dump_short(value)} "
+            '(must be "max", "high", "medium", "low", true, or false)',
         )
 
     def format(self) -> str:
@@ -174,7 +176,7 @@ _THINK_LEVELS = {
     "low": cpb.THINK_MODE_LOW,
     "medium": cpb.THINK_MODE_MEDIUM,
     "high": cpb.THINK_MODE_HIGH,
-    "max": cpb.THINK_MODE_HIGH,
+    "max": cpb.THINK_MODE_MAX,
     "true": cpb.THINK_MODE_ON,
     "false": cpb.THINK_MODE_OFF,
 }

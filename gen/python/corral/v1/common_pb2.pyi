@@ -137,6 +137,8 @@ class _ThinkModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ThinkMode.V
     """Medium effort."""
     THINK_MODE_HIGH: _ThinkMode.ValueType  # 5
     """High effort."""
+    THINK_MODE_MAX: _ThinkMode.ValueType  # 6
+    """Maximum effort (Ollama's "max")."""
 
 class ThinkMode(_ThinkMode, metaclass=_ThinkModeEnumTypeWrapper):
     """ThinkMode controls reasoning on thinking-capable models."""
@@ -153,6 +155,8 @@ THINK_MODE_MEDIUM: ThinkMode.ValueType  # 4
 """Medium effort."""
 THINK_MODE_HIGH: ThinkMode.ValueType  # 5
 """High effort."""
+THINK_MODE_MAX: ThinkMode.ValueType  # 6
+"""Maximum effort (Ollama's "max")."""
 Global___ThinkMode: _TypeAlias = ThinkMode  # noqa: Y015
 
 class _ErrorKind:
