@@ -5,12 +5,35 @@ from __future__ import annotations
 import argparse
 import json
 
-from corral.v1 import health_service_pb2, health_service_pb2_grpc
+import grpc
+from corral.v1 import (
+    health_service_pb2,
+    health_service_pb2_grpc,
+    prewarm_service_pb2,
+    prewarm_service_pb2_grpc,
+)
 from rich.console import Console
 from rich.live import Live
 
 from services.cli.client import Peers, UsageError, to_json
-from services.cli.render import status_table
+from services.cli.render import required_models_view, status_table
+
+
+async def required_models(peers: Peers) -> list[prewarm_service_pb2.RequiredModelStatus]:
+    """Where the required models are, from prewarm; empty when none are configured or prewarm is away.
+
+    NOTE: a side view: `status` and `models` must work without prewarm, so its absence is silent
+    and its wait short.
+    """
+    try:
+        async with peers.channel("prewarm") as channel:
+            stub = prewarm_service_pb2_grpc.PrewarmServiceStub(channel)
+            reply = await stub.GetStatus(
+                prewarm_service_pb2.GetStatusRequest(limit=1), timeout=min(peers.timeout_s, 2.0)
+            )
+    except grpc.aio.AioRpcError:
+        return []
+    return list(reply.required_models)
 
 
 async def status(args: argparse.Namespace, peers: Peers, console: Console) -> int:
@@ -19,10 +42,16 @@ async def status(args: argparse.Namespace, peers: Peers, console: Console) -> in
         stub = health_service_pb2_grpc.HealthServiceStub(channel)
         if not args.watch:
             reply = await stub.ListNodes(health_service_pb2.ListNodesRequest(), timeout=peers.timeout_s)
+            required = await required_models(peers)
             if args.json:
-                print(json.dumps({"version": reply.version, "nodes": [to_json(n) for n in reply.nodes]}))
+                out = {"version": reply.version, "nodes": [to_json(n) for n in reply.nodes]}
+                if required:
+                    out["required_models"] = [to_json(r) for r in required]
+                print(json.dumps(out))
             else:
                 console.print(status_table(reply.nodes, reply.version, console.width))
+                if required:
+                    console.print(required_models_view(required))
             return 0
         return await _watch(stub, args, console)
 

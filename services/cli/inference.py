@@ -12,7 +12,8 @@ from corral.v1 import common_pb2, router_service_pb2, router_service_pb2_grpc
 from rich.console import Console
 
 from services.cli.client import Peers, UsageError, to_json
-from services.cli.render import fmt_ms, models_table
+from services.cli.fleet import required_models
+from services.cli.render import fmt_ms, models_table, required_models_view
 
 _CACHE_MODES = {
     "default": common_pb2.CACHE_MODE_UNSPECIFIED,
@@ -42,6 +43,9 @@ async def models(args: argparse.Namespace, peers: Peers, console: Console) -> in
         print(json.dumps([to_json(m) for m in reply.models]))
     else:
         console.print(models_table(reply.models))
+        required = await required_models(peers)
+        if required:
+            console.print(required_models_view(required))
     return 0
 
 

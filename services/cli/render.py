@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable
 from typing import Literal
 
-from corral.v1 import cache_service_pb2, health_service_pb2, router_service_pb2
+from corral.v1 import cache_service_pb2, health_service_pb2, prewarm_service_pb2, router_service_pb2
 from rich import box
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -130,6 +130,37 @@ def models_table(models: Iterable[router_service_pb2.FleetModel]) -> RenderableT
             ", ".join(loaded) if loaded else Text("-", style="dim"),
         )
     return table
+
+
+_REQUIRED_STATES = {
+    prewarm_service_pb2.REQUIRED_MODEL_STATE_PRESENT: ("present", "green"),
+    prewarm_service_pb2.REQUIRED_MODEL_STATE_PULLING: ("pulling", "yellow"),
+    prewarm_service_pb2.REQUIRED_MODEL_STATE_MISSING: ("missing", "red"),
+    prewarm_service_pb2.REQUIRED_MODEL_STATE_FAILED: ("failed", "red"),
+}
+
+
+def required_models_view(states: Iterable[prewarm_service_pb2.RequiredModelStatus]) -> RenderableType:
+    """Where each required model is missing, pulling (with progress) or present: a row per model and state."""
+    by_model: dict[str, dict[int, list[str]]] = {}
+    failures: list[Text] = []
+    for item in states:
+        label = item.node_id
+        if item.state == prewarm_service_pb2.REQUIRED_MODEL_STATE_PULLING and item.total:
+            label += f" {100 * item.completed // item.total}%"
+        by_model.setdefault(item.model, {}).setdefault(item.state, []).append(label)
+        if item.state == prewarm_service_pb2.REQUIRED_MODEL_STATE_FAILED and item.error:
+            failures.append(Text(f"  {item.node_id} {item.model}: {item.error}", style="dim red"))
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, title="required models", title_justify="left")
+    table.add_column("MODEL", no_wrap=True, max_width=28, overflow="ellipsis")
+    table.add_column("STATE", no_wrap=True)
+    table.add_column("NODES", overflow="fold")
+    for model in sorted(by_model, key=natural_key):
+        for state, (name, style) in _REQUIRED_STATES.items():
+            nodes = by_model[model].get(state)
+            if nodes:
+                table.add_row(model, Text(name, style=style), ", ".join(sorted(nodes, key=natural_key)))
+    return Group(table, *failures)
 
 
 def _rate(hits: int, misses: int) -> str:

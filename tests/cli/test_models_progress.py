@@ -5,9 +5,11 @@ from __future__ import annotations
 import io
 
 from corral.v1 import model_service_pb2 as mpb
+from corral.v1 import prewarm_service_pb2 as ppb
 from rich.console import Console
 
 from services.cli.manage import PullView, node_line
+from services.cli.render import required_models_view
 
 MB = 1_000_000
 
@@ -72,3 +74,31 @@ def test_node_line_shows_bytes_while_pulling_and_the_error_when_failed() -> None
     assert line.split()[:2] == ["node-1", "pulling"] and "/" in line
     line = node_line(mpb.NodeModelProgress(node_id="node-2", state=mpb.NODE_MODEL_STATE_FAILED, error="boom"))
     assert line.split() == ["node-2", "failed", "boom"]
+
+
+def test_required_models_show_where_each_is_missing_pulling_or_present() -> None:
+    states = [
+        ppb.RequiredModelStatus(node_id="node-1", model="mistral:7b", state=ppb.REQUIRED_MODEL_STATE_PRESENT),
+        ppb.RequiredModelStatus(node_id="node-2", model="mistral:7b", state=ppb.REQUIRED_MODEL_STATE_PRESENT),
+        ppb.RequiredModelStatus(
+            node_id="node-10",
+            model="mistral:7b",
+            state=ppb.REQUIRED_MODEL_STATE_PULLING,
+            completed=45 * MB,
+            total=100 * MB,
+        ),
+        ppb.RequiredModelStatus(node_id="node-3", model="mistral:7b", state=ppb.REQUIRED_MODEL_STATE_MISSING),
+        ppb.RequiredModelStatus(
+            node_id="node-4", model="qwen2.5:0.5b", state=ppb.REQUIRED_MODEL_STATE_FAILED, error="disk full"
+        ),
+    ]
+    out = io.StringIO()
+    Console(file=out, width=80, force_terminal=False).print(required_models_view(states))
+    text = out.getvalue()
+    rows = {" ".join(line.split()[:2]): line for line in text.splitlines() if line.strip()}
+    assert "node-1, node-2" in rows["mistral:7b present"]
+    assert "node-10 45%" in rows["mistral:7b pulling"]
+    assert "node-3" in rows["mistral:7b missing"]
+    assert "node-4" in rows["qwen2.5:0.5b failed"]
+    assert "node-4 qwen2.5:0.5b: disk full" in text
+    assert all(len(line) <= 80 for line in text.splitlines())
