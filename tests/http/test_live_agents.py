@@ -272,3 +272,58 @@ async def test_cached_answers_keep_tool_calls_thinking_and_context(stack: LiveSt
         assert isinstance(replayed_gen, list) and replayed_gen[-1]["context"] == first["context"]
         outcome, _ = await ask("/api/generate", {**gen, "context": first["context"]})
         assert outcome == "miss"
+
+
+async def test_openai_responses_api(stack: LiveStack) -> None:
+    client = openai.AsyncOpenAI(base_url=f"{stack.base_url}/v1", api_key="x", default_headers=_bypass())
+    tools: Any = [
+        {
+            "type": "function",
+            "name": "get_weather",
+            "description": "Current weather of a city",
+            "parameters": WEATHER_TOOL["function"]["parameters"],
+        }
+    ]
+    reply = await client.responses.create(model=MODEL, input="What is the weather in Rome?", tools=tools)
+    calls: list[Any] = [item for item in reply.output if item.type == "function_call"]
+    assert reply.status == "completed" and len(calls) == 1
+    assert calls[0].name == "get_weather" and json.loads(calls[0].arguments)["city"] == "Rome"
+    follow_up: Any = [
+        {"role": "user", "content": "What is the weather in Rome?"},
+        {
+            "type": "function_call",
+            "call_id": calls[0].call_id,
+            "name": "get_weather",
+            "arguments": calls[0].arguments,
+        },
+        {"type": "function_call_output", "call_id": calls[0].call_id, "output": "18 degrees, sunny"},
+    ]
+    answer = await client.responses.create(model=MODEL, input=follow_up, tools=tools)
+    assert answer.output_text and not [i for i in answer.output if i.type == "function_call"]
+    events = [
+        e async for e in await client.responses.create(model=MODEL, input=follow_up, tools=tools, stream=True)
+    ]
+    assert events[0].type == "response.created" and events[-1].type == "response.completed"
+    deltas = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert deltas == answer.output_text
+    streamed_calls = [
+        e
+        async for e in await client.responses.create(
+            model=MODEL, input="What is the weather in Rome?", tools=tools, stream=True
+        )
+        if e.type == "response.function_call_arguments.done"
+    ]
+    assert [json.loads(e.arguments) for e in streamed_calls] == [json.loads(calls[0].arguments)]
+    thought = await client.responses.create(
+        model=THINKER, input="Why is the sky blue?", instructions="Be brief."
+    )
+    reasoning: list[Any] = [item for item in thought.output if item.type == "reasoning"]
+    assert reasoning and reasoning[0].summary[0].text and thought.output_text
+    shaped = await client.responses.create(
+        model=MODEL,
+        input="A record",
+        text={"format": {"type": "json_schema", "name": "record", "schema": SCHEMA}},
+    )
+    jsonschema.validate(json.loads(shaped.output_text), SCHEMA)
+    short = await client.responses.create(model=MODEL, input="Tell me a story", max_output_tokens=4)
+    assert short.status == "incomplete" and short.usage and short.usage.output_tokens == 4

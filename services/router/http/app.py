@@ -127,6 +127,7 @@ def build_http_app(
         app.router.add_delete("/api/delete", ollama.not_supported)
     app.router.add_post("/v1/chat/completions", openai.chat_completions)
     app.router.add_post("/v1/completions", openai.completions)
+    app.router.add_post("/v1/responses", openai.responses)
     app.router.add_post("/v1/embeddings", openai.embeddings)
     app.router.add_get("/v1/models", openai.models)
     app.router.add_get("/v1/models/{model:.+}", openai.model)

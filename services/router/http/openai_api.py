@@ -21,6 +21,7 @@ from services.router.http.errors import ApiError, dumps, json_response, openai_e
 from services.router.http.ollama_api import canonical_model, model_error
 from services.router.http.protocol import RouterCoreProtocol
 from services.router.http.requests import Controls, parse_tools
+from services.router.http.responses_api import ResponseBuilder, parse_responses
 from services.router.http.streaming import SSE_CONTENT_TYPE, StreamWriter, stream_reply
 from services.router.http.tenancy import tenant_of
 
@@ -386,6 +387,57 @@ class OpenAiApi:
             return await stream_reply(
                 request,
                 self.core.generate_stream(streamed, tenant=tenant, deadline_s=None),
+                render=render,
+                is_done=lambda c: c.done,
+                headers_of=lambda c: encode.routing_headers(c.routing) if c.done else {},
+                writer=self._writer,
+                translate=not_found,
+            )
+        except errors.CorralError as exc:
+            raise not_found(exc) from None
+
+    async def responses(self, request: web.Request) -> web.StreamResponse:
+        """POST /v1/responses: OpenAI's Responses API over a chat (responses_api.py)."""
+        spec, stream = parse_responses(await read_object(request, "ResponsesRequest"))
+        model = spec.model
+        if not model:
+            raise ApiError(400, "model is required")
+        controls = Controls(request)
+        tenant = tenant_of(request)
+        builder = ResponseBuilder(spec)
+
+        def not_found(err: errors.CorralError) -> ApiError:
+            return model_error(err, ApiError(404, f"model '{model}' not found"))
+
+        if not stream:
+            unary = rpb.ChatRequest(
+                spec=spec, cache=controls.cache, priority=controls.priority, session_id=controls.session_id
+            )
+            try:
+                resp = await self.core.chat(unary, tenant=tenant, deadline_s=None)
+            except errors.CorralError as exc:
+                raise not_found(exc) from None
+            return json_response(builder.whole(resp), headers=encode.routing_headers(resp.routing))
+        streamed = rpb.ChatStreamRequest(
+            spec=spec, cache=controls.cache, priority=controls.priority, session_id=controls.session_id
+        )
+        started = False
+
+        def render(chunk: rpb.ChatStreamResponse) -> list[dict[str, Any]]:
+            nonlocal started
+            events: list[dict[str, Any]] = []
+            if not started:
+                started = True
+                events += builder.start()
+            events += builder.add(chunk.message)
+            if chunk.done:
+                events += builder.finish(chunk.stats, chunk.done_reason)
+            return events
+
+        try:
+            return await stream_reply(
+                request,
+                self.core.chat_stream(streamed, tenant=tenant, deadline_s=None),
                 render=render,
                 is_done=lambda c: c.done,
                 headers_of=lambda c: encode.routing_headers(c.routing) if c.done else {},
