@@ -15,6 +15,7 @@ from sim.admin import build_admin_app
 from sim.api_infer import InferenceApi
 from sim.api_models import ModelsApi
 from sim.api_openai import OpenAiApi, openai_errors
+from sim.api_responses import ResponsesApi
 from sim.completion import StreamCut
 from sim.config import Faults, NodeConfig
 from sim.embedder import EmbedderUnavailableError, check_backend
@@ -32,6 +33,7 @@ INFERENCE_PATHS = frozenset(
         "/api/embeddings",
         "/v1/chat/completions",
         "/v1/completions",
+        "/v1/responses",
         "/v1/embeddings",
     }
 )
@@ -254,6 +256,7 @@ class SimNode:
         infer = InferenceApi(self.engine)
         models = ModelsApi(self.engine)
         openai = OpenAiApi(self.engine)
+        responses = ResponsesApi(self.engine)
         app = web.Application(middlewares=[self._middleware()], client_max_size=64 * 1024 * 1024)
         r = app.router
         r.add_get("/", models.root)
@@ -270,6 +273,7 @@ class SimNode:
         r.add_post("/api/copy", models.copy)
         r.add_post("/v1/chat/completions", openai_errors(openai.chat_completions))
         r.add_post("/v1/completions", openai_errors(openai.completions))
+        r.add_post("/v1/responses", openai_errors(responses.create))
         r.add_post("/v1/embeddings", openai_errors(openai.embeddings))
         r.add_get("/v1/models", openai_errors(openai.models))
         r.add_get("/v1/models/{model:.+}", openai_errors(openai.model))

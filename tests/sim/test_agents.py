@@ -177,3 +177,32 @@ async def test_tools_on_a_model_without_tools_is_refused(make_node: Callable[...
         body = {"model": "nomic-embed-text:v1.5", "prompt": "x", "stream": False}
         async with http.post(f"{node.url}/v1/completions", json={**body}) as resp:
             assert resp.status == 400
+
+
+async def test_openai_responses_api(agent_node: SimNode) -> None:
+    client = openai.AsyncOpenAI(base_url=f"{agent_node.url}/v1", api_key="ollama")
+    tool: Any = {"type": "function", **WEATHER_TOOL["function"]}
+    reply = await client.responses.create(model=LLM, input="What is the weather in Lima?", tools=[tool])
+    calls: list[Any] = [i for i in reply.output if i.type == "function_call"]
+    assert len(calls) == 1 and json.loads(calls[0].arguments)["city"] == "Lima"
+    follow_up: Any = [
+        {"role": "user", "content": "What is the weather in Lima?"},
+        {
+            "type": "function_call",
+            "call_id": calls[0].call_id,
+            "name": "get_weather",
+            "arguments": calls[0].arguments,
+        },
+        {"type": "function_call_output", "call_id": calls[0].call_id, "output": "warm"},
+    ]
+    answer = await client.responses.create(model=LLM, input=follow_up, tools=[tool])
+    assert answer.output_text and answer.status == "completed"
+    events = [
+        e async for e in await client.responses.create(model=LLM, input=follow_up, stream=True, tools=[tool])
+    ]
+    assert events[0].type == "response.created" and events[-1].type == "response.completed"
+    assert "".join(e.delta for e in events if e.type == "response.output_text.delta") == answer.output_text
+    thought = await client.responses.create(model=THINKER, input="hi")
+    assert [i for i in thought.output if i.type == "reasoning"] and thought.output_text
+    short = await client.responses.create(model=LLM, input="Tell me a story", max_output_tokens=3)
+    assert short.status == "incomplete"
