@@ -37,6 +37,27 @@ ENDPOINT_FIELDS: dict[str, list[str]] = {
         "stream_options",
         "seed",
     ],
+    "/v1/completions": [
+        "model",
+        "prompt",
+        "suffix",
+        "stream",
+        "max_tokens",
+        "stop",
+        "seed",
+        "stream_options",
+    ],
+    "/v1/responses": [
+        "model",
+        "input",
+        "instructions",
+        "tools",
+        "stream",
+        "max_output_tokens",
+        "temperature",
+        "reasoning",
+        "text",
+    ],
     "/v1/embeddings": ["model", "input", "dimensions", "encoding_format"],
 }
 OPTION_KEYS = [
