@@ -96,7 +96,7 @@ async def test_ollama_tool_call_round_trip(stack: LiveStack) -> None:
     final = await client.chat(MODEL, messages=messages, tools=[WEATHER_TOOL])
     assert final.message.content and not final.message.tool_calls
     streamed_final = [p async for p in await client.chat(MODEL, messages=messages, stream=True)]
-    assert "".join(p.message.content for p in streamed_final) and not any(
+    assert "".join(p.message.content or "" for p in streamed_final) and not any(
         p.message.tool_calls for p in streamed_final
     )
 
@@ -122,10 +122,10 @@ async def test_ollama_thinking(stack: LiveStack) -> None:
 async def test_ollama_structured_output_and_context(stack: LiveStack) -> None:
     client = ollama.AsyncClient(host=stack.base_url, headers=_bypass())
     reply = await client.chat(MODEL, messages=[{"role": "user", "content": "A record"}], format=SCHEMA)
-    jsonschema.validate(json.loads(reply.message.content), SCHEMA)
+    jsonschema.validate(json.loads(reply.message.content or ""), SCHEMA)
     parts = [p async for p in await client.generate(MODEL, "A record", format=SCHEMA, stream=True)]
-    jsonschema.validate(json.loads("".join(p.response for p in parts)), SCHEMA)
-    assert isinstance(json.loads((await client.generate(MODEL, "x", format="json")).response), dict)
+    jsonschema.validate(json.loads("".join(p.response or "" for p in parts)), SCHEMA)
+    assert isinstance(json.loads((await client.generate(MODEL, "x", format="json")).response or ""), dict)
     first = await client.generate(MODEL, "My name is Ada.")
     assert first.context and all(isinstance(t, int) for t in first.context)
     second = await client.generate(MODEL, "What is my name?", context=first.context)
@@ -134,7 +134,7 @@ async def test_ollama_structured_output_and_context(stack: LiveStack) -> None:
         p async for p in await client.generate(MODEL, "What is my name?", context=first.context, stream=True)
     ]
     assert streamed[-1].context == second.context
-    assert "".join(p.response for p in streamed) == second.response
+    assert "".join(p.response or "" for p in streamed) == second.response
 
 
 async def test_openai_tools_reasoning_schema_and_completions(stack: LiveStack) -> None:

@@ -103,7 +103,7 @@ async def test_thinking_by_default_off_and_levels(agent_node: SimNode) -> None:
     kinds = ["t" if p.message.thinking else "c" for p in parts[:-1]]
     assert kinds == sorted(kinds, reverse=True) and "t" in kinds and "c" in kinds  # thinking first
     assert "".join(p.message.thinking or "" for p in parts) == reply.message.thinking
-    assert "".join(p.message.content for p in parts) == reply.message.content
+    assert "".join(p.message.content or "" for p in parts) == reply.message.content
     off = await client.chat(THINKER, messages=messages, think=False)
     assert not off.message.thinking and off.message.content
     for level in ("low", "medium", "high", "max"):
@@ -120,28 +120,29 @@ async def test_format_schema_and_json(agent_node: SimNode) -> None:
     client = ollama.AsyncClient(host=agent_node.url)
     for prompt in ("Describe a cat", "Describe a dog", "Describe a bird"):
         reply = await client.chat(LLM, messages=[{"role": "user", "content": prompt}], format=SCHEMA)
-        jsonschema.validate(json.loads(reply.message.content), SCHEMA)
+        jsonschema.validate(json.loads(reply.message.content or ""), SCHEMA)
         generated = await client.generate(LLM, prompt, format=SCHEMA)
-        jsonschema.validate(json.loads(generated.response), SCHEMA)
+        jsonschema.validate(json.loads(generated.response or ""), SCHEMA)
     parts = [p async for p in await client.generate(LLM, "Describe a cat", format=SCHEMA, stream=True)]
-    jsonschema.validate(json.loads("".join(p.response for p in parts)), SCHEMA)
-    assert isinstance(json.loads((await client.generate(LLM, "x", format="json")).response), dict)
+    jsonschema.validate(json.loads("".join(p.response or "" for p in parts)), SCHEMA)
+    assert isinstance(json.loads((await client.generate(LLM, "x", format="json")).response or ""), dict)
     primitive = {"type": "array", "items": {"type": "integer"}}
-    jsonschema.validate(json.loads((await client.generate(LLM, "x", format=primitive)).response), primitive)
+    jsonschema.validate(
+        json.loads((await client.generate(LLM, "x", format=primitive)).response or ""), primitive
+    )
 
 
 async def test_openai_tools_reasoning_and_completions(agent_node: SimNode) -> None:
     client = openai.AsyncOpenAI(base_url=f"{agent_node.url}/v1", api_key="ollama")
     messages: list[Any] = [{"role": "user", "content": "What is the weather in Paris?"}]
-    reply = await client.chat.completions.create(model=LLM, messages=messages, tools=[WEATHER_TOOL])  # type: ignore[list-item]
+    tools: Any = [WEATHER_TOOL]
+    reply = await client.chat.completions.create(model=LLM, messages=messages, tools=tools)
     choice = reply.choices[0]
     assert choice.finish_reason == "tool_calls" and choice.message.tool_calls
     call = choice.message.tool_calls[0]
     assert call.id.startswith("call_") and call.function.name == "get_weather"  # type: ignore[union-attr]
     assert json.loads(call.function.arguments)["city"] == "Paris"  # type: ignore[union-attr]
-    stream = await client.chat.completions.create(
-        model=LLM, messages=messages, tools=[WEATHER_TOOL], stream=True
-    )  # type: ignore[list-item]
+    stream = await client.chat.completions.create(model=LLM, messages=messages, tools=tools, stream=True)
     chunks = [c async for c in stream]
     deltas = [tc for c in chunks for tc in (c.choices[0].delta.tool_calls or [])]
     assert deltas and deltas[0].function and deltas[0].function.name == "get_weather"
