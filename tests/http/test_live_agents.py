@@ -327,3 +327,29 @@ async def test_openai_responses_api(stack: LiveStack) -> None:
     jsonschema.validate(json.loads(shaped.output_text), SCHEMA)
     short = await client.responses.create(model=MODEL, input="Tell me a story", max_output_tokens=4)
     assert short.status == "incomplete" and short.usage and short.usage.output_tokens == 4
+
+
+async def test_pydantic_structured_output_through_the_router(stack: LiveStack) -> None:
+    """What applications send: `format=Model.model_json_schema()` and openai's `parse` (strict, $defs)."""
+    from pydantic import BaseModel
+
+    class Address(BaseModel):
+        city: str
+        zip_code: int
+
+    class Person(BaseModel):
+        name: str
+        age: int
+        tags: list[str]
+        address: Address
+
+    reply = await ollama.AsyncClient(host=stack.base_url, headers=_bypass()).chat(
+        MODEL, messages=[{"role": "user", "content": "A person"}], format=Person.model_json_schema()
+    )
+    assert Person.model_validate_json(reply.message.content or "").address.city
+    client = openai.AsyncOpenAI(base_url=f"{stack.base_url}/v1", api_key="x", default_headers=_bypass())
+    parsed = await client.chat.completions.parse(
+        model=MODEL, messages=[{"role": "user", "content": "A person"}], response_format=Person
+    )
+    person = parsed.choices[0].message.parsed
+    assert isinstance(person, Person) and isinstance(person.address.zip_code, int)

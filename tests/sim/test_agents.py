@@ -207,3 +207,31 @@ async def test_openai_responses_api(agent_node: SimNode) -> None:
     assert [i for i in thought.output if i.type == "reasoning"] and thought.output_text
     short = await client.responses.create(model=LLM, input="Tell me a story", max_output_tokens=3)
     assert short.status == "incomplete"
+
+
+async def test_pydantic_schemas_as_applications_send_them(agent_node: SimNode) -> None:
+    """`format=Model.model_json_schema()` (ollama) and `chat.completions.parse` (openai, strict $defs)."""
+    from pydantic import BaseModel
+
+    class Address(BaseModel):
+        city: str
+        zip_code: int
+
+    class Person(BaseModel):
+        name: str
+        age: int
+        tags: list[str]
+        address: Address
+        nickname: str | None = None
+
+    ollama_client = ollama.AsyncClient(host=agent_node.url)
+    reply = await ollama_client.chat(
+        LLM, messages=[{"role": "user", "content": "A person"}], format=Person.model_json_schema()
+    )
+    assert Person.model_validate_json(reply.message.content or "").address.city
+    client = openai.AsyncOpenAI(base_url=f"{agent_node.url}/v1", api_key="ollama")
+    parsed = await client.chat.completions.parse(
+        model=LLM, messages=[{"role": "user", "content": "A person"}], response_format=Person
+    )
+    person = parsed.choices[0].message.parsed
+    assert isinstance(person, Person) and isinstance(person.address.zip_code, int)
