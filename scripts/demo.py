@@ -2,7 +2,8 @@
 
 The workload shows, in order: prewarm loading the models on every node, score-driven routing across
 the fleet, the exact and semantic cache (and the guard refusing a near-miss), failover when a node
-dies (unary and mid-stream), and session affinity reusing a node's prompt cache.
+dies (unary and mid-stream), session affinity reusing a node's prompt cache, and what agents rely on:
+a tool call and a thinking model's reasoning passed through the router.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from devstack.config import make_temp_state_dir
 from scripts import stack
 
 MODEL = "llama3.2:1b"
+THINKER = "qwen3:0.6b"
 console = Console()
 Check = tuple[str, bool, str]
 
@@ -234,6 +236,37 @@ async def _affinity(router: router_service_pb2_grpc.RouterServiceStub) -> Check:
     )
 
 
+async def _agents(router: router_service_pb2_grpc.RouterServiceStub) -> list[Check]:
+    tool = common_pb2.Tool(type="function")
+    tool.function.name = "get_weather"
+    tool.function.description = "Current weather of a city"
+    tool.function.parameters.update(
+        {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    )
+    question = common_pb2.ChatMessage(role="user", content="What is the weather in Tokyo?")
+    spec = common_pb2.ChatSpec(model=MODEL, messages=[question], tools=[tool])
+    reply = await router.Chat(router_service_pb2.ChatRequest(spec=spec), timeout=60)
+    calls = list(reply.message.tool_calls)
+    call = f"{calls[0].name}({dict(calls[0].arguments)})" if calls else "no tool call"
+    thinking = common_pb2.ChatSpec(
+        model=THINKER, messages=[common_pb2.ChatMessage(role="user", content="Why is the sky blue?")]
+    )
+    thought = await router.Chat(router_service_pb2.ChatRequest(spec=thinking), timeout=60)
+    words = len(thought.message.thinking.split())
+    return [
+        (
+            "agents: a tool call passes through the router",
+            bool(calls) and calls[0].name == "get_weather",
+            call,
+        ),
+        (
+            f"agents: {THINKER} thinks before it answers",
+            words > 0 and bool(thought.message.content),
+            f"{words} words of thinking, then {len(thought.message.content.split())} of answer",
+        ),
+    ]
+
+
 async def _after(first: Awaitable[Any], then: Awaitable[Check]) -> Check:
     await first
     return await then
@@ -299,6 +332,7 @@ async def run(state: Path) -> bool:
             ("cache", lambda: _cache(router)),
             ("failover", lambda: _failover(router, http, admin)),
             ("affinity", lambda: _after(_fleet_healthy(health_channel), _affinity(router))),
+            ("agents", lambda: _agents(router)),
         ]
         for name, step in steps:
             try:
