@@ -184,7 +184,13 @@ def _prompt_hints(prompt: str, schema: Any) -> dict[str, str]:
     candidates: list[str] = []
     for sentence in re.split(r"[.!?]\s*", prompt):
         tokens = _WORD_RE.findall(sentence)
-        candidates.extend(t for t in tokens[1:] if t[:1].isupper())
+        run: list[str] = []
+        for token in [*tokens[1:], ""]:
+            if token[:1].isupper():
+                run.append(token)  # consecutive capitalised words are one name: "New York"
+            elif run:
+                candidates.append(" ".join(run))
+                run = []
     props = schema.get("properties") if isinstance(schema, dict) else None
     hints: dict[str, str] = {}
     if isinstance(props, dict):
