@@ -14,7 +14,9 @@ from services.cli.render import required_models_view
 MB = 1_000_000
 
 
-def _snapshot(*nodes: tuple[str, int, int, int, str], done: bool = False) -> mpb.PullModelResponse:
+def _snapshot(
+    *nodes: tuple[str, mpb.NodeModelState.ValueType, int, int, str], done: bool = False
+) -> mpb.PullModelResponse:
     return mpb.PullModelResponse(
         nodes=[
             mpb.NodeModelProgress(node_id=n, state=s, total=t, completed=c, error=e)
