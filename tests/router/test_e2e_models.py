@@ -203,3 +203,40 @@ async def test_cli_pulls_and_removes_with_one_line_per_node_and_state(models: Mo
     assert snapshots[-1]["done"] and snapshots[-1]["nodes"][0]["state"] == "NODE_MODEL_STATE_DONE"
     code, out, err = await _corral(models, "models", "pull", OTHER_MODEL, "--nodes", "node-9")
     assert code == 1 and "node-9" in err
+
+
+async def test_grpc_copy_and_delete_report_each_node(models: Models) -> None:
+    channel = make_channel(models.secured_grpc, security=PeerSecurity(api_key=ADMIN_KEY))
+    try:
+        stub = model_service_pb2_grpc.ModelServiceStub(channel)
+        copied = await stub.CopyModel(
+            model_service_pb2.CopyModelRequest(
+                source="llama3.2:1b", destination="ops/copy:1", nodes=["node-1", "node-2"]
+            ),
+            timeout=10,
+        )
+        assert [(n.node_id, n.state) for n in copied.nodes] == [
+            ("node-1", model_service_pb2.NODE_MODEL_STATE_DONE),
+            ("node-2", model_service_pb2.NODE_MODEL_STATE_DONE),
+        ]
+        deleted = await stub.DeleteModel(model_service_pb2.DeleteModelRequest(model="ops/copy:1"), timeout=10)
+        assert [(n.node_id, n.state) for n in deleted.nodes] == [
+            ("node-1", model_service_pb2.NODE_MODEL_STATE_DONE),
+            ("node-2", model_service_pb2.NODE_MODEL_STATE_DONE),
+            ("node-3", model_service_pb2.NODE_MODEL_STATE_ABSENT),
+        ]
+        with pytest.raises(grpc.aio.AioRpcError) as missing:
+            await stub.DeleteModel(model_service_pb2.DeleteModelRequest(model="ops/copy:1"), timeout=10)
+        assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.aio.AioRpcError) as unknown:
+            await stub.DeleteModel(
+                model_service_pb2.DeleteModelRequest(model="llama3.2:1b", nodes=["node-9"]), timeout=10
+            )
+        assert unknown.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "node-9" in (
+            unknown.value.details() or ""
+        )
+    finally:
+        await channel.close()
+    for node in models.stack.nodes:
+        assert "ops/copy:1" not in await models.tags(node.node_id)
+        assert "llama3.2:1b" in await models.tags(node.node_id)
