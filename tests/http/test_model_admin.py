@@ -80,8 +80,10 @@ async def test_ollama_client_pull_streams_merged_progress_then_success(fleet: Fl
     model_layer = max(layered, key=lambda p: p.total or 0)
     size = node.engine.catalog[next(k for k in node.engine.catalog if k.startswith(NEW_MODEL))].size_bytes
     assert model_layer.total is not None and model_layer.total > 2 * (size // 2)
-    last = [p for p in layered if p.digest == model_layer.digest][-1]
-    assert last.completed == last.total
+    lines = [p for p in layered if p.digest == model_layer.digest]
+    # NOTE: the total is the same on every line of a layer (the official CLI fixes it at the first).
+    assert {p.total for p in lines} == {model_layer.total} and lines[-1].completed == lines[-1].total
+    assert [p.completed for p in lines] == sorted(p.completed or 0 for p in lines)
     assert fleet.installed(NEW_MODEL) == ["node-1", "node-2", "node-3"]
 
 

@@ -46,7 +46,11 @@ def _done_header(results: list[NodeProgress]) -> dict[str, str]:
 
 
 def _merged_line(event_digest: str, nodes: list[NodeProgress]) -> dict[str, Any]:
-    total = sum(n.layers[event_digest][0] for n in nodes if event_digest in n.layers)
+    # NOTE: a digest names the same bytes on every node, so the layer's size times the selected nodes
+    # is the summed total from the first line on: the official CLI fixes a bar's total when it first
+    # sees the digest, and nodes still queued have not announced their layers yet.
+    size = max((n.layers[event_digest][0] for n in nodes if event_digest in n.layers), default=0)
+    total = size * len(nodes)
     completed = sum(n.layers[event_digest][1] for n in nodes if event_digest in n.layers)
     return {
         "status": f"pulling {event_digest.removeprefix('sha256:')[:12]}",
