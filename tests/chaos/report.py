@@ -26,6 +26,12 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+def _continued(counts: dict[str, int] | None) -> str:
+    if not counts:
+        return "-"
+    return f"{counts['checked']} ({counts['exact']}, {counts['wrong']})"
+
+
 def write_report(results: list[dict[str, Any]], out: Path) -> Path:
     """Writes chaos.json and chaos.md into `out`; returns the Markdown path."""
     out.mkdir(parents=True, exist_ok=True)
@@ -44,9 +50,15 @@ def write_report(results: list[dict[str, Any]], out: Path) -> Path:
         "injection and the end of recovery. Recovery is from the removal of the fault (or the restart",
         "command) until 5 consecutive calls succeed within 3x the baseline p99 (at least 250 ms).",
         "",
-        "| fault | calls | unary failed | stream errors | truncated | wrong answers | baseline p50 ms "
-        "| during p50 / p99 / max ms | recovery s | first cache hit after s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "A *continued* answer (a node failed mid-answer, another one continued it) is checked against the",
+        "nodes' records: the client's text must be the failed node's partial answer (*exact*: that node's",
+        "record shows it sent exactly that much; a killed or stopped node cannot tell) followed by the",
+        "continuation the other node sent, nothing repeated or lost; *wrong* counts those that are not.",
+        "",
+        "| fault | calls | unary failed | stream errors | truncated | wrong answers "
+        "| continued (exact, wrong) | baseline p50 ms | during p50 / p99 / max ms | recovery s "
+        "| first cache hit after s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         during = r["during"]
@@ -54,7 +66,7 @@ def write_report(results: list[dict[str, Any]], out: Path) -> Path:
             f"| {r['fault']} | {r['total']['unary'] + r['total']['streams']} "
             f"| {r['total']['unary_failed']} {_cell(r['total']['unary_errors'])} "
             f"| {_cell(r['total']['stream_errors'])} | {r['total']['streams_truncated']} "
-            f"| {r['wrong_answers']} | {_cell(r['baseline']['p50_ms'])} "
+            f"| {r['wrong_answers']} | {_continued(r.get('continued'))} | {_cell(r['baseline']['p50_ms'])} "
             f"| {_cell(during['p50_ms'])} / {_cell(during['p99_ms'])} / {_cell(during['max_ms'])} "
             f"| {_cell(r['recovery_s'])} | {_cell(r.get('first_hit_after_s'))} |"
         )

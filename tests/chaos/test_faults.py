@@ -59,7 +59,7 @@ async def run_fault(
     **traffic_kw: Any,
 ) -> tuple[dict[str, Any], Traffic]:
     """Baseline → inject → hold → restore → wait for recovery; returns the record and the traffic."""
-    traffic = Traffic(corral.router_addr, PROMPTS, **traffic_kw)
+    traffic = Traffic(corral.router_addr, PROMPTS, nodes=node_urls(corral), **traffic_kw)
     started = time.monotonic()
     await traffic.start()
     try:
@@ -87,6 +87,11 @@ async def run_fault(
         "during": summarize(traffic.between(injected, recovered)),
         "total": summarize(traffic.calls),
         "wrong_answers": len(traffic.wrong),
+        "continued": {
+            "checked": len(traffic.continued),
+            "exact": sum(c.continuation == "exact" for c in traffic.continued),
+            "wrong": len(traffic.broken_continuations),
+        },
         "recovery_s": round(max(0.0, recovered - restored), 2),
         "first_hit_after_s": round(min(hits) - restored, 2) if hits else None,
     }
@@ -96,17 +101,28 @@ async def run_fault(
     return record, traffic
 
 
+def node_urls(corral: Corral) -> dict[str, tuple[str, str]]:
+    """Each node's API and admin URLs, for checking continued answers against what the nodes sent."""
+    return {n.node_id: (n.url, n.admin_url) for n in corral.nodes}
+
+
 def _is_hit(call: Call, since: float) -> bool:
     return call.started >= since and call.outcome.endswith("_HIT")
 
 
 def assert_no_loss(record: dict[str, Any], traffic: Traffic) -> None:
-    """0 failed unary calls; streams complete or end with UNAVAILABLE; no wrong answer."""
+    """0 failed unary calls; streams complete or end with UNAVAILABLE; no wrong answer.
+
+    An answer continued on another node is right when it is exactly what the failed node had sent,
+    then the continuation the router asked for (Traffic.check_continuation).
+    """
     total = record["total"]
     assert total["unary_failed"] == 0, record
     assert set(total["stream_errors"]) <= {"UNAVAILABLE"}, record
     assert total["streams_truncated"] == 0, record
     assert not traffic.wrong, [(c.prompt, c.outcome, c.kind) for c in traffic.wrong[:3]]
+    broken = traffic.broken_continuations
+    assert not broken, [(c.kind, c.node_id, c.failed_node_ids, c.continuation) for c in broken[:3]]
     assert total["unary"] > 20 and total["streams"] > 3, record
 
 
@@ -149,6 +165,10 @@ async def test_streams_cut_midway(corral: Corral) -> None:
         lambda: corral.clear_faults("node-1"),
     )
     assert_no_loss(record, traffic)
+    # Every cut answer was continued, and node-1's records show it had sent exactly the partial
+    # answer each continuation followed.
+    continued = record["continued"]
+    assert continued["checked"] > 0 and continued["exact"] == continued["checked"], continued
 
 
 async def test_redis_outage(corral: Corral) -> None:
@@ -185,7 +205,7 @@ async def test_service_killed_and_restarted(corral: Corral, service: str) -> Non
 
 async def test_router_killed_and_restarted(corral: Corral) -> None:
     """Raw clients lose at most the calls in flight; clients with the documented retry policy lose none."""
-    retrying = Traffic(corral.router_addr, PROMPTS, retrying=True, stream_workers=0)
+    retrying = Traffic(corral.router_addr, PROMPTS, retrying=True, stream_workers=0, nodes=node_urls(corral))
     await retrying.start()
 
     async def restart() -> None:
@@ -211,7 +231,7 @@ async def test_router_killed_and_restarted(corral: Corral) -> None:
     assert total["unary_failed"] <= raw.unary_workers, record
     assert set(total["stream_errors"]) <= {"UNAVAILABLE"}, record
     assert total["streams_failed"] <= raw.stream_workers, record
-    assert total["streams_truncated"] == 0 and not raw.wrong
+    assert total["streams_truncated"] == 0 and not raw.wrong and not raw.broken_continuations
     # With the documented retry policy, no unary call is lost.
     assert retried["unary_failed"] == 0, retried
-    assert not retrying.wrong
+    assert not retrying.wrong and not retrying.broken_continuations

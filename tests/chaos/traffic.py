@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
 import grpc
 from corral.v1 import common_pb2, router_service_pb2, router_service_pb2_grpc
 
@@ -39,6 +40,8 @@ _WORDS = (
     "cobalt dune falcon glacier hazel iris jasper kestrel lichen marble nectar onyx pebble quill"
 ).split()
 SEED_OPTION = 7
+# NOTE: the nodes' admin API answers at once unless the node is stopped or dead.
+_NODE_READ_S = 2.0
 
 
 def make_prompts(count: int, seed: int = 1) -> list[str]:
@@ -67,6 +70,9 @@ class Call:
     complete: bool = True
     text: str = ""
     detail: str = ""
+    node_id: str = ""
+    failed_node_ids: list[str] = field(default_factory=list)
+    continuation: str = ""  # for a resumed call: "exact", "consistent", or why its text is wrong
 
 
 @dataclass
@@ -82,6 +88,8 @@ class Traffic:
         retrying: Use the documented retry policy (else a plain channel, no retries).
         wait_for_ready: Calls wait for the channel to connect instead of failing fast (implied by retrying).
         timeout_s: Deadline of each call.
+        nodes: Node id -> (API URL, admin URL) of simulated nodes. When given, every answer continued
+            on another node after a failure is checked against what the nodes sent (`check_continuation`).
     """
 
     address: str
@@ -92,12 +100,16 @@ class Traffic:
     retrying: bool = False
     wait_for_ready: bool = False
     timeout_s: float = 15.0
+    nodes: dict[str, tuple[str, str]] = field(default_factory=dict)
     calls: list[Call] = field(default_factory=list)
     expected: dict[str, str] = field(default_factory=dict)
     wrong: list[Call] = field(default_factory=list)
+    continued: list[Call] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _channel: grpc.aio.Channel | None = None
+    _http: aiohttp.ClientSession | None = None
+    _answers: dict[str, str] = field(default_factory=dict)
 
     async def start(self) -> None:
         options: list[tuple[str, Any]] = (
@@ -105,6 +117,8 @@ class Traffic:
         )
         options.append(("grpc.enable_retries", 1 if self.retrying else 0))
         self._channel = grpc.aio.insecure_channel(self.address, options=options)
+        if self.nodes:
+            self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=_NODE_READ_S))
         stub = router_service_pb2_grpc.RouterServiceStub(self._channel)
         for i in range(self.unary_workers):
             self._tasks.append(asyncio.create_task(self._unary_loop(stub, i)))
@@ -116,6 +130,8 @@ class Traffic:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._channel is not None:
             await self._channel.close()
+        if self._http is not None:
+            await self._http.close()
 
     def _request(self, rng: random.Random) -> tuple[str, common_pb2.GenerateSpec, common_pb2.CachePolicy]:
         prompt = rng.choice(self.prompts)
@@ -137,6 +153,80 @@ class Traffic:
         if call.text != known:
             self.wrong.append(call)
 
+    @property
+    def broken_continuations(self) -> list[Call]:
+        """Resumed calls whose text is not the failed node's partial answer followed by the continuation."""
+        return [c for c in self.continued if c.continuation not in ("exact", "consistent")]
+
+    async def _records(self, node_id: str) -> list[dict[str, Any]] | None:
+        """A node's latest completions (GET /_sim/requests), or None when it does not answer."""
+        assert self._http is not None
+        try:
+            async with self._http.get(self.nodes[node_id][1] + "/_sim/requests") as resp:
+                records: list[dict[str, Any]] = (await resp.json())["requests"]
+                return records
+        except (aiohttp.ClientError, TimeoutError):
+            return None
+
+    async def _whole_answer(self, node_id: str, prompt: str) -> str:
+        """The prompt's whole answer (the same on every node: seed pinned), asked of a node directly."""
+        known = self._answers.get(prompt)
+        if known is None:
+            assert self._http is not None
+            body = {"model": MODEL, "prompt": prompt, "stream": False, "options": {"seed": SEED_OPTION}}
+            async with self._http.post(self.nodes[node_id][0] + "/api/generate", json=body) as resp:
+                known = self._answers[prompt] = str((await resp.json())["response"])
+        return known
+
+    async def check_continuation(self, call: Call) -> str:
+        """How a resumed answer was checked: "exact", "consistent", or why its text is wrong.
+
+        The node that finished the answer was asked to continue the prompt after a partial answer
+        (services/router/forward.py): its record must hold that partial answer, and the client's text
+        must be that partial answer followed by what the node sent, nothing repeated, nothing lost.
+        The partial answer must be the start of the prompt's whole answer. "exact" when the failed
+        node's own record shows it sent exactly that partial answer before its stream was cut; a
+        killed or stopped node cannot tell, so there the check is "consistent".
+        """
+        records = await self._records(call.node_id)
+        if records is None:
+            return f"{call.node_id}, which finished the answer, does not answer its admin API"
+        user = {"role": "user", "content": call.prompt}
+        partial: str | None = None
+        for record in records:
+            messages = record["request"].get("messages") or []
+            if record["outcome"] != "done" or messages[:-1] != [user] or messages[-1]["role"] != "assistant":
+                continue
+            if messages[-1]["content"] + record["sent"] == call.text:
+                partial = messages[-1]["content"]
+                break
+        if partial is None:
+            return f"no continuation on {call.node_id} is the text's end (repeated, lost or reordered text)"
+        whole = await self._whole_answer(call.node_id, call.prompt)
+        if not partial or not whole.startswith(partial):
+            return f"the partial answer {partial[:60]!r} is not the start of the prompt's answer"
+        for failed in reversed(call.failed_node_ids):
+            cut = await self._records(failed) if failed in self.nodes else None
+            mine = [
+                r for r in cut or [] if r["request"].get("prompt") == call.prompt and r["outcome"] == "cut"
+            ]
+            if any(r["sent"] == partial for r in mine):
+                return "exact"
+            if mine:
+                sent = mine[-1]["sent"]
+                return f"{failed} cut its answer after {sent!r}, but the continuation followed {partial!r}"
+        return "consistent"
+
+    async def _finish(self, call: Call) -> None:
+        self.calls.append(call)
+        self._check(call)
+        if self.nodes and call.resumed and call.code == "OK" and call.complete:
+            try:
+                call.continuation = await self.check_continuation(call)
+            except (aiohttp.ClientError, TimeoutError, KeyError, ValueError) as exc:
+                call.continuation = f"could not be checked: {type(exc).__name__}: {exc}"
+            self.continued.append(call)
+
     async def _unary_loop(self, stub: router_service_pb2_grpc.RouterServiceStub, seed: int) -> None:
         rng = random.Random(seed)
         wait_for_ready = True if (self.retrying or self.wait_for_ready) else None
@@ -152,12 +242,13 @@ class Traffic:
                 call.text = reply.response
                 call.outcome = common_pb2.CacheOutcome.Name(reply.routing.cache_outcome)
                 call.resumed = reply.routing.resumed
+                call.node_id = reply.routing.node_id
+                call.failed_node_ids = list(reply.routing.failed_node_ids)
             except grpc.aio.AioRpcError as exc:
                 call.code = exc.code().name
                 call.detail = exc.details() or ""
             call.latency_ms = (time.monotonic() - call.started) * 1000
-            self.calls.append(call)
-            self._check(call)
+            await self._finish(call)
             await asyncio.sleep(self.think_s)
 
     async def _stream_loop(self, stub: router_service_pb2_grpc.RouterServiceStub, seed: int) -> None:
@@ -176,13 +267,14 @@ class Traffic:
                         call.complete = True
                         call.outcome = common_pb2.CacheOutcome.Name(chunk.routing.cache_outcome)
                         call.resumed = chunk.routing.resumed
+                        call.node_id = chunk.routing.node_id
+                        call.failed_node_ids = list(chunk.routing.failed_node_ids)
             except grpc.aio.AioRpcError as exc:
                 call.code = exc.code().name
                 call.detail = exc.details() or ""
             call.text = "".join(pieces)
             call.latency_ms = (time.monotonic() - call.started) * 1000
-            self.calls.append(call)
-            self._check(call)
+            await self._finish(call)
             await asyncio.sleep(self.think_s)
 
     # --- analysis -----------------------------------------------------------------------------------
