@@ -114,7 +114,12 @@ class HealthConfig(ServiceConfig):
         heartbeat_interval_s: WatchScores sends a heartbeat after this long without a message.
         min_update_interval_s: Changes are coalesced into at most one update per this interval.
         subscriber_queue_size: Messages buffered per subscriber; on overflow it gets a fresh snapshot.
-        nodes: The fleet at start-up (more can be added with AddNode).
+        nodes: The fleet at start-up (more can be added with AddNode); with shared_registry, only the
+            seed of an empty registry.
+        shared_registry: Keep the fleet registry in PostgreSQL (the `postgres` section), shared by every
+            replica and followed with LISTEN/NOTIFY; off, each replica keeps its own in memory.
+        registry_timeout_s: Bound of one registry connection or write.
+        registry_retry_s: Pause between reconnections while PostgreSQL is down.
         outlier: Outlier ejection settings.
         score: Score model settings.
     """
@@ -128,6 +133,9 @@ class HealthConfig(ServiceConfig):
     min_update_interval_s: float = Field(default=0.1, ge=0)
     subscriber_queue_size: int = Field(default=64, ge=1)
     nodes: list[NodeSpec] = Field(default_factory=_default_nodes)
+    shared_registry: bool = False
+    registry_timeout_s: float = Field(default=2.0, gt=0)
+    registry_retry_s: float = Field(default=1.0, gt=0)
     outlier: OutlierConfig = OutlierConfig()
     score: ScoreConfig = ScoreConfig()
 

@@ -17,6 +17,7 @@ from services.health.hub import Hub, Subscription
 from services.health.registry import ProbeResult
 from services.health.scoring import NodeView
 from services.health.stats import Outcome
+from services.health.store import RegistryStore, StoredNode
 
 logger = logging.getLogger(__name__)
 
@@ -78,12 +79,25 @@ class HealthEngine:
         self._probe_tasks: dict[str, asyncio.Task[None]] = {}
         self._publisher: asyncio.Task[None] | None = None
         self.probes_done = 0
+        self._store: RegistryStore | None = None
+
+    def use_store(self, dsn: str) -> None:
+        """Makes PostgreSQL the fleet registry (call before start): shared by every replica."""
+        cfg = self.cfg
+        self._store = RegistryStore(dsn, self.reconcile, cfg.registry_timeout_s, cfg.registry_retry_s)
 
     # ---- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
-        """Registers the configured nodes and starts probing and publishing."""
-        for spec in self.cfg.nodes:
-            self.add_node(spec.id, spec.address, spec.labels)
+        """Registers the configured nodes (or loads the shared registry) and starts probing and publishing."""
+        loaded = False
+        if self._store is not None:
+            seed = [StoredNode(n.id, n.address, dict(n.labels), False) for n in self.cfg.nodes]
+            loaded = await self._store.start(seed, self.cfg.registry_timeout_s * 2)
+            if not loaded:
+                logger.warning("starting from the configured nodes until the fleet registry answers")
+        if not loaded:
+            for spec in self.cfg.nodes:
+                self.add_node(spec.id, spec.address, spec.labels)
         # NOTE: the configured nodes are the starting point of the stream, not an update.
         self.fleet.collect_changes()
         self._publisher = asyncio.create_task(self._publish_loop(), name="health-publisher")
@@ -91,6 +105,8 @@ class HealthEngine:
     async def stop(self) -> None:
         """Ends every subscription and background task, then closes the prober."""
         self.hub.close()
+        if self._store is not None:
+            await self._store.stop()
         tasks = [*self._probe_tasks.values(), *([self._publisher] if self._publisher else [])]
         for task in tasks:
             task.cancel()
@@ -116,6 +132,60 @@ class HealthEngine:
     def set_draining(self, node_id: str, draining: bool) -> NodeView:
         """Drains or undrains a node."""
         return self.fleet.set_draining(node_id, draining)
+
+    def reconcile(self, nodes: Sequence[StoredNode]) -> None:
+        """Makes the local registry match the shared one (added, removed, relabelled, drained nodes)."""
+        wanted = {n.node_id: n for n in nodes}
+        for node_id in self.fleet.registry.ids():
+            entry = self.fleet.registry.get(node_id)
+            stored = wanted.get(node_id)
+            if stored is None or stored.address != entry.address or stored.labels != entry.labels:
+                self.remove_node(node_id)
+        for stored in nodes:
+            try:
+                if stored.node_id not in self.fleet.registry:
+                    self.add_node(stored.node_id, stored.address, stored.labels)
+                self.set_draining(stored.node_id, stored.draining)
+            except Exception:  # NOTE: one bad row must not hide the rest of the fleet.
+                logger.exception("cannot apply registry row for node %s", stored.node_id)
+
+    async def admin_add(self, node_id: str, address: str, labels: Mapping[str, str]) -> NodeView:
+        """AddNode: registers locally, then records it in the shared registry (StoreUnavailable undoes it)."""
+        view = self.add_node(node_id, address, labels)
+        if self._store is not None:
+            try:
+                await self._store.upsert(StoredNode(view.node_id, view.address, dict(view.labels), False))
+            except Exception:
+                if node_id in self.fleet.registry:
+                    self.remove_node(node_id)
+                raise
+        return view
+
+    async def admin_drain(self, node_id: str, draining: bool) -> NodeView:
+        """DrainNode / UndrainNode, recorded in the shared registry (StoreUnavailable undoes it)."""
+        before = self.fleet.registry.get(node_id).draining
+        view = self.set_draining(node_id, draining)
+        if self._store is not None:
+            try:
+                await self._store.upsert(StoredNode(view.node_id, view.address, dict(view.labels), draining))
+            except Exception:
+                if node_id in self.fleet.registry:
+                    self.set_draining(node_id, before)
+                raise
+        return view
+
+    async def admin_remove(self, node_id: str) -> NodeView:
+        """RemoveNode, recorded in the shared registry (StoreUnavailable undoes it)."""
+        view = self.remove_node(node_id)
+        if self._store is not None:
+            try:
+                await self._store.delete(node_id)
+            except Exception:
+                if node_id not in self.fleet.registry:
+                    self.add_node(view.node_id, view.address, dict(view.labels))
+                    self.set_draining(node_id, view.draining)
+                raise
+        return view
 
     # ---- passive signals ------------------------------------------------------------------
     def record_outcomes(self, reporter: str, outcomes: Sequence[Outcome]) -> int:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import grpc
 from corral.v1 import health_service_pb2, health_service_pb2_grpc
+from psycopg.conninfo import make_conninfo
 
 from services.common.config import load_config_or_exit
 from services.common.server import Cleanup, ServiceContext, build_server, run_service, set_serving
@@ -26,6 +27,10 @@ async def setup(ctx: ServiceContext) -> Cleanup:
     """Registers the servicer and starts probing the configured nodes."""
     cfg = ctx.cfg.health
     engine = HealthEngine(cfg, Prober(cfg.probe_timeout_s))
+    if cfg.shared_registry:
+        password = ctx.cfg.postgres.resolved_password()
+        dsn = ctx.cfg.postgres.dsn
+        engine.use_store(make_conninfo(dsn, password=password) if password is not None else dsn)
     servicer = HealthServicer(engine)
     health_service_pb2_grpc.add_HealthServiceServicer_to_server(servicer, ctx.server)
     await engine.start()

@@ -16,6 +16,7 @@ from services.health.engine import HealthEngine
 from services.health.hub import HubClosed
 from services.health.registry import NODE_ID_PATTERN, DuplicateNode, InvalidField, UnknownNode
 from services.health.stats import Outcome
+from services.health.store import StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -134,7 +135,9 @@ class HealthServicer(health_service_pb2_grpc.HealthServiceServicer):
         if not request.node_id:
             raise InvalidArgument("node_id", "node_id is required")
         try:
-            view = self._engine.add_node(request.node_id, request.address, dict(request.labels))
+            view = await self._engine.admin_add(request.node_id, request.address, dict(request.labels))
+        except StoreUnavailable as exc:
+            raise Unavailable(str(exc)) from None
         except InvalidField as exc:
             raise InvalidArgument(exc.field, exc.detail) from None
         except DuplicateNode as exc:
@@ -146,7 +149,9 @@ class HealthServicer(health_service_pb2_grpc.HealthServiceServicer):
     ) -> health_service_pb2.DrainNodeResponse:
         """Stops new traffic to a node (routers let in-flight requests finish)."""
         try:
-            view = self._engine.set_draining(_node_id(request.node_id), True)
+            view = await self._engine.admin_drain(_node_id(request.node_id), True)
+        except StoreUnavailable as exc:
+            raise Unavailable(str(exc)) from None
         except UnknownNode as exc:
             raise NotFound(exc.message, reason="NODE_NOT_FOUND") from None
         return health_service_pb2.DrainNodeResponse(node=node_score(view))
@@ -156,7 +161,9 @@ class HealthServicer(health_service_pb2_grpc.HealthServiceServicer):
     ) -> health_service_pb2.UndrainNodeResponse:
         """Returns a drained node to service."""
         try:
-            view = self._engine.set_draining(_node_id(request.node_id), False)
+            view = await self._engine.admin_drain(_node_id(request.node_id), False)
+        except StoreUnavailable as exc:
+            raise Unavailable(str(exc)) from None
         except UnknownNode as exc:
             raise NotFound(exc.message, reason="NODE_NOT_FOUND") from None
         return health_service_pb2.UndrainNodeResponse(node=node_score(view))
@@ -166,7 +173,9 @@ class HealthServicer(health_service_pb2_grpc.HealthServiceServicer):
     ) -> health_service_pb2.RemoveNodeResponse:
         """Unregisters a node and stops probing it."""
         try:
-            view = self._engine.remove_node(_node_id(request.node_id))
+            view = await self._engine.admin_remove(_node_id(request.node_id))
+        except StoreUnavailable as exc:
+            raise Unavailable(str(exc)) from None
         except UnknownNode as exc:
             raise NotFound(exc.message, reason="NODE_NOT_FOUND") from None
         return health_service_pb2.RemoveNodeResponse(node=node_score(view))
