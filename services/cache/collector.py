@@ -29,11 +29,11 @@ class CacheCollector(Collector):
         s = engine.stats
         lookups = CounterMetricFamily(
             "corral_cache_lookups",
-            "Tier lookups by tier and result (hit or miss).",
+            "Tier lookups by tier and result (hit or miss); the embeddings tier counts texts.",
             labels=["tier", "result"],
         )
         stores = CounterMetricFamily("corral_cache_stores", "Entries written, by tier.", labels=["tier"])
-        for tier, counters in (("exact", s.exact), ("semantic", s.semantic)):
+        for tier, counters in (("exact", s.exact), ("semantic", s.semantic), ("embeddings", s.embeddings)):
             lookups.add_metric([tier, "hit"], counters.hits)
             lookups.add_metric([tier, "miss"], counters.misses)
             stores.add_metric([tier], counters.stores)

@@ -138,6 +138,13 @@ class ExactStore:
             if not future.done():
                 future.set_result(value.encode() if isinstance(value, str) else value)
 
+    async def get_many(self, tenant: str, model: str, keys: Sequence[str]) -> list[bytes | None]:
+        """The stored values of several keys of one tenant and model, in one MGET."""
+        if not keys:
+            return []
+        values = await self._redis.mget([redis_key(tenant, model, key) for key in keys])
+        return [value.encode() if isinstance(value, str) else value for value in values]
+
     async def put(self, tenant: str, model: str, key: str, value: bytes, ttl_s: float) -> None:
         """Stores a value for `ttl_s` seconds (at least 1 ms)."""
         await self._redis.set(redis_key(tenant, model, key), value, px=max(1, int(ttl_s * 1000)))

@@ -12,6 +12,7 @@ from google.protobuf.duration_pb2 import Duration
 
 from services.cache import keys, validation
 from services.cache.admin import CacheAdmin, TierReport
+from services.cache.embed_cache import EmbeddingCache, EmbeddingScope, pack, scope_of, unpack
 from services.cache.embedders import Vector
 from services.cache.engine import CacheEngine, LookupResult, StoreItem
 from services.common.errors import InvalidArgument, NotFound
@@ -59,6 +60,7 @@ class CacheServicer(cache_service_pb2_grpc.CacheServiceServicer):
         self._engine = engine
         self._admin = CacheAdmin(engine)
         self._cfg = engine.cfg
+        self._vectors = EmbeddingCache(engine)
 
     def _plan(self, request: pb.LookupRequest | pb.StoreRequest, view: keys.RequestView) -> keys.TierPlan:
         return keys.plan(
@@ -185,7 +187,52 @@ class CacheServicer(cache_service_pb2_grpc.CacheServiceServicer):
             exact_degraded=report.exact_degraded,
             semantic_degraded=report.semantic_degraded,
             embedder=report.embedder,
+            embeddings=_tier(TierReport(self._engine.stats.embeddings, 0, 0)),
         )
+
+    def _scope(self, key: pb.EmbeddingKey, inputs: Sequence[str]) -> EmbeddingScope:
+        validation.check_tenant(key.tenant, self._cfg, "key.tenant")
+        if not key.model.strip():
+            raise InvalidArgument("key.model", "is required")
+        if len(key.model) > 512:
+            raise InvalidArgument("key.model", "at most 512 characters")
+        if len(inputs) > MAX_BATCH:
+            raise InvalidArgument("inputs", f"at most {MAX_BATCH} per call, got {len(inputs)}")
+        return scope_of(key)
+
+    async def LookupEmbeddings(
+        self, request: pb.LookupEmbeddingsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.LookupEmbeddingsResponse:
+        """Per-text vectors in input order; a store that is down answers every text as a miss."""
+        scope = self._scope(request.key, request.inputs)
+        found = await self._vectors.lookup(scope, request.inputs, self._budget_s(context))
+        return pb.LookupEmbeddingsResponse(
+            results=[
+                pb.CachedVector(hit=True, values=unpack(raw)) if raw is not None else pb.CachedVector()
+                for raw in found
+            ]
+        )
+
+    async def StoreEmbeddings(
+        self, request: pb.StoreEmbeddingsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.StoreEmbeddingsResponse:
+        """Stores one vector per text for the policy's TTL (the default TTL when it names none)."""
+        scope = self._scope(request.key, request.inputs)
+        if len(request.vectors) != len(request.inputs):
+            raise InvalidArgument("vectors", "one vector per input is required")
+        for index, vector in enumerate(request.vectors):
+            if not vector.values:
+                raise InvalidArgument(f"vectors[{index}]", "must not be empty")
+        ttl_s = self._cfg.default_ttl_s
+        if request.policy.HasField("ttl"):
+            ttl = request.policy.ttl
+            if ttl.seconds < 0 or ttl.nanos < 0:
+                raise InvalidArgument("policy.ttl", "must not be negative")
+            ttl_s = min(ttl.seconds + ttl.nanos / 1e9, self._cfg.max_ttl_s) or ttl_s
+        stored = await self._vectors.store(
+            scope, request.inputs, [pack(v.values) for v in request.vectors], ttl_s
+        )
+        return pb.StoreEmbeddingsResponse(stored=stored)
 
     async def RunMaintenance(
         self, request: pb.RunMaintenanceRequest, context: grpc.aio.ServicerContext

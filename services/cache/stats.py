@@ -30,6 +30,8 @@ class CacheStats:
 
     exact: TierCounters = field(default_factory=TierCounters)
     semantic: TierCounters = field(default_factory=TierCounters)
+    # NOTE: the embedding cache counts texts (one Embed call of 5 texts is 5 lookups), apart from answers.
+    embeddings: TierCounters = field(default_factory=TierCounters)
     coalesced: int = 0
     guard_rejections: int = 0
     guard_reasons: Counter[str] = field(default_factory=Counter)

@@ -161,6 +161,8 @@ class CacheClient:
         self.stores_failed = 0
         self.stores_dropped = 0
         self.store_batches = 0
+        # NOTE: embedding stores in flight, referenced until they finish.
+        self._embedding_stores: set[asyncio.Task[None]] = set()
 
     async def lookup(
         self, tenant: str, spec: Message, policy: common_pb2.CachePolicy, budget_s: float | None = None
@@ -308,6 +310,48 @@ class CacheClient:
         except grpc.aio.AioRpcError as exc:
             self.stores_failed += 1
             logger.debug("cache store failed: %s", exc.code().name)
+
+    async def lookup_embeddings(
+        self, key: cache_service_pb2.EmbeddingKey, inputs: list[str], budget_s: float | None = None
+    ) -> list[list[float] | None]:
+        """Cached vectors of `inputs` in input order, None for each miss; never raises (fails open)."""
+        budget = budget_s if budget_s is not None else self._budget_s
+        try:
+            reply: cache_service_pb2.LookupEmbeddingsResponse = await self._stub.LookupEmbeddings(
+                cache_service_pb2.LookupEmbeddingsRequest(key=key, inputs=inputs), timeout=budget
+            )
+        except grpc.aio.AioRpcError as exc:
+            logger.debug("cache embeddings lookup failed: %s", exc.code().name)
+            return [None] * len(inputs)
+        if len(reply.results) != len(inputs):
+            return [None] * len(inputs)
+        return [list(r.values) if r.hit and r.values else None for r in reply.results]
+
+    def store_embeddings(
+        self,
+        key: cache_service_pb2.EmbeddingKey,
+        inputs: list[str],
+        vectors: list[list[float]],
+        policy: common_pb2.CachePolicy,
+    ) -> None:
+        """Stores vectors off the hot path (returns at once; a failure drops them)."""
+        request = cache_service_pb2.StoreEmbeddingsRequest(
+            key=key,
+            inputs=inputs,
+            vectors=[cache_service_pb2.CachedVector(hit=True, values=v) for v in vectors],
+            policy=policy,
+        )
+        task = asyncio.get_running_loop().create_task(self._store_embeddings(request))
+        self._embedding_stores.add(task)
+        task.add_done_callback(self._embedding_stores.discard)
+
+    async def _store_embeddings(self, request: cache_service_pb2.StoreEmbeddingsRequest) -> None:
+        try:
+            await self._stub.StoreEmbeddings(request, timeout=_STORE_TIMEOUT_S)
+            self.stores_sent += 1
+        except grpc.aio.AioRpcError as exc:
+            self.stores_failed += 1
+            logger.debug("cache embeddings store failed: %s", exc.code().name)
 
     async def run(self) -> None:
         """Runs the store workers until cancelled."""

@@ -144,7 +144,9 @@ class RouterCore:
             background_node_threshold=cfg.background_node_threshold,
             buffered_read_timeout_s=cfg.buffered_read_timeout_s,
         )
-        self.embedder = Embedder(self.forwarder, cfg.embed_split_size, cfg.embed_timeout_s)
+        self.embedder = Embedder(
+            self.forwarder, cfg.embed_split_size, cfg.embed_timeout_s, cache, cfg.lookup_budget_ms / 1000
+        )
         self.fleet = Fleet(board, transport)
         self.model_admin = ModelAdmin(
             board,
@@ -205,6 +207,7 @@ class RouterCore:
         """Embeds every input; large batches are split across nodes."""
         started = time.perf_counter()
         status = "OK"
+        cache_outcome: common_pb2.CacheOutcome.ValueType = common_pb2.CACHE_OUTCOME_BYPASS
         self.limit.acquire()
         try:
             model = validate_embed(
@@ -214,7 +217,11 @@ class RouterCore:
             if background:
                 await self.gate.enter(deadline_s)
             try:
-                return await self.embedder.embed(req, model, self._deadline(deadline_s), background)
+                response = await self.embedder.embed(
+                    req, model, self._deadline(deadline_s), background, tenant
+                )
+                cache_outcome = response.routing.cache_outcome
+                return response
             finally:
                 if background:
                     self.gate.leave()
@@ -228,7 +235,7 @@ class RouterCore:
                 req.model,
                 status,
                 (time.perf_counter() - started) * 1000,
-                common_pb2.CACHE_OUTCOME_BYPASS,
+                cache_outcome,
             )
 
     async def list_models(

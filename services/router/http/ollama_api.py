@@ -190,7 +190,9 @@ class OllamaApi:
         model = req.model
         if not model:
             raise _not_found_generate(model)
-        req.priority = Controls(request).priority
+        controls = Controls(request)
+        req.priority = controls.priority
+        req.cache.CopyFrom(controls.cache)
         if not req.inputs:
             # NOTE: Ollama loads the model for an empty input; Corral leaves loading to prewarm.
             return json_response({"model": model, "embeddings": []})
@@ -213,7 +215,9 @@ class OllamaApi:
         model = req.model
         if not model:
             raise ApiError(400, "model is required")
-        req.priority = Controls(request).priority
+        controls = Controls(request)
+        req.priority = controls.priority
+        req.cache.CopyFrom(controls.cache)
         if not req.inputs:
             return json_response({"embedding": []})
         try:

@@ -464,7 +464,8 @@ class OpenAiApi:
         encoding = body.get("encoding_format") or "float"
         if encoding not in ("float", "base64"):
             raise ApiError(400, "encoding_format: must be float or base64")
-        req = rpb.EmbedRequest(model=model, inputs=inputs, priority=Controls(request).priority)
+        controls = Controls(request)
+        req = rpb.EmbedRequest(model=model, inputs=inputs, priority=controls.priority, cache=controls.cache)
         dimensions = _number(body, "dimensions", int)
         if dimensions is not None:
             if dimensions < 0:

@@ -24,6 +24,196 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class EmbeddingKey(_message.Message):
+    """EmbeddingKey is everything besides the text that decides a vector: entries never cross tenants,
+    models, dimensions, truncation or model options.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TENANT_FIELD_NUMBER: _builtins.int
+    MODEL_FIELD_NUMBER: _builtins.int
+    DIMENSIONS_FIELD_NUMBER: _builtins.int
+    TRUNCATE_FIELD_NUMBER: _builtins.int
+    OPTIONS_FIELD_NUMBER: _builtins.int
+    tenant: _builtins.str
+    """The tenant that owns the entries."""
+    model: _builtins.str
+    """The embedding model."""
+    dimensions: _builtins.int
+    """The requested dimensions (0: the model's size)."""
+    truncate: _builtins.bool
+    """The request's truncate flag, when set."""
+    @_builtins.property
+    def options(self) -> _common_pb2.ModelOptions:
+        """The request's model options (every option is part of the key)."""
+
+    def __init__(
+        self,
+        *,
+        tenant: _builtins.str = ...,
+        model: _builtins.str = ...,
+        dimensions: _builtins.int = ...,
+        truncate: _builtins.bool | None = ...,
+        options: _common_pb2.ModelOptions | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_truncate", b"_truncate", "options", b"options", "truncate", b"truncate"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_truncate", b"_truncate", "dimensions", b"dimensions", "model", b"model", "options", b"options", "tenant", b"tenant", "truncate", b"truncate"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__truncate: _TypeAlias = _typing.Literal["truncate"]  # noqa: Y015
+    _WhichOneofArgType__truncate: _TypeAlias = _typing.Literal["_truncate", b"_truncate"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__truncate) -> _WhichOneofReturnType__truncate | None: ...
+
+Global___EmbeddingKey: _TypeAlias = EmbeddingKey  # noqa: Y015
+
+@_typing.final
+class CachedVector(_message.Message):
+    """CachedVector is one text's vector, or a miss."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HIT_FIELD_NUMBER: _builtins.int
+    VALUES_FIELD_NUMBER: _builtins.int
+    hit: _builtins.bool
+    """True when the vector was found (always true in a StoreEmbeddingsRequest)."""
+    @_builtins.property
+    def values(self) -> _containers.RepeatedScalarFieldContainer[_builtins.float]:
+        """The vector components."""
+
+    def __init__(
+        self,
+        *,
+        hit: _builtins.bool = ...,
+        values: _abc.Iterable[_builtins.float] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hit", b"hit", "values", b"values"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CachedVector: _TypeAlias = CachedVector  # noqa: Y015
+
+@_typing.final
+class LookupEmbeddingsRequest(_message.Message):
+    """LookupEmbeddingsRequest asks for the cached vectors of texts."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    INPUTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def key(self) -> Global___EmbeddingKey:
+        """The key shared by every text."""
+
+    @_builtins.property
+    def inputs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The texts."""
+
+    def __init__(
+        self,
+        *,
+        key: Global___EmbeddingKey | None = ...,
+        inputs: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["key", b"key"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["inputs", b"inputs", "key", b"key"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LookupEmbeddingsRequest: _TypeAlias = LookupEmbeddingsRequest  # noqa: Y015
+
+@_typing.final
+class LookupEmbeddingsResponse(_message.Message):
+    """LookupEmbeddingsResponse answers every text."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___CachedVector]:
+        """One result per input, in input order."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___CachedVector] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___LookupEmbeddingsResponse: _TypeAlias = LookupEmbeddingsResponse  # noqa: Y015
+
+@_typing.final
+class StoreEmbeddingsRequest(_message.Message):
+    """StoreEmbeddingsRequest saves vectors."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    INPUTS_FIELD_NUMBER: _builtins.int
+    VECTORS_FIELD_NUMBER: _builtins.int
+    POLICY_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def key(self) -> Global___EmbeddingKey:
+        """The key shared by every text."""
+
+    @_builtins.property
+    def inputs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The texts."""
+
+    @_builtins.property
+    def vectors(self) -> _containers.RepeatedCompositeFieldContainer[Global___CachedVector]:
+        """One vector per input, in input order."""
+
+    @_builtins.property
+    def policy(self) -> _common_pb2.CachePolicy:
+        """The request's cache policy (its ttl, when set, decides how long the entries live)."""
+
+    def __init__(
+        self,
+        *,
+        key: Global___EmbeddingKey | None = ...,
+        inputs: _abc.Iterable[_builtins.str] | None = ...,
+        vectors: _abc.Iterable[Global___CachedVector] | None = ...,
+        policy: _common_pb2.CachePolicy | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "policy", b"policy"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["inputs", b"inputs", "key", b"key", "policy", b"policy", "vectors", b"vectors"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StoreEmbeddingsRequest: _TypeAlias = StoreEmbeddingsRequest  # noqa: Y015
+
+@_typing.final
+class StoreEmbeddingsResponse(_message.Message):
+    """StoreEmbeddingsResponse reports what was stored."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STORED_FIELD_NUMBER: _builtins.int
+    stored: _builtins.int
+    """Vectors stored."""
+    def __init__(
+        self,
+        *,
+        stored: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["stored", b"stored"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StoreEmbeddingsResponse: _TypeAlias = StoreEmbeddingsResponse  # noqa: Y015
+
+@_typing.final
 class LookupRequest(_message.Message):
     """LookupRequest asks for a cached answer."""
 
@@ -450,6 +640,7 @@ class StatsResponse(_message.Message):
     EXACT_DEGRADED_FIELD_NUMBER: _builtins.int
     SEMANTIC_DEGRADED_FIELD_NUMBER: _builtins.int
     EMBEDDER_FIELD_NUMBER: _builtins.int
+    EMBEDDINGS_FIELD_NUMBER: _builtins.int
     coalesced: _builtins.int
     """Lookups that were answered by waiting on an identical in-flight request."""
     guard_rejections: _builtins.int
@@ -470,6 +661,10 @@ class StatsResponse(_message.Message):
     def semantic(self) -> Global___TierStats:
         """Semantic tier statistics."""
 
+    @_builtins.property
+    def embeddings(self) -> Global___TierStats:
+        """The embedding cache (per-text vectors of Embed requests): hits and misses count texts."""
+
     def __init__(
         self,
         *,
@@ -481,10 +676,11 @@ class StatsResponse(_message.Message):
         exact_degraded: _builtins.bool = ...,
         semantic_degraded: _builtins.bool = ...,
         embedder: _builtins.str = ...,
+        embeddings: Global___TierStats | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["exact", b"exact", "semantic", b"semantic"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["embeddings", b"embeddings", "exact", b"exact", "semantic", b"semantic"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["coalesced", b"coalesced", "degraded_lookups", b"degraded_lookups", "embedder", b"embedder", "exact", b"exact", "exact_degraded", b"exact_degraded", "guard_rejections", b"guard_rejections", "semantic", b"semantic", "semantic_degraded", b"semantic_degraded"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["coalesced", b"coalesced", "degraded_lookups", b"degraded_lookups", "embedder", b"embedder", "embeddings", b"embeddings", "exact", b"exact", "exact_degraded", b"exact_degraded", "guard_rejections", b"guard_rejections", "semantic", b"semantic", "semantic_degraded", b"semantic_degraded"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -76,6 +76,16 @@ class CacheServiceStub:
                 request_serializer=corral_dot_v1_dot_cache__service__pb2.RunMaintenanceRequest.SerializeToString,
                 response_deserializer=corral_dot_v1_dot_cache__service__pb2.RunMaintenanceResponse.FromString,
                 _registered_method=True)
+        self.LookupEmbeddings = channel.unary_unary(
+                '/corral.v1.CacheService/LookupEmbeddings',
+                request_serializer=corral_dot_v1_dot_cache__service__pb2.LookupEmbeddingsRequest.SerializeToString,
+                response_deserializer=corral_dot_v1_dot_cache__service__pb2.LookupEmbeddingsResponse.FromString,
+                _registered_method=True)
+        self.StoreEmbeddings = channel.unary_unary(
+                '/corral.v1.CacheService/StoreEmbeddings',
+                request_serializer=corral_dot_v1_dot_cache__service__pb2.StoreEmbeddingsRequest.SerializeToString,
+                response_deserializer=corral_dot_v1_dot_cache__service__pb2.StoreEmbeddingsResponse.FromString,
+                _registered_method=True)
 
 
 class CacheServiceServicer:
@@ -144,6 +154,21 @@ class CacheServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def LookupEmbeddings(self, request, context):
+        """LookupEmbeddings finds cached vectors for a batch of texts, exactly, one per text, in input
+        order. It fails open: a store that is down answers every text as a miss.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StoreEmbeddings(self, request, context):
+        """StoreEmbeddings saves vectors computed for texts, one entry per text.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CacheServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -186,6 +211,16 @@ def add_CacheServiceServicer_to_server(servicer, server):
                     servicer.RunMaintenance,
                     request_deserializer=corral_dot_v1_dot_cache__service__pb2.RunMaintenanceRequest.FromString,
                     response_serializer=corral_dot_v1_dot_cache__service__pb2.RunMaintenanceResponse.SerializeToString,
+            ),
+            'LookupEmbeddings': grpc.unary_unary_rpc_method_handler(
+                    servicer.LookupEmbeddings,
+                    request_deserializer=corral_dot_v1_dot_cache__service__pb2.LookupEmbeddingsRequest.FromString,
+                    response_serializer=corral_dot_v1_dot_cache__service__pb2.LookupEmbeddingsResponse.SerializeToString,
+            ),
+            'StoreEmbeddings': grpc.unary_unary_rpc_method_handler(
+                    servicer.StoreEmbeddings,
+                    request_deserializer=corral_dot_v1_dot_cache__service__pb2.StoreEmbeddingsRequest.FromString,
+                    response_serializer=corral_dot_v1_dot_cache__service__pb2.StoreEmbeddingsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -406,6 +441,60 @@ class CacheService:
             '/corral.v1.CacheService/RunMaintenance',
             corral_dot_v1_dot_cache__service__pb2.RunMaintenanceRequest.SerializeToString,
             corral_dot_v1_dot_cache__service__pb2.RunMaintenanceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def LookupEmbeddings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corral.v1.CacheService/LookupEmbeddings',
+            corral_dot_v1_dot_cache__service__pb2.LookupEmbeddingsRequest.SerializeToString,
+            corral_dot_v1_dot_cache__service__pb2.LookupEmbeddingsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StoreEmbeddings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/corral.v1.CacheService/StoreEmbeddings',
+            corral_dot_v1_dot_cache__service__pb2.StoreEmbeddingsRequest.SerializeToString,
+            corral_dot_v1_dot_cache__service__pb2.StoreEmbeddingsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -60,6 +60,12 @@ class CacheServiceStub:
     """Stats reports hits, misses, guard rejections, sizes and latency by tier."""
     RunMaintenance: _grpc.UnaryUnaryMultiCallable[_cache_service_pb2.RunMaintenanceRequest, _cache_service_pb2.RunMaintenanceResponse]
     """RunMaintenance expires old semantic entries and vacuums the vector table."""
+    LookupEmbeddings: _grpc.UnaryUnaryMultiCallable[_cache_service_pb2.LookupEmbeddingsRequest, _cache_service_pb2.LookupEmbeddingsResponse]
+    """LookupEmbeddings finds cached vectors for a batch of texts, exactly, one per text, in input
+    order. It fails open: a store that is down answers every text as a miss.
+    """
+    StoreEmbeddings: _grpc.UnaryUnaryMultiCallable[_cache_service_pb2.StoreEmbeddingsRequest, _cache_service_pb2.StoreEmbeddingsResponse]
+    """StoreEmbeddings saves vectors computed for texts, one entry per text."""
 
 @_typing.type_check_only
 class CacheServiceAsyncStub(CacheServiceStub):
@@ -91,6 +97,12 @@ class CacheServiceAsyncStub(CacheServiceStub):
     """Stats reports hits, misses, guard rejections, sizes and latency by tier."""
     RunMaintenance: _aio.UnaryUnaryMultiCallable[_cache_service_pb2.RunMaintenanceRequest, _cache_service_pb2.RunMaintenanceResponse]  # type: ignore[assignment]
     """RunMaintenance expires old semantic entries and vacuums the vector table."""
+    LookupEmbeddings: _aio.UnaryUnaryMultiCallable[_cache_service_pb2.LookupEmbeddingsRequest, _cache_service_pb2.LookupEmbeddingsResponse]  # type: ignore[assignment]
+    """LookupEmbeddings finds cached vectors for a batch of texts, exactly, one per text, in input
+    order. It fails open: a store that is down answers every text as a miss.
+    """
+    StoreEmbeddings: _aio.UnaryUnaryMultiCallable[_cache_service_pb2.StoreEmbeddingsRequest, _cache_service_pb2.StoreEmbeddingsResponse]  # type: ignore[assignment]
+    """StoreEmbeddings saves vectors computed for texts, one entry per text."""
 
 class CacheServiceServicer(metaclass=_abc_1.ABCMeta):
     """CacheService looks up, stores and invalidates cached answers. It fails open: a store that is
@@ -167,5 +179,23 @@ class CacheServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_cache_service_pb2.RunMaintenanceResponse, _abc.Awaitable[_cache_service_pb2.RunMaintenanceResponse]]:
         """RunMaintenance expires old semantic entries and vacuums the vector table."""
+
+    @_abc_1.abstractmethod
+    def LookupEmbeddings(
+        self,
+        request: _cache_service_pb2.LookupEmbeddingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_cache_service_pb2.LookupEmbeddingsResponse, _abc.Awaitable[_cache_service_pb2.LookupEmbeddingsResponse]]:
+        """LookupEmbeddings finds cached vectors for a batch of texts, exactly, one per text, in input
+        order. It fails open: a store that is down answers every text as a miss.
+        """
+
+    @_abc_1.abstractmethod
+    def StoreEmbeddings(
+        self,
+        request: _cache_service_pb2.StoreEmbeddingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_cache_service_pb2.StoreEmbeddingsResponse, _abc.Awaitable[_cache_service_pb2.StoreEmbeddingsResponse]]:
+        """StoreEmbeddings saves vectors computed for texts, one entry per text."""
 
 def add_CacheServiceServicer_to_server(servicer: CacheServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -412,6 +412,7 @@ class EmbedRequest(_message.Message):
     OPTIONS_FIELD_NUMBER: _builtins.int
     KEEP_ALIVE_FIELD_NUMBER: _builtins.int
     PRIORITY_FIELD_NUMBER: _builtins.int
+    CACHE_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """The embedding model."""
     truncate: _builtins.bool
@@ -432,6 +433,10 @@ class EmbedRequest(_message.Message):
     def keep_alive(self) -> _duration_pb2.Duration:
         """How long the node keeps the model loaded after the request."""
 
+    @_builtins.property
+    def cache(self) -> _common_pb2.CachePolicy:
+        """How the request may use the embedding cache (bypass, refresh; other modes look up and store)."""
+
     def __init__(
         self,
         *,
@@ -442,10 +447,11 @@ class EmbedRequest(_message.Message):
         options: _common_pb2.ModelOptions | None = ...,
         keep_alive: _duration_pb2.Duration | None = ...,
         priority: _common_pb2.Priority.ValueType = ...,
+        cache: _common_pb2.CachePolicy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_truncate", b"_truncate", "keep_alive", b"keep_alive", "options", b"options", "truncate", b"truncate"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_truncate", b"_truncate", "cache", b"cache", "keep_alive", b"keep_alive", "options", b"options", "truncate", b"truncate"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_truncate", b"_truncate", "dimensions", b"dimensions", "inputs", b"inputs", "keep_alive", b"keep_alive", "model", b"model", "options", b"options", "priority", b"priority", "truncate", b"truncate"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_truncate", b"_truncate", "cache", b"cache", "dimensions", b"dimensions", "inputs", b"inputs", "keep_alive", b"keep_alive", "model", b"model", "options", b"options", "priority", b"priority", "truncate", b"truncate"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__truncate: _TypeAlias = _typing.Literal["truncate"]  # noqa: Y015
     _WhichOneofArgType__truncate: _TypeAlias = _typing.Literal["_truncate", b"_truncate"]  # noqa: Y015
