@@ -89,6 +89,8 @@ class CacheConfig(ServiceConfig):
     """
 
     port: int = 50052
+    # NOTE: lookups are short unary calls; routers re-resolve and rebalance over replicas as they scale.
+    max_connection_age_s: float | None = Field(default=300.0, gt=0)
     default_ttl_s: float = Field(default=3600.0, gt=0)
     max_ttl_s: float = Field(default=7 * 24 * 3600.0, gt=0)
     semantic_enabled: bool = True

@@ -83,6 +83,11 @@ def build_server(
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
     ]
+    if service_cfg.max_connection_age_s is not None:
+        options += [
+            ("grpc.max_connection_age_ms", int(service_cfg.max_connection_age_s * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(service_cfg.max_connection_age_grace_s * 1000)),
+        ]
     server = grpc.aio.server(
         interceptors=[
             *interceptors,

@@ -59,6 +59,9 @@ class ServiceConfig(Section):
         max_message_bytes: Largest request or response message accepted.
         debug_rpcs: Serve `/corral.debug.DebugService/Sleep` (tests of graceful shutdown); off in production.
         tls: Serve TLS (mutual TLS with `client_ca_file`); None serves plaintext.
+        max_connection_age_s: A client connection is closed (GOAWAY) after this long, so that clients
+            re-resolve the service's name and spread over replicas added since; None keeps connections.
+        max_connection_age_grace_s: Calls still running on a connection past its age get this long.
     """
 
     host: str = "127.0.0.1"
@@ -70,6 +73,8 @@ class ServiceConfig(Section):
     max_message_bytes: int = Field(default=16 * 1024 * 1024, ge=1024)
     debug_rpcs: bool = False
     tls: ServerTlsConfig | None = None
+    max_connection_age_s: float | None = Field(default=None, gt=0)
+    max_connection_age_grace_s: float = Field(default=30.0, ge=0)
 
     @field_validator("port", "metrics_port", check_fields=False)
     @classmethod

@@ -34,6 +34,8 @@ SERVICE_NAMES = (
     model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
 )
 FIRST_SNAPSHOT_WAIT_S = 1.5
+# The cache channel's policy: every resolved cache replica in turn.
+CACHE_SERVICE_CONFIG: dict[str, object] = {"loadBalancingConfig": [{"round_robin": {}}]}
 
 
 @dataclass
@@ -91,7 +93,11 @@ async def start_router(cfg: RouterConfig, observer: Observer | None = None) -> R
             channel, name, cfg.outcome_queue_size, cfg.outcome_batch_size, cfg.outcome_flush_ms
         )
     if cfg.cache_addr:
-        channel = make_channel(cfg.cache_addr)
+        # NOTE: round_robin over every address the target resolves to (a headless Service, a compose
+        # service name, or an `ipv4:` list), so a router spreads its lookups over every cache replica;
+        # a replica that goes away leaves the rotation, and the cache's max_connection_age makes the
+        # channel re-resolve and pick up new ones.
+        channel = make_channel(cfg.cache_addr, service_config=CACHE_SERVICE_CONFIG)
         channels.append(channel)
         cache = CacheClient(
             channel,

@@ -65,7 +65,7 @@ def _k8s_config() -> CorralConfig:
 
 def test_compose_and_kubernetes_configs_load_with_their_environment() -> None:
     compose = _compose_config()
-    assert compose.router.health_addr == "health:50053" and compose.router.cache_addr == "cache:50052"
+    assert compose.router.health_addr == "health:50053" and compose.router.cache_addr == "dns:///cache:50052"
     assert compose.prewarm.router_addr == "router:50051"
     k8s = _k8s_config()
     for cfg in (compose, k8s):
