@@ -152,6 +152,10 @@ class RouterConfig(ServiceConfig):
         max_concurrent_requests: Requests in progress beyond this get RESOURCE_EXHAUSTED.
         max_embed_inputs: Most inputs in one Embed call.
         embed_split_size: Embed calls with more inputs are split into batches of this size across nodes.
+        embed_coalesce_size: Concurrent Embed calls with fewer inputs than this, for the same model and
+            options, join one node call of up to this many inputs (1 turns coalescing off).
+        embed_coalesce_window_ms: How long the first call of a node batch waits for others to join;
+            a call with less time left before its deadline is sent at once (0 turns coalescing off).
         node_cooldown_s: After a connection error the router avoids the node for this long on its own.
         busy_cooldown_s: After a 503 the router avoids the node for this long.
         background_max_inflight: Background requests in progress at once across the router.
@@ -188,6 +192,8 @@ class RouterConfig(ServiceConfig):
     max_concurrent_requests: int = Field(default=1024, ge=1)
     max_embed_inputs: int = Field(default=2048, ge=1)
     embed_split_size: int = Field(default=16, ge=1)
+    embed_coalesce_size: int = Field(default=5, ge=1)
+    embed_coalesce_window_ms: float = Field(default=3.0, ge=0)
     node_cooldown_s: float = Field(default=2.0, ge=0)
     busy_cooldown_s: float = Field(default=0.5, ge=0)
     background_max_inflight: int = Field(default=2, ge=1)

@@ -145,7 +145,13 @@ class RouterCore:
             buffered_read_timeout_s=cfg.buffered_read_timeout_s,
         )
         self.embedder = Embedder(
-            self.forwarder, cfg.embed_split_size, cfg.embed_timeout_s, cache, cfg.lookup_budget_ms / 1000
+            self.forwarder,
+            cfg.embed_split_size,
+            cfg.embed_timeout_s,
+            cache,
+            cfg.lookup_budget_ms / 1000,
+            cfg.embed_coalesce_size,
+            cfg.embed_coalesce_window_ms / 1000,
         )
         self.fleet = Fleet(board, transport)
         self.model_admin = ModelAdmin(

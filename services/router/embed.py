@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 from corral.v1 import cache_service_pb2, common_pb2, router_service_pb2
 
-from services.common.errors import DeadlineExceeded, Unavailable
+from services.common.errors import DeadlineExceeded, InvalidArgument, Unavailable
 from services.router.cache_client import CacheClient
 from services.router.forward import Forwarder
 from services.router.scores import Attempt
@@ -28,6 +29,32 @@ def embedding_key(tenant: str, req: router_service_pb2.EmbedRequest) -> cache_se
     return key
 
 
+Result = tuple[str, int, list[str], dict[str, Any]]
+
+
+@dataclass
+class _Pending:
+    """A node batch being gathered: its texts and, per caller, where its texts start and how many."""
+
+    req: router_service_pb2.EmbedRequest
+    model: str
+    background: bool
+    deadline: float
+    texts: list[str] = field(default_factory=list)
+    waiters: list[tuple[int, int, asyncio.Future[Result]]] = field(default_factory=list)
+    timer: asyncio.TimerHandle | None = None
+
+
+def _share(result: Result, start: int, count: int, total: int) -> Result:
+    """One caller's part of a coalesced node call: its vectors, and its share of the token count."""
+    node_id, attempts, failed, reply = result
+    part = dict(reply)
+    part["embeddings"] = reply["embeddings"][start : start + count]
+    # NOTE: the node counts the batch's tokens together; each caller is given a share by its texts.
+    part["prompt_eval_count"] = int(reply.get("prompt_eval_count") or 0) * count // max(1, total)
+    return node_id, attempts, failed, part
+
+
 class Embedder:
     """Runs EmbedRequests: batches of `split_size` inputs go to nodes in parallel, in input order.
 
@@ -42,12 +69,19 @@ class Embedder:
         timeout_s: float,
         cache: CacheClient | None = None,
         lookup_budget_s: float = 0.05,
+        coalesce_size: int = 1,
+        coalesce_window_s: float = 0.0,
     ) -> None:
         self._fwd = forwarder
         self._split_size = split_size
         self._timeout_s = timeout_s
         self._cache = cache
         self._lookup_budget_s = lookup_budget_s
+        self._coalesce_size = coalesce_size
+        self._window_s = coalesce_window_s
+        self._pending: dict[tuple[str, bool, bytes], _Pending] = {}
+        self._flushing: set[asyncio.Task[None]] = set()
+        self.coalesced_calls = 0
 
     async def embed(
         self,
@@ -103,16 +137,20 @@ class Embedder:
     ) -> router_service_pb2.EmbedResponse:
         """Embeds every input of the request on nodes."""
         inputs = list(req.inputs)
-        size = self._split_size
-        batches = [inputs[i : i + size] for i in range(0, len(inputs), size)]
-        tasks = [asyncio.ensure_future(self._batch(req, model, b, deadline, background)) for b in batches]
-        try:
-            results = await asyncio.gather(*tasks)
-        except BaseException:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-            raise
+        results: list[Result]
+        if self._may_coalesce(len(inputs), deadline):
+            results = [await self._join(req, model, inputs, deadline, background)]
+        else:
+            size = self._split_size
+            batches = [inputs[i : i + size] for i in range(0, len(inputs), size)]
+            tasks = [asyncio.ensure_future(self._batch(req, model, b, deadline, background)) for b in batches]
+            try:
+                results = list(await asyncio.gather(*tasks))
+            except BaseException:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                raise
         response = router_service_pb2.EmbedResponse(model=req.model)
         total_ns = load_ns = prompt_tokens = attempts = 0
         failed: list[str] = []
@@ -136,6 +174,106 @@ class Embedder:
             )
         )
         return response
+
+    def _may_coalesce(self, count: int, deadline: float) -> bool:
+        """A small call joins a node batch unless its deadline comes before the window closes."""
+        if self._coalesce_size <= 1 or self._window_s <= 0 or count >= self._coalesce_size:
+            return False
+        # NOTE: the window must never eat the caller's deadline: a caller with less time left than the
+        # window (and a margin for the node call itself) is sent alone, at once.
+        return deadline - time.monotonic() > 2 * self._window_s
+
+    async def _join(
+        self,
+        req: router_service_pb2.EmbedRequest,
+        model: str,
+        inputs: list[str],
+        deadline: float,
+        background: bool,
+    ) -> Result:
+        """Adds the call's texts to the open node batch of its model and options; awaits its part."""
+        shape = router_service_pb2.EmbedRequest()
+        shape.CopyFrom(req)
+        del shape.inputs[:]
+        shape.ClearField("cache")
+        shape.ClearField("priority")
+        key = (model, background, shape.SerializeToString(deterministic=True))
+        pending = self._pending.get(key)
+        if pending is not None and len(pending.texts) + len(inputs) > self._coalesce_size:
+            self._flush(key)
+            pending = None
+        loop = asyncio.get_running_loop()
+        if pending is None:
+            pending = self._pending[key] = _Pending(shape, model, background, deadline)
+            pending.timer = loop.call_later(self._window_s, self._flush, key)
+        future: asyncio.Future[Result] = loop.create_future()
+        # NOTE: retrieved, so that a failure whose caller already gave up is not logged as unretrieved.
+        future.add_done_callback(lambda f: f.cancelled() or f.exception())
+        pending.waiters.append((len(pending.texts), len(inputs), future))
+        pending.texts.extend(inputs)
+        pending.deadline = min(pending.deadline, deadline)
+        if len(pending.texts) >= self._coalesce_size:
+            self._flush(key)
+        # NOTE: shielded: a caller that gives up leaves the node call to the batch's other callers.
+        return await asyncio.shield(future)
+
+    def _flush(self, key: tuple[str, bool, bytes]) -> None:
+        """Sends the batch under `key` (when the window closes or the batch is full)."""
+        pending = self._pending.pop(key, None)
+        if pending is None:
+            return
+        if pending.timer is not None:
+            pending.timer.cancel()
+        if len(pending.waiters) > 1:
+            self.coalesced_calls += len(pending.waiters)
+        task = asyncio.get_running_loop().create_task(self._send(pending))
+        self._flushing.add(task)
+        task.add_done_callback(self._flushing.discard)
+
+    async def _send(self, pending: _Pending) -> None:
+        try:
+            result = await self._batch(
+                pending.req, pending.model, pending.texts, pending.deadline, pending.background
+            )
+        except InvalidArgument as exc:
+            if len(pending.waiters) == 1:
+                only = pending.waiters[0][2]
+                if not only.done():
+                    only.set_exception(exc)
+                return
+            # NOTE: a node refusing a coalesced batch (say one caller's text too long with truncate
+            # false) says nothing about the other callers' texts: each caller is then sent alone and
+            # gets its own answer or its own error.
+            await asyncio.gather(
+                *(self._alone(pending, start, count, future) for start, count, future in pending.waiters)
+            )
+            return
+        except BaseException as exc:
+            # NOTE: a failed node call fails every caller of the batch (after the failover _batch
+            # already tried); no caller ever receives another caller's vectors or none.
+            for _, _, future in pending.waiters:
+                if not future.done():
+                    future.set_exception(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        total = len(pending.texts)
+        for start, count, future in pending.waiters:
+            if not future.done():
+                future.set_result(_share(result, start, count, total))
+
+    async def _alone(self, pending: _Pending, start: int, count: int, future: asyncio.Future[Result]) -> None:
+        texts = pending.texts[start : start + count]
+        try:
+            result = await self._batch(
+                pending.req, pending.model, texts, pending.deadline, pending.background
+            )
+        except Exception as exc:
+            if not future.done():
+                future.set_exception(exc)
+            return
+        if not future.done():
+            future.set_result(result)
 
     async def _batch(
         self,
