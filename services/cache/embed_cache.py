@@ -61,18 +61,19 @@ class EmbeddingCache:
 
     async def lookup(
         self, scope: EmbeddingScope, inputs: Sequence[str], budget_s: float
-    ) -> list[bytes | None]:
-        """One packed float32 vector per input, or None for a miss (every input on a store failure)."""
+    ) -> tuple[list[bytes | None], bool]:
+        """One packed float32 vector per input (None for a miss), and whether Redis was down or slow
+        (then every input is a miss)."""
         engine = self._engine
         counters = engine.stats.embeddings
         started = time.perf_counter()
         timeout_s = min(budget_s, engine.cfg.redis_timeout_ms / 1000)
         if not inputs:
-            return []
+            return [], False
         if timeout_s <= 0 or not engine.exact_breaker.allow():
             engine.stats.degraded_lookups += 1
             counters.misses += len(inputs)
-            return [None] * len(inputs)
+            return [None] * len(inputs), True
         try:
             found = await bounded(
                 engine.exact.get_many(scope.tenant, scope.model, [text_key(scope, t) for t in inputs]),
@@ -82,13 +83,13 @@ class EmbeddingCache:
             _blame(engine.exact_breaker, exc, caller_bound=timeout_s < engine.cfg.redis_timeout_ms / 1000)
             engine.stats.degraded_lookups += 1
             counters.misses += len(inputs)
-            return [None] * len(inputs)
+            return [None] * len(inputs), True
         engine.exact_breaker.success()
         hits = sum(1 for value in found if value is not None)
         counters.hits += hits
         counters.misses += len(inputs) - hits
         counters.latencies_ms.append((time.perf_counter() - started) * 1000)
-        return list(found)
+        return list(found), False
 
     async def store(
         self, scope: EmbeddingScope, inputs: Sequence[str], vectors: Sequence[bytes], ttl_s: float

@@ -205,12 +205,13 @@ class CacheServicer(cache_service_pb2_grpc.CacheServiceServicer):
     ) -> pb.LookupEmbeddingsResponse:
         """Per-text vectors in input order; a store that is down answers every text as a miss."""
         scope = self._scope(request.key, request.inputs)
-        found = await self._vectors.lookup(scope, request.inputs, self._budget_s(context))
+        found, degraded = await self._vectors.lookup(scope, request.inputs, self._budget_s(context))
         return pb.LookupEmbeddingsResponse(
             results=[
                 pb.CachedVector(hit=True, values=unpack(raw)) if raw is not None else pb.CachedVector()
                 for raw in found
-            ]
+            ],
+            degraded=degraded,
         )
 
     async def StoreEmbeddings(

@@ -313,8 +313,9 @@ class CacheClient:
 
     async def lookup_embeddings(
         self, key: cache_service_pb2.EmbeddingKey, inputs: list[str], budget_s: float | None = None
-    ) -> list[list[float] | None]:
-        """Cached vectors of `inputs` in input order, None for each miss; never raises (fails open)."""
+    ) -> tuple[list[list[float] | None], bool]:
+        """Cached vectors of `inputs` in input order (None for each miss), and whether the cache was
+        down, slow or degraded (then every text is a miss); never raises (fails open)."""
         budget = budget_s if budget_s is not None else self._budget_s
         try:
             reply: cache_service_pb2.LookupEmbeddingsResponse = await self._stub.LookupEmbeddings(
@@ -322,10 +323,10 @@ class CacheClient:
             )
         except grpc.aio.AioRpcError as exc:
             logger.debug("cache embeddings lookup failed: %s", exc.code().name)
-            return [None] * len(inputs)
+            return [None] * len(inputs), True
         if len(reply.results) != len(inputs):
-            return [None] * len(inputs)
-        return [list(r.values) if r.hit and r.values else None for r in reply.results]
+            return [None] * len(inputs), True
+        return [list(r.values) if r.hit and r.values else None for r in reply.results], reply.degraded
 
     def store_embeddings(
         self,

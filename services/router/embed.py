@@ -98,11 +98,13 @@ class Embedder:
             return await self._compute(req, model, deadline, background)
         key = embedding_key(tenant, req)
         inputs = list(req.inputs)
+        degraded = False
         if mode in _NO_LOOKUP:
             found: list[list[float] | None] = [None] * len(inputs)
         else:
             budget = min(self._lookup_budget_s, max(0.0, deadline - time.monotonic()))
-            found = await cache.lookup_embeddings(key, inputs, budget)
+            found, degraded = await cache.lookup_embeddings(key, inputs, budget)
+        outcome = common_pb2.CACHE_OUTCOME_DEGRADED if degraded else common_pb2.CACHE_OUTCOME_MISS
         missing = [i for i, vector in enumerate(found) if vector is None]
         if not missing:
             response = router_service_pb2.EmbedResponse(model=req.model)
@@ -120,7 +122,7 @@ class Embedder:
         fresh = [list(e.values) for e in computed.embeddings]
         cache.store_embeddings(key, list(sub.inputs), fresh, req.cache)
         if len(missing) == len(inputs):
-            computed.routing.cache_outcome = common_pb2.CACHE_OUTCOME_MISS
+            computed.routing.cache_outcome = outcome
             return computed
         # NOTE: a partial hit answers in input order: cached vectors where found, fresh ones between.
         merged = found
@@ -129,7 +131,7 @@ class Embedder:
         del computed.embeddings[:]
         for vector in merged:
             computed.embeddings.add().values.extend(vector or [])
-        computed.routing.cache_outcome = common_pb2.CACHE_OUTCOME_MISS
+        computed.routing.cache_outcome = outcome
         return computed
 
     async def _compute(

@@ -35,6 +35,8 @@ async def test_partial_hits_answer_in_input_order(stub: Stub, tenant: str) -> No
         timeout=5,
     )
     assert stored.stored == 3
+    found = await stub.LookupEmbeddings(pb.LookupEmbeddingsRequest(key=k, inputs=["a"]), timeout=5)
+    assert not found.degraded
     assert await lookup(stub, k, "a", "b", "c", "d", "e") == [[1.0], [2.0, 0.5], None, [4.0], None]
     # NOTE: "llama:latest" and "llama" are one model, as for answers.
     assert await lookup(stub, key(tenant, model=f"{MODEL}:latest"), "a") == [[1.0]]
@@ -95,8 +97,11 @@ async def test_malformed_requests_are_refused(stub: Stub, tenant: str) -> None:
 
 async def test_fails_open_when_redis_is_down(cache: RunningCache, stub: Stub, tenant: str) -> None:
     cache.engine.exact_breaker.trip()
-    assert await lookup(stub, key(tenant), "a", "b") == [None, None]
-    reply = await stub.StoreEmbeddings(
+    reply = await stub.LookupEmbeddings(
+        pb.LookupEmbeddingsRequest(key=key(tenant), inputs=["a", "b"]), timeout=5
+    )
+    assert reply.degraded and [r.hit for r in reply.results] == [False, False]
+    stored = await stub.StoreEmbeddings(
         pb.StoreEmbeddingsRequest(key=key(tenant), inputs=["a"], vectors=[vec(1)]), timeout=5
     )
-    assert reply.stored == 0
+    assert stored.stored == 0

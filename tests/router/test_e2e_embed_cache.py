@@ -176,3 +176,12 @@ async def test_every_http_embedding_endpoint_uses_the_cache(stack: Stack, http_p
     await wait_for(lambda: stored_at_least(stack, stores + 3), timeout_s=10)
     _, outcome = await post(stack, http_port, "/api/embeddings", {"model": EMBED_MODEL, "prompt": three})
     assert outcome == "exact-hit"
+
+
+async def test_embeddings_are_computed_when_the_cache_is_down(stack: Stack) -> None:
+    assert stack.cache is not None
+    await stack.cache.kill()
+    for text in texts(3):
+        reply = await stack.stub.Embed(embed([text]), timeout=10)
+        assert reply.embeddings[0].values and reply.routing.node_id
+        assert reply.routing.cache_outcome == common_pb2.CACHE_OUTCOME_DEGRADED

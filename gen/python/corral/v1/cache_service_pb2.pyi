@@ -132,6 +132,9 @@ class LookupEmbeddingsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RESULTS_FIELD_NUMBER: _builtins.int
+    DEGRADED_FIELD_NUMBER: _builtins.int
+    degraded: _builtins.bool
+    """True when Redis was down or slow: every text is a miss."""
     @_builtins.property
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___CachedVector]:
         """One result per input, in input order."""
@@ -140,10 +143,11 @@ class LookupEmbeddingsResponse(_message.Message):
         self,
         *,
         results: _abc.Iterable[Global___CachedVector] | None = ...,
+        degraded: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["degraded", b"degraded", "results", b"results"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
