@@ -214,7 +214,8 @@ async def test_compose_services_start_serve_and_stop_from_the_image_env(
         for name in _COMPOSE_PORTS
     }
     # Authentication is on by default in compose: the keys from the same script, at their mounted paths;
-    # the cache alone gets the stores and their password files (Redis's is the session Redis's).
+    # the cache gets the stores and their password files (Redis's is the session Redis's), health PostgreSQL's
+    # (the fleet registry).
     assert all(env["CORRAL_AUTH__ENABLED"] == "true" for env in envs.values())
     secrets = tmp_path / "secrets"
     keys = make_compose_keys(secrets)
@@ -236,6 +237,8 @@ async def test_compose_services_start_serve_and_stop_from_the_image_env(
     # NOTE: the session's PostgreSQL trusts loopback connections, so the password file is sent and ignored.
     envs["cache"] |= {"CORRAL_REDIS__URL": f"redis://127.0.0.1:{redis_server.port}/0"}
     envs["cache"] |= {"CORRAL_POSTGRES__DSN": fresh_database}
+    assert envs["health"]["CORRAL_POSTGRES__PASSWORD_FILE"] == str(secrets / "postgres-password")
+    envs["health"] |= {"CORRAL_POSTGRES__DSN": fresh_database}
     env = {
         "CORRAL_CONFIG": str(ROOT / "deploy" / "compose" / "corral.yaml"),
         "CORRAL_TRACING__EXPORTER": "none",

@@ -37,7 +37,7 @@ OVERLAY_FILES = {
     "postgres-password": ("corral-postgres", "password"),
 }
 # Store -> the pods that may hold its password: the store and its only client.
-STORE_SECRETS = {"corral-redis": {"redis", "cache"}, "corral-postgres": {"postgres", "cache"}}
+STORE_SECRETS = {"corral-redis": {"redis", "cache"}, "corral-postgres": {"postgres", "cache", "health"}}
 
 
 def _git(*args: str) -> subprocess.CompletedProcess[str]:
@@ -167,7 +167,9 @@ def test_make_compose_keys_fills_the_overlay_and_keeps_the_passwords(tmp_path: P
     assert {name: (secrets / name).read_text(encoding="utf-8") for name in KUBERNETES_PASSWORDS} == passwords
 
 
-def test_only_the_stores_and_the_cache_get_the_store_passwords(placeholders: list[dict[str, Any]]) -> None:
+def test_only_the_stores_the_cache_and_health_get_the_store_passwords(
+    placeholders: list[dict[str, Any]],
+) -> None:
     seen: dict[str, set[str]] = {name: set() for name in STORE_SECRETS}
     for template in pod_templates(placeholders).values():
         pod = template["metadata"]["labels"]["app.kubernetes.io/name"]
@@ -210,7 +212,12 @@ def test_compose_stores_take_their_passwords_from_the_secrets_folder() -> None:
     assert cache["CORRAL_REDIS__PASSWORD_FILE"] == "/etc/corral/secrets/redis-password"
     assert cache["CORRAL_POSTGRES__PASSWORD_FILE"] == "/etc/corral/secrets/postgres-password"
     assert cache["CORRAL_POSTGRES__DSN"] == "postgresql://corral@postgres:5432/corral"
-    for name in ("router", "health", "prewarm"):
+    # health keeps the fleet registry in PostgreSQL: its DSN and password file, never Redis's.
+    health = services["health"]["environment"]
+    assert health["CORRAL_POSTGRES__PASSWORD_FILE"] == "/etc/corral/secrets/postgres-password"
+    assert health["CORRAL_POSTGRES__DSN"] == "postgresql://corral@postgres:5432/corral"
+    assert not [k for k in health if k.startswith("CORRAL_REDIS__")]
+    for name in ("router", "prewarm"):
         env = services[name]["environment"]
         assert not [k for k in env if k.startswith(("CORRAL_REDIS__", "CORRAL_POSTGRES__"))], name
 
