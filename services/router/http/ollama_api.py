@@ -19,7 +19,7 @@ from services.router.http.requests import (
     parse_embeddings,
     parse_generate,
 )
-from services.router.http.streaming import StreamWriter, stream_reply
+from services.router.http.streaming import StreamWriter, stream_core_reply
 from services.router.http.tenancy import tenant_of
 
 # The Ollama API version the facade implements (what `/api/version` reports to clients).
@@ -127,18 +127,13 @@ class OllamaApi:
             lines.append(encode.generate_chunk(model, chunk, final=True))
             return lines
 
-        try:
-            return await stream_reply(
-                request,
-                self.core.generate_stream(streamed, tenant=tenant, deadline_s=None),
-                render=render,
-                is_done=lambda c: c.done,
-                headers_of=lambda c: encode.routing_headers(c.routing) if c.done else {},
-                writer=self._writer,
-                translate=lambda e: model_error(e, _not_found_generate(model)),
-            )
-        except errors.CorralError as exc:
-            raise model_error(exc, _not_found_generate(model)) from None
+        return await stream_core_reply(
+            request,
+            self.core.generate_stream(streamed, tenant=tenant, deadline_s=None),
+            render=render,
+            writer=self._writer,
+            translate=lambda e: model_error(e, _not_found_generate(model)),
+        )
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         """POST /api/chat — streamed NDJSON unless `stream` is false; no messages loads."""
@@ -171,18 +166,13 @@ class OllamaApi:
             lines.append(encode.chat_chunk(model, chunk, final=True))
             return lines
 
-        try:
-            return await stream_reply(
-                request,
-                self.core.chat_stream(streamed, tenant=tenant, deadline_s=None),
-                render=render,
-                is_done=lambda c: c.done,
-                headers_of=lambda c: encode.routing_headers(c.routing) if c.done else {},
-                writer=self._writer,
-                translate=lambda e: model_error(e, _not_found_generate(model)),
-            )
-        except errors.CorralError as exc:
-            raise model_error(exc, _not_found_generate(model)) from None
+        return await stream_core_reply(
+            request,
+            self.core.chat_stream(streamed, tenant=tenant, deadline_s=None),
+            render=render,
+            writer=self._writer,
+            translate=lambda e: model_error(e, _not_found_generate(model)),
+        )
 
     async def embed(self, request: web.Request) -> web.StreamResponse:
         """POST /api/embed — one normalised vector per input."""

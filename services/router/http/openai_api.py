@@ -22,7 +22,7 @@ from services.router.http.ollama_api import canonical_model, model_error
 from services.router.http.protocol import RouterCoreProtocol
 from services.router.http.requests import Controls, parse_tools
 from services.router.http.responses_api import ResponseBuilder, parse_responses
-from services.router.http.streaming import SSE_CONTENT_TYPE, StreamWriter, stream_reply
+from services.router.http.streaming import SSE_CONTENT_TYPE, StreamWriter, stream_core_reply
 from services.router.http.tenancy import tenant_of
 
 _EFFORT = {"none": cpb.THINK_MODE_OFF, "low": cpb.THINK_MODE_LOW, "medium": cpb.THINK_MODE_MEDIUM}
@@ -321,18 +321,13 @@ class OpenAiApi:
         def translate(err: errors.CorralError) -> ApiError:
             return model_error(err, ApiError(404, f"model '{model}' not found"))
 
-        try:
-            return await stream_reply(
-                request,
-                self.core.chat_stream(streamed, tenant=tenant, deadline_s=None),
-                render=render,
-                is_done=lambda c: c.done,
-                headers_of=lambda c: encode.routing_headers(c.routing) if c.done else {},
-                writer=self._writer,
-                translate=translate,
-            )
-        except errors.CorralError as exc:
-            raise model_error(exc, ApiError(404, f"model '{model}' not found")) from None
+        return await stream_core_reply(
+            request,
+            self.core.chat_stream(streamed, tenant=tenant, deadline_s=None),
+            render=render,
+            writer=self._writer,
+            translate=translate,
+        )
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
         """POST /v1/completions: a templated completion of `prompt` (Ollama maps it to /api/generate)."""
@@ -383,18 +378,13 @@ class OpenAiApi:
                     out.append({**base, "choices": [], "usage": _usage(chunk.stats)})
             return out
 
-        try:
-            return await stream_reply(
-                request,
-                self.core.generate_stream(streamed, tenant=tenant, deadline_s=None),
-                render=render,
-                is_done=lambda c: c.done,
-                headers_of=lambda c: encode.routing_headers(c.routing) if c.done else {},
-                writer=self._writer,
-                translate=not_found,
-            )
-        except errors.CorralError as exc:
-            raise not_found(exc) from None
+        return await stream_core_reply(
+            request,
+            self.core.generate_stream(streamed, tenant=tenant, deadline_s=None),
+            render=render,
+            writer=self._writer,
+            translate=not_found,
+        )
 
     async def responses(self, request: web.Request) -> web.StreamResponse:
         """POST /v1/responses: OpenAI's Responses API over a chat (responses_api.py)."""
@@ -434,18 +424,13 @@ class OpenAiApi:
                 events += builder.finish(chunk.stats, chunk.done_reason)
             return events
 
-        try:
-            return await stream_reply(
-                request,
-                self.core.chat_stream(streamed, tenant=tenant, deadline_s=None),
-                render=render,
-                is_done=lambda c: c.done,
-                headers_of=lambda c: encode.routing_headers(c.routing) if c.done else {},
-                writer=self._writer,
-                translate=not_found,
-            )
-        except errors.CorralError as exc:
-            raise not_found(exc) from None
+        return await stream_core_reply(
+            request,
+            self.core.chat_stream(streamed, tenant=tenant, deadline_s=None),
+            render=render,
+            writer=self._writer,
+            translate=not_found,
+        )
 
     async def embeddings(self, request: web.Request) -> web.StreamResponse:
         """POST /v1/embeddings (float lists or base64 little-endian float32)."""

@@ -8,13 +8,16 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
 from aiohttp import web
+from corral.v1 import router_service_pb2 as rpb
 
 from services.common import errors
+from services.router.http import encode
 from services.router.http.errors import ApiError, dumps
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+CoreChunk = TypeVar("CoreChunk", rpb.ChatStreamResponse, rpb.GenerateStreamResponse)
 
 NDJSON_CONTENT_TYPE = "application/x-ndjson"
 SSE_CONTENT_TYPE = "text/event-stream"
@@ -116,3 +119,27 @@ async def stream_reply(
     finally:
         await _close(iterator)
     return response
+
+
+async def stream_core_reply(
+    request: web.Request,
+    chunks: AsyncIterator[CoreChunk],
+    *,
+    render: Callable[[CoreChunk], list[dict[str, Any]]],
+    writer: StreamWriter,
+    translate: Callable[[errors.CorralError], ApiError],
+) -> web.StreamResponse:
+    """Streams the core's chat or generate chunks: the `done` chunk ends the stream and carries the
+    routing headers, and an error before the first chunk is answered with `translate`'s status."""
+    try:
+        return await stream_reply(
+            request,
+            chunks,
+            render=render,
+            is_done=lambda c: c.done,
+            headers_of=lambda c: encode.routing_headers(c.routing) if c.done else {},
+            writer=writer,
+            translate=translate,
+        )
+    except errors.CorralError as exc:
+        raise translate(exc) from None
