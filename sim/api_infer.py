@@ -76,6 +76,24 @@ def parse_format(fmt: Any) -> str | dict[str, Any] | None:
 THINK_LEVELS = ("low", "medium", "high", "max")
 
 
+def completion_model(engine: Engine, body: dict[str, Any], action: str) -> tuple[str, ModelSpec]:
+    """The name and installed model an OpenAI-compatible request body asks to complete with.
+
+    Raises:
+        ApiError: 400 without a model name or when the model cannot complete (`action` names the
+            endpoint in Ollama's message, "chat" or "generate"); 404 when it is not installed.
+    """
+    name = body.get("model")
+    if not isinstance(name, str) or not name:
+        raise ApiError(400, "model is required")
+    spec = engine.resolve(name)
+    if spec is None:
+        raise ApiError(404, f"model '{name}' not found")
+    if "completion" not in spec.capabilities:
+        raise ApiError(400, f'"{name}" does not support {action}')
+    return name, spec
+
+
 def resolve_think(spec: ModelSpec, name: str, think: Any) -> bool:
     """Whether the model thinks: by default when it can; 400 when asked of a model that cannot.
 

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from sim import textgen
-from sim.api_infer import parse_format, render_chat, resolve_think, tool_prompt
+from sim.api_infer import completion_model, parse_format, render_chat, resolve_think, tool_prompt
 from sim.completion import CompletionRequest, CompletionResult, Delta, run_completion
 from sim.embedder import embed_texts
 from sim.engine import BusyError, Engine
@@ -74,14 +74,7 @@ class OpenAiApi:
     async def chat_completions(self, request: web.Request) -> web.StreamResponse:
         """POST /v1/chat/completions."""
         body = await _body(request)
-        name = body.get("model")
-        if not isinstance(name, str) or not name:
-            raise ApiError(400, "model is required")
-        spec = self.engine.resolve(name)
-        if spec is None:
-            raise ApiError(404, f"model '{name}' not found")
-        if "completion" not in spec.capabilities:
-            raise ApiError(400, f'"{name}" does not support chat')
+        name, spec = completion_model(self.engine, body, "chat")
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise ApiError(400, "[] is too short - 'messages'")
@@ -209,14 +202,7 @@ class OpenAiApi:
     async def completions(self, request: web.Request) -> web.StreamResponse:
         """POST /v1/completions: a templated completion of `prompt`, as Ollama's compatibility layer."""
         body = await _body(request)
-        name = body.get("model")
-        if not isinstance(name, str) or not name:
-            raise ApiError(400, "model is required")
-        spec = self.engine.resolve(name)
-        if spec is None:
-            raise ApiError(404, f"model '{name}' not found")
-        if "completion" not in spec.capabilities:
-            raise ApiError(400, f'"{name}" does not support generate')
+        name, spec = completion_model(self.engine, body, "generate")
         prompt = body.get("prompt")
         if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
             prompt = prompt[0]

@@ -14,7 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
-from sim.api_infer import parse_format, render_chat, resolve_think, tool_prompt
+from sim.api_infer import completion_model, parse_format, render_chat, resolve_think, tool_prompt
 from sim.completion import CompletionRequest, CompletionResult, Delta, run_completion
 from sim.engine import BusyError, Engine
 from sim.wire import ApiError, encode, json_response
@@ -80,14 +80,7 @@ class ResponsesApi:
             raise ApiError(400, f"invalid request body: {exc}") from None
         if not isinstance(body, dict):
             raise ApiError(400, "missing request body" if body is None else "invalid request body")
-        name = body.get("model")
-        if not isinstance(name, str) or not name:
-            raise ApiError(400, "model is required")
-        spec = self.engine.resolve(name)
-        if spec is None:
-            raise ApiError(404, f"model '{name}' not found")
-        if "completion" not in spec.capabilities:
-            raise ApiError(400, f'"{name}" does not support chat')
+        name, spec = completion_model(self.engine, body, "chat")
         messages = _messages(body)
         if not messages:
             raise ApiError(400, "input: must not be empty")
