@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import AsyncGenerator
@@ -98,6 +99,24 @@ def _unread_lines(content: aiohttp.StreamReader) -> list[bytes]:
         return []
     data = b"".join(buffer)[getattr(content, "_buffer_offset", 0) :]
     return data.split(b"\n")[:-1]
+
+
+async def _lines(content: aiohttp.StreamReader) -> AsyncGenerator[bytes, None]:
+    """The lines of a streamed response; when it breaks, the complete lines already received first.
+
+    Raises:
+        aiohttp.ClientPayloadError: after those lines, for a broken response.
+    """
+    try:
+        async for line in content:
+            yield line
+    except aiohttp.ClientPayloadError:
+        # NOTE: aiohttp raises a broken response's error before the lines still in its buffer;
+        # without these, what a node sent just before it failed would be lost, and the answer
+        # continued on another node from an earlier point.
+        for line in _unread_lines(content):
+            yield line
+        raise
 
 
 def _kind_for_status(status: int) -> Attempt:
@@ -197,8 +216,8 @@ class NodeTransport:
             )
             if resp.status != 200:
                 raise await _error_from_response(resp)
-            try:
-                async for line in resp.content:
+            async with contextlib.aclosing(_lines(resp.content)) as lines:
+                async for line in lines:
                     chunk = _chunk(line, started)
                     if chunk is None:
                         continue
@@ -209,20 +228,6 @@ class NodeTransport:
                     yield chunk
                     if completed:
                         return
-            except aiohttp.ClientPayloadError:
-                # NOTE: aiohttp raises a broken response's error before the lines still in its
-                # buffer; without these, what a node sent just before it failed would be lost, and
-                # the answer continued on another node from an earlier point.
-                for line in _unread_lines(resp.content):
-                    chunk = _chunk(line, started)
-                    if chunk is None:
-                        continue
-                    started = True
-                    completed = bool(chunk.get("done"))
-                    yield chunk
-                    if completed:
-                        return
-                raise
             raise NodeError(
                 Attempt.STREAM_CUT if started else Attempt.MALFORMED, "the node closed the stream early"
             )
