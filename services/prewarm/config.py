@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator, model_validator
+from typing import Annotated
+
+from pydantic import AfterValidator, Field, field_validator, model_validator
 
 from services.common.settings import Section, ServiceConfig
 
 # NOTE: Ollama's CPU default for OLLAMA_MAX_LOADED_MODELS (3 x GPUs, 3 on CPU); the health contract
 # does not carry a node's capacity, so it comes from here.
 DEFAULT_MAX_LOADED_MODELS = 3
+
+
+def _model_name(value: str) -> str:
+    value = value.strip()
+    if not value:
+        raise ValueError("a model name is required")
+    return value
+
+
+# NOTE: a model name with tag, without surrounding blanks.
+ModelName = Annotated[str, Field(min_length=1), AfterValidator(_model_name)]
 
 
 class WarmModel(Section):
@@ -20,17 +33,9 @@ class WarmModel(Section):
         always_warm: Re-warm the model before its keep-alive expires, and whenever a healthy node drops it.
     """
 
-    name: str = Field(min_length=1)
+    name: ModelName
     keep_alive_s: float = 1800.0
     always_warm: bool = False
-
-    @field_validator("name")
-    @classmethod
-    def _strip(cls, value: str) -> str:
-        value = value.strip()
-        if not value:
-            raise ValueError("a model name is required")
-        return value
 
 
 class RequiredModel(Section):
@@ -41,16 +46,8 @@ class RequiredModel(Section):
         labels: Only nodes carrying every one of these registry labels must have it; empty means all nodes.
     """
 
-    name: str = Field(min_length=1)
+    name: ModelName
     labels: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("name")
-    @classmethod
-    def _strip(cls, value: str) -> str:
-        value = value.strip()
-        if not value:
-            raise ValueError("a model name is required")
-        return value
 
 
 def _default_models() -> list[WarmModel]:
