@@ -259,5 +259,18 @@ def chat_spec(*turns: tuple[str, str], model: str = MODEL) -> common_pb2.ChatSpe
     )
 
 
+def embedding_vectors(reply: router_service_pb2.EmbedResponse) -> list[list[float]]:
+    return [list(e.values) for e in reply.embeddings]
+
+
+async def node_embeds(stack: Stack) -> int:
+    """/api/embed calls the stack's nodes have received."""
+    total = 0
+    for node in stack.nodes:
+        stats = await stack.stats(node.node_id)
+        total += int(stats["requests_by_route"].get("/api/embed", 0))
+    return total
+
+
 def sigkill(proc: ServiceProcess) -> None:
     proc.signal(signal.SIGKILL)

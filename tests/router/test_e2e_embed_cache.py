@@ -14,7 +14,7 @@ from corral.v1 import cache_service_pb2, cache_service_pb2_grpc, common_pb2, rou
 from devstack.redis import RedisServer
 from tests.helpers.polling import wait_for
 from tests.helpers.procs import free_port
-from tests.router.stack import EMBED_MODEL, Stack, start_stack
+from tests.router.stack import EMBED_MODEL, Stack, embedding_vectors, node_embeds, start_stack
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -61,18 +61,6 @@ def embed(inputs: list[str], policy: common_pb2.CachePolicy | None = None) -> ro
     return router_service_pb2.EmbedRequest(model=EMBED_MODEL, inputs=inputs, cache=policy)
 
 
-def vectors(reply: router_service_pb2.EmbedResponse) -> list[list[float]]:
-    return [list(e.values) for e in reply.embeddings]
-
-
-async def node_embeds(stack: Stack) -> int:
-    total = 0
-    for node in stack.nodes:
-        stats = await stack.stats(node.node_id)
-        total += int(stats["requests_by_route"].get("/api/embed", 0))
-    return total
-
-
 async def cache_stats(stack: Stack) -> cache_service_pb2.StatsResponse:
     assert stack.cache is not None
     async with grpc.aio.insecure_channel(f"127.0.0.1:{stack.cache.port}") as channel:
@@ -88,18 +76,18 @@ async def stored_at_least(stack: Stack, n: int) -> bool:
 
 async def test_partial_hits_send_only_the_misses_and_keep_input_order(stack: Stack) -> None:
     a, b, c, d, e = texts(5)
-    expected = vectors(await stack.stub.Embed(embed([a, b, c, d, e], BYPASS), timeout=10))
+    expected = embedding_vectors(await stack.stub.Embed(embed([a, b, c, d, e], BYPASS), timeout=10))
     before_stores = (await cache_stats(stack)).embeddings.stores
     first = await stack.stub.Embed(embed([b, d, a]), timeout=10)
     assert first.routing.cache_outcome == common_pb2.CACHE_OUTCOME_MISS
-    assert vectors(first) == [expected[1], expected[3], expected[0]]
+    assert embedding_vectors(first) == [expected[1], expected[3], expected[0]]
     await wait_for(lambda: stored_at_least(stack, before_stores + 3), timeout_s=10)
 
     only_misses = await stack.stub.Embed(embed([c, e], BYPASS), timeout=10)
     stats_before = await cache_stats(stack)
     calls_before = await node_embeds(stack)
     mixed = await stack.stub.Embed(embed([a, b, c, d, e]), timeout=10)
-    assert vectors(mixed) == expected
+    assert embedding_vectors(mixed) == expected
     assert await node_embeds(stack) - calls_before == 1
     # NOTE: the node saw the two missing texts only (the simulator counts the tokens it embedded).
     assert mixed.prompt_eval_count == only_misses.prompt_eval_count
@@ -112,7 +100,7 @@ async def test_partial_hits_send_only_the_misses_and_keep_input_order(stack: Sta
     await wait_for(lambda: stored_at_least(stack, before_stores + 5), timeout_s=10)
     calls_before = await node_embeds(stack)
     cached = await stack.stub.Embed(embed([e, a, c]), timeout=10)
-    assert vectors(cached) == [expected[4], expected[0], expected[2]]
+    assert embedding_vectors(cached) == [expected[4], expected[0], expected[2]]
     assert cached.routing.cache_outcome == common_pb2.CACHE_OUTCOME_EXACT_HIT
     assert cached.routing.node_id == "" and cached.routing.attempts == 0
     assert await node_embeds(stack) == calls_before
@@ -143,7 +131,7 @@ async def test_bypass_neither_looks_up_nor_stores_and_refresh_stores(stack: Stac
     assert refreshed.routing.cache_outcome == common_pb2.CACHE_OUTCOME_MISS and refreshed.routing.node_id
     assert await node_embeds(stack) == calls + 1
     await wait_for(lambda: stored_at_least(stack, stores + 2), timeout_s=10)
-    assert vectors(refreshed) == vectors(hit)
+    assert embedding_vectors(refreshed) == embedding_vectors(hit)
 
 
 async def post(

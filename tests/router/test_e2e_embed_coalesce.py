@@ -11,7 +11,7 @@ import grpc
 import pytest
 from corral.v1 import router_service_pb2
 
-from tests.router.stack import EMBED_MODEL, Stack, start_stack
+from tests.router.stack import EMBED_MODEL, Stack, embedding_vectors, node_embeds, start_stack
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -43,34 +43,22 @@ def embed(*inputs: str, dimensions: int = 0) -> router_service_pb2.EmbedRequest:
     return router_service_pb2.EmbedRequest(model=EMBED_MODEL, inputs=inputs, dimensions=dimensions)
 
 
-def vectors(reply: router_service_pb2.EmbedResponse) -> list[list[float]]:
-    return [list(e.values) for e in reply.embeddings]
-
-
-async def node_embeds(stack: Stack) -> int:
-    total = 0
-    for node in stack.nodes:
-        stats = await stack.stats(node.node_id)
-        total += int(stats["requests_by_route"].get("/api/embed", 0))
-    return total
-
-
 async def test_concurrent_calls_share_a_node_call_and_get_their_own_vectors(stack: Stack) -> None:
     batch = texts(5)
     # NOTE: 5 inputs is not a small call: sent as it is, it gives the reference vectors.
-    expected = vectors(await stack.stub.Embed(embed(*batch), timeout=10))
+    expected = embedding_vectors(await stack.stub.Embed(embed(*batch), timeout=10))
     before = await node_embeds(stack)
     started = time.monotonic()
     replies = await asyncio.gather(*(stack.stub.Embed(embed(t), timeout=10) for t in reversed(batch)))
     # NOTE: the fifth text fills the batch, which leaves at once instead of at the window's end.
     assert time.monotonic() - started < WINDOW_S
-    assert [vectors(r) for r in replies] == [[v] for v in reversed(expected)]
+    assert [embedding_vectors(r) for r in replies] == [[v] for v in reversed(expected)]
     assert await node_embeds(stack) - before == 1
 
 
 async def test_calls_of_several_texts_get_theirs_in_order(stack: Stack) -> None:
     a, b, c, d = texts(4)
-    expected = vectors(await stack.stub.Embed(embed(a, b, c, d, *texts(1)), timeout=10))[:4]
+    expected = embedding_vectors(await stack.stub.Embed(embed(a, b, c, d, *texts(1)), timeout=10))[:4]
     before = await node_embeds(stack)
     started = time.monotonic()
     first, second, third = await asyncio.gather(
@@ -80,15 +68,15 @@ async def test_calls_of_several_texts_get_theirs_in_order(stack: Stack) -> None:
     )
     # NOTE: four texts do not fill a batch of five: it leaves when the window closes.
     assert time.monotonic() - started >= WINDOW_S * 0.9
-    assert vectors(first) == [expected[2], expected[0]]
-    assert vectors(second) == [expected[3]] and vectors(third) == [expected[1]]
+    assert embedding_vectors(first) == [expected[2], expected[0]]
+    assert embedding_vectors(second) == [expected[3]] and embedding_vectors(third) == [expected[1]]
     assert await node_embeds(stack) - before == 1
     # Another shape (dimensions) never joins the batch of the first: it is its own node call.
     before = await node_embeds(stack)
     full, short = await asyncio.gather(
         stack.stub.Embed(embed(a), timeout=10), stack.stub.Embed(embed(a, dimensions=4), timeout=10)
     )
-    assert len(short.embeddings[0].values) == 4 and vectors(full) == [expected[0]]
+    assert len(short.embeddings[0].values) == 4 and embedding_vectors(full) == [expected[0]]
     assert await node_embeds(stack) - before == 2
 
 
@@ -102,12 +90,12 @@ async def test_a_caller_whose_deadline_is_shorter_than_the_window_is_sent_at_onc
 
 async def test_a_node_error_reaches_every_caller_of_the_batch(stack: Stack) -> None:
     batch = texts(3)
-    expected = vectors(await stack.stub.Embed(embed(*batch, *texts(2)), timeout=10))[:3]
+    expected = embedding_vectors(await stack.stub.Embed(embed(*batch, *texts(2)), timeout=10))[:3]
     first, second = stack.nodes[0].node_id, stack.nodes[1].node_id
     # One node failing: the batch fails over, and every caller still gets its own vector.
     await stack.set_fault(first, error_rate=1.0)
     replies = await asyncio.gather(*(stack.stub.Embed(embed(t), timeout=10) for t in batch))
-    assert [vectors(r) for r in replies] == [[v] for v in expected]
+    assert [embedding_vectors(r) for r in replies] == [[v] for v in expected]
     # Both failing: every caller gets an error, none a vector.
     await stack.set_fault(second, error_rate=1.0)
     try:
@@ -122,7 +110,7 @@ async def test_a_node_error_reaches_every_caller_of_the_batch(stack: Stack) -> N
 
 async def test_a_text_the_node_refuses_fails_only_its_own_caller(stack: Stack) -> None:
     short = texts(2)
-    expected = vectors(await stack.stub.Embed(embed(*short, *texts(3)), timeout=10))[:2]
+    expected = embedding_vectors(await stack.stub.Embed(embed(*short, *texts(3)), timeout=10))[:2]
     too_long = "word " * 40_000
 
     def strict(text: str) -> router_service_pb2.EmbedRequest:
@@ -137,5 +125,5 @@ async def test_a_text_the_node_refuses_fails_only_its_own_caller(stack: Stack) -
     first, refused, second = results
     assert isinstance(refused, grpc.aio.AioRpcError)
     assert refused.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert isinstance(first, router_service_pb2.EmbedResponse) and vectors(first) == [expected[0]]
-    assert isinstance(second, router_service_pb2.EmbedResponse) and vectors(second) == [expected[1]]
+    assert isinstance(first, router_service_pb2.EmbedResponse) and embedding_vectors(first) == [expected[0]]
+    assert isinstance(second, router_service_pb2.EmbedResponse) and embedding_vectors(second) == [expected[1]]
