@@ -23,7 +23,14 @@ from tests.helpers.polling import wait_for
 from tests.helpers.procs import ServiceProcess, free_port
 from tests.observability.otlp import OtlpReceiver, ReceivedSpan, tracing_env
 from tests.observability.scrape import Sample, names, scrape, value
-from tests.router.stack import EMBED_MODEL, MODEL, Stack, gen_request, start_stack
+from tests.router.stack import (
+    MODEL,
+    Stack,
+    embedder_nodes_env,
+    gen_request,
+    redis_cache_env,
+    start_stack,
+)
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.asyncio(loop_scope="module")]
 
@@ -56,16 +63,8 @@ async def env(redis_server: RedisServer, migrated_dsn: str) -> AsyncIterator[Env
         return {**tracing, f"CORRAL_{name.upper()}__METRICS_PORT": str(ports[name])}
 
     stack = await start_stack(
-        cache_env={
-            **service_env("cache"),
-            "CORRAL_REDIS__URL": redis_server.url,
-            "CORRAL_POSTGRES__DSN": migrated_dsn,
-            "CORRAL_CACHE__EMBEDDER__MODEL": EMBED_MODEL,
-            "CORRAL_CACHE__EMBEDDER__NODE_URLS": "[]",
-        },
-        cache_env_from_nodes=lambda nodes: {
-            "CORRAL_CACHE__EMBEDDER__NODE_URLS": json.dumps([n.url for n in nodes])
-        },
+        cache_env={**service_env("cache"), **redis_cache_env(redis_server.url, migrated_dsn)},
+        cache_env_from_nodes=embedder_nodes_env,
         health_env=service_env("health"),
         # NOTE: a generous lookup budget, so that a loaded test machine does not turn misses and hits
         # into DEGRADED lookups (the default is 15 ms).

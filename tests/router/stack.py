@@ -163,6 +163,25 @@ def nodes_json(nodes: list[SimProcess], key: str) -> str:
     return json.dumps([{key: n.node_id, "address": n.url} for n in nodes])
 
 
+def redis_cache_env(redis_url: str, postgres_dsn: str) -> dict[str, str]:
+    """A cache's environment: its Redis and PostgreSQL, and the stack's embedding model.
+
+    Pass `cache_env_from_nodes=embedder_nodes_env` with it: the embedder's nodes are known only
+    once the nodes have started (the cache starts after them).
+    """
+    return {
+        "CORRAL_REDIS__URL": redis_url,
+        "CORRAL_POSTGRES__DSN": postgres_dsn,
+        "CORRAL_CACHE__EMBEDDER__MODEL": EMBED_MODEL,
+        "CORRAL_CACHE__EMBEDDER__NODE_URLS": "[]",
+    }
+
+
+def embedder_nodes_env(nodes: list[SimProcess]) -> dict[str, str]:
+    """The cache's embedder calls every node of the stack."""
+    return {"CORRAL_CACHE__EMBEDDER__NODE_URLS": json.dumps([n.url for n in nodes])}
+
+
 async def start_stack(
     *,
     node_count: int = 4,

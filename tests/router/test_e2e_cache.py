@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 
 import grpc
@@ -12,7 +11,14 @@ from corral.v1 import cache_service_pb2, cache_service_pb2_grpc, common_pb2, rou
 
 from devstack.redis import RedisServer
 from tests.helpers.polling import wait_for
-from tests.router.stack import EMBED_MODEL, Stack, chat_spec, gen_request, start_stack
+from tests.router.stack import (
+    Stack,
+    chat_spec,
+    embedder_nodes_env,
+    gen_request,
+    redis_cache_env,
+    start_stack,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -20,16 +26,8 @@ pytestmark = pytest.mark.timeout(90)
 @pytest.fixture
 async def stack(redis_server: RedisServer, migrated_dsn: str) -> AsyncIterator[Stack]:
     started = await start_stack(
-        cache_env={
-            "CORRAL_REDIS__URL": redis_server.url,
-            "CORRAL_POSTGRES__DSN": migrated_dsn,
-            "CORRAL_CACHE__EMBEDDER__MODEL": EMBED_MODEL,
-            # NOTE: filled in below once the nodes' ports are known; the cache starts after them.
-            "CORRAL_CACHE__EMBEDDER__NODE_URLS": "[]",
-        },
-        cache_env_from_nodes=lambda nodes: {
-            "CORRAL_CACHE__EMBEDDER__NODE_URLS": json.dumps([n.url for n in nodes])
-        },
+        cache_env=redis_cache_env(redis_server.url, migrated_dsn),
+        cache_env_from_nodes=embedder_nodes_env,
         # NOTE: on a loaded test machine a lookup can outlast the 15 ms default and turn a MISS into
         # DEGRADED; these tests check outcomes, not the budget.
         router_env={"CORRAL_ROUTER__LOOKUP_BUDGET_MS": "2000"},

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,7 +13,15 @@ from corral.v1 import cache_service_pb2, cache_service_pb2_grpc, common_pb2, rou
 from devstack.redis import RedisServer
 from tests.helpers.polling import wait_for
 from tests.helpers.procs import free_port
-from tests.router.stack import EMBED_MODEL, Stack, embedding_vectors, node_embeds, start_stack
+from tests.router.stack import (
+    EMBED_MODEL,
+    Stack,
+    embedder_nodes_env,
+    embedding_vectors,
+    node_embeds,
+    redis_cache_env,
+    start_stack,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -31,15 +38,8 @@ def http_port() -> int:
 async def stack(redis_server: RedisServer, migrated_dsn: str, http_port: int) -> AsyncIterator[Stack]:
     started = await start_stack(
         node_count=2,
-        cache_env={
-            "CORRAL_REDIS__URL": redis_server.url,
-            "CORRAL_POSTGRES__DSN": migrated_dsn,
-            "CORRAL_CACHE__EMBEDDER__MODEL": EMBED_MODEL,
-            "CORRAL_CACHE__EMBEDDER__NODE_URLS": "[]",
-        },
-        cache_env_from_nodes=lambda nodes: {
-            "CORRAL_CACHE__EMBEDDER__NODE_URLS": json.dumps([n.url for n in nodes])
-        },
+        cache_env=redis_cache_env(redis_server.url, migrated_dsn),
+        cache_env_from_nodes=embedder_nodes_env,
         # NOTE: outcomes, not the lookup budget, are under test (a loaded machine may be slow).
         router_env={"CORRAL_ROUTER__LOOKUP_BUDGET_MS": "2000", "CORRAL_ROUTER__HTTP_PORT": str(http_port)},
     )
