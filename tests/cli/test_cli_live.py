@@ -15,7 +15,7 @@ import pytest_asyncio
 
 from devstack.redis import RedisServer
 from tests.helpers.polling import wait_for as wait_until
-from tests.helpers.procs import ROOT, base_env, free_port
+from tests.helpers.procs import ROOT, base_env, free_port, run_cli
 from tests.http.live import LiveStack, start_live_stack
 
 MODEL = "llama3.2:1b"
@@ -41,27 +41,7 @@ async def stack(redis_server: RedisServer, migrated_dsn: str) -> AsyncIterator[L
 
 async def corral(stack: LiveStack | None, *args: str, stdin: bytes = b"") -> tuple[int, str, str]:
     """Runs the CLI as a separate process, as an operator would; returns (exit code, stdout, stderr)."""
-    env = base_env(stack.cli_env() if stack is not None else {})
-    env["COLUMNS"] = "80"
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "services.cli",
-        *args,
-        env=env,
-        cwd=str(ROOT),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(proc.communicate(stdin), 60)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        raise
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    return await run_cli(stack.cli_env() if stack is not None else {}, *args, stdin=stdin)
 
 
 async def test_status_table_and_json(stack: LiveStack) -> None:

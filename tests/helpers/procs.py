@@ -43,6 +43,33 @@ def base_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+async def run_cli(env: Mapping[str, str], *args: str, stdin: bytes = b"") -> tuple[int, str, str]:
+    """Runs the `corral` CLI as a separate process, as an operator would, 80 columns wide.
+
+    Returns:
+        (exit code, stdout, stderr).
+    """
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.cli",
+        *args,
+        env=base_env({**env, "COLUMNS": "80"}),
+        cwd=str(ROOT),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(stdin), 60)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        raise
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
 class ServiceProcess:
     """A Python module run as a child process that announces readiness on stdout.
 

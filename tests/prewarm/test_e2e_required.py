@@ -8,9 +8,7 @@ is warmed after that, and then takes that model's traffic.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 from collections.abc import AsyncIterator
 
 import grpc
@@ -26,7 +24,7 @@ from corral.v1 import (
 )
 
 from tests.helpers.polling import wait_for
-from tests.helpers.procs import ROOT, ServiceProcess, base_env
+from tests.helpers.procs import ServiceProcess, run_cli
 from tests.router.stack import Stack, start_sims, start_stack
 
 pytestmark = [pytest.mark.timeout(150), pytest.mark.asyncio(loop_scope="module")]
@@ -161,28 +159,14 @@ async def test_a_node_added_at_run_time_gets_them_then_traffic_and_none_before(f
 
 async def test_corral_status_and_models_show_the_required_models(fleet: Fleet) -> None:
     assert fleet.stack.router is not None
-    env = base_env(
-        {
-            "CORRAL_HEALTH_ADDR": fleet.health_addr,
-            "CORRAL_PREWARM_ADDR": fleet.prewarm_addr,
-            "CORRAL_ROUTER_ADDR": f"127.0.0.1:{fleet.stack.router.port}",
-            "COLUMNS": "80",
-        }
-    )
+    env = {
+        "CORRAL_HEALTH_ADDR": fleet.health_addr,
+        "CORRAL_PREWARM_ADDR": fleet.prewarm_addr,
+        "CORRAL_ROUTER_ADDR": f"127.0.0.1:{fleet.stack.router.port}",
+    }
     for command in ("status", "models"):
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "services.cli",
-            command,
-            env=env,
-            cwd=str(ROOT),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        out, err = await asyncio.wait_for(proc.communicate(), 60)
-        assert proc.returncode == 0, err.decode()
-        text = out.decode()
+        code, text, err = await run_cli(env, command)
+        assert code == 0, err
         assert "required models" in text
         row = next(line for line in text.splitlines() if line.split()[:2] == [REQUIRED, "present"])
         assert all(node in row for node in ("node-1", "node-2", "node-9"))

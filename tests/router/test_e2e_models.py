@@ -6,9 +6,7 @@ shares the same health for the admin-key checks (HTTP 403 and gRPC PERMISSION_DE
 
 from __future__ import annotations
 
-import asyncio
 import json
-import sys
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,7 +18,7 @@ import pytest_asyncio
 from corral.v1 import model_service_pb2, model_service_pb2_grpc
 
 from services.common.channels import PeerSecurity, make_channel
-from tests.helpers.procs import ROOT, ServiceProcess, base_env, free_port
+from tests.helpers.procs import ServiceProcess, free_port, run_cli
 from tests.router.stack import Stack, start_stack
 from tests.security.helpers import ADMIN_KEY, SERVICE_KEY, TENANT_A_KEY, keys_env
 
@@ -165,19 +163,7 @@ async def test_a_tenant_key_is_refused_and_an_admin_key_is_served(models: Models
 async def _corral(models: Models, *args: str) -> tuple[int, str, str]:
     """Runs the CLI as an operator would, against the stack's (unsecured) router."""
     assert models.stack.router is not None
-    env = base_env({"CORRAL_ROUTER_ADDR": f"127.0.0.1:{models.stack.router.port}", "COLUMNS": "80"})
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "services.cli",
-        *args,
-        env=env,
-        cwd=str(ROOT),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    return proc.returncode or 0, out.decode(), err.decode()
+    return await run_cli({"CORRAL_ROUTER_ADDR": f"127.0.0.1:{models.stack.router.port}"}, *args)
 
 
 async def test_cli_pulls_and_removes_with_one_line_per_node_and_state(models: Models) -> None:
