@@ -15,7 +15,7 @@ from sim.api_infer import completion_model, parse_format, render_chat, resolve_t
 from sim.completion import CompletionRequest, CompletionResult, Delta, run_completion
 from sim.embedder import embed_texts
 from sim.engine import BusyError, Engine
-from sim.wire import ApiError, encode, json_response
+from sim.wire import ApiError, encode, json_response, start_sse
 
 _ERROR_TYPES = {400: "invalid_request_error", 404: "not_found_error"}
 _ids = itertools.count(1)
@@ -160,16 +160,10 @@ class OpenAiApi:
             }
             return f"data: {encode(obj)}\n\n".encode()
 
-        async def start() -> web.StreamResponse:
-            sse = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-            sse.enable_chunked_encoding()
-            await sse.prepare(request)
-            return sse
-
         async def sink(piece: Delta) -> None:
             nonlocal response
             if response is None:
-                response = await start()
+                response = await start_sse(request)
             delta: dict[str, Any] = {"role": "assistant", "content": piece.content}
             if piece.thinking:
                 delta["reasoning"] = piece.thinking
@@ -182,7 +176,7 @@ class OpenAiApi:
         except BusyError as exc:
             raise ApiError(503, str(exc)) from None
         if response is None:
-            response = await start()
+            response = await start_sse(request)
         await response.write(chunk({}, _finish(result)))
         if include_usage:
             usage = {
@@ -246,18 +240,12 @@ class OpenAiApi:
             obj = {**base, "choices": [{"text": text, "index": 0, "finish_reason": finish}]}
             return f"data: {encode(obj)}\n\n".encode()
 
-        async def start() -> web.StreamResponse:
-            sse = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-            sse.enable_chunked_encoding()
-            await sse.prepare(request)
-            return sse
-
         async def sink(piece: Delta) -> None:
             nonlocal response
             if not piece.content:
                 return
             if response is None:
-                response = await start()
+                response = await start_sse(request)
             await response.write(event(piece.content, None))
 
         try:
@@ -265,7 +253,7 @@ class OpenAiApi:
         except BusyError as exc:
             raise ApiError(503, str(exc)) from None
         if response is None:
-            response = await start()
+            response = await start_sse(request)
         await response.write(event("", result.done_reason))
         if include_usage:
             usage_obj = {**base, "choices": [], "usage": _usage(result.prompt_eval_count, result.eval_count)}

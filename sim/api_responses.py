@@ -17,7 +17,7 @@ from aiohttp import web
 from sim.api_infer import completion_model, parse_format, render_chat, resolve_think, tool_prompt
 from sim.completion import CompletionRequest, CompletionResult, Delta, run_completion
 from sim.engine import BusyError, Engine
-from sim.wire import ApiError, encode, json_response
+from sim.wire import ApiError, encode, json_response, start_sse
 
 _ids = itertools.count(1)
 
@@ -141,9 +141,7 @@ class ResponsesApi:
         async def send(kind: str, **fields: Any) -> None:
             nonlocal response
             if response is None:
-                response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-                response.enable_chunked_encoding()
-                await response.prepare(request)
+                response = await start_sse(request)
                 started = {**base, "status": "in_progress", "output": []}
                 for opening in ("response.created", "response.in_progress"):
                     event = {"type": opening, "sequence_number": next(seq), "response": started}

@@ -193,6 +193,14 @@ async def start_ndjson(request: web.Request) -> web.StreamResponse:
     return response
 
 
+async def start_sse(request: web.Request) -> web.StreamResponse:
+    """Start a chunked server-sent events stream (the OpenAI-compatible endpoints)."""
+    response = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream"})
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    return response
+
+
 async def send_line(response: web.StreamResponse, obj: Any) -> None:
     """Write one NDJSON line (ASCII-escaped, so no U+2028 can break a client's line splitting)."""
     await response.write((encode(obj) + "\n").encode())
