@@ -97,11 +97,7 @@ class OpenAiApi:
             effort = body["reasoning"].get("effort", effort)
         think = resolve_think(spec, name, None if effort is None else effort != "none" and effort)
         max_tokens = body.get("max_tokens", body.get("max_completion_tokens"))
-        if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool)):
-            raise ApiError(400, "max_tokens: must be an integer")
-        stop = body.get("stop")
-        stops = [stop] if isinstance(stop, str) else list(stop) if isinstance(stop, list) else []
-        seed = body.get("seed")
+        num_predict, stops, seed = _sampling(body, max_tokens, self.engine.cfg.seed)
         fmt = body.get("response_format")
         format_value: Any = None
         if isinstance(fmt, dict) and fmt.get("type") == "json_object":
@@ -113,9 +109,9 @@ class OpenAiApi:
             prompt_ids=ids,
             key=f"{spec.key}\x01{key}",
             keep_alive_s=self.engine.cfg.keep_alive_s,
-            seed=seed if isinstance(seed, int) and seed >= 0 else self.engine.cfg.seed,
-            num_predict=max_tokens,
-            stop=[s for s in stops if isinstance(s, str)],
+            seed=seed,
+            num_predict=num_predict,
+            stop=stops,
             json_format=parse_format(format_value),
             think=think,
             tools=tools,
@@ -202,21 +198,16 @@ class OpenAiApi:
             prompt = prompt[0]
         if not isinstance(prompt, str):
             raise ApiError(400, "invalid prompt: must be a string")
-        max_tokens = body.get("max_tokens")
-        if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool)):
-            raise ApiError(400, "max_tokens: must be an integer")
-        stop = body.get("stop")
-        stops = [stop] if isinstance(stop, str) else list(stop) if isinstance(stop, list) else []
-        seed = body.get("seed")
+        num_predict, stops, seed = _sampling(body, body.get("max_tokens"), self.engine.cfg.seed)
         ids, _ = render_chat([{"role": "user", "content": prompt}])
         req = CompletionRequest(
             spec=spec,
             prompt_ids=ids,
             key=f"{spec.key}\x01\x01{prompt}\x010",
             keep_alive_s=self.engine.cfg.keep_alive_s,
-            seed=seed if isinstance(seed, int) and seed >= 0 else self.engine.cfg.seed,
-            num_predict=max_tokens,
-            stop=[s for s in stops if isinstance(s, str)],
+            seed=seed,
+            num_predict=num_predict,
+            stop=stops,
             # NOTE: Ollama's layer sends no `think`, so a thinking model thinks and the text is dropped.
             think=resolve_think(spec, name, None),
             transcript=self.engine.transcript(request.path, body),
@@ -329,6 +320,24 @@ class OpenAiApi:
         if spec is None:
             raise ApiError(404, f"model '{name}' not found")
         return json_response(self._model_entry(name, spec.modified_at))
+
+
+def _sampling(body: dict[str, Any], max_tokens: Any, default_seed: int) -> tuple[int | None, list[str], int]:
+    """The length limit, stop strings and seed of a completion: (num_predict, stop, seed).
+
+    Raises:
+        ApiError: 400 when `max_tokens` is not an integer.
+    """
+    if max_tokens is not None and (not isinstance(max_tokens, int) or isinstance(max_tokens, bool)):
+        raise ApiError(400, "max_tokens: must be an integer")
+    stop = body.get("stop")
+    stops = [stop] if isinstance(stop, str) else list(stop) if isinstance(stop, list) else []
+    seed = body.get("seed")
+    return (
+        max_tokens,
+        [s for s in stops if isinstance(s, str)],
+        seed if isinstance(seed, int) and seed >= 0 else default_seed,
+    )
 
 
 def _native_calls(raw: Any, index: int) -> list[dict[str, Any]]:
