@@ -18,6 +18,10 @@ from services.router.transport import NodeError
 
 _NO_LOOKUP = (common_pb2.CACHE_MODE_BYPASS, common_pb2.CACHE_MODE_REFRESH)
 
+# A call with less time left than this is sent alone, at once, whatever the window: a shared node
+# call embeds more texts than the call's own and may well outlast a deadline this close.
+MIN_JOIN_S = 0.1
+
 
 def embedding_key(tenant: str, req: router_service_pb2.EmbedRequest) -> cache_service_pb2.EmbeddingKey:
     """What besides the text decides a vector: tenant, model, dimensions, truncate and options."""
@@ -34,14 +38,15 @@ Result = tuple[str, int, list[str], dict[str, Any]]
 
 @dataclass
 class _Pending:
-    """A node batch being gathered: its texts and, per caller, where its texts start and how many."""
+    """A node batch being gathered: its texts and, per caller, where its texts start, how many and
+    the caller's deadline; `deadline` is the latest of them (the node call's)."""
 
     req: router_service_pb2.EmbedRequest
     model: str
     background: bool
     deadline: float
     texts: list[str] = field(default_factory=list)
-    waiters: list[tuple[int, int, asyncio.Future[Result]]] = field(default_factory=list)
+    waiters: list[tuple[int, int, float, asyncio.Future[Result]]] = field(default_factory=list)
     timer: asyncio.TimerHandle | None = None
 
 
@@ -178,12 +183,13 @@ class Embedder:
         return response
 
     def _may_coalesce(self, count: int, deadline: float) -> bool:
-        """A small call joins a node batch unless its deadline comes before the window closes."""
+        """A small call joins a node batch unless its deadline is too close to wait for one."""
         if self._coalesce_size <= 1 or self._window_s <= 0 or count >= self._coalesce_size:
             return False
-        # NOTE: the window must never eat the caller's deadline: a caller with less time left than the
-        # window (and a margin for the node call itself) is sent alone, at once.
-        return deadline - time.monotonic() > 2 * self._window_s
+        # NOTE: the window must never eat the caller's deadline: a caller with less time left than
+        # twice the window (the window and a margin for the node call itself), or than MIN_JOIN_S, is
+        # sent alone, at once.
+        return deadline - time.monotonic() > max(2 * self._window_s, MIN_JOIN_S)
 
     async def _join(
         self,
@@ -211,13 +217,22 @@ class Embedder:
         future: asyncio.Future[Result] = loop.create_future()
         # NOTE: retrieved, so that a failure whose caller already gave up is not logged as unretrieved.
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
-        pending.waiters.append((len(pending.texts), len(inputs), future))
+        pending.waiters.append((len(pending.texts), len(inputs), deadline, future))
         pending.texts.extend(inputs)
-        pending.deadline = min(pending.deadline, deadline)
+        # NOTE: the node call runs under the latest deadline of its callers (each already bounded by
+        # the router's request timeout), so that one caller's short deadline does not fail the others;
+        # each caller waits for its part under its own deadline below.
+        pending.deadline = max(pending.deadline, deadline)
         if len(pending.texts) >= self._coalesce_size:
             self._flush(key)
         # NOTE: shielded: a caller that gives up leaves the node call to the batch's other callers.
-        return await asyncio.shield(future)
+        try:
+            async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                return await asyncio.shield(future)
+        except TimeoutError:
+            if future.done() and not future.cancelled() and future.exception() is None:
+                return future.result()
+            raise DeadlineExceeded("the deadline passed before the embeddings were computed") from None
 
     def _flush(self, key: tuple[str, bool, bytes]) -> None:
         """Sends the batch under `key` (when the window closes or the batch is full)."""
@@ -239,7 +254,7 @@ class Embedder:
             )
         except InvalidArgument as exc:
             if len(pending.waiters) == 1:
-                only = pending.waiters[0][2]
+                only = pending.waiters[0][3]
                 if not only.done():
                     only.set_exception(exc)
                 return
@@ -247,29 +262,32 @@ class Embedder:
             # false) says nothing about the other callers' texts: each caller is then sent alone and
             # gets its own answer or its own error.
             await asyncio.gather(
-                *(self._alone(pending, start, count, future) for start, count, future in pending.waiters)
+                *(
+                    self._alone(pending, start, count, deadline, future)
+                    for start, count, deadline, future in pending.waiters
+                )
             )
             return
         except BaseException as exc:
             # NOTE: a failed node call fails every caller of the batch (after the failover _batch
             # already tried); no caller ever receives another caller's vectors or none.
-            for _, _, future in pending.waiters:
+            for _, _, _, future in pending.waiters:
                 if not future.done():
                     future.set_exception(exc)
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return
         total = len(pending.texts)
-        for start, count, future in pending.waiters:
+        for start, count, _, future in pending.waiters:
             if not future.done():
                 future.set_result(_share(result, start, count, total))
 
-    async def _alone(self, pending: _Pending, start: int, count: int, future: asyncio.Future[Result]) -> None:
+    async def _alone(
+        self, pending: _Pending, start: int, count: int, deadline: float, future: asyncio.Future[Result]
+    ) -> None:
         texts = pending.texts[start : start + count]
         try:
-            result = await self._batch(
-                pending.req, pending.model, texts, pending.deadline, pending.background
-            )
+            result = await self._batch(pending.req, pending.model, texts, deadline, pending.background)
         except Exception as exc:
             if not future.done():
                 future.set_exception(exc)
