@@ -150,11 +150,15 @@ class HealthEngine:
                 logger.exception("cannot apply registry row for node %s", stored.node_id)
 
     async def admin_add(self, node_id: str, address: str, labels: Mapping[str, str]) -> NodeView:
-        """AddNode: registers locally, then records it in the shared registry (StoreUnavailable undoes it)."""
+        """AddNode: registers locally, then records it in the shared registry.
+
+        StoreUnavailable, or DuplicateNode when the shared registry holds the id already (added through
+        another replica), undoes the local add.
+        """
         view = self.add_node(node_id, address, labels)
         if self._store is not None:
             try:
-                await self._store.upsert(StoredNode(view.node_id, view.address, dict(view.labels), False))
+                await self._store.add(StoredNode(view.node_id, view.address, dict(view.labels), False))
             except Exception:
                 if node_id in self.fleet.registry:
                     self.remove_node(node_id)
@@ -162,12 +166,16 @@ class HealthEngine:
         return view
 
     async def admin_drain(self, node_id: str, draining: bool) -> NodeView:
-        """DrainNode / UndrainNode, recorded in the shared registry (StoreUnavailable undoes it)."""
+        """DrainNode / UndrainNode, recorded in the shared registry.
+
+        StoreUnavailable, or UnknownNode when the shared registry no longer holds the node (removed
+        through another replica), undoes the local change.
+        """
         before = self.fleet.registry.get(node_id).draining
         view = self.set_draining(node_id, draining)
         if self._store is not None:
             try:
-                await self._store.upsert(StoredNode(view.node_id, view.address, dict(view.labels), draining))
+                await self._store.set_draining(node_id, draining)
             except Exception:
                 if node_id in self.fleet.registry:
                     self.set_draining(node_id, before)

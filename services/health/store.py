@@ -20,7 +20,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from devstack import migrate
-from services.health.registry import DuplicateNode
+from services.health.registry import DuplicateNode, UnknownNode
 
 logger = logging.getLogger(__name__)
 
@@ -91,14 +91,34 @@ class RegistryStore:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
 
-    async def upsert(self, node: StoredNode) -> None:
-        """Records a node (added, or its drain state changed)."""
-        await self._write(
+    async def add(self, node: StoredNode) -> None:
+        """Records a new node.
+
+        Raises:
+            DuplicateNode: The registry holds the id (say added through another replica meanwhile) or
+                the address already; the row is left as it was.
+        """
+        rows = await self._write(
             "INSERT INTO fleet_nodes (node_id, address, labels, draining) VALUES (%s, %s, %s, %s) "
-            "ON CONFLICT (node_id) DO UPDATE SET address = EXCLUDED.address, labels = EXCLUDED.labels, "
-            "draining = EXCLUDED.draining, updated_at = now()",
+            "ON CONFLICT (node_id) DO NOTHING RETURNING node_id",
             (node.node_id, node.address, Jsonb(node.labels), node.draining),
         )
+        if rows == 0:
+            raise DuplicateNode(f"node {node.node_id!r} is registered already")
+
+    async def set_draining(self, node_id: str, draining: bool) -> None:
+        """Records a node's drain state.
+
+        Raises:
+            UnknownNode: The registry has no such node (say removed through another replica before
+                this one heard of it); nothing is written, so a removed node is never re-inserted.
+        """
+        rows = await self._write(
+            "UPDATE fleet_nodes SET draining = %s, updated_at = now() WHERE node_id = %s RETURNING node_id",
+            (draining, node_id),
+        )
+        if rows == 0:
+            raise UnknownNode(node_id)
 
     async def delete(self, node_id: str) -> None:
         """Removes a node."""
@@ -110,12 +130,14 @@ class RegistryStore:
             self._dsn, autocommit=True, connect_timeout=max(1, int(self._connect_timeout_s))
         )
 
-    async def _write(self, sql: str, params: tuple[object, ...]) -> None:
+    async def _write(self, sql: str, params: tuple[object, ...]) -> int:
+        """Runs one change; returns the number of rows it touched."""
         try:
             async with asyncio.timeout(self._connect_timeout_s * 2):
                 conn = await self._connect()
                 async with conn:
-                    await conn.execute(sql, params)
+                    cur = await conn.execute(sql, params)
+                    return cur.rowcount
         except psycopg.errors.UniqueViolation as exc:
             raise DuplicateNode(f"the address is registered already as another node: {exc}") from None
         except (psycopg.Error, OSError, TimeoutError) as exc:

@@ -1,0 +1,75 @@
+"""The fleet registry's writes on a real PostgreSQL: adds never overwrite, drains never re-insert."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+
+import psycopg
+import pytest
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from devstack import migrate
+from devstack.postgres import PostgresServer
+from services.health.registry import DuplicateNode, UnknownNode
+from services.health.store import MIGRATIONS_DIR, RegistryStore, StoredNode
+
+
+@pytest.fixture
+async def fleet_dsn(postgres_server: PostgresServer) -> AsyncIterator[str]:
+    """A fresh, migrated database of its own (the registry is one table per database)."""
+    name = f"fleet_{uuid.uuid4().hex[:12]}"
+    async with await psycopg.AsyncConnection.connect(postgres_server.dsn, autocommit=True) as conn:
+        await conn.execute(f"CREATE DATABASE {name}")
+    params = conninfo_to_dict(postgres_server.dsn)
+    params["dbname"] = name
+    dsn = make_conninfo(**params)  # type: ignore[arg-type]
+    await asyncio.to_thread(migrate.apply, dsn, MIGRATIONS_DIR)
+    yield dsn
+    async with await psycopg.AsyncConnection.connect(postgres_server.dsn, autocommit=True) as conn:
+        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+async def _rows(dsn: str) -> dict[str, tuple[str, bool]]:
+    async with await psycopg.AsyncConnection.connect(dsn) as conn:
+        cur = await conn.execute("SELECT node_id, address, draining FROM fleet_nodes")
+        return {str(r[0]): (str(r[1]), bool(r[2])) for r in await cur.fetchall()}
+
+
+def _store(dsn: str) -> RegistryStore:
+    return RegistryStore(dsn, lambda nodes: None)
+
+
+async def test_a_second_add_of_the_same_id_is_refused_and_does_not_overwrite(fleet_dsn: str) -> None:
+    a, b = _store(fleet_dsn), _store(fleet_dsn)
+    await a.add(StoredNode("n1", "http://127.0.0.1:9", {"zone": "a"}, False))
+    with pytest.raises(DuplicateNode):
+        await b.add(StoredNode("n1", "http://127.0.0.1:10", {"zone": "b"}, False))
+    assert await _rows(fleet_dsn) == {"n1": ("http://127.0.0.1:9", False)}
+
+
+async def test_an_add_of_a_taken_address_is_refused(fleet_dsn: str) -> None:
+    store = _store(fleet_dsn)
+    await store.add(StoredNode("n1", "http://127.0.0.1:9", {}, False))
+    with pytest.raises(DuplicateNode):
+        await store.add(StoredNode("n2", "http://127.0.0.1:9", {}, False))
+    assert set(await _rows(fleet_dsn)) == {"n1"}
+
+
+async def test_drain_and_undrain_update_the_row(fleet_dsn: str) -> None:
+    store = _store(fleet_dsn)
+    await store.add(StoredNode("n1", "http://127.0.0.1:9", {}, False))
+    await store.set_draining("n1", True)
+    assert await _rows(fleet_dsn) == {"n1": ("http://127.0.0.1:9", True)}
+    await store.set_draining("n1", False)
+    assert await _rows(fleet_dsn) == {"n1": ("http://127.0.0.1:9", False)}
+
+
+async def test_a_drain_after_a_removal_elsewhere_does_not_re_insert_the_node(fleet_dsn: str) -> None:
+    a, b = _store(fleet_dsn), _store(fleet_dsn)
+    await a.add(StoredNode("n1", "http://127.0.0.1:9", {}, False))
+    await a.delete("n1")
+    with pytest.raises(UnknownNode):
+        await b.set_draining("n1", True)
+    assert await _rows(fleet_dsn) == {}
