@@ -15,6 +15,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -26,6 +27,22 @@ logger = logging.getLogger(__name__)
 
 CHANNEL = "corral_fleet"
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "cache" / "migrations"
+
+# The longest read of the (small) registry table; past it the connection is taken for lost (say
+# half-open after a network fault, where a read would otherwise wait for the kernel's TCP timeout,
+# about 15 minutes) and the follower reconnects.
+LOAD_TIMEOUT_S = 5.0
+
+# libpq TCP keepalives on the registry's connections, so that a peer gone silently (a half-open
+# connection) is noticed within about idle + interval x count seconds, and unacknowledged writes
+# within tcp_user_timeout (milliseconds), instead of the kernel's defaults (hours and minutes).
+KEEPALIVE_PARAMS: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
 
 
 @dataclass(frozen=True)
@@ -52,6 +69,8 @@ class RegistryStore:
         retry_s: Pause between reconnection attempts while PostgreSQL is down.
         resync_s: The table is read again after this long without a notification (a safety net, and
             how a silently dead connection is noticed).
+        load_timeout_s: Bound of one read of the table; a read that takes longer is taken for a lost
+            connection (the follower reconnects).
     """
 
     def __init__(
@@ -61,8 +80,10 @@ class RegistryStore:
         connect_timeout_s: float = 2.0,
         retry_s: float = 1.0,
         resync_s: float = 10.0,
+        load_timeout_s: float = LOAD_TIMEOUT_S,
     ) -> None:
         self._resync_s = resync_s
+        self._load_timeout_s = load_timeout_s
         self._dsn = dsn
         self._on_registry = on_registry
         self._connect_timeout_s = connect_timeout_s
@@ -127,7 +148,10 @@ class RegistryStore:
     # ---- internals ------------------------------------------------------------------------
     async def _connect(self) -> psycopg.AsyncConnection[tuple[object, ...]]:
         return await psycopg.AsyncConnection.connect(
-            self._dsn, autocommit=True, connect_timeout=max(1, int(self._connect_timeout_s))
+            self._dsn,
+            autocommit=True,
+            connect_timeout=max(1, int(self._connect_timeout_s)),
+            **KEEPALIVE_PARAMS,
         )
 
     async def _write(self, sql: str, params: tuple[object, ...]) -> int:
@@ -142,6 +166,16 @@ class RegistryStore:
             raise DuplicateNode(f"the address is registered already as another node: {exc}") from None
         except (psycopg.Error, OSError, TimeoutError) as exc:
             raise StoreUnavailable(f"the fleet registry is unavailable: {exc}") from exc
+
+    async def _read(self, conn: psycopg.AsyncConnection[tuple[object, ...]]) -> list[StoredNode]:
+        """Loads the table, bounded: a read slower than `load_timeout_s` means the connection is lost."""
+        try:
+            async with asyncio.timeout(self._load_timeout_s):
+                return await self._load(conn)
+        except TimeoutError:
+            raise ConnectionError(
+                f"reading the registry took over {self._load_timeout_s:g} s; reconnecting"
+            ) from None
 
     async def _load(self, conn: psycopg.AsyncConnection[tuple[object, ...]]) -> list[StoredNode]:
         cur = await conn.execute(
@@ -181,7 +215,7 @@ class RegistryStore:
                     await self._seed(conn, seed)
                     await conn.execute(f"LISTEN {CHANNEL}")
                     # NOTE: load after LISTEN, so a change between the two is not missed.
-                    self._on_registry(await self._load(conn))
+                    self._on_registry(await self._read(conn))
                     if not self.connected.is_set():
                         logger.info("following the fleet registry in PostgreSQL")
                     self.connected.set()
@@ -192,7 +226,7 @@ class RegistryStore:
                         # it whole makes every replica converge whatever it missed.
                         async for _ in conn.notifies(timeout=self._resync_s, stop_after=1):
                             pass
-                        self._on_registry(await self._load(conn))
+                        self._on_registry(await self._read(conn))
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # NOTE: degrade, don't cascade: keep the last known registry.

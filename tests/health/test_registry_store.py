@@ -73,3 +73,55 @@ async def test_a_drain_after_a_removal_elsewhere_does_not_re_insert_the_node(fle
     with pytest.raises(UnknownNode):
         await b.set_draining("n1", True)
     assert await _rows(fleet_dsn) == {}
+
+
+async def test_a_registry_read_that_hangs_is_taken_for_a_lost_connection(
+    fleet_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loads: list[list[StoredNode]] = []
+    store = RegistryStore(fleet_dsn, loads.append, retry_s=0.05, resync_s=0.1, load_timeout_s=0.3)
+    real_load = store._load
+    reads = 0
+    connected_on_reread: list[bool] = []
+    reread = asyncio.Event()
+
+    async def load(conn: psycopg.AsyncConnection[tuple[object, ...]]) -> list[StoredNode]:
+        nonlocal reads
+        reads += 1
+        if reads == 2:
+            # NOTE: a half-open connection: the read never answers.
+            await asyncio.Event().wait()
+        if reads == 3:
+            connected_on_reread.append(store.connected.is_set())
+            reread.set()
+        return await real_load(conn)
+
+    monkeypatch.setattr(store, "_load", load)
+    assert await store.start([], first_load_timeout_s=5.0)
+    try:
+        async with asyncio.timeout(5.0):
+            await reread.wait()
+            await store.connected.wait()
+    finally:
+        await store.stop()
+    # NOTE: the hung read was given up, the connection taken for lost, and the table read again.
+    assert connected_on_reread == [False]
+    assert len(loads) >= 2
+
+
+async def test_registry_connections_use_tcp_keepalives(
+    fleet_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[dict[str, object]] = []
+    real_connect = psycopg.AsyncConnection.connect
+
+    async def connect(*args: object, **kwargs: object) -> object:
+        seen.append(kwargs)
+        return await real_connect(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(psycopg.AsyncConnection, "connect", connect)
+    await _store(fleet_dsn).add(StoredNode("n1", "http://127.0.0.1:9", {}, False))
+    assert seen
+    assert seen[0]["keepalives"] == 1
+    for name in ("keepalives_idle", "keepalives_interval", "keepalives_count", "tcp_user_timeout"):
+        assert int(seen[0][name]) > 0  # type: ignore[call-overload]
