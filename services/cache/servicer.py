@@ -17,13 +17,15 @@ from services.cache.embedders import Vector
 from services.cache.engine import CacheEngine, LookupResult, StoreItem
 from services.common.errors import InvalidArgument, NotFound
 from services.common.tracing import annotate, annotate_cache_lookup
+from services.common.wire import CACHE_MAX_BATCH
 
 pb = cache_service_pb2
 M = TypeVar("M")
 T = TypeVar("T")
 # NOTE: a router sends at most `lookup_batch_max` lookups (1 by default) and `store_batch_max` (64)
-# stores per call; the bound keeps one call from occupying the cache with an unbounded fan-out of tasks.
-MAX_BATCH = 1024
+# stores per call, and embeddings in chunks of at most this many texts; the bound keeps one call from
+# occupying the cache with an unbounded fan-out of tasks.
+MAX_BATCH = CACHE_MAX_BATCH
 
 
 def _each(field: str, items: Sequence[M], check: Callable[[M], T]) -> list[T]:

@@ -16,6 +16,11 @@ from services.common.errors import InvalidArgument
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
 
 
+# NOTE: the most items the cache takes in one call (lookups or stores of a batch, texts of an
+# embeddings lookup or store): the cache refuses more with INVALID_ARGUMENT, and its clients split
+# larger calls into chunks of at most this many.
+CACHE_MAX_BATCH = 1024
+
 # NOTE: google.protobuf.Duration's own bounds (about 10,000 years; nanos of the same sign as seconds).
 _MAX_DURATION_S = 315_576_000_000
 

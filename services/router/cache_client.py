@@ -12,6 +12,8 @@ import grpc
 from corral.v1 import cache_service_pb2, cache_service_pb2_grpc, common_pb2
 from google.protobuf.message import Message
 
+from services.common.wire import CACHE_MAX_BATCH
+
 logger = logging.getLogger(__name__)
 
 _STORE_TIMEOUT_S = 5.0
@@ -119,6 +121,14 @@ class _LookupLane:
         for (_, future), reply in zip(batch, replies, strict=True):
             if not future.done():
                 future.set_result(reply)
+
+
+def _log_embeddings_error(call: str, exc: grpc.aio.AioRpcError) -> None:
+    """A cache that is down or slow is expected (fail open); one that refuses the request is a bug."""
+    if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:
+        logger.warning("the cache refused an embeddings %s as malformed (a bug): %s", call, exc.details())
+    else:
+        logger.debug("cache embeddings %s failed: %s", call, exc.code().name)
 
 
 class CacheClient:
@@ -315,14 +325,29 @@ class CacheClient:
         self, key: cache_service_pb2.EmbeddingKey, inputs: list[str], budget_s: float | None = None
     ) -> tuple[list[list[float] | None], bool]:
         """Cached vectors of `inputs` in input order (None for each miss), and whether the cache was
-        down, slow or degraded (then every text is a miss); never raises (fails open)."""
+        down, slow or degraded (then the texts it did not answer are misses); never raises (fails
+        open). More than CACHE_MAX_BATCH texts are looked up in concurrent chunks of that size."""
         budget = budget_s if budget_s is not None else self._budget_s
+        size = CACHE_MAX_BATCH
+        chunks = await asyncio.gather(
+            *(self._lookup_chunk(key, inputs[i : i + size], budget) for i in range(0, len(inputs), size))
+        )
+        found: list[list[float] | None] = []
+        degraded = False
+        for vectors, chunk_degraded in chunks:
+            found += vectors
+            degraded = degraded or chunk_degraded
+        return found, degraded
+
+    async def _lookup_chunk(
+        self, key: cache_service_pb2.EmbeddingKey, inputs: list[str], budget: float
+    ) -> tuple[list[list[float] | None], bool]:
         try:
             reply: cache_service_pb2.LookupEmbeddingsResponse = await self._stub.LookupEmbeddings(
                 cache_service_pb2.LookupEmbeddingsRequest(key=key, inputs=inputs), timeout=budget
             )
         except grpc.aio.AioRpcError as exc:
-            logger.debug("cache embeddings lookup failed: %s", exc.code().name)
+            _log_embeddings_error("lookup", exc)
             return [None] * len(inputs), True
         if len(reply.results) != len(inputs):
             return [None] * len(inputs), True
@@ -335,24 +360,30 @@ class CacheClient:
         vectors: list[list[float]],
         policy: common_pb2.CachePolicy,
     ) -> None:
-        """Stores vectors off the hot path (returns at once; a failure drops them)."""
-        request = cache_service_pb2.StoreEmbeddingsRequest(
-            key=key,
-            inputs=inputs,
-            vectors=[cache_service_pb2.CachedVector(hit=True, values=v) for v in vectors],
-            policy=policy,
-        )
-        task = asyncio.get_running_loop().create_task(self._store_embeddings(request))
+        """Stores vectors off the hot path (returns at once; a failure drops them), in calls of at most
+        CACHE_MAX_BATCH texts."""
+        size = CACHE_MAX_BATCH
+        requests = [
+            cache_service_pb2.StoreEmbeddingsRequest(
+                key=key,
+                inputs=inputs[i : i + size],
+                vectors=[cache_service_pb2.CachedVector(hit=True, values=v) for v in vectors[i : i + size]],
+                policy=policy,
+            )
+            for i in range(0, len(inputs), size)
+        ]
+        task = asyncio.get_running_loop().create_task(self._store_embeddings(requests))
         self._embedding_stores.add(task)
         task.add_done_callback(self._embedding_stores.discard)
 
-    async def _store_embeddings(self, request: cache_service_pb2.StoreEmbeddingsRequest) -> None:
-        try:
-            await self._stub.StoreEmbeddings(request, timeout=_STORE_TIMEOUT_S)
-            self.stores_sent += 1
-        except grpc.aio.AioRpcError as exc:
-            self.stores_failed += 1
-            logger.debug("cache embeddings store failed: %s", exc.code().name)
+    async def _store_embeddings(self, requests: list[cache_service_pb2.StoreEmbeddingsRequest]) -> None:
+        for request in requests:
+            try:
+                await self._stub.StoreEmbeddings(request, timeout=_STORE_TIMEOUT_S)
+                self.stores_sent += 1
+            except grpc.aio.AioRpcError as exc:
+                self.stores_failed += 1
+                _log_embeddings_error("store", exc)
 
     async def run(self) -> None:
         """Runs the store workers until cancelled."""
