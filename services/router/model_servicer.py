@@ -9,6 +9,7 @@ from corral.v1 import model_service_pb2 as mpb
 from corral.v1 import model_service_pb2_grpc
 
 from services.router.model_admin import ModelAdmin, NodeProgress, failure_summary
+from services.router.validation import check_model
 
 _STATES = {
     "queued": mpb.NODE_MODEL_STATE_QUEUED,
@@ -40,6 +41,9 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     async def PullModel(
         self, request: mpb.PullModelRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[mpb.PullModelResponse]:
+        # NOTE: validated before any node is asked: an empty name would fail on every node (OK with
+        # every node FAILED) instead of being refused as the client's mistake.
+        check_model("model", request.model, None)
         nodes = self._admin.select(request.nodes)
         events = self._admin.pull(request.model, nodes)
         try:
@@ -56,12 +60,15 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     async def DeleteModel(
         self, request: mpb.DeleteModelRequest, context: grpc.aio.ServicerContext
     ) -> mpb.DeleteModelResponse:
+        check_model("model", request.model, None)
         results = await self._admin.delete(request.model, self._admin.select(request.nodes))
         return mpb.DeleteModelResponse(nodes=[progress_message(r) for r in results])
 
     async def CopyModel(
         self, request: mpb.CopyModelRequest, context: grpc.aio.ServicerContext
     ) -> mpb.CopyModelResponse:
+        check_model("source", request.source, None)
+        check_model("destination", request.destination, None)
         nodes = self._admin.select(request.nodes)
         results = await self._admin.copy(request.source, request.destination, nodes)
         return mpb.CopyModelResponse(nodes=[progress_message(r) for r in results])
