@@ -35,8 +35,10 @@ class NodeProgress:
         status: The node's last progress status line (e.g. "pulling 6a0746a1ec1a").
         layers: Per layer digest: (total, completed) bytes as the node last reported them.
         error: Why the node failed.
-        refused: The node itself answered the failure (an error status or line), rather than being
-            unreachable or cut off: the request, not the node, is likely at fault.
+        refused: The node itself answered that the model does not exist (pull: "pull model manifest:
+            file does not exist"; delete and copy: a 4xx), rather than failing otherwise (unreachable,
+            cut off, or an error of its own such as a registry, DNS or disk outage): the request,
+            not the node, is at fault.
     """
 
     node_id: str
@@ -269,12 +271,24 @@ class ModelAdmin:
         return list(await asyncio.gather(*(one(n) for n in nodes)))
 
 
-class _NodeFailed(Exception):
-    """A node answered a pull with an error (`refused`: its own answer, not a broken stream)."""
+def says_model_missing(message: str) -> bool:
+    """A node's pull error says the model does not exist (Ollama: "pull model manifest: file does not
+    exist"; "model '...' not found"), as opposed to a failure of the node or of its registry (DNS,
+    network, disk), which a retry may cure."""
+    lowered = message.lower()
+    if "file does not exist" in lowered:
+        return True
+    if "pull model manifest" in lowered and "not exist" in lowered:
+        return True
+    return "not found" in lowered and "page not found" not in lowered
 
-    def __init__(self, message: str, *, refused: bool = True) -> None:
+
+class _NodeFailed(Exception):
+    """A node answered a pull with an error; `refused` when it says the model does not exist."""
+
+    def __init__(self, message: str, *, refused: bool | None = None) -> None:
         super().__init__(message)
-        self.refused = refused
+        self.refused = says_model_missing(message) if refused is None else refused
 
 
 def _connection_text(exc: BaseException) -> str:

@@ -85,8 +85,10 @@ class ManageApi:
             async for event in events:
                 final = event.nodes
             if final and all(n.state == FAILED and n.refused for n in final):
-                # NOTE: every node refused the model itself (e.g. "pull model manifest: file does not
-                # exist"): the name is at fault, not the fleet, so not a 5xx (Ollama answers 500 here).
+                # NOTE: every node said the model does not exist ("pull model manifest: file does
+                # not exist"): the name is at fault, not the fleet, so not a 5xx (Ollama answers 500
+                # here). Any other error (registry, DNS, disk) is a fleet failure: 502, which clients
+                # retry, naming the nodes.
                 raise ApiError(404, final[0].error)
             if any(n.state == FAILED for n in final):
                 raise ApiError(502, failure_summary("pull", model, final))
