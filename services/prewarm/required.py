@@ -200,7 +200,11 @@ class RequiredModels:
                 "pull of required model %s on %s failed: %s", state.model, state.node_id, state.error
             )
         finally:
-            self._tasks.pop(key, None)
+            # NOTE: only this task's own entry: a task cancelled because its node left the view ends
+            # after a new one may have been started for the same key when the node came back, and
+            # removing that one would let the next reconcile pull twice and leave it out of close().
+            if self._tasks.get(key) is asyncio.current_task():
+                del self._tasks[key]
 
     async def run(self) -> None:
         """Re-checks every `pull_retry_s` (failed pulls come due) until cancelled."""

@@ -105,3 +105,23 @@ async def test_missing_models_are_pulled_one_at_a_time_on_serving_nodes_only() -
         "d": "missing",
     }
     await required.close()
+
+
+async def test_a_cancelled_pull_does_not_drop_the_pull_started_after_it_for_the_same_model() -> None:
+    cfg = PrewarmConfig.model_validate({"models": [LLAMA], "required_models": [MISTRAL.model_dump()]})
+    pulls = FakePulls()
+    required = RequiredModels(cfg, pulls)  # type: ignore[arg-type]
+    with_b = {"b": node("b")}
+    required.on_scores(None, with_b)
+    await wait_for(lambda: pulls.running == 1, 5, 0.01, what="the first pull")
+    # NOTE: the node leaves the view (its pull is cancelled) and comes back before that task ends.
+    required.on_scores(with_b, {})
+    required.on_scores({}, with_b)
+    await wait_for(lambda: len(pulls.started) == 2 and pulls.running == 1, 5, 0.01, what="the second pull")
+    await asyncio.sleep(0.05)
+    # NOTE: the new pull is still known: a reconcile does not start a third, and close() cancels it.
+    required.reconcile()
+    await asyncio.sleep(0.05)
+    assert len(pulls.started) == 2
+    await required.close()
+    assert pulls.running == 0
