@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import dataclasses
 import functools
+import itertools
 import json
 import os
 import signal
@@ -36,7 +37,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from devstack import config as devconfig
 from devstack.__main__ import down as devstack_down
 from devstack.__main__ import up as devstack_up
-from devstack._process import PortInUseError
+from devstack._process import PortInUseError, cmdline, is_our_process
 from devstack.ports import allocate, allocate_block, allocate_many, mentions_port_in_use
 from services.common.config import CONFIG_ENV, ENV_PREFIX, ConfigError, load_config
 
@@ -549,16 +550,30 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
+    except PermissionError:
+        # NOTE: another user's process: the PID was reused, ours is gone.
+        return False
     return True
 
 
+def _ours(name: str, pid: int) -> bool:
+    """True when `pid` is alive and is the process `up` recorded as `name` (`python -m sim` or
+    `python -m services.<name>`), by its command line: after a reboot the PIDs of processes.json
+    may belong to unrelated processes, which must neither block `up` nor be stopped by `down`."""
+    if not is_our_process(pid, Path(sys.executable).name):
+        return False
+    module = "sim" if name == "sim" else f"services.{name}"
+    args = cmdline(pid)
+    return any(flag == "-m" and value == module for flag, value in itertools.pairwise(args))
+
+
 def _running(state: Path) -> list[str]:
-    """The processes recorded in <state>/processes.json that are still alive."""
+    """The processes recorded in <state>/processes.json that are still running (and still ours)."""
     table_path = state / "processes.json"
     if not table_path.exists():
         return []
     table = json.loads(table_path.read_text())
-    return [name for name, pid in table["processes"].items() if _alive(int(pid))]
+    return [name for name, pid in table["processes"].items() if _ours(name, int(pid))]
 
 
 def down(state: Path) -> None:
@@ -566,8 +581,9 @@ def down(state: Path) -> None:
     table_path = state / "processes.json"
     if table_path.exists():
         table = json.loads(table_path.read_text())
-        for _name, pid in reversed(list(table["processes"].items())):
-            _stop(int(pid))
+        for name, pid in reversed(list(table["processes"].items())):
+            if _ours(name, int(pid)):
+                _stop(int(pid))
         table_path.unlink()
     devstack_down(state)
 
@@ -605,7 +621,7 @@ def main(argv: list[str] | None = None) -> int:
         return 3
     table = json.loads(table_path.read_text())
     for name, pid in table["processes"].items():
-        print(f"{name:<10} pid {pid:<8} {'running' if _alive(int(pid)) else 'stopped'}")
+        print(f"{name:<10} pid {pid:<8} {'running' if _ours(name, int(pid)) else 'stopped'}")
     return 0
 
 
