@@ -1,6 +1,7 @@
 """OpenAI's Responses API, `POST /v1/responses`, as Ollama's compatibility layer serves it: a chat underneath.
 
-Input: `input` (a string, or items: messages, `function_call`, `function_call_output`), `instructions`,
+Input: `input` (a string, or items: messages, `function_call`, `function_call_output`, `reasoning`, whose
+`encrypted_content` is the thinking of the next assistant message), `instructions`,
 flat function `tools`, `max_output_tokens`, `reasoning.effort`, `text.format`, `stream`. Output: a
 `response` object with `reasoning`, `message` and `function_call` items; streamed, `response.*` events.
 """
@@ -44,13 +45,21 @@ def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
         return [*out, {"role": "user", "content": raw}]
     if not isinstance(raw, list):
         raise ApiError(400, "input: must be a string or an array of items")
+    thinking = ""
     for index, item in enumerate(raw):
         if not isinstance(item, dict):
             raise ApiError(400, f"input[{index}]: must be an object")
         kind = item.get("type", "message")
         if kind == "message":
             role = "system" if item.get("role") == "developer" else item.get("role")
-            out.append({"role": role, "content": _text(item.get("content"), f"input[{index}].content")})
+            message = {"role": role, "content": _text(item.get("content"), f"input[{index}].content")}
+            if role == "assistant" and thinking:
+                message["thinking"], thinking = thinking, ""
+            out.append(message)
+        elif kind == "reasoning":
+            # NOTE: as Ollama: the reasoning's encrypted_content (its thinking as plain text) goes with
+            # the next assistant message; one left at the end is an assistant message of its own.
+            thinking = str(item.get("encrypted_content") or "")
         elif kind == "function_call":
             try:
                 arguments = json.loads(item.get("arguments") or "{}")
@@ -58,11 +67,15 @@ def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
                 raise ApiError(400, f"input[{index}].arguments: invalid JSON") from None
             call = {"function": {"index": 0, "name": item.get("name"), "arguments": arguments}}
             out.append({"role": "assistant", "content": "", "tool_calls": [call]})
+            if thinking:
+                out[-1]["thinking"], thinking = thinking, ""
         elif kind == "function_call_output":
             output = item.get("output")
             out.append({"role": "tool", "content": output if isinstance(output, str) else json.dumps(output)})
         else:
             raise ApiError(400, f"input[{index}].type: unsupported input item type {kind!r}")
+    if thinking:
+        out.append({"role": "assistant", "content": "", "thinking": thinking})
     return out
 
 

@@ -319,6 +319,13 @@ async def test_openai_responses_api(stack: LiveStack) -> None:
     )
     reasoning: list[Any] = [item for item in thought.output if item.type == "reasoning"]
     assert reasoning and reasoning[0].summary[0].text and thought.output_text
+    # NOTE: the reply's output sent back as history, reasoning item included (its thinking goes with
+    # the assistant message after it).
+    history: list[Any] = [{"role": "user", "content": "Why is the sky blue?"}]
+    history += [item.model_dump(exclude_none=True) for item in thought.output]
+    history.append({"role": "user", "content": "And at sunset?"})
+    again = await client.responses.create(model=THINKER, input=history)
+    assert again.status == "completed" and again.output_text
     shaped = await client.responses.create(
         model=MODEL,
         input="A record",

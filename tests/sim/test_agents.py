@@ -235,3 +235,15 @@ async def test_pydantic_schemas_as_applications_send_them(agent_node: SimNode) -
     )
     person = parsed.choices[0].message.parsed
     assert isinstance(person, Person) and isinstance(person.address.zip_code, int)
+
+
+async def test_responses_take_reasoning_items_back_as_input(agent_node: SimNode) -> None:
+    """A client sending a reply's output back as input includes its reasoning item (as Ollama takes it)."""
+    client = openai.AsyncOpenAI(base_url=f"{agent_node.url}/v1", api_key="ollama")
+    thought = await client.responses.create(model=THINKER, input="hi")
+    history: list[Any] = [{"role": "user", "content": "hi"}]
+    history += [item.model_dump(exclude_none=True) for item in thought.output]
+    history.append({"role": "user", "content": "and then?"})
+    assert [item["type"] for item in history[1:-1]] == ["reasoning", "message"]
+    answer = await client.responses.create(model=THINKER, input=history)
+    assert answer.status == "completed" and answer.output_text

@@ -1,6 +1,7 @@
 """OpenAI's Responses API, `POST /v1/responses`, translated to a chat as Ollama's compatibility layer does.
 
-Request: `input` (a string, or items: messages with text parts, `function_call`, `function_call_output`),
+Request: `input` (a string, or items: messages with text parts, `function_call`, `function_call_output`,
+`reasoning` (its thinking goes with the next assistant message, as Ollama's layer does)),
 `instructions` (a system message first), `tools` (flat function tools), `max_output_tokens`,
 `temperature`, `top_p`, `reasoning.effort` (think), `text.format` (json_object / json_schema), `stream`.
 Reply: a `response` object whose `output` holds a `reasoning` item (thinking), a `message` item (text)
@@ -45,6 +46,27 @@ def _text(content: Any, where: str) -> str:
     return "\n".join(texts)
 
 
+def _reasoning(item: dict[str, Any], where: str) -> str:
+    """The thinking of a `reasoning` input item: `encrypted_content` (where Ollama puts the thinking
+    as plain text), else its `summary_text` parts (what this router's own replies carry)."""
+    encrypted = item.get("encrypted_content")
+    if encrypted is not None and not isinstance(encrypted, str):
+        raise ApiError(400, f"{where}.encrypted_content: must be a string")
+    if encrypted:
+        return encrypted
+    summary = item.get("summary")
+    if summary is None:
+        return ""
+    if not isinstance(summary, list):
+        raise ApiError(400, f"{where}.summary: must be an array")
+    texts: list[str] = []
+    for index, part in enumerate(summary):
+        if not isinstance(part, dict) or not isinstance(part.get("text"), str):
+            raise ApiError(400, f"{where}.summary[{index}]: must be a summary_text part with a text")
+        texts.append(part["text"])
+    return "\n".join(texts)
+
+
 def _messages(body: dict[str, Any]) -> list[cpb.ChatMessage]:
     out: list[cpb.ChatMessage] = []
     instructions = body.get("instructions")
@@ -57,6 +79,10 @@ def _messages(body: dict[str, Any]) -> list[cpb.ChatMessage]:
     if not isinstance(raw, list):
         raise ApiError(400, "input: must be a string or an array of items")
     names: dict[str, str] = {}
+    # NOTE: a reasoning item's thinking belongs to the assistant turn that follows it (a message or a
+    # function call), as in Ollama's compatibility layer; one left at the end is an assistant turn of
+    # its own.
+    thinking = ""
     for index, item in enumerate(raw):
         where = f"input[{index}]"
         if not isinstance(item, dict):
@@ -67,7 +93,12 @@ def _messages(body: dict[str, Any]) -> list[cpb.ChatMessage]:
             role = "system" if role == "developer" else role
             if role not in ("system", "user", "assistant"):
                 raise ApiError(400, f"{where}.role: invalid role {role!r}")
-            out.append(cpb.ChatMessage(role=role, content=_text(item.get("content"), f"{where}.content")))
+            message = cpb.ChatMessage(role=role, content=_text(item.get("content"), f"{where}.content"))
+            if role == "assistant" and thinking:
+                message.thinking, thinking = thinking, ""
+            out.append(message)
+        elif kind == "reasoning":
+            thinking = _reasoning(item, where) or thinking
         elif kind == "function_call":
             arguments = item.get("arguments") or "{}"
             try:
@@ -85,6 +116,8 @@ def _messages(body: dict[str, Any]) -> list[cpb.ChatMessage]:
                 out[-1].tool_calls.append(call)
             else:
                 out.append(cpb.ChatMessage(role="assistant", tool_calls=[call]))
+            if thinking:
+                out[-1].thinking, thinking = thinking, ""
         elif kind == "function_call_output":
             call_id = str(item.get("call_id") or "")
             output = item.get("output")
@@ -96,6 +129,8 @@ def _messages(body: dict[str, Any]) -> list[cpb.ChatMessage]:
             )
         else:
             raise ApiError(400, f"{where}.type: unsupported input item type {kind!r}")
+    if thinking:
+        out.append(cpb.ChatMessage(role="assistant", thinking=thinking))
     if not out:
         raise ApiError(400, "input: must not be empty")
     return out
@@ -173,36 +208,58 @@ def _tools_echo(spec: cpb.ChatSpec) -> list[dict[str, Any]]:
     ]
 
 
+class _Item:
+    """One reasoning or message item of the output, in the order the answer produced them."""
+
+    __slots__ = ("closed", "id", "kind", "text")
+
+    def __init__(self, kind: str, item_id: str) -> None:
+        self.kind = kind
+        self.id = item_id
+        self.text = ""
+        self.closed = False
+
+
 class ResponseBuilder:
     """The `response` object and its stream events, built as the answer arrives."""
 
     def __init__(self, spec: cpb.ChatSpec) -> None:
         suffix = f"{random.randrange(16**12):012x}"
         self.id = f"resp_{suffix}"
-        self._msg_id = f"msg_{suffix}"
-        self._rs_id = f"rs_{suffix}"
+        self._suffix = suffix
         self._created = int(time.time())
         self._spec = spec
         self._seq = 0
-        self._thinking = ""
-        self._text = ""
         self._calls: list[dict[str, Any]] = []
-        self._items: list[str] = []  # "reasoning", "message", or a function_call item id, in output order
-        self._closed: set[str] = set()  # the reasoning and message items already done
+        # NOTE: reasoning and message items, or function_call item ids, in output order. Thinking or
+        # text that arrives after its item was closed (say thinking again after some text) opens a new
+        # item: a closed item never gets another delta.
+        self._items: list[_Item | str] = []
+        self._counts = {"reasoning": 0, "message": 0}
 
     def _event(self, kind: str, **fields: Any) -> dict[str, Any]:
         event = {"type": kind, "sequence_number": self._seq, **fields}
         self._seq += 1
         return event
 
-    def _reasoning_item(self) -> dict[str, Any]:
-        summary = [{"type": "summary_text", "text": self._thinking}] if self._thinking else []
-        return {"id": self._rs_id, "type": "reasoning", "summary": summary}
+    def _new(self, kind: str) -> _Item:
+        prefix = "rs" if kind == "reasoning" else "msg"
+        count = self._counts[kind]
+        self._counts[kind] = count + 1
+        item = _Item(kind, f"{prefix}_{self._suffix}" + (f"_{count}" if count else ""))
+        self._items.append(item)
+        return item
 
-    def _message_item(self, status: str) -> dict[str, Any]:
-        content = [{"type": "output_text", "text": self._text, "annotations": [], "logprobs": []}]
+    @staticmethod
+    def _reasoning_item(item: _Item) -> dict[str, Any]:
+        summary = [{"type": "summary_text", "text": item.text}] if item.text else []
+        return {"id": item.id, "type": "reasoning", "summary": summary}
+
+    @staticmethod
+    def _message_item(item: _Item, status: str) -> dict[str, Any]:
+        content = [{"type": "output_text", "text": item.text, "annotations": [], "logprobs": []}]
         return {
-            "id": self._msg_id,
+            "id": item.id,
             "type": "message",
             "role": "assistant",
             "status": status,
@@ -214,13 +271,14 @@ class ResponseBuilder:
     ) -> dict[str, Any]:
         """The `response` object."""
         output: list[dict[str, Any]] = []
+        message_status = "completed" if status != "in_progress" else "in_progress"
         for item in self._items:
-            if item == "reasoning":
-                output.append(self._reasoning_item())
-            elif item == "message":
-                output.append(self._message_item("completed" if status != "in_progress" else "in_progress"))
-            else:
+            if isinstance(item, str):
                 output.append(next(c for c in self._calls if c["id"] == item))
+            elif item.kind == "reasoning":
+                output.append(self._reasoning_item(item))
+            else:
+                output.append(self._message_item(item, message_status))
         incomplete = status == "completed" and done_reason == "length"
         body: dict[str, Any] = {
             "id": self.id,
@@ -284,44 +342,50 @@ class ResponseBuilder:
             events.append(self._event("response.output_item.done", output_index=index, item=item))
         return events
 
+    def _open(self, kind: str) -> _Item | None:
+        """The last item when it is a `kind` item still open."""
+        last = self._items[-1] if self._items else None
+        if isinstance(last, _Item) and last.kind == kind and not last.closed:
+            return last
+        return None
+
     def _close_open(self) -> list[dict[str, Any]]:
         """Ends the reasoning or message item still open (the last one)."""
         if not self._items:
             return []
         last = self._items[-1]
+        if isinstance(last, str) or last.closed:
+            return []
+        last.closed = True
         index = len(self._items) - 1
-        if last == "reasoning" and last not in self._closed:
-            self._closed.add(last)
-            part: dict[str, Any] = {"type": "summary_text", "text": self._thinking}
+        if last.kind == "reasoning":
+            part: dict[str, Any] = {"type": "summary_text", "text": last.text}
             return [
                 self._event(
                     "response.reasoning_summary_text.done",
-                    item_id=self._rs_id,
+                    item_id=last.id,
                     output_index=index,
                     summary_index=0,
-                    text=self._thinking,
+                    text=last.text,
                 ),
                 self._event(
                     "response.reasoning_summary_part.done",
-                    item_id=self._rs_id,
+                    item_id=last.id,
                     output_index=index,
                     summary_index=0,
                     part=part,
                 ),
-                self._event("response.output_item.done", output_index=index, item=self._reasoning_item()),
+                self._event("response.output_item.done", output_index=index, item=self._reasoning_item(last)),
             ]
-        if last == "message" and last not in self._closed:
-            self._closed.add(last)
-            part = {"type": "output_text", "text": self._text, "annotations": [], "logprobs": []}
-            common: dict[str, Any] = {"item_id": self._msg_id, "output_index": index, "content_index": 0}
-            return [
-                self._event("response.output_text.done", **common, text=self._text, logprobs=[]),
-                self._event("response.content_part.done", **common, part=part),
-                self._event(
-                    "response.output_item.done", output_index=index, item=self._message_item("completed")
-                ),
-            ]
-        return []
+        part = {"type": "output_text", "text": last.text, "annotations": [], "logprobs": []}
+        common: dict[str, Any] = {"item_id": last.id, "output_index": index, "content_index": 0}
+        return [
+            self._event("response.output_text.done", **common, text=last.text, logprobs=[]),
+            self._event("response.content_part.done", **common, part=part),
+            self._event(
+                "response.output_item.done", output_index=index, item=self._message_item(last, "completed")
+            ),
+        ]
 
     def start(self) -> list[dict[str, Any]]:
         """The opening events."""
@@ -335,63 +399,65 @@ class ResponseBuilder:
         """Events for one streamed piece."""
         events: list[dict[str, Any]] = []
         if message.thinking:
-            if "reasoning" not in self._items:
+            item = self._open("reasoning")
+            if item is None:
                 events += self._close_open()
-                self._items.append("reasoning")
+                item = self._new("reasoning")
                 index = len(self._items) - 1
                 events.append(
                     self._event(
                         "response.output_item.added",
                         output_index=index,
-                        item={"id": self._rs_id, "type": "reasoning", "summary": []},
+                        item={"id": item.id, "type": "reasoning", "summary": []},
                     )
                 )
                 events.append(
                     self._event(
                         "response.reasoning_summary_part.added",
-                        item_id=self._rs_id,
+                        item_id=item.id,
                         output_index=index,
                         summary_index=0,
                         part={"type": "summary_text", "text": ""},
                     )
                 )
-            self._thinking += message.thinking
+            item.text += message.thinking
             events.append(
                 self._event(
                     "response.reasoning_summary_text.delta",
-                    item_id=self._rs_id,
-                    output_index=self._items.index("reasoning"),
+                    item_id=item.id,
+                    output_index=len(self._items) - 1,
                     summary_index=0,
                     delta=message.thinking,
                 )
             )
         if message.content:
-            if "message" not in self._items:
+            item = self._open("message")
+            if item is None:
                 events += self._close_open()
-                self._items.append("message")
+                item = self._new("message")
                 index = len(self._items) - 1
                 events.append(
                     self._event(
                         "response.output_item.added",
                         output_index=index,
-                        item=self._message_item("in_progress"),
+                        item=self._message_item(item, "in_progress"),
                     )
                 )
                 events.append(
                     self._event(
                         "response.content_part.added",
-                        item_id=self._msg_id,
+                        item_id=item.id,
                         output_index=index,
                         content_index=0,
                         part={"type": "output_text", "text": "", "annotations": [], "logprobs": []},
                     )
                 )
-            self._text += message.content
+            item.text += message.content
             events.append(
                 self._event(
                     "response.output_text.delta",
-                    item_id=self._msg_id,
-                    output_index=self._items.index("message"),
+                    item_id=item.id,
+                    output_index=len(self._items) - 1,
                     content_index=0,
                     delta=message.content,
                     logprobs=[],
@@ -414,10 +480,8 @@ class ResponseBuilder:
         """The `response` object of a complete answer (not streamed)."""
         msg = resp.message
         if msg.thinking:
-            self._thinking = msg.thinking
-            self._items.append("reasoning")
+            self._new("reasoning").text = msg.thinking
         if msg.content or not msg.tool_calls:
-            self._text = msg.content
-            self._items.append("message")
+            self._new("message").text = msg.content
         self._add_calls(msg.tool_calls)
         return self.response("completed", resp.stats, resp.done_reason)
