@@ -560,10 +560,12 @@ def _ours(name: str, pid: int) -> bool:
     """True when `pid` is alive and is the process `up` recorded as `name` (`python -m sim` or
     `python -m services.<name>`), by its command line: after a reboot the PIDs of processes.json
     may belong to unrelated processes, which must neither block `up` nor be stopped by `down`."""
-    if not is_our_process(pid, Path(sys.executable).name):
+    args = cmdline(pid)
+    # NOTE: any Python interpreter name (`up` and `down` may be run as python and python3).
+    launcher = Path(args[0]).name if args else ""
+    if not launcher.startswith("python") or not is_our_process(pid, launcher):
         return False
     module = "sim" if name == "sim" else f"services.{name}"
-    args = cmdline(pid)
     return any(flag == "-m" and value == module for flag, value in itertools.pairwise(args))
 
 
