@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from services.health.config import HealthConfig
 from services.health.fleet import Fleet
 from services.health.hub import Hub, Subscription
-from services.health.registry import ProbeResult
+from services.health.registry import DuplicateNode, ProbeResult, UnknownNode
 from services.health.scoring import NodeView
 from services.health.stats import Outcome
 from services.health.store import RegistryStore, StoredNode
@@ -153,15 +153,18 @@ class HealthEngine:
         """AddNode: registers locally, then records it in the shared registry.
 
         StoreUnavailable, or DuplicateNode when the shared registry holds the id already (added through
-        another replica), undoes the local add.
+        another replica), undoes the local add; after DuplicateNode the registry is re-read, so that
+        this replica shows the other replica's node at once.
         """
         view = self.add_node(node_id, address, labels)
         if self._store is not None:
             try:
                 await self._store.add(StoredNode(view.node_id, view.address, dict(view.labels), False))
-            except Exception:
+            except Exception as exc:
                 if node_id in self.fleet.registry:
                     self.remove_node(node_id)
+                if isinstance(exc, DuplicateNode):
+                    await self._store.refresh()
                 raise
         return view
 
@@ -169,16 +172,19 @@ class HealthEngine:
         """DrainNode / UndrainNode, recorded in the shared registry.
 
         StoreUnavailable, or UnknownNode when the shared registry no longer holds the node (removed
-        through another replica), undoes the local change.
+        through another replica), undoes the local change; after UnknownNode the registry is re-read,
+        so that this replica drops the removed node at once.
         """
         before = self.fleet.registry.get(node_id).draining
         view = self.set_draining(node_id, draining)
         if self._store is not None:
             try:
                 await self._store.set_draining(node_id, draining)
-            except Exception:
+            except Exception as exc:
                 if node_id in self.fleet.registry:
                     self.set_draining(node_id, before)
+                if isinstance(exc, UnknownNode):
+                    await self._store.refresh()
                 raise
         return view
 

@@ -145,6 +145,23 @@ class RegistryStore:
         """Removes a node."""
         await self._write("DELETE FROM fleet_nodes WHERE node_id = %s", (node_id,))
 
+    async def refresh(self) -> None:
+        """Reads the table now, on a connection of its own, and passes it to `on_registry`.
+
+        For a replica whose change the registry refused because another replica changed the node
+        first: it shows the registry's version at once rather than at the next notification. A
+        failure is only logged (the follower catches up anyway).
+        """
+        try:
+            async with asyncio.timeout(self._connect_timeout_s * 2):
+                conn = await self._connect()
+                async with conn:
+                    nodes = await self._load(conn)
+        except (psycopg.Error, OSError, TimeoutError) as exc:
+            logger.info("could not re-read the fleet registry (%s); the follower will catch up", exc)
+            return
+        self._on_registry(nodes)
+
     # ---- internals ------------------------------------------------------------------------
     async def _connect(self) -> psycopg.AsyncConnection[tuple[object, ...]]:
         return await psycopg.AsyncConnection.connect(

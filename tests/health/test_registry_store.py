@@ -12,6 +12,9 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from devstack import migrate
 from devstack.postgres import PostgresServer
+from services.health.config import HealthConfig
+from services.health.engine import HealthEngine
+from services.health.prober import Prober
 from services.health.registry import DuplicateNode, UnknownNode
 from services.health.store import MIGRATIONS_DIR, RegistryStore, StoredNode
 
@@ -125,3 +128,25 @@ async def test_registry_connections_use_tcp_keepalives(
     assert seen[0]["keepalives"] == 1
     for name in ("keepalives_idle", "keepalives_interval", "keepalives_count", "tcp_user_timeout"):
         assert int(seen[0][name]) > 0  # type: ignore[call-overload]
+
+
+async def test_a_replica_whose_change_is_refused_shows_the_registry_at_once(fleet_dsn: str) -> None:
+    cfg = HealthConfig(port=0, min_update_interval_s=0, probe_timeout_s=0.1)
+    a, b = HealthEngine(cfg, Prober(0.1)), HealthEngine(cfg, Prober(0.1))
+    # NOTE: not started: no follower, so B hears of A's changes only through its own refused writes.
+    a.use_store(fleet_dsn)
+    b.use_store(fleet_dsn)
+    try:
+        await a.admin_add("n1", "http://127.0.0.1:9", {"zone": "a"})
+        with pytest.raises(DuplicateNode):
+            await b.admin_add("n1", "http://127.0.0.1:10", {"zone": "b"})
+        # NOTE: B's own add is undone and A's node shows in its place.
+        assert b.fleet.registry.get("n1").address == "http://127.0.0.1:9"
+        await a.admin_remove("n1")
+        with pytest.raises(UnknownNode):
+            await b.admin_drain("n1", True)
+        assert "n1" not in b.fleet.registry
+        assert await _rows(fleet_dsn) == {}
+    finally:
+        await a.stop()
+        await b.stop()
