@@ -41,13 +41,29 @@ LOOKUP_BUDGETS = {
 }
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def corral() -> AsyncIterator[Corral]:
+async def _start() -> Corral:
     env = {name: dict(AUTH_ENV) for name in ("health", "cache", "router")}
     env["router"].update(LOOKUP_BUDGETS)
-    running = await start_corral(node_count=2, extra_env=env, with_prewarm=False)
-    yield running
-    await running.close()
+    return await start_corral(node_count=2, extra_env=env, with_prewarm=False)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def corral() -> AsyncIterator[Corral]:
+    running = await _start()
+    try:
+        yield running
+    finally:
+        await running.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def own_corral() -> AsyncIterator[Corral]:
+    """A stack of the test's own, for a test that stops its services (the others share `corral`)."""
+    running = await _start()
+    try:
+        yield running
+    finally:
+        await running.close()
 
 
 def _stub(corral: Corral, key: str) -> tuple[grpc.aio.Channel, router_service_pb2_grpc.RouterServiceStub]:
@@ -114,7 +130,8 @@ async def test_tenant_keys_cannot_reach_the_cache_directly(corral: Corral) -> No
         assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
-async def test_prompts_and_answers_stay_out_of_logs_and_traces(corral: Corral) -> None:
+async def test_prompts_and_answers_stay_out_of_logs_and_traces(own_corral: Corral) -> None:
+    corral = own_corral
     channel, stub = _stub(corral, TENANT_A_KEY)
     try:
         reply = await stub.Generate(_request(f"tell me about {SECRET} again"), timeout=10)
@@ -128,7 +145,8 @@ async def test_prompts_and_answers_stay_out_of_logs_and_traces(corral: Corral) -
         await channel.close()
     answer_words = reply.response.strip()
     streamed = "".join(c.response for c in chunks).strip()
-    # NOTE: a graceful stop flushes the span processors, so every span is in the output (last test).
+    # NOTE: a graceful stop flushes the span processors, so every span is in the output; the stack is
+    # this test's own, so stopping it leaves the module's shared stack running.
     stuck = []
     # NOTE: router first, then its peers. Health stopped while a router is still connected has been
     # seen to take more than 20 s to exit after its drain (docs/reliability.md, known issues).
