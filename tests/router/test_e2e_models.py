@@ -15,9 +15,10 @@ import grpc
 import ollama
 import pytest
 import pytest_asyncio
-from corral.v1 import model_service_pb2, model_service_pb2_grpc
+from corral.v1 import health_service_pb2, health_service_pb2_grpc, model_service_pb2, model_service_pb2_grpc
 
 from services.common.channels import PeerSecurity, make_channel
+from tests.helpers.polling import wait_for
 from tests.helpers.procs import ServiceProcess, free_port, run_cli
 from tests.router.stack import Stack, start_stack
 from tests.security.helpers import ADMIN_KEY, SERVICE_KEY, TENANT_A_KEY, keys_env
@@ -41,6 +42,27 @@ class Models:
         assert self.stack.http is not None
         async with self.stack.http.get(self.stack.node(node_id).url + "/api/tags") as resp:
             return {m["name"] for m in (await resp.json())["models"]}
+
+    async def wait_healthy(self, node_id: str) -> None:
+        assert self.stack.health is not None
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{self.stack.health.port}") as channel:
+            health = health_service_pb2_grpc.HealthServiceStub(channel)
+
+            async def healthy() -> bool:
+                reply = await health.ListNodes(health_service_pb2.ListNodesRequest(), timeout=5)
+                return any(n.node_id == node_id and n.healthy and not n.ejected for n in reply.nodes)
+
+            await wait_for(healthy, timeout_s=15, what=f"health reporting {node_id} healthy")
+
+    async def remove_everywhere(self, model: str) -> None:
+        """Deletes `model` from every node that has it (a test's teardown: the next test starts clean)."""
+        if not any([model in await self.tags(n.node_id) for n in self.stack.nodes]):
+            return
+        assert self.stack.http is not None
+        async with self.stack.http.delete(self.base_url + "/api/delete", json={"model": model}) as resp:
+            assert resp.status == 200, await resp.text()
+        for node in self.stack.nodes:
+            assert model not in await self.tags(node.node_id)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
@@ -73,6 +95,13 @@ async def models() -> AsyncIterator[Models]:
 async def test_the_ollama_client_pulls_on_every_node_with_progress_and_success(models: Models) -> None:
     for node in models.stack.nodes:
         assert NEW_MODEL not in await models.tags(node.node_id)
+    try:
+        await _pull_everywhere(models)
+    finally:
+        await models.remove_everywhere(NEW_MODEL)
+
+
+async def _pull_everywhere(models: Models) -> None:
     client = ollama.AsyncClient(host=models.base_url)
     parts = [p async for p in await client.pull(NEW_MODEL, stream=True)]
     assert parts[0].status == "pulling manifest" and parts[-1].status == "success"
@@ -89,6 +118,8 @@ async def test_the_ollama_client_pulls_on_every_node_with_progress_and_success(m
 
 async def test_a_failing_node_is_named_and_the_others_keep_the_model(models: Models) -> None:
     stack = models.stack
+    for node in stack.nodes:
+        assert OTHER_MODEL not in await models.tags(node.node_id)
     await stack.set_fault("node-2", refuse=True)
     try:
         client = ollama.AsyncClient(host=models.base_url, headers={"X-Corral-Nodes": "node-1,node-2"})
@@ -99,9 +130,14 @@ async def test_a_failing_node_is_named_and_the_others_keep_the_model(models: Mod
         assert "node-2" in message and "failed on 1 of 2 nodes" in message and "done on node-1" in message
     finally:
         await stack.admin("node-2", "DELETE", "/_sim/faults")
-    assert OTHER_MODEL in await models.tags("node-1")
-    assert OTHER_MODEL not in await models.tags("node-2")
-    assert OTHER_MODEL not in await models.tags("node-3")
+        # NOTE: the next test may fan out to node-2: wait until health has it healthy, not ejected.
+        await models.wait_healthy("node-2")
+    try:
+        assert OTHER_MODEL in await models.tags("node-1")
+        assert OTHER_MODEL not in await models.tags("node-2")
+        assert OTHER_MODEL not in await models.tags("node-3")
+    finally:
+        await models.remove_everywhere(OTHER_MODEL)
 
 
 async def test_copy_and_delete_fan_out(models: Models) -> None:
@@ -127,7 +163,14 @@ async def test_a_tenant_key_is_refused_and_an_admin_key_is_served(models: Models
     assert deleting.value.status_code == 403
     for node in models.stack.nodes:
         assert "llama3.2:1b" in await models.tags(node.node_id)
+        assert OTHER_MODEL not in await models.tags(node.node_id)
+    try:
+        await _admin_pulls_and_deletes(models)
+    finally:
+        await models.remove_everywhere(OTHER_MODEL)
 
+
+async def _admin_pulls_and_deletes(models: Models) -> None:
     request = model_service_pb2.PullModelRequest(model=OTHER_MODEL, nodes=["node-3"])
     channel = make_channel(models.secured_grpc, security=PeerSecurity(api_key=TENANT_A_KEY))
     try:
@@ -167,6 +210,17 @@ async def _corral(models: Models, *args: str) -> tuple[int, str, str]:
 
 
 async def test_cli_pulls_and_removes_with_one_line_per_node_and_state(models: Models) -> None:
+    for node in models.stack.nodes:
+        assert NEW_MODEL not in await models.tags(node.node_id)
+        assert OTHER_MODEL not in await models.tags(node.node_id)
+    try:
+        await _cli_pulls_and_removes(models)
+    finally:
+        await models.remove_everywhere(NEW_MODEL)
+        await models.remove_everywhere(OTHER_MODEL)
+
+
+async def _cli_pulls_and_removes(models: Models) -> None:
     code, out, err = await _corral(models, "models", "pull", "mistral:7b-q2", "--nodes", "node-1")
     assert code == 1 and "node-1" in err
     code, out, err = await _corral(models, "models", "pull", NEW_MODEL, "--nodes", "node-1,node-3")
@@ -179,8 +233,12 @@ async def test_cli_pulls_and_removes_with_one_line_per_node_and_state(models: Mo
     code, out, err = await _corral(models, "models", "rm", NEW_MODEL, "--json")
     assert code == 0, err
     reply = json.loads(out)
-    assert [n["node_id"] for n in reply["nodes"]] == ["node-1", "node-2", "node-3"]
-    assert all(n["state"] == "NODE_MODEL_STATE_DONE" for n in reply["nodes"])
+    # NOTE: pulled on node-1 and node-3 only: node-2 never had it.
+    assert [(n["node_id"], n["state"]) for n in reply["nodes"]] == [
+        ("node-1", "NODE_MODEL_STATE_DONE"),
+        ("node-2", "NODE_MODEL_STATE_ABSENT"),
+        ("node-3", "NODE_MODEL_STATE_DONE"),
+    ]
     for node in models.stack.nodes:
         assert NEW_MODEL not in await models.tags(node.node_id)
     code, out, err = await _corral(models, "models", "pull", OTHER_MODEL, "--nodes", "node-2", "--json")
