@@ -172,9 +172,12 @@ async def test_generated_malformed_bodies_against_the_router(stack: LiveStack) -
 async def test_failover_when_a_node_is_killed_mid_stream(stack: LiveStack) -> None:
     solo = stack.nodes[-1]
     others = [n.node_id for n in stack.nodes[:-1]]
+    # NOTE: the router prefers nodes with the model loaded; loading it on every node (not only on the
+    # solo one) lets the undrained nodes take requests again whether or not other tests loaded it.
     async with aiohttp.ClientSession() as http:
-        async with http.post(solo.url + "/api/generate", json={"model": MODEL}) as resp:
-            assert resp.status == 200
+        for node in stack.nodes:
+            async with http.post(node.url + "/api/generate", json={"model": MODEL}) as resp:
+                assert resp.status == 200
     client = ollama.AsyncClient(host=stack.base_url)
     async with aiohttp.ClientSession(base_url=stack.base_url) as http:
 
@@ -184,6 +187,9 @@ async def test_failover_when_a_node_is_killed_mid_stream(stack: LiveStack) -> No
             async with http.post("/api/generate", json=body, headers=headers) as resp:
                 return (resp.headers.get("X-Corral-Node") == solo.node_id) == to_solo
 
+        # NOTE: the other nodes take requests before the drain (they have the model loaded and the
+        # router knows it), so that taking them back after the undrain below is this test's doing.
+        await wait_until(lambda: routed(False), timeout_s=20, what="requests routed to the other nodes")
         # NOTE: draining the other nodes makes the router start the stream on the solo node.
         await stack.drain(others, True)
         try:
@@ -197,7 +203,7 @@ async def test_failover_when_a_node_is_killed_mid_stream(stack: LiveStack) -> No
             parts = [await anext(stream)]
         finally:
             await stack.drain(others, False)
-        await wait_until(lambda: routed(False), timeout_s=10)
+        await wait_until(lambda: routed(False), timeout_s=10, what="the undrained nodes routed again")
         async with http.get(solo.admin_url + "/_sim/stats") as resp:
             assert (await resp.json())["in_flight"] >= 1, (
                 "the stream should still be running on the solo node"
