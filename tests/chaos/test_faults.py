@@ -66,9 +66,13 @@ async def run_fault(
         await asyncio.sleep(BASELINE_S)
         baseline = summarize(traffic.between(started, time.monotonic()))
         injected = time.monotonic()
-        await inject()
-        await asyncio.sleep(fault_s)
-        await restore()
+        # NOTE: the fault is removed even when injecting or holding it fails: the next test of the
+        # module runs on the same system and must find it whole.
+        try:
+            await inject()
+            await asyncio.sleep(fault_s)
+        finally:
+            await restore()
         restored = time.monotonic()
         threshold_ms = max(250.0, 3 * (baseline["p99_ms"] or 100.0))
         await poll(lambda: traffic.recovered_at(restored, threshold_ms) is not None, RECOVERY_TIMEOUT_S)
