@@ -43,7 +43,7 @@ lint: setup ## ruff, mypy, buf lint and buf breaking against main
 	else echo "buf breaking: no protos on main yet, skipped"; fi
 
 test: setup ## Run the whole test suite (starts its own Redis, PostgreSQL, simulator nodes and services)
-	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider --durations=15 $(PYTEST_ARGS)
 
 test-random: setup ## The whole suite in random order (modules shuffled, tests within each); SEED=N replays one
 	@seed=$${SEED:-$$RANDOM$$RANDOM}; echo "random order seed: $$seed (replay: make test-random SEED=$$seed)"; \
