@@ -5,11 +5,13 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import time
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import psycopg
 
@@ -182,16 +184,14 @@ class PostgresServer:
     def _run_as(self, os_user: OsUser | None, args: list[str]) -> None:
         with self.log_path.open("ab") as log:
             result = subprocess.run(
-                args,
+                _as_user(os_user, args),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=_child_env(),
                 check=False,
                 cwd="/",
-                user=None if os_user is None else os_user.uid,
-                group=None if os_user is None else os_user.gid,
-                extra_groups=None if os_user is None else [],
+                **_identity_kwargs(os_user),
             )
         if result.returncode != 0:
             raise DevstackError(f"{Path(args[0]).name} failed ({result.returncode}):\n{tail(self.log_path)}")
@@ -235,16 +235,14 @@ class PostgresServer:
         log_start = log_size(self.log_path)
         with self.log_path.open("ab") as log:
             proc = subprocess.Popen(
-                args,
+                _as_user(os_user, args),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=_child_env(),
                 start_new_session=True,
                 cwd="/",
-                user=None if os_user is None else os_user.uid,
-                group=None if os_user is None else os_user.gid,
-                extra_groups=None if os_user is None else [],
+                **_identity_kwargs(os_user),
             )
         deadline = time.monotonic() + _START_TIMEOUT_S
         while True:
@@ -309,6 +307,30 @@ class PostgresServer:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+_SETPRIV = shutil.which("setpriv")
+
+
+def _as_user(os_user: OsUser | None, args: list[str]) -> list[str]:
+    """`args`, run as `os_user` through util-linux's setpriv when there is one."""
+    if os_user is None or _SETPRIV is None:
+        return args
+    return [_SETPRIV, f"--reuid={os_user.uid}", f"--regid={os_user.gid}", "--clear-groups", "--", *args]
+
+
+def _identity_kwargs(os_user: OsUser | None) -> dict[str, Any]:
+    """Popen's user/group arguments, needed only where setpriv is missing.
+
+    NOTE: with user=, group= or extra_groups= Python must fork() (not vfork()) to change identity
+    before exec. A fork() in a process where gRPC is busy runs gRPC's fork handlers, and the child
+    was seen to die with SIGSEGV before exec ("Epoll1Poller ... epoll_wait error: Bad file
+    descriptor"), so a test that started PostgreSQL beside a live gRPC channel failed at random.
+    setpriv changes identity after a vfork()+exec instead, where no fork handler runs.
+    """
+    if os_user is None or _SETPRIV is not None:
+        return {}
+    return {"user": os_user.uid, "group": os_user.gid, "extra_groups": []}
 
 
 def _child_env() -> dict[str, str]:
