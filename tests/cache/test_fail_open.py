@@ -147,11 +147,12 @@ async def test_starts_serving_and_degraded_without_stores_then_recovers(
         stats = await stub.Stats(pb.StatsRequest())
         assert stats.exact_degraded and stats.semantic_degraded
 
-        redis_server = await asyncio.to_thread(
-            RedisServer(port=redis_port, state_dir=own_state, password=PASSWORD).start
-        )
-        pg = await asyncio.to_thread(PostgresServer(port=pg_port, state_dir=own_state).start)
+        redis_server = RedisServer(port=redis_port, state_dir=own_state, password=PASSWORD)
+        pg = PostgresServer(port=pg_port, state_dir=own_state)
         try:
+            # NOTE: started inside the try, so a store that fails to start never leaves the other running.
+            await asyncio.to_thread(redis_server.start)
+            await asyncio.to_thread(pg.start)
 
             async def healthy() -> bool:
                 stats = await stub.Stats(pb.StatsRequest())
@@ -162,8 +163,9 @@ async def test_starts_serving_and_degraded_without_stores_then_recovers(
             assert stored.stored_exact and stored.stored_semantic
             assert (await stub.Lookup(lookup(TENANT, gen("anything")))).hit
         finally:
-            await asyncio.to_thread(redis_server.stop)
-            await asyncio.to_thread(pg.stop)
+            for server in (redis_server, pg):
+                if server.pid is not None:
+                    await asyncio.to_thread(server.stop)
 
 
 async def test_redis_dropping_connections_mid_run_fails_open(own_state: Path) -> None:
