@@ -66,8 +66,7 @@ class ManageApi:
     def __init__(self, admin: ModelAdmin) -> None:
         self.admin = admin
 
-    def _nodes(self, request: web.Request, what: str) -> list[NodeView]:
-        require_access(Access.ADMIN, what)
+    def _nodes(self, request: web.Request) -> list[NodeView]:
         return self.admin.select(selector_of(request))
 
     async def pull(self, request: web.Request) -> web.StreamResponse:
@@ -78,7 +77,7 @@ class ManageApi:
         stream = fields.boolean("stream")
         if not model:
             raise ApiError(400, "model is required")
-        nodes = self._nodes(request, "POST /api/pull")
+        nodes = self._nodes(request)
         events = self.admin.pull(model, nodes)
         if stream is False:
             final: list[NodeProgress] = []
@@ -124,7 +123,7 @@ class ManageApi:
         model = fields.string("model") or fields.string("name")
         if not model:
             raise ApiError(400, "model is required")
-        results = await self.admin.delete(model, self._nodes(request, "DELETE /api/delete"))
+        results = await self.admin.delete(model, self._nodes(request))
         if any(r.state == FAILED for r in results):
             raise ApiError(502, failure_summary("delete", model, results))
         return web.Response(status=200, headers=_done_header(results))
@@ -138,7 +137,7 @@ class ManageApi:
             raise ApiError(400, "source is required")
         if not destination:
             raise ApiError(400, "destination is required")
-        results = await self.admin.copy(source, destination, self._nodes(request, "POST /api/copy"))
+        results = await self.admin.copy(source, destination, self._nodes(request))
         if any(r.state == FAILED for r in results):
             raise ApiError(502, failure_summary("copy", source, results))
         return web.Response(status=200, headers=_done_header(results))
