@@ -60,9 +60,9 @@ def _string(schema: dict[str, Any], draw: _Draws, hint: str | None) -> str:
     if fmt == "date":
         return "2025-01-15"
     if fmt == "email":
-        return f"{textgen._WORDS[draw() % len(textgen._WORDS)]}@example.com"
+        return f"{_words(draw, 1)}@example.com"
     if fmt in ("uri", "url"):
-        return f"https://example.com/{textgen._WORDS[draw() % len(textgen._WORDS)]}"
+        return f"https://example.com/{_words(draw, 1)}"
     if fmt == "uuid":
         return "123e4567-e89b-12d3-a456-426614174000"
     text = hint if hint else _words(draw, 1 + draw() % 3)
@@ -70,7 +70,6 @@ def _string(schema: dict[str, Any], draw: _Draws, hint: str | None) -> str:
     high = schema.get("maxLength")
     if isinstance(low, int) and len(text) < low:
         text = (text + " " + _words(draw, low)) if text else _words(draw, low)
-        text = text[: max(low, len(text))]
     if isinstance(high, int) and high >= 0:
         text = text[:high]
     if isinstance(low, int) and len(text) < low:
