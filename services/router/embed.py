@@ -86,7 +86,6 @@ class Embedder:
         self._window_s = coalesce_window_s
         self._pending: dict[tuple[str, bool, bytes], _Pending] = {}
         self._flushing: set[asyncio.Task[None]] = set()
-        self.coalesced_calls = 0
 
     async def embed(
         self,
@@ -241,8 +240,6 @@ class Embedder:
             return
         if pending.timer is not None:
             pending.timer.cancel()
-        if len(pending.waiters) > 1:
-            self.coalesced_calls += len(pending.waiters)
         task = asyncio.get_running_loop().create_task(self._send(pending))
         self._flushing.add(task)
         task.add_done_callback(self._flushing.discard)
