@@ -202,7 +202,6 @@ async def _emit(
         return
     debt_s = 0.0
     per_token_real_s = per_token_s * scale
-    content_sent = 0
     for count, piece in enumerate(pieces):
         if cut is not None and count >= cut:
             raise StreamCut()
@@ -213,10 +212,8 @@ async def _emit(
                 debt_s = 0.0
         if sink is not None:
             await sink(piece)
-            if piece.content:
-                content_sent += 1
-                if transcript is not None:
-                    transcript.sent = content_sent
+            if transcript is not None and piece.content:
+                transcript.sent += 1
     if cut is not None and cut <= len(pieces):
         raise StreamCut()
     if debt_s > 0:
