@@ -43,14 +43,18 @@ import argparse
 import hashlib
 import heapq
 import itertools
+import json
+import os
 import random
 import sys
 import time
 from array import array
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, NamedTuple
 
+from bench.harness.report import machine
 from bench.harness.stats import percentile
 from bench.harness.workload import poisson_arrivals, unique_question
 from services.router.balancer import Candidate, Ect, PickContext
@@ -527,7 +531,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--policies", default=",".join(POLICIES), help="comma-separated, in table order")
     parser.add_argument("--queue-weight", type=float, default=EctConfig().queue_weight)
     parser.add_argument("--per-node-answers", action="store_true", help="the simulator's per-node draws")
+    parser.add_argument("--json", type=Path, help="also write the run (parameters, machine, rows) here")
     args = parser.parse_args(argv)
+    load_before = os.getloadavg()
     speeds, num_parallel, rate = SCENARIOS[args.scenario](args.load, args.time_scale)
     policies = [p for p in args.policies.split(",") if p]
     started = time.perf_counter()
@@ -553,6 +559,32 @@ def main(argv: Sequence[str] | None = None) -> None:
         share = ", ".join(f"{n} {c}" for n, c in row["requests_by_node"].items())
         print(f"{name:<16} {row['p50_ms']:>9,.0f} {row['p99_ms']:>9,.0f} {row['mean_ms']:>9,.0f}  {share}")
     print(f"{next(iter(rows.values()))['requests']} requests per policy, {elapsed:.1f} s")
+    if args.json:
+        command = (
+            f"python -m bench.oracle --scenario {args.scenario} --load {args.load:g}"
+            f" --requests {args.requests} --time-scale {args.time_scale:g} --seed {args.seed}"
+            f" --policies {','.join(policies)}"
+            f" --queue-weight {args.queue_weight:g}"
+        )
+        run = {
+            "command": command + (" --per-node-answers" if args.per_node_answers else ""),
+            "parameters": {
+                "scenario": args.scenario,
+                "speeds": speeds,
+                "num_parallel": num_parallel,
+                "load": args.load,
+                "rate_rps": round(rate, 4),
+                "requests": args.requests,
+                "time_scale": args.time_scale,
+                "seed": args.seed,
+                "queue_weight": args.queue_weight,
+                "per_node_answers": args.per_node_answers,
+            },
+            "machine": {**machine(), "load_average_before": [round(x, 2) for x in load_before]},
+            "elapsed_s": round(elapsed, 1),
+            "rows": rows,
+        }
+        args.json.write_text(json.dumps(run, indent=2) + "\n")
 
 
 if __name__ == "__main__":

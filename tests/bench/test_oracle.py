@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import json
 import random
+from pathlib import Path
 
 import pytest
 
@@ -137,3 +139,18 @@ def test_the_command_line_prints_a_table(capsys: pytest.CaptureFixture[str]) -> 
     assert "oracle" in out and "least_inflight" in out and "p99 ms" in out
     with pytest.raises(ValueError, match="unknown policy"):
         oracle.replay([], one_node(1), "nope")
+
+
+def test_the_command_line_writes_the_run_as_json(tmp_path: Path) -> None:
+    path = tmp_path / "run.json"
+    oracle.main(["--load", "0.5", "--requests", "500", "--policies", "oracle,ect", "--json", str(path)])
+    run = json.loads(path.read_text())
+    rate = 0.5 * heterogeneous.capacity_rps(1.0)
+    want = oracle.long_run(SPEEDS, 2, 1.0, rate, 500, 1, ["oracle", "ect"])
+    assert run["rows"] == json.loads(json.dumps(want))
+    assert run["parameters"]["load"] == 0.5 and run["parameters"]["queue_weight"] == 1.5
+    assert run["command"] == (
+        "python -m bench.oracle --scenario heterogeneous --load 0.5 --requests 500 --time-scale 1 --seed 1"
+        " --policies oracle,ect --queue-weight 1.5"
+    )
+    assert "load_average_1m" in run["machine"]
