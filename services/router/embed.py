@@ -118,24 +118,25 @@ class Embedder:
                 common_pb2.RoutingInfo(cache_outcome=common_pb2.CACHE_OUTCOME_EXACT_HIT)
             )
             return response
-        sub = router_service_pb2.EmbedRequest()
-        sub.CopyFrom(req)
-        del sub.inputs[:]
-        sub.inputs.extend(inputs[i] for i in missing)
+        partial = len(missing) < len(inputs)
+        sub, texts = req, inputs
+        if partial:
+            texts = [inputs[i] for i in missing]
+            sub = router_service_pb2.EmbedRequest()
+            sub.CopyFrom(req)
+            del sub.inputs[:]
+            sub.inputs.extend(texts)
         computed = await self._compute(sub, model, deadline, background)
         fresh = [list(e.values) for e in computed.embeddings]
-        cache.store_embeddings(key, list(sub.inputs), fresh, req.cache)
-        if len(missing) == len(inputs):
-            computed.routing.cache_outcome = outcome
-            return computed
-        # NOTE: a partial hit answers in input order: cached vectors where found, fresh ones between.
-        merged = found
-        for index, vector in zip(missing, fresh, strict=True):
-            merged[index] = vector
-        del computed.embeddings[:]
-        for vector in merged:
-            computed.embeddings.add().values.extend(vector or [])
+        cache.store_embeddings(key, texts, fresh, req.cache)
         computed.routing.cache_outcome = outcome
+        if partial:
+            # NOTE: a partial hit answers in input order: cached vectors where found, fresh ones between.
+            for index, vector in zip(missing, fresh, strict=True):
+                found[index] = vector
+            del computed.embeddings[:]
+            for vector in found:
+                computed.embeddings.add().values.extend(vector or [])
         return computed
 
     async def _compute(
