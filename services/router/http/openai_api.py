@@ -241,6 +241,11 @@ def _usage(stats: cpb.GenerationStats) -> dict[str, int]:
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
+def _model_error(model: str, err: errors.CorralError) -> ApiError:
+    """The HTTP error for a failed call about `model`: OpenAI's not-found text for an unknown model."""
+    return model_error(err, ApiError(404, f"model '{model}' not found"))
+
+
 class OpenAiApi:
     """The /v1 endpoints, translating to and from the router core."""
 
@@ -271,7 +276,7 @@ class OpenAiApi:
             try:
                 resp = await self.core.chat(unary, tenant=tenant, deadline_s=None)
             except errors.CorralError as exc:
-                raise model_error(exc, ApiError(404, f"model '{model}' not found")) from None
+                raise _model_error(model, exc) from None
             msg: dict[str, Any] = {"role": "assistant", "content": resp.message.content}
             if resp.message.thinking:
                 msg["reasoning"] = resp.message.thinking
@@ -318,15 +323,12 @@ class OpenAiApi:
                     )
             return out
 
-        def translate(err: errors.CorralError) -> ApiError:
-            return model_error(err, ApiError(404, f"model '{model}' not found"))
-
         return await stream_core_reply(
             request,
             self.core.chat_stream(streamed, tenant=tenant, deadline_s=None),
             render=render,
             writer=self._writer,
-            translate=translate,
+            translate=lambda e: _model_error(model, e),
         )
 
     async def completions(self, request: web.Request) -> web.StreamResponse:
@@ -345,9 +347,6 @@ class OpenAiApi:
             "system_fingerprint": "fp_ollama",
         }
 
-        def not_found(err: errors.CorralError) -> ApiError:
-            return model_error(err, ApiError(404, f"model '{model}' not found"))
-
         if not stream:
             unary = rpb.GenerateRequest(
                 spec=spec, cache=controls.cache, priority=controls.priority, session_id=controls.session_id
@@ -355,7 +354,7 @@ class OpenAiApi:
             try:
                 resp = await self.core.generate(unary, tenant=tenant, deadline_s=None)
             except errors.CorralError as exc:
-                raise not_found(exc) from None
+                raise _model_error(model, exc) from None
             choice = {
                 "text": resp.response,
                 "index": 0,
@@ -383,7 +382,7 @@ class OpenAiApi:
             self.core.generate_stream(streamed, tenant=tenant, deadline_s=None),
             render=render,
             writer=self._writer,
-            translate=not_found,
+            translate=lambda e: _model_error(model, e),
         )
 
     async def responses(self, request: web.Request) -> web.StreamResponse:
@@ -396,9 +395,6 @@ class OpenAiApi:
         tenant = tenant_of(request)
         builder = ResponseBuilder(spec)
 
-        def not_found(err: errors.CorralError) -> ApiError:
-            return model_error(err, ApiError(404, f"model '{model}' not found"))
-
         if not stream:
             unary = rpb.ChatRequest(
                 spec=spec, cache=controls.cache, priority=controls.priority, session_id=controls.session_id
@@ -406,7 +402,7 @@ class OpenAiApi:
             try:
                 resp = await self.core.chat(unary, tenant=tenant, deadline_s=None)
             except errors.CorralError as exc:
-                raise not_found(exc) from None
+                raise _model_error(model, exc) from None
             return json_response(builder.whole(resp), headers=encode.routing_headers(resp.routing))
         streamed = rpb.ChatStreamRequest(
             spec=spec, cache=controls.cache, priority=controls.priority, session_id=controls.session_id
@@ -429,7 +425,7 @@ class OpenAiApi:
             self.core.chat_stream(streamed, tenant=tenant, deadline_s=None),
             render=render,
             writer=self._writer,
-            translate=not_found,
+            translate=lambda e: _model_error(model, e),
         )
 
     async def embeddings(self, request: web.Request) -> web.StreamResponse:
@@ -459,7 +455,7 @@ class OpenAiApi:
         try:
             resp = await self.core.embed(req, tenant=tenant_of(request), deadline_s=None)
         except errors.CorralError as exc:
-            raise model_error(exc, ApiError(404, f"model '{model}' not found")) from None
+            raise _model_error(model, exc) from None
         data = []
         for index, embedding in enumerate(resp.embeddings):
             values = list(embedding.values)
