@@ -110,6 +110,12 @@ def resolve_think(spec: ModelSpec, name: str, think: Any) -> bool:
     return capable and think is not False
 
 
+def check_tools(spec: ModelSpec, tools: list[dict[str, Any]]) -> None:
+    """400 when a request offers tools to a model that cannot call them, as Ollama."""
+    if tools and "tools" not in spec.capabilities:
+        raise ApiError(400, f"registry.ollama.ai/library/{spec.name} does not support tools")
+
+
 def tool_prompt(messages: list[dict[str, Any]]) -> str | None:
     """The user turn a tool call may answer; None after a tool result (the model answers in text)."""
     last = messages[-1] if messages else {}
@@ -231,8 +237,7 @@ class InferenceApi:
         think = resolve_think(spec, name, f.body.get("think"))
         messages = f.obj_list("messages")
         tools = f.obj_list("tools")
-        if tools and "tools" not in spec.capabilities:
-            raise ApiError(400, f"registry.ollama.ai/library/{spec.name} does not support tools")
+        check_tools(spec, tools)
         options = Options(f.body.get("options"))
         keep_alive_s = f.keep_alive(self.engine.cfg.keep_alive_s)
         stream = f.boolean("stream", True)

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp import web
 
 from sim import textgen
-from sim.api_infer import completion_model, parse_format, render_chat, resolve_think, tool_prompt
+from sim.api_infer import check_tools, completion_model, parse_format, render_chat, resolve_think, tool_prompt
 from sim.completion import CompletionRequest, CompletionResult, Delta, run_completion
 from sim.embedder import embed_texts
 from sim.engine import BusyError, Engine
@@ -90,8 +90,7 @@ class OpenAiApi:
             plain.append(message)
         ids, key = render_chat(plain)
         tools = [t for t in body.get("tools") or [] if isinstance(t, dict)]
-        if tools and "tools" not in spec.capabilities:
-            raise ApiError(400, f"registry.ollama.ai/library/{spec.name} does not support tools")
+        check_tools(spec, tools)
         effort = body.get("reasoning_effort")
         if isinstance(body.get("reasoning"), dict):
             effort = body["reasoning"].get("effort", effort)

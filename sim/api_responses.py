@@ -15,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from sim.api_infer import completion_model, parse_format, render_chat, resolve_think, tool_prompt
+from sim.api_infer import check_tools, completion_model, parse_format, render_chat, resolve_think, tool_prompt
 from sim.completion import CompletionRequest, CompletionResult, Delta, run_completion
 from sim.engine import BusyError, Engine
 from sim.wire import ApiError, encode, json_response, start_sse
@@ -103,8 +103,7 @@ class ResponsesApi:
             for t in body.get("tools") or []
             if isinstance(t, dict) and t.get("type") == "function"
         ]
-        if tools and "tools" not in spec.capabilities:
-            raise ApiError(400, f"registry.ollama.ai/library/{spec.name} does not support tools")
+        check_tools(spec, tools)
         reasoning = body.get("reasoning")
         effort = reasoning.get("effort") if isinstance(reasoning, dict) else None
         effort = {"none": False, "minimal": "low"}.get(effort, effort) if isinstance(effort, str) else None
