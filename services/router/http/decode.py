@@ -49,6 +49,26 @@ def go_kind(value: Any) -> str:
     return "null"
 
 
+def number(body: dict[str, Any], name: str, kind: type[int] | type[float]) -> float | int | None:
+    """A number field of an OpenAI body (None when absent or null); an int is an int32.
+
+    Raises:
+        ApiError: 400 naming the field for another type or an int out of range.
+    """
+    value = body.get(name)
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or (kind is int and not isinstance(value, int))
+    ):
+        raise ApiError(400, f"{name}: must be {'an integer' if kind is int else 'a number'}")
+    if kind is int and not -(2**31) <= value < 2**31:
+        raise ApiError(400, f"{name}: out of range")
+    return value
+
+
 async def read_object(request: web.Request, struct: str) -> dict[str, Any]:
     """Reads a JSON object body; 400 with Ollama's messages for an empty or broken body.
 

@@ -16,7 +16,7 @@ from corral.v1 import router_service_pb2 as rpb
 
 from services.common import errors
 from services.router.http import encode
-from services.router.http.decode import Fields, read_object, to_struct
+from services.router.http.decode import Fields, number, read_object, to_struct
 from services.router.http.errors import ApiError, dumps, json_response, openai_error_body
 from services.router.http.ollama_api import canonical_model, model_error
 from services.router.http.protocol import RouterCoreProtocol
@@ -116,38 +116,23 @@ def _message(raw: Any, index: int) -> cpb.ChatMessage:
     return msg
 
 
-def _number(body: dict[str, Any], name: str, kind: type[int] | type[float]) -> float | int | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or (kind is int and not isinstance(value, int))
-    ):
-        raise ApiError(400, f"{name}: must be {'an integer' if kind is int else 'a number'}")
-    if kind is int and not -(2**31) <= value < 2**31:
-        raise ApiError(400, f"{name}: out of range")
-    return value
-
-
 def _sampling(body: dict[str, Any], opts: cpb.ModelOptions) -> None:
     """The sampling fields both completion endpoints share, as Ollama's compatibility layer maps them."""
     # NOTE: Ollama's compatibility layer sends temperature and top_p 1.0 when the client sets none.
-    temperature = _number(body, "temperature", float)
+    temperature = number(body, "temperature", float)
     opts.temperature = 1.0 if temperature is None else float(temperature)
-    top_p = _number(body, "top_p", float)
+    top_p = number(body, "top_p", float)
     opts.top_p = 1.0 if top_p is None else float(top_p)
-    max_tokens = _number(body, "max_completion_tokens", int)
+    max_tokens = number(body, "max_completion_tokens", int)
     if max_tokens is None:
-        max_tokens = _number(body, "max_tokens", int)
+        max_tokens = number(body, "max_tokens", int)
     if max_tokens is not None:
         opts.num_predict = int(max_tokens)
-    seed = _number(body, "seed", int)
+    seed = number(body, "seed", int)
     if seed is not None:
         opts.seed = int(seed)
     for name in ("frequency_penalty", "presence_penalty"):
-        value = _number(body, name, float)
+        value = number(body, name, float)
         if value is not None:
             setattr(opts, name, float(value))
     stop = body.get("stop")
@@ -447,7 +432,7 @@ class OpenAiApi:
             raise ApiError(400, "encoding_format: must be float or base64")
         controls = Controls(request)
         req = rpb.EmbedRequest(model=model, inputs=inputs, priority=controls.priority, cache=controls.cache)
-        dimensions = _number(body, "dimensions", int)
+        dimensions = number(body, "dimensions", int)
         if dimensions is not None:
             if dimensions < 0:
                 raise ApiError(400, "dimensions: must be a positive integer")

@@ -19,7 +19,7 @@ from corral.v1 import common_pb2 as cpb
 from corral.v1 import router_service_pb2 as rpb
 
 from services.router.http import encode
-from services.router.http.decode import Fields, to_struct
+from services.router.http.decode import Fields, number, to_struct
 from services.router.http.errors import ApiError, dumps
 
 _EFFORT = {
@@ -168,16 +168,12 @@ def parse_responses(body: dict[str, Any]) -> tuple[cpb.ChatSpec, bool]:
     spec.tools.extend(_tools(body.get("tools")))
     opts = spec.options
     for name in ("temperature", "top_p"):
-        value = body.get(name)
+        value = number(body, name, float)
         if value is not None:
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ApiError(400, f"{name}: must be a number")
             setattr(opts, name, float(value))
-    max_tokens = body.get("max_output_tokens")
+    max_tokens = number(body, "max_output_tokens", int)
     if max_tokens is not None:
-        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int):
-            raise ApiError(400, "max_output_tokens: must be an integer")
-        opts.num_predict = max_tokens
+        opts.num_predict = int(max_tokens)
     reasoning = body.get("reasoning")
     if isinstance(reasoning, dict) and reasoning.get("effort") is not None:
         effort = reasoning["effort"]
