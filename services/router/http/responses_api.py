@@ -226,11 +226,11 @@ class ResponseBuilder:
         self._created = int(time.time())
         self._spec = spec
         self._seq = 0
-        self._calls: list[dict[str, Any]] = []
-        # NOTE: reasoning and message items, or function_call item ids, in output order. Thinking or
-        # text that arrives after its item was closed (say thinking again after some text) opens a new
-        # item: a closed item never gets another delta.
-        self._items: list[_Item | str] = []
+        self._call_count = 0
+        # NOTE: reasoning and message items, and function_call items (complete when added), in output
+        # order. Thinking or text that arrives after its item was closed (say thinking again after
+        # some text) opens a new item: a closed item never gets another delta.
+        self._items: list[_Item | dict[str, Any]] = []
         self._counts = {"reasoning": 0, "message": 0}
 
     def _event(self, kind: str, **fields: Any) -> dict[str, Any]:
@@ -269,8 +269,8 @@ class ResponseBuilder:
         output: list[dict[str, Any]] = []
         message_status = "completed" if status != "in_progress" else "in_progress"
         for item in self._items:
-            if isinstance(item, str):
-                output.append(next(c for c in self._calls if c["id"] == item))
+            if isinstance(item, dict):
+                output.append(item)
             elif item.kind == "reasoning":
                 output.append(self._reasoning_item(item))
             else:
@@ -306,15 +306,15 @@ class ResponseBuilder:
             arguments = dumps(encode.struct_to_json(call.arguments))
             call_id = f"call_{call.id}" if call.id else f"call_{random.randrange(16**8):08x}"
             item = {
-                "id": f"fc_{call_id[5:]}_{len(self._calls)}",
+                "id": f"fc_{call_id[5:]}_{self._call_count}",
                 "type": "function_call",
                 "call_id": call_id,
                 "name": call.name,
                 "arguments": arguments,
                 "status": "completed",
             }
-            self._calls.append(item)
-            self._items.append(item["id"])
+            self._call_count += 1
+            self._items.append(item)
             index = len(self._items) - 1
             added = {**item, "arguments": "", "status": "in_progress"}
             events.append(self._event("response.output_item.added", output_index=index, item=added))
@@ -350,7 +350,7 @@ class ResponseBuilder:
         if not self._items:
             return []
         last = self._items[-1]
-        if isinstance(last, str) or last.closed:
+        if isinstance(last, dict) or last.closed:
             return []
         last.closed = True
         index = len(self._items) - 1
