@@ -196,6 +196,13 @@ def request_bytes(spec: Spec) -> int:
     return total
 
 
+def policy_ttl_s(policy: common_pb2.CachePolicy, *, default_ttl_s: float, max_ttl_s: float) -> float:
+    """The lifetime a policy asks for, capped at `max_ttl_s`; `default_ttl_s` when it names none."""
+    if not policy.HasField("ttl"):
+        return default_ttl_s
+    return min(policy.ttl.seconds + policy.ttl.nanos / 1e9, max_ttl_s)
+
+
 def plan(
     policy: common_pb2.CachePolicy,
     view: RequestView,
@@ -219,9 +226,7 @@ def plan(
         semantic = False
     else:
         semantic = semantic_ok and view.deterministic
-    ttl_s = default_ttl_s
-    if policy.HasField("ttl"):
-        ttl_s = min(policy.ttl.seconds + policy.ttl.nanos / 1e9, max_ttl_s)
+    ttl_s = policy_ttl_s(policy, default_ttl_s=default_ttl_s, max_ttl_s=max_ttl_s)
     max_age_s = policy.max_age.seconds + policy.max_age.nanos / 1e9 if policy.HasField("max_age") else None
     if mode == common_pb2.CACHE_MODE_BYPASS:
         return TierPlan(False, False, False, False, ttl_s, max_age_s)

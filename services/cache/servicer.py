@@ -226,12 +226,13 @@ class CacheServicer(cache_service_pb2_grpc.CacheServiceServicer):
         for index, vector in enumerate(request.vectors):
             if not vector.values:
                 raise InvalidArgument(f"vectors[{index}]", "must not be empty")
-        ttl_s = self._cfg.default_ttl_s
-        if request.policy.HasField("ttl"):
-            ttl = request.policy.ttl
-            if ttl.seconds < 0 or ttl.nanos < 0:
-                raise InvalidArgument("policy.ttl", "must not be negative")
-            ttl_s = min(ttl.seconds + ttl.nanos / 1e9, self._cfg.max_ttl_s) or ttl_s
+        ttl = request.policy.ttl
+        if ttl.seconds < 0 or ttl.nanos < 0:
+            raise InvalidArgument("policy.ttl", "must not be negative")
+        cfg = self._cfg
+        # NOTE: a zero TTL means the default here.
+        ttl_s = keys.policy_ttl_s(request.policy, default_ttl_s=cfg.default_ttl_s, max_ttl_s=cfg.max_ttl_s)
+        ttl_s = ttl_s or cfg.default_ttl_s
         stored = await self._vectors.store(
             scope, request.inputs, [pack(v.values) for v in request.vectors], ttl_s
         )
