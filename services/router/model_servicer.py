@@ -8,15 +8,24 @@ import grpc
 from corral.v1 import model_service_pb2 as mpb
 from corral.v1 import model_service_pb2_grpc
 
-from services.router.model_admin import ModelAdmin, NodeProgress, failure_summary
+from services.router.model_admin import (
+    ABSENT,
+    DONE,
+    FAILED,
+    PULLING,
+    QUEUED,
+    ModelAdmin,
+    NodeProgress,
+    failure_summary,
+)
 from services.router.validation import check_model
 
 _STATES = {
-    "queued": mpb.NODE_MODEL_STATE_QUEUED,
-    "pulling": mpb.NODE_MODEL_STATE_PULLING,
-    "done": mpb.NODE_MODEL_STATE_DONE,
-    "failed": mpb.NODE_MODEL_STATE_FAILED,
-    "absent": mpb.NODE_MODEL_STATE_ABSENT,
+    QUEUED: mpb.NODE_MODEL_STATE_QUEUED,
+    PULLING: mpb.NODE_MODEL_STATE_PULLING,
+    DONE: mpb.NODE_MODEL_STATE_DONE,
+    FAILED: mpb.NODE_MODEL_STATE_FAILED,
+    ABSENT: mpb.NODE_MODEL_STATE_ABSENT,
 }
 
 
@@ -51,7 +60,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
                 snapshot = mpb.PullModelResponse(nodes=[progress_message(n) for n in event.nodes])
                 if event.done:
                     snapshot.done = True
-                    if any(n.state == "failed" for n in event.nodes):
+                    if any(n.state == FAILED for n in event.nodes):
                         snapshot.error = failure_summary("pull", request.model, event.nodes)
                 yield snapshot
         finally:
