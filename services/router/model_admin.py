@@ -76,7 +76,8 @@ def select_nodes(board: ScoreBoard, selector: Iterable[str]) -> list[NodeView]:
     item is selected. Items may also be comma-separated within one string.
 
     Raises:
-        InvalidArgument: An item names no node (the message lists them), or the fleet has no node.
+        InvalidArgument: An item names no node (the message lists them).
+        Unavailable: The router knows no node yet.
     """
     items = [part.strip() for raw in selector for part in raw.split(",") if part.strip()]
     nodes = sorted(board.nodes.values(), key=lambda n: n.node_id)
