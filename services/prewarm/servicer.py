@@ -10,7 +10,7 @@ from corral.v1 import prewarm_service_pb2, prewarm_service_pb2_grpc
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from services.common.errors import FailedPrecondition, InvalidArgument
-from services.prewarm.required import RequiredState
+from services.prewarm.required import FAILED, MISSING, PRESENT, PULLING, RequiredState
 from services.prewarm.runs import (
     Outcome,
     ProgressEvent,
@@ -24,10 +24,10 @@ from services.prewarm.runs import (
 )
 
 _REQUIRED_TO_PB = {
-    "missing": prewarm_service_pb2.REQUIRED_MODEL_STATE_MISSING,
-    "pulling": prewarm_service_pb2.REQUIRED_MODEL_STATE_PULLING,
-    "present": prewarm_service_pb2.REQUIRED_MODEL_STATE_PRESENT,
-    "failed": prewarm_service_pb2.REQUIRED_MODEL_STATE_FAILED,
+    MISSING: prewarm_service_pb2.REQUIRED_MODEL_STATE_MISSING,
+    PULLING: prewarm_service_pb2.REQUIRED_MODEL_STATE_PULLING,
+    PRESENT: prewarm_service_pb2.REQUIRED_MODEL_STATE_PRESENT,
+    FAILED: prewarm_service_pb2.REQUIRED_MODEL_STATE_FAILED,
 }
 DEFAULT_STATUS_LIMIT = 10
 MAX_STATUS_LIMIT = 1000
