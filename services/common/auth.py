@@ -149,7 +149,12 @@ def require_access(needed: Access, what: str) -> None:
         PermissionDenied: The caller's key has a lower role; the message names the role required.
     """
     principal = _current.get()
-    if principal is not None and principal.access < needed:
+    if principal is not None:
+        _check_access(principal, needed, what)
+
+
+def _check_access(principal: Principal, needed: Access, what: str) -> None:
+    if principal.access < needed:
         role = needed.name.lower()
         article = "an" if role[0] in "aeiou" else "a"
         raise PermissionDenied(
@@ -265,12 +270,7 @@ class Authenticator:
         Raises:
             PermissionDenied: The role is too low; the message names the role required.
         """
-        if state.principal.access < needed:
-            role = needed.name.lower()
-            raise PermissionDenied(
-                f"{what} needs a {role} key; key '{state.principal.name}' has role {state.principal.role}",
-                reason=f"{needed.name}_KEY_REQUIRED",
-            )
+        _check_access(state.principal, needed, what)
 
     @staticmethod
     def admit(state: KeyState) -> None:
