@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from corral.v1 import cache_service_pb2, common_pb2
+from corral.v1 import cache_service_pb2
 
 from services.cache import keys
 from services.cache.engine import CacheEngine, _blame
@@ -34,13 +34,11 @@ class EmbeddingScope:
 
 def scope_of(key: cache_service_pb2.EmbeddingKey) -> EmbeddingScope:
     """The scope of an EmbeddingKey (tenant and model normalised as answers' are)."""
-    params = common_pb2.ModelOptions()
-    params.CopyFrom(key.options)
     shape = f"{key.dimensions}\x00{int(key.truncate) if key.HasField('truncate') else '-'}\x00".encode()
     return EmbeddingScope(
         keys.normalise_tenant(key.tenant),
         keys.normalise_model(key.model),
-        shape + params.SerializeToString(deterministic=True),
+        shape + key.options.SerializeToString(deterministic=True),
     )
 
 
