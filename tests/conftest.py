@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import secrets
 import shutil
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from devstack import migrate
@@ -48,3 +50,14 @@ def migrated_dsn(postgres_server: PostgresServer) -> str:
     """The DSN of the session's `corral` database with every migration applied."""
     migrate.apply(postgres_server.dsn)
     return postgres_server.dsn
+
+
+@pytest.fixture
+def fresh_database(postgres_server: PostgresServer) -> Iterator[str]:
+    """The DSN of a new, empty database on the session's PostgreSQL, dropped afterwards."""
+    database = f"corral_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_server.dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{database}"')
+    yield postgres_server.dsn_for(database)
+    with psycopg.connect(postgres_server.dsn, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')

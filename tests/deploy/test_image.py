@@ -10,8 +10,7 @@ import re
 import shlex
 import signal
 import subprocess
-import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,6 @@ import pytest
 import yaml
 from corral.v1 import router_service_pb2, router_service_pb2_grpc
 
-from devstack.postgres import PostgresServer
 from devstack.redis import RedisServer
 from scripts.make_compose_keys import make_compose_keys, write_passwords
 from tests.deploy.conftest import IMAGE_VENV, ImageEnv
@@ -164,17 +162,6 @@ async def _healthcheck(image_env: ImageEnv, service: str, port: int) -> tuple[in
 
 def _command(service: str, replace: Mapping[str, str]) -> list[str]:
     return [replace.get(arg, arg) for arg in COMPOSE[service]["command"]]
-
-
-@pytest.fixture
-def fresh_database(postgres_server: PostgresServer) -> Iterator[str]:
-    """An empty database on the session's PostgreSQL (the cache migrates it, as on a first start)."""
-    database = f"corral_deploy_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(postgres_server.dsn, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{database}"')
-    yield postgres_server.dsn_for(database)
-    with psycopg.connect(postgres_server.dsn, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)')
 
 
 def _applied_migrations(dsn: str) -> int:

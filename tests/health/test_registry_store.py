@@ -3,15 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import AsyncIterator
 
 import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from devstack import migrate
-from devstack.postgres import PostgresServer
 from services.health.config import HealthConfig
 from services.health.engine import HealthEngine
 from services.health.prober import Prober
@@ -20,18 +16,10 @@ from services.health.store import MIGRATIONS_DIR, RegistryStore, StoredNode
 
 
 @pytest.fixture
-async def fleet_dsn(postgres_server: PostgresServer) -> AsyncIterator[str]:
+def fleet_dsn(fresh_database: str) -> str:
     """A fresh, migrated database of its own (the registry is one table per database)."""
-    name = f"fleet_{uuid.uuid4().hex[:12]}"
-    async with await psycopg.AsyncConnection.connect(postgres_server.dsn, autocommit=True) as conn:
-        await conn.execute(f"CREATE DATABASE {name}")
-    params = conninfo_to_dict(postgres_server.dsn)
-    params["dbname"] = name
-    dsn = make_conninfo(**params)  # type: ignore[arg-type]
-    await asyncio.to_thread(migrate.apply, dsn, MIGRATIONS_DIR)
-    yield dsn
-    async with await psycopg.AsyncConnection.connect(postgres_server.dsn, autocommit=True) as conn:
-        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    migrate.apply(fresh_database, MIGRATIONS_DIR)
+    return fresh_database
 
 
 async def _rows(dsn: str) -> dict[str, tuple[str, bool]]:

@@ -4,31 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import grpc
 import psycopg
 import pytest
 from corral.v1 import health_service_pb2 as pb
 from corral.v1 import health_service_pb2_grpc
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from devstack.postgres import PostgresServer
 from tests.helpers.procs import ServiceProcess, free_port
-
-
-@pytest.fixture
-async def fleet_dsn(postgres_server: PostgresServer) -> AsyncIterator[str]:
-    """A fresh database of its own (the registry is one table per database)."""
-    name = f"fleet_{uuid.uuid4().hex[:12]}"
-    async with await psycopg.AsyncConnection.connect(postgres_server.dsn, autocommit=True) as conn:
-        await conn.execute(f"CREATE DATABASE {name}")
-    params = conninfo_to_dict(postgres_server.dsn)
-    params["dbname"] = name
-    yield make_conninfo(**params)  # type: ignore[arg-type]
-    async with await psycopg.AsyncConnection.connect(postgres_server.dsn, autocommit=True) as conn:
-        await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def _replica(dsn: str, port: int, nodes: list[dict[str, str]]) -> ServiceProcess:
@@ -69,15 +53,15 @@ async def _until(
         stream.cancel()
 
 
-async def test_changes_through_one_replica_reach_the_other_and_survive_restarts(fleet_dsn: str) -> None:
+async def test_changes_through_one_replica_reach_the_other_and_survive_restarts(fresh_database: str) -> None:
     seed = [
         {"id": "node-1", "address": "http://127.0.0.1:9"},
         {"id": "node-2", "address": "http://127.0.0.1:10"},
     ]
     port_a, port_b = free_port(), free_port()
-    a = await _replica(fleet_dsn, port_a, seed).start()
+    a = await _replica(fresh_database, port_a, seed).start()
     # NOTE: B's configured list differs: it only seeds an empty registry, so B follows A's seed.
-    b = await _replica(fleet_dsn, port_b, [{"id": "other", "address": "http://127.0.0.1:11"}]).start()
+    b = await _replica(fresh_database, port_b, [{"id": "other", "address": "http://127.0.0.1:11"}]).start()
     try:
         async with (
             grpc.aio.insecure_channel(f"127.0.0.1:{port_a}") as chan_a,
@@ -102,7 +86,7 @@ async def test_changes_through_one_replica_reach_the_other_and_survive_restarts(
 
         # A restarted replica keeps the drain, the addition and the removal (the seed is not re-applied).
         await a.terminate()
-        a = await _replica(fleet_dsn, port_a, seed).start()
+        a = await _replica(fresh_database, port_a, seed).start()
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port_a}") as chan_a:
             stub_a = health_service_pb2_grpc.HealthServiceStub(chan_a)
             listed = await stub_a.ListNodes(pb.ListNodesRequest())
@@ -114,7 +98,7 @@ async def test_changes_through_one_replica_reach_the_other_and_survive_restarts(
         await b.kill()
 
 
-async def test_a_replica_without_postgres_serves_its_seed_and_refuses_changes(fleet_dsn: str) -> None:
+async def test_a_replica_without_postgres_serves_its_seed_and_refuses_changes(fresh_database: str) -> None:
     dead = f"postgresql://corral@127.0.0.1:{free_port()}/corral"
     port = free_port()
     proc = await _replica(dead, port, [{"id": "node-1", "address": "http://127.0.0.1:9"}]).start()
@@ -133,13 +117,13 @@ async def test_a_replica_without_postgres_serves_its_seed_and_refuses_changes(fl
         await proc.kill()
 
 
-async def test_a_replica_that_lost_postgres_catches_up_when_it_returns(fleet_dsn: str) -> None:
+async def test_a_replica_that_lost_postgres_catches_up_when_it_returns(fresh_database: str) -> None:
     port = free_port()
-    proc = await _replica(fleet_dsn, port, [{"id": "node-1", "address": "http://127.0.0.1:9"}]).start()
+    proc = await _replica(fresh_database, port, [{"id": "node-1", "address": "http://127.0.0.1:9"}]).start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
             stub = health_service_pb2_grpc.HealthServiceStub(channel)
-            async with await psycopg.AsyncConnection.connect(fleet_dsn, autocommit=True) as conn:
+            async with await psycopg.AsyncConnection.connect(fresh_database, autocommit=True) as conn:
                 # Cut the replica's connections, then change the registry while it is not listening.
                 await conn.execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
