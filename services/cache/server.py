@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import sys
 from dataclasses import dataclass
-from typing import NoReturn
 
 import grpc
 from corral.v1 import cache_service_pb2, cache_service_pb2_grpc
@@ -18,7 +16,7 @@ from services.cache.engine import CacheEngine, StoreAuthError
 from services.cache.exact_store import ExactStore
 from services.cache.semantic_store import SemanticStore
 from services.cache.servicer import CacheServicer
-from services.common.config import load_config_or_exit
+from services.common.config import configuration_error, load_config_or_exit
 from services.common.server import Cleanup, ServiceContext, build_server, run_service, set_serving
 from services.common.settings import SecretError
 
@@ -55,12 +53,6 @@ def build_engine(
     return CacheEngine(cfg, exact, semantic, chosen)
 
 
-def _configuration_error(message: str) -> NoReturn:
-    """One line naming the problem, exit status 2 (as for any other configuration error)."""
-    print(f"corral-cache: configuration error: {message}", file=sys.stderr, flush=True)
-    raise SystemExit(2)
-
-
 async def setup(ctx: ServiceContext) -> Cleanup:
     """Starts the engine (stores that are down leave it degraded, not stopped) and registers the servicer.
 
@@ -72,7 +64,7 @@ async def setup(ctx: ServiceContext) -> Cleanup:
         redis_password = ctx.cfg.redis.resolved_password()
         postgres_password = ctx.cfg.postgres.resolved_password()
     except SecretError as exc:
-        _configuration_error(str(exc))
+        configuration_error("cache", str(exc))
     engine = build_engine(
         cfg,
         ctx.cfg.redis.url,
@@ -84,7 +76,7 @@ async def setup(ctx: ServiceContext) -> Cleanup:
         await engine.start()
     except StoreAuthError as exc:
         await engine.stop()
-        _configuration_error(str(exc))
+        configuration_error("cache", str(exc))
     watch_cache(engine)
     cache_service_pb2_grpc.add_CacheServiceServicer_to_server(CacheServicer(engine), ctx.server)
     logger.info(

@@ -123,9 +123,10 @@ def load_config_or_exit(service: str, path: str | None = None) -> CorralConfig:
     try:
         return load_config(path)
     except ConfigError as exc:
-        _die(service, str(exc))
+        configuration_error(service, str(exc))
 
 
-def _die(service: str, message: str) -> NoReturn:
+def configuration_error(service: str, message: str) -> NoReturn:
+    """One line naming the problem on stderr, then exit status 2 (any configuration a service cannot use)."""
     print(f"corral-{service}: configuration error: {message}", file=sys.stderr, flush=True)
     raise SystemExit(2)
