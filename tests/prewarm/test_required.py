@@ -84,7 +84,7 @@ async def test_missing_models_are_pulled_one_at_a_time_on_serving_nodes_only() -
         "d": node("d", state="UNHEALTHY", healthy=False),
     }
     required.on_scores(None, view)
-    await asyncio.sleep(0.05)
+    await wait_for(lambda: pulls.started, 5, 0.01, what="the first pull")
     states = {s.node_id: s for s in required.states()}
     assert states["a"].state == PRESENT
     assert [s.state for s in (states["b"], states["c"], states["d"])] == [PULLING, "missing", "missing"]
@@ -117,9 +117,10 @@ async def test_a_cancelled_pull_does_not_drop_the_pull_started_after_it_for_the_
     # NOTE: the node leaves the view (its pull is cancelled) and comes back before that task ends.
     required.on_scores(with_b, {})
     required.on_scores({}, with_b)
+    # NOTE: the second pull starts once the cancelled one has left the gate, and so has ended.
     await wait_for(lambda: len(pulls.started) == 2 and pulls.running == 1, 5, 0.01, what="the second pull")
-    await asyncio.sleep(0.05)
     # NOTE: the new pull is still known: a reconcile does not start a third, and close() cancels it.
+    # The pause is the time a wrongly started third pull would need to show in `pulls.started`.
     required.reconcile()
     await asyncio.sleep(0.05)
     assert len(pulls.started) == 2
