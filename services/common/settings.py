@@ -189,6 +189,20 @@ class PostgresConfig(Section):
     password: str = ""
     password_file: str = ""
 
+    def resolved_dsn(self) -> str:
+        """`dsn` with the resolved password in it (the DSN as it is when no password is set).
+
+        Raises:
+            SecretError: See `read_secret`.
+        """
+        password = self.resolved_password()
+        if password is None:
+            return self.dsn
+        # NOTE: imported here so that services without PostgreSQL do not load psycopg at start-up.
+        from psycopg.conninfo import make_conninfo
+
+        return make_conninfo(self.dsn, password=password)
+
     def resolved_password(self) -> str | None:
         """The password to connect with, from `password` or `password_file`; None for the DSN's own.
 

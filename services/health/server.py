@@ -7,10 +7,10 @@ from dataclasses import dataclass
 
 import grpc
 from corral.v1 import health_service_pb2, health_service_pb2_grpc
-from psycopg.conninfo import make_conninfo
 
-from services.common.config import load_config_or_exit
+from services.common.config import configuration_error, load_config_or_exit
 from services.common.server import Cleanup, ServiceContext, build_server, run_service, set_serving
+from services.common.settings import SecretError
 from services.health.collector import watch_health
 from services.health.config import HealthConfig
 from services.health.engine import HealthEngine
@@ -28,9 +28,11 @@ async def setup(ctx: ServiceContext) -> Cleanup:
     cfg = ctx.cfg.health
     engine = HealthEngine(cfg, Prober(cfg.probe_timeout_s))
     if cfg.shared_registry:
-        password = ctx.cfg.postgres.resolved_password()
-        dsn = ctx.cfg.postgres.dsn
-        engine.use_store(make_conninfo(dsn, password=password) if password is not None else dsn)
+        try:
+            dsn = ctx.cfg.postgres.resolved_dsn()
+        except SecretError as exc:
+            configuration_error("health", str(exc))
+        engine.use_store(dsn)
     servicer = HealthServicer(engine)
     health_service_pb2_grpc.add_HealthServiceServicer_to_server(servicer, ctx.server)
     await engine.start()
