@@ -8,6 +8,7 @@ from typing import Any
 
 import grpc
 import pytest
+import pytest_asyncio
 from corral.v1 import cache_service_pb2, cache_service_pb2_grpc, common_pb2, router_service_pb2
 
 from devstack.redis import RedisServer
@@ -23,26 +24,41 @@ from tests.router.stack import (
     start_stack,
 )
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.asyncio(loop_scope="module")]
 
 BYPASS = common_pb2.CachePolicy(mode=common_pb2.CACHE_MODE_BYPASS)
 REFRESH = common_pb2.CachePolicy(mode=common_pb2.CACHE_MODE_REFRESH)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def http_port() -> int:
     return free_port()
 
 
-@pytest.fixture
-async def stack(redis_server: RedisServer, migrated_dsn: str, http_port: int) -> AsyncIterator[Stack]:
-    started = await start_stack(
+async def _start(redis_server: RedisServer, migrated_dsn: str, http_port: int) -> Stack:
+    return await start_stack(
         node_count=2,
         cache_env=redis_cache_env(redis_server.url, migrated_dsn),
         cache_env_from_nodes=embedder_nodes_env,
         # NOTE: outcomes, not the lookup budget, are under test (a loaded machine may be slow).
         router_env={"CORRAL_ROUTER__LOOKUP_BUDGET_MS": "2000", "CORRAL_ROUTER__HTTP_PORT": str(http_port)},
     )
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def stack(redis_server: RedisServer, migrated_dsn: str, http_port: int) -> AsyncIterator[Stack]:
+    """The module's stack: each test embeds texts of its own and compares counters before and after."""
+    started = await _start(redis_server, migrated_dsn, http_port)
+    try:
+        yield started
+    finally:
+        await started.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def own_stack(redis_server: RedisServer, migrated_dsn: str) -> AsyncIterator[Stack]:
+    """A stack of the test's own, for a test that stops its cache."""
+    started = await _start(redis_server, migrated_dsn, free_port())
     try:
         yield started
     finally:
@@ -108,8 +124,9 @@ async def test_partial_hits_send_only_the_misses_and_keep_input_order(stack: Sta
 
 async def test_options_and_dimensions_keep_their_own_vectors(stack: Stack) -> None:
     (text,) = texts(1)
+    stores = (await cache_stats(stack)).embeddings.stores
     full = await stack.stub.Embed(embed([text]), timeout=10)
-    await wait_for(lambda: stored_at_least(stack, 1), timeout_s=10)
+    await wait_for(lambda: stored_at_least(stack, stores + 1), timeout_s=10)
     short = router_service_pb2.EmbedRequest(model=EMBED_MODEL, inputs=[text], dimensions=8)
     reply = await stack.stub.Embed(short, timeout=10)
     assert len(reply.embeddings[0].values) == 8 != len(full.embeddings[0].values)
@@ -166,10 +183,10 @@ async def test_every_http_embedding_endpoint_uses_the_cache(stack: Stack, http_p
     assert outcome == "exact-hit"
 
 
-async def test_embeddings_are_computed_when_the_cache_is_down(stack: Stack) -> None:
-    assert stack.cache is not None
-    await stack.cache.kill()
+async def test_embeddings_are_computed_when_the_cache_is_down(own_stack: Stack) -> None:
+    assert own_stack.cache is not None
+    await own_stack.cache.kill()
     for text in texts(3):
-        reply = await stack.stub.Embed(embed([text]), timeout=10)
+        reply = await own_stack.stub.Embed(embed([text]), timeout=10)
         assert reply.embeddings[0].values and reply.routing.node_id
         assert reply.routing.cache_outcome == common_pb2.CACHE_OUTCOME_DEGRADED
