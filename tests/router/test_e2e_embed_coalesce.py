@@ -9,25 +9,41 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+import pytest_asyncio
 from corral.v1 import router_service_pb2
 
 from tests.router.stack import EMBED_MODEL, Stack, embedding_vectors, node_embeds, start_stack
 
-pytestmark = pytest.mark.timeout(90)
+pytestmark = [pytest.mark.timeout(90), pytest.mark.asyncio(loop_scope="module")]
 
 WINDOW_S = 1.0
 
 
-@pytest.fixture
-async def stack() -> AsyncIterator[Stack]:
+async def _start() -> Stack:
     # NOTE: a long window, so that which calls join a batch does not depend on the machine's load.
-    started = await start_stack(
+    return await start_stack(
         node_count=2,
         router_env={
             "CORRAL_ROUTER__EMBED_COALESCE_SIZE": "5",
             "CORRAL_ROUTER__EMBED_COALESCE_WINDOW_MS": str(int(WINDOW_S * 1000)),
         },
     )
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def stack() -> AsyncIterator[Stack]:
+    """The module's stack: each test embeds texts of its own and counts node calls before and after."""
+    started = await _start()
+    try:
+        yield started
+    finally:
+        await started.close()
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def own_stack() -> AsyncIterator[Stack]:
+    """A stack of the test's own, for a test that makes its nodes fail."""
+    started = await _start()
     try:
         yield started
     finally:
@@ -88,23 +104,23 @@ async def test_a_caller_whose_deadline_is_shorter_than_the_window_is_sent_at_onc
     assert len(reply.embeddings) == 1 and reply.embeddings[0].values
 
 
-async def test_a_node_error_reaches_every_caller_of_the_batch(stack: Stack) -> None:
+async def test_a_node_error_reaches_every_caller_of_the_batch(own_stack: Stack) -> None:
     batch = texts(3)
-    expected = embedding_vectors(await stack.stub.Embed(embed(*batch, *texts(2)), timeout=10))[:3]
-    first, second = stack.nodes[0].node_id, stack.nodes[1].node_id
+    expected = embedding_vectors(await own_stack.stub.Embed(embed(*batch, *texts(2)), timeout=10))[:3]
+    first, second = own_stack.nodes[0].node_id, own_stack.nodes[1].node_id
     # One node failing: the batch fails over, and every caller still gets its own vector.
-    await stack.set_fault(first, error_rate=1.0)
-    replies = await asyncio.gather(*(stack.stub.Embed(embed(t), timeout=10) for t in batch))
+    await own_stack.set_fault(first, error_rate=1.0)
+    replies = await asyncio.gather(*(own_stack.stub.Embed(embed(t), timeout=10) for t in batch))
     assert [embedding_vectors(r) for r in replies] == [[v] for v in expected]
     # Both failing: every caller gets an error, none a vector.
-    await stack.set_fault(second, error_rate=1.0)
+    await own_stack.set_fault(second, error_rate=1.0)
     try:
         results = await asyncio.gather(
-            *(stack.stub.Embed(embed(t), timeout=10) for t in batch), return_exceptions=True
+            *(own_stack.stub.Embed(embed(t), timeout=10) for t in batch), return_exceptions=True
         )
     finally:
-        await stack.set_fault(first, error_rate=0.0)
-        await stack.set_fault(second, error_rate=0.0)
+        await own_stack.set_fault(first, error_rate=0.0)
+        await own_stack.set_fault(second, error_rate=0.0)
     assert all(isinstance(r, grpc.aio.AioRpcError) for r in results), results
 
 
