@@ -17,7 +17,6 @@ from services.router.model_admin import ModelAdmin
 from services.router.scores import NodeView, ScoreBoard
 from services.router.transport import NodeTransport
 from sim.node import SimNode
-from tests.helpers.simnodes import make_node  # noqa: F401 - fixture
 from tests.http.fake_core import FakeCore
 from tests.security.helpers import ADMIN_KEY, TENANT_A_KEY, key_entries
 
@@ -56,13 +55,13 @@ async def _serve(factory: Callable[..., Any], auth: Authenticator | None) -> Asy
 
 
 @pytest.fixture
-async def fleet(make_node: Callable[..., Any]) -> AsyncIterator[Fleet]:  # noqa: F811
+async def fleet(make_node: Callable[..., Any]) -> AsyncIterator[Fleet]:
     async for f in _serve(make_node, None):
         yield f
 
 
 @pytest.fixture
-async def secured(make_node: Callable[..., Any]) -> AsyncIterator[Fleet]:  # noqa: F811
+async def secured(make_node: Callable[..., Any]) -> AsyncIterator[Fleet]:
     async for f in _serve(make_node, Authenticator(key_entries())):
         yield f
 
