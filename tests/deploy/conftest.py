@@ -1,4 +1,5 @@
-"""Builds the container image's Python environment once per session, by replaying the Dockerfile."""
+"""The deployment tests' inputs: the example overlay rendered, and the image's Python environment
+(built once per session, by replaying the Dockerfile)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.deploy.dockerfile import Replay, Stage, parse
+from tests.deploy.render import EXAMPLE_OVERLAY, copy_kubernetes, kustomize
 from tests.helpers.procs import ROOT
 
 # NOTE: the container paths of the image's venv and build folder; the replay maps them to temp folders.
@@ -108,3 +111,9 @@ def image_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ImageEnv]:
     yield ImageEnv(
         venv=venv, python=venv / "bin" / "python", workdir=workdir, builder=builder, final=stages[-1]
     )
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    """The example overlay as `kubectl kustomize` renders it, its `*.example` placeholder secrets in place."""
+    return kustomize(copy_kubernetes(tmp_path_factory.mktemp("k8s")) / EXAMPLE_OVERLAY)

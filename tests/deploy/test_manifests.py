@@ -11,7 +11,6 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
 from tests.deploy.render import (
@@ -28,11 +27,6 @@ from tests.helpers.procs import ROOT
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "corral.json"
 SCRAPE = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 CORRAL_SERVICES = ("router", "cache", "health", "prewarm")
-
-
-@pytest.fixture(scope="module")
-def rendered(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
-    return kustomize(copy_kubernetes(tmp_path_factory.mktemp("k8s")) / EXAMPLE_OVERLAY)
 
 
 def test_every_statefulset_is_governed_by_a_headless_service(rendered: list[dict[str, Any]]) -> None:

@@ -11,11 +11,8 @@ from typing import Any
 import pytest
 
 from tests.deploy.render import (
-    EXAMPLE_OVERLAY,
     by_kind,
     compose_config,
-    copy_kubernetes,
-    kustomize,
     pod_templates,
 )
 from tests.helpers.procs import ROOT
@@ -50,13 +47,6 @@ TABLE_HEADER = "| to | port | from, on Kubernetes | published on the host by com
 # compose services that may publish on every interface by default.
 PUBLIC = {"router"}
 PROFILE_SETS = [(), ("gpu",), ("sim",), ("ollama", "tracing", "metrics"), ("gpu", "tracing", "metrics")]
-
-
-@pytest.fixture(scope="module")
-def rendered(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
-    """The example overlay as `kubectl kustomize` renders it (with its placeholder secrets)."""
-    copy = copy_kubernetes(tmp_path_factory.mktemp("k8s"))
-    return kustomize(copy / EXAMPLE_OVERLAY)
 
 
 def _matches(selector: dict[str, Any], labels: dict[str, str]) -> bool:

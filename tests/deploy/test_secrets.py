@@ -44,12 +44,6 @@ def _git(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
 
 
-@pytest.fixture(scope="module")
-def placeholders(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
-    """The example overlay rendered with its `*.example` placeholders copied into place unchanged."""
-    return kustomize(copy_kubernetes(tmp_path_factory.mktemp("k8s")) / EXAMPLE_OVERLAY)
-
-
 def _secret_value(rendered: list[dict[str, Any]], name: str, key: str) -> str:
     (secret,) = [s for n, s in by_kind(rendered, "Secret").items() if n.rsplit("-", 1)[0] == name]
     return base64.b64decode(secret["data"][key]).decode()
@@ -105,10 +99,10 @@ def test_example_overlay_does_not_build_without_its_secret_files(tmp_path: Path)
 
 
 def test_placeholders_stop_the_stores_naming_what_to_set(
-    placeholders: list[dict[str, Any]], tmp_path: Path
+    rendered: list[dict[str, Any]], tmp_path: Path
 ) -> None:
     templates = {
-        t["metadata"]["labels"]["app.kubernetes.io/name"]: t for t in pod_templates(placeholders).values()
+        t["metadata"]["labels"]["app.kubernetes.io/name"]: t for t in pod_templates(rendered).values()
     }
     scripts = {name: _check_secret(templates[name])["args"] for name in ("redis", "postgres")}
     assert scripts["redis"] == scripts["postgres"], "one check-secret script for both stores"
@@ -122,7 +116,7 @@ def test_placeholders_stop_the_stores_naming_what_to_set(
         assert env["SECRET_SOURCE"] == f"secrets/{store}-password"
         assert init["securityContext"]["runAsNonRoot"] is True
         value = tmp_path / f"{store}-password"
-        for text in (_secret_value(placeholders, secret, "password"), "", "change-me\n"):
+        for text in (_secret_value(rendered, secret, "password"), "", "change-me\n"):
             value.write_text(text, encoding="utf-8")
             done = _run_check(init, value)
             assert done.returncode == 1, (store, text, done.stderr)
@@ -134,16 +128,16 @@ def test_placeholders_stop_the_stores_naming_what_to_set(
     # The Corral services refuse the same placeholders at start-up (exit status 2, the setting named):
     # the keys placeholder lists no keys, the others are placeholders.
     keys = tmp_path / "api-keys.yaml"
-    keys.write_text(_secret_value(placeholders, "corral-api-keys", "api-keys.yaml"), encoding="utf-8")
+    keys.write_text(_secret_value(rendered, "corral-api-keys", "api-keys.yaml"), encoding="utf-8")
     with pytest.raises(AuthSetupError, match="no keys are configured"):
         build_authenticator(AuthConfig(enabled=True, keys_file=str(keys)))
     key = tmp_path / "service-key"
-    key.write_text(_secret_value(placeholders, "corral-service-key", "service-key"), encoding="utf-8")
+    key.write_text(_secret_value(rendered, "corral-service-key", "service-key"), encoding="utf-8")
     with pytest.raises(AuthSetupError, match=r"auth.service_key_file .* placeholder"):
         service_key(AuthConfig(service_key_file=str(key)))
     for section, secret in ((RedisConfig, "corral-redis"), (PostgresConfig, "corral-postgres")):
         file = tmp_path / secret
-        file.write_text(_secret_value(placeholders, secret, "password"), encoding="utf-8")
+        file.write_text(_secret_value(rendered, secret, "password"), encoding="utf-8")
         with pytest.raises(SecretError, match=r"password_file .* placeholder.*--kubernetes"):
             section(password_file=str(file)).resolved_password()
 
@@ -168,10 +162,10 @@ def test_make_compose_keys_fills_the_overlay_and_keeps_the_passwords(tmp_path: P
 
 
 def test_only_the_stores_the_cache_and_health_get_the_store_passwords(
-    placeholders: list[dict[str, Any]],
+    rendered: list[dict[str, Any]],
 ) -> None:
     seen: dict[str, set[str]] = {name: set() for name in STORE_SECRETS}
-    for template in pod_templates(placeholders).values():
+    for template in pod_templates(rendered).values():
         pod = template["metadata"]["labels"]["app.kubernetes.io/name"]
         text = yaml.safe_dump(template["spec"])
         for secret in STORE_SECRETS:
@@ -179,7 +173,7 @@ def test_only_the_stores_the_cache_and_health_get_the_store_passwords(
                 seen[secret].add(pod)
     assert seen == STORE_SECRETS
     # The cache reads both as files, never from an environment variable or the DSN.
-    deployments = by_kind(placeholders, "Deployment")
+    deployments = by_kind(rendered, "Deployment")
     cache = deployments["cache"]["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e.get("value") for e in cache["env"]}
     assert env["CORRAL_REDIS__PASSWORD_FILE"] == "/etc/corral-secrets/redis-password"
@@ -192,7 +186,7 @@ def test_only_the_stores_the_cache_and_health_get_the_store_passwords(
     assert '--requirepass "$password"' in redis["args"][0]
     assert 'password="$(cat /etc/redis-secret/password)"' in redis["args"][0]
     assert "REDISCLI_AUTH" in " ".join(redis["readinessProbe"]["exec"]["command"])
-    postgres = by_kind(placeholders, "StatefulSet")["postgres"]["spec"]["template"]["spec"]["containers"][0]
+    postgres = by_kind(rendered, "StatefulSet")["postgres"]["spec"]["template"]["spec"]["containers"][0]
     pg_env = {e["name"]: e for e in postgres["env"]}
     assert pg_env["POSTGRES_PASSWORD_FILE"]["value"] == "/etc/postgres-secret/password"
     assert "POSTGRES_PASSWORD" not in pg_env
