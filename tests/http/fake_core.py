@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from typing import Any
 
 from corral.v1 import common_pb2 as cpb
@@ -10,6 +11,12 @@ from corral.v1 import router_service_pb2 as rpb
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from services.common import errors
+from services.common.auth import Authenticator
+from services.router.config import RouterConfig
+from services.router.http.app import start_http_server
+from services.router.model_admin import ModelAdmin
+from services.router.scores import NodeView, ScoreBoard
+from services.router.transport import NodeTransport
 
 MODELS = ("llama3.2:1b", "nomic-embed-text:latest")
 
@@ -190,3 +197,25 @@ class FakeCore:
         if request.loaded_only:
             models = [m for m in models if any(p.loaded for p in m.placements)]
         return rpb.ListModelsResponse(models=models)
+
+
+@asynccontextmanager
+async def model_admin_server(
+    nodes: Iterable[NodeView], auth: Authenticator | None = None, *, pull_read_timeout_s: float = 10
+) -> AsyncIterator[str]:
+    """The router's HTTP API on a free port, its model management fanned out to `nodes` (a real
+    ModelAdmin and NodeTransport; the rest is FakeCore's); yields the API's base URL."""
+    board = ScoreBoard()
+    board.use_static(nodes)
+    transport = NodeTransport()
+    await transport.start()
+    core = FakeCore()
+    core.model_admin = ModelAdmin(board, transport, parallel=2, pull_read_timeout_s=pull_read_timeout_s)  # type: ignore[attr-defined]
+    try:
+        runner, port = await start_http_server(core, RouterConfig(http_port=0), auth)
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            await runner.cleanup()
+    finally:
+        await transport.close()

@@ -8,16 +8,11 @@ from typing import Any
 import aiohttp
 import ollama
 import pytest
-from aiohttp import web
 
 from services.common.auth import Authenticator
-from services.router.config import RouterConfig
-from services.router.http.app import start_http_server
-from services.router.model_admin import ModelAdmin
-from services.router.scores import NodeView, ScoreBoard
-from services.router.transport import NodeTransport
+from services.router.scores import NodeView
 from sim.node import SimNode
-from tests.http.fake_core import FakeCore
+from tests.http.fake_core import model_admin_server
 from tests.security.helpers import ADMIN_KEY, TENANT_A_KEY, key_entries
 
 NEW_MODEL = "qwen2.5:0.5b"
@@ -36,22 +31,12 @@ class Fleet:
 
 async def _serve(factory: Callable[..., Any], auth: Authenticator | None) -> AsyncIterator[Fleet]:
     nodes: list[SimNode] = [await factory(name=f"node-{i}") for i in (1, 2, 3)]
-    board = ScoreBoard()
-    board.use_static(
+    views = [
         NodeView(node_id=f"node-{i}", address=n.url, labels={"gpu": "a10" if i < 3 else "t4"})
         for i, n in enumerate(nodes, start=1)
-    )
-    transport = NodeTransport()
-    await transport.start()
-    core = FakeCore()
-    core.model_admin = ModelAdmin(board, transport, parallel=2, pull_read_timeout_s=10)  # type: ignore[attr-defined]
-    runner: web.AppRunner
-    runner, port = await start_http_server(core, RouterConfig(http_port=0), auth)
-    try:
-        yield Fleet(nodes, f"http://127.0.0.1:{port}")
-    finally:
-        await runner.cleanup()
-        await transport.close()
+    ]
+    async with model_admin_server(views, auth) as base_url:
+        yield Fleet(nodes, base_url)
 
 
 @pytest.fixture

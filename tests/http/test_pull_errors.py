@@ -11,12 +11,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from services.router.config import RouterConfig
-from services.router.http.app import start_http_server
-from services.router.model_admin import ModelAdmin, says_model_missing
-from services.router.scores import NodeView, ScoreBoard
-from services.router.transport import NodeTransport
-from tests.http.fake_core import FakeCore
+from services.router.model_admin import says_model_missing
+from services.router.scores import NodeView
+from tests.http.fake_core import model_admin_server
 
 MISSING = "pull model manifest: file does not exist"
 OUTAGE = (
@@ -52,18 +49,10 @@ async def _fleet(errors: list[str]) -> AsyncIterator[str]:
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         runners.append(runner)
         views.append(NodeView(node_id=f"node-{i}", address=f"http://127.0.0.1:{port}"))
-    board = ScoreBoard()
-    board.use_static(views)
-    transport = NodeTransport()
-    await transport.start()
-    core = FakeCore()
-    core.model_admin = ModelAdmin(board, transport, parallel=2, pull_read_timeout_s=5)  # type: ignore[attr-defined]
-    http, http_port = await start_http_server(core, RouterConfig(http_port=0), None)
     try:
-        yield f"http://127.0.0.1:{http_port}"
+        async with model_admin_server(views, pull_read_timeout_s=5) as base_url:
+            yield base_url
     finally:
-        await http.cleanup()
-        await transport.close()
         for runner in runners:
             await runner.cleanup()
 
