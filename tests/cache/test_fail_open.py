@@ -204,11 +204,14 @@ async def test_redis_dropping_connections_mid_run_fails_open(own_state: Path) ->
         for _ in range(rounds):
             # NOTE: SKIPME (the default) keeps this admin connection; every other client is dropped.
             await admin.client_kill_filter(_type="normal")
+            # NOTE: the pause is the disturbance's rhythm: the cache reconnects between two rounds,
+            # so each round drops connections in use, not only ones already dead.
             await asyncio.sleep(0.02)
 
     async def refuse_for(seconds: float) -> None:
         await admin.config_set("requirepass", "another-password")
         await admin.client_kill_filter(_type="normal")
+        # NOTE: the outage's length is the thing: lookups run against the refusing Redis meanwhile.
         await asyncio.sleep(seconds)
         await admin.config_set("requirepass", PASSWORD)
 
