@@ -23,7 +23,6 @@ LITELLM_VERSION = "1.108.7"
 LITELLM_VENV = ROOT / "bench" / ".venv-litellm"
 LITELLM_KEY = "sk-corral-bench"
 LITELLM_STRATEGIES = ("simple-shuffle", "least-busy", "latency-based-routing", "usage-based-routing-v2")
-CORRAL_STRATEGIES = ("p2c_ect", "round_robin", "least_inflight", "random", "ect")
 _ADMIN = re.compile(r"admin (\d+)")
 
 # NOTE: what a user would set for a small fleet, written down in docs/benchmarks.md. LiteLLM: two
