@@ -122,7 +122,8 @@ async def test_partial_hits_send_only_the_misses_and_keep_input_order(stack: Sta
     assert await node_embeds(stack) == calls_before
 
 
-async def test_options_and_dimensions_keep_their_own_vectors(stack: Stack) -> None:
+async def test_other_dimensions_keep_their_own_vectors(stack: Stack) -> None:
+    # NOTE: the options' part of the key is checked on the cache itself (tests/cache/test_embeddings.py).
     (text,) = texts(1)
     stores = (await cache_stats(stack)).embeddings.stores
     full = await stack.stub.Embed(embed([text]), timeout=10)
