@@ -173,11 +173,25 @@ async def test_openai_tools_reasoning_and_completions(agent_node: SimNode) -> No
 
 
 async def test_tools_on_a_model_without_tools_is_refused(make_node: Callable[..., Any]) -> None:
-    node: SimNode = await make_node(models=["mistral:7b", "nomic-embed-text:v1.5"])
+    # NOTE: every built-in completion model can call tools; this one completes text and nothing else.
+    plain = {"name": "plain:1b", "size_bytes": 1_000_000_000, "capabilities": ["completion"]}
+    node: SimNode = await make_node(models=["mistral:7b", "nomic-embed-text:v1.5", plain])
     async with aiohttp.ClientSession() as http:
         body = {"model": "nomic-embed-text:v1.5", "prompt": "x", "stream": False}
         async with http.post(f"{node.url}/v1/completions", json={**body}) as resp:
             assert resp.status == 400
+        tool: dict[str, Any] = {"type": "function", **WEATHER_TOOL["function"]}
+        question = [{"role": "user", "content": "What is the weather in Tokyo?"}]
+        for path, request in (
+            ("/api/chat", {"messages": question, "tools": [WEATHER_TOOL], "stream": False}),
+            ("/v1/chat/completions", {"messages": question, "tools": [WEATHER_TOOL]}),
+            ("/v1/responses", {"input": question, "tools": [tool]}),
+        ):
+            async with http.post(f"{node.url}{path}", json={"model": "plain:1b", **request}) as resp:
+                assert resp.status == 400, (path, await resp.text())
+                assert "does not support tools" in await resp.text(), path
+            async with http.post(f"{node.url}{path}", json={"model": "mistral:7b", **request}) as resp:
+                assert resp.status == 200, (path, await resp.text())
 
 
 async def test_openai_responses_api(agent_node: SimNode) -> None:
