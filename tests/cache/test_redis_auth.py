@@ -7,8 +7,6 @@ refuses the password mid-run fails open instead: tests/cache/test_fail_open.py.)
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import grpc
@@ -23,7 +21,7 @@ from services.cache.engine import StoreAuthError
 from services.cache.server import start_in_process
 from services.common.settings import PostgresConfig, RedisConfig, SecretError, read_secret
 from tests.cache.helpers import gen, lookup, make_config, store
-from tests.helpers.procs import ROOT, ServiceProcess, base_env, free_port
+from tests.helpers.procs import ServiceProcess, configuration_error_of, free_port
 
 TENANT = "redis-auth"
 PLACEHOLDER = "REPLACE-ME-run-python-m-scripts.make_compose_keys--kubernetes\n"
@@ -67,23 +65,6 @@ async def test_cache_process_uses_the_password_file(
         await proc.terminate()
 
 
-def _start_fails(env: dict[str, str]) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "services.cache"],
-        env=base_env(env),
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 2, done.stdout + done.stderr
-    prefix = "corral-cache: configuration error:"
-    lines = [line for line in done.stderr.splitlines() if line.startswith(prefix)]
-    assert len(lines) == 1, done.stderr
-    return lines[0]
-
-
 @pytest.mark.parametrize(
     ("setting", "expected"),
     [
@@ -106,7 +87,7 @@ def test_a_password_redis_refuses_is_a_clear_start_up_error(
         "both": {"CORRAL_REDIS__PASSWORD": "a", "CORRAL_REDIS__PASSWORD_FILE": str(file)},
     }[setting]
     file.write_text(PLACEHOLDER, encoding="utf-8")
-    line = _start_fails(_cache_env(redis_server, **extra))
+    line = configuration_error_of("cache", _cache_env(redis_server, **extra))
     for fragment in expected:
         assert fragment in line, line
     assert not redis_server.password or redis_server.password not in line

@@ -7,6 +7,7 @@ import contextlib
 import os
 import re
 import signal
+import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -68,6 +69,28 @@ async def run_cli(env: Mapping[str, str], *args: str, stdin: bytes = b"") -> tup
         raise
     assert proc.returncode is not None
     return proc.returncode, out.decode(), err.decode()
+
+
+def configuration_error_of(service: str, env: Mapping[str, str]) -> str:
+    """Starts `services.<service>` with `env`, expects it to refuse its configuration, returns the line.
+
+    The service must exit with status 2 and print exactly one `corral-<service>: configuration
+    error:` line on stderr, as every service does for a configuration it cannot use.
+    """
+    done = subprocess.run(
+        [sys.executable, "-m", f"services.{service}"],
+        env=base_env(env),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    prefix = f"corral-{service}: configuration error:"
+    lines = [line for line in done.stderr.splitlines() if line.startswith(prefix)]
+    assert len(lines) == 1, done.stderr
+    return lines[0]
 
 
 class ServiceProcess:
