@@ -90,6 +90,10 @@ class PrewarmConfig(ServiceConfig):
         pull_read_timeout_s: A pull fails when its node sends no progress for this long.
         pull_retry_s: A failed pull is tried again after this long; also how long a finished pull
             waits for health's /api/tags probe to list the model.
+        leader_election: Elect one acting replica through a PostgreSQL session advisory lock (the
+            `postgres` section); the others stand by. Off, this replica acts alone: run exactly one.
+        leader_lease_s: A leader that cannot confirm its lock for this long stops acting, and PostgreSQL
+            ends its session (idle_session_timeout) so that a standby takes over.
     """
 
     port: int = 50054
@@ -116,6 +120,8 @@ class PrewarmConfig(ServiceConfig):
     pull_concurrency: int = Field(default=1, ge=1)
     pull_read_timeout_s: float = Field(default=300.0, gt=0)
     pull_retry_s: float = Field(default=30.0, gt=0)
+    leader_election: bool = False
+    leader_lease_s: float = Field(default=10.0, ge=1.0)
 
     @field_validator("max_loaded_models")
     @classmethod
