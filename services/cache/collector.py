@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from services.cache.keys import SKIP_CATEGORIES
 from services.common import collectors
 
 if TYPE_CHECKING:
@@ -47,6 +48,15 @@ class CacheCollector(Collector):
         for reason, count in sorted(s.guard_reasons.items()):
             guard.add_metric([reason], count)
         yield guard
+        skips = CounterMetricFamily(
+            "corral_cache_semantic_skips",
+            "Lookups that skipped the semantic tier (or every tier), by reason: mode, policy_never, "
+            "temperature, no_question, disabled.",
+            labels=["reason"],
+        )
+        for category in SKIP_CATEGORIES:
+            skips.add_metric([category], s.semantic_skips[category])
+        yield skips
         yield CounterMetricFamily(
             "corral_cache_coalesced_lookups",
             "Lookups answered by an identical request in flight.",

@@ -45,6 +45,7 @@ class LookupResult:
     similarity: float = 0.0
     flight_token: str = ""
     guard_reason: str = ""
+    reason: str = ""
 
 
 @dataclass(slots=True)
@@ -70,6 +71,13 @@ class _Candidates:
 class _Trace:
     degraded: bool = False
     guard_reason: str = ""
+    # NOTE: what each tier did, for the answer's reason.
+    exact: str = ""
+    semantic: str = ""
+
+    def reason(self, skip: str) -> str:
+        """ "exact miss; semantic skipped: ...": the parts in tier order, the plan's skip last."""
+        return "; ".join(part for part in (self.exact, self.semantic, skip) if part)
 
 
 def _refusal(exc: AuthenticationError, has_password: bool) -> str:
@@ -311,9 +319,13 @@ class CacheEngine:
         still wins, and the semantic query it made moot finishes in the background without being
         counted as a semantic hit or miss (only its breaker learns from it).
         """
+        if plan.skip_category:
+            self.stats.semantic_skips[plan.skip_category] += 1
         if not plan.looks_up:
             self.stats.bypassed += 1
-            return LookupResult(outcome=common_pb2.CACHE_OUTCOME_BYPASS, key=view.exact_key)
+            return LookupResult(
+                outcome=common_pb2.CACHE_OUTCOME_BYPASS, key=view.exact_key, reason=plan.skip_reason
+            )
         loop = asyncio.get_running_loop()
         deadline = loop.time() + budget_s - self.cfg.deadline_margin_ms / 1000
         trace = _Trace()
@@ -329,7 +341,10 @@ class CacheEngine:
                 if pending is not None:
                     self._leave_running(pending)
                 return LookupResult(
-                    outcome=common_pb2.CACHE_OUTCOME_EXACT_HIT, key=view.exact_key, entry=entry
+                    outcome=common_pb2.CACHE_OUTCOME_EXACT_HIT,
+                    key=view.exact_key,
+                    entry=entry,
+                    reason="exact hit",
                 )
         if text is not None:
             if pending is None:
@@ -343,16 +358,23 @@ class CacheEngine:
             found = await self._lookup_semantic(text, pending, trace)
             if found is not None:
                 entry, similarity = found
+                trace.semantic = f"semantic hit: similarity {similarity:.2f}"
                 return LookupResult(
                     outcome=common_pb2.CACHE_OUTCOME_SEMANTIC_HIT,
                     key=view.exact_key,
                     entry=entry,
                     similarity=similarity,
+                    reason=trace.reason(""),
                 )
         if trace.degraded:
             self.stats.degraded_lookups += 1
         miss = common_pb2.CACHE_OUTCOME_DEGRADED if trace.degraded else common_pb2.CACHE_OUTCOME_MISS
-        result = LookupResult(outcome=miss, key=view.exact_key, guard_reason=trace.guard_reason)
+        result = LookupResult(
+            outcome=miss,
+            key=view.exact_key,
+            guard_reason=trace.guard_reason,
+            reason=trace.reason(plan.skip_reason),
+        )
         if not single_flight:
             return result
         ticket = self.flights.join(view.exact_key)
@@ -369,7 +391,10 @@ class CacheEngine:
                 if shared is not None:
                     self.stats.coalesced += 1
                     return LookupResult(
-                        outcome=common_pb2.CACHE_OUTCOME_COALESCED, key=view.exact_key, entry=shared
+                        outcome=common_pb2.CACHE_OUTCOME_COALESCED,
+                        key=view.exact_key,
+                        entry=shared,
+                        reason=f"{result.reason}; coalesced with an identical request",
                     )
         return result
 
@@ -380,6 +405,7 @@ class CacheEngine:
         timeout_s = min(self.cfg.redis_timeout_ms / 1000, deadline - loop.time())
         if timeout_s <= 0 or not self.exact_breaker.allow():
             trace.degraded = True
+            trace.exact = "exact tier unavailable"
             return None
         started = time.perf_counter()
         try:
@@ -388,6 +414,7 @@ class CacheEngine:
             if not _blame(self.exact_breaker, exc, caller_bound=timeout_s < self.cfg.redis_timeout_ms / 1000):
                 self._check_soon("redis", self._probe_exact)
             trace.degraded = True
+            trace.exact = "exact tier unavailable"
             logger.debug("exact lookup failed: %r", exc)
             return None
         self.exact_breaker.success()
@@ -396,6 +423,7 @@ class CacheEngine:
         entry = self._decode(raw) if raw is not None else None
         if entry is None or not _fresh(entry, plan.max_age_s, now):
             counters.misses += 1
+            trace.exact = "exact miss"
             return None
         counters.hits += 1
         return entry
@@ -446,6 +474,7 @@ class CacheEngine:
         nearest = await pending
         if nearest is None:
             trace.degraded = True
+            trace.semantic = "semantic tier unavailable"
             return None
         counters = self.stats.semantic
         found = self._first_accepted(text, nearest.candidates, trace)
@@ -453,6 +482,7 @@ class CacheEngine:
         counters.latencies_ms.append((time.perf_counter() - nearest.started) * 1000)
         if found is None:
             counters.misses += 1
+            trace.semantic = self._miss_reason(nearest.candidates, trace)
             return None
         counters.hits += 1
         self._hits[found[0]] += 1
@@ -485,6 +515,17 @@ class CacheEngine:
             if entry is not None:
                 return candidate.id, entry, candidate.similarity
         return None
+
+    def _miss_reason(self, candidates: list[Candidate], trace: _Trace) -> str:
+        """Why no candidate was served: the guard refused one, or none was similar enough."""
+        if trace.guard_reason:
+            return f"semantic refused by guard: {trace.guard_reason}"
+        if not candidates:
+            return "semantic miss: no stored entry"
+        best = candidates[0].similarity
+        if best >= self.threshold:
+            return "semantic miss: stored entry unreadable"
+        return f"semantic miss: best similarity {best:.2f} below {self.threshold:.2f}"
 
     def _vector_at_hand(self, text: str, given: Vector | None) -> bool:
         """True when the request's vector needs no embedding call (given by the caller, or remembered)."""

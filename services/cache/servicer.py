@@ -71,6 +71,7 @@ class CacheServicer(cache_service_pb2_grpc.CacheServiceServicer):
             default_ttl_s=self._cfg.default_ttl_s,
             max_ttl_s=self._cfg.max_ttl_s,
             semantic_enabled=self._cfg.semantic_enabled,
+            rule=self._cfg.semantic_policy.resolve(view.tenant, view.model),
         )
 
     def _budget_s(self, context: grpc.aio.ServicerContext) -> float:
@@ -103,6 +104,7 @@ class CacheServicer(cache_service_pb2_grpc.CacheServiceServicer):
             key=result.key,
             flight_token=result.flight_token,
             guard_reason=result.guard_reason,
+            reason=result.reason,
         )
         return reply, result
 
@@ -190,6 +192,7 @@ class CacheServicer(cache_service_pb2_grpc.CacheServiceServicer):
             semantic_degraded=report.semantic_degraded,
             embedder=report.embedder,
             embeddings=_tier(TierReport(self._engine.stats.embeddings, 0, 0)),
+            semantic_skips=dict(self._engine.stats.semantic_skips),
         )
 
     def _scope(self, key: pb.EmbeddingKey, inputs: Sequence[str]) -> EmbeddingScope:

@@ -37,3 +37,5 @@ class CacheStats:
     guard_reasons: Counter[str] = field(default_factory=Counter)
     degraded_lookups: int = 0
     bypassed: int = 0
+    # NOTE: lookups that skipped the semantic tier (or every tier), by keys.SKIP_CATEGORIES.
+    semantic_skips: Counter[str] = field(default_factory=Counter)

@@ -285,6 +285,7 @@ class LookupResponse(_message.Message):
     KEY_FIELD_NUMBER: _builtins.int
     FLIGHT_TOKEN_FIELD_NUMBER: _builtins.int
     GUARD_REASON_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
     hit: _builtins.bool
     """True when an answer was found."""
     outcome: _common_pb2.CacheOutcome.ValueType
@@ -297,6 +298,10 @@ class LookupResponse(_message.Message):
     """On a miss with single_flight: the lease this caller holds as leader."""
     guard_reason: _builtins.str
     """Why the semantic tier refused its nearest candidate, when the guard did (for example "number")."""
+    reason: _builtins.str
+    """Why the lookup missed or skipped a tier, short and ASCII, for example "exact miss; semantic
+    skipped: temperature 0.8 above policy max 0.3 (model llama3.2:1b)" or "exact hit".
+    """
     @_builtins.property
     def entry(self) -> Global___CacheEntry:
         """The cached answer on a hit."""
@@ -311,10 +316,11 @@ class LookupResponse(_message.Message):
         key: _builtins.str = ...,
         flight_token: _builtins.str = ...,
         guard_reason: _builtins.str = ...,
+        reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "flight_token", b"flight_token", "guard_reason", b"guard_reason", "hit", b"hit", "key", b"key", "outcome", b"outcome", "similarity", b"similarity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "flight_token", b"flight_token", "guard_reason", b"guard_reason", "hit", b"hit", "key", b"key", "outcome", b"outcome", "reason", b"reason", "similarity", b"similarity"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -636,6 +642,26 @@ class StatsResponse(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class SemanticSkipsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     EXACT_FIELD_NUMBER: _builtins.int
     SEMANTIC_FIELD_NUMBER: _builtins.int
     COALESCED_FIELD_NUMBER: _builtins.int
@@ -645,6 +671,7 @@ class StatsResponse(_message.Message):
     SEMANTIC_DEGRADED_FIELD_NUMBER: _builtins.int
     EMBEDDER_FIELD_NUMBER: _builtins.int
     EMBEDDINGS_FIELD_NUMBER: _builtins.int
+    SEMANTIC_SKIPS_FIELD_NUMBER: _builtins.int
     coalesced: _builtins.int
     """Lookups that were answered by waiting on an identical in-flight request."""
     guard_rejections: _builtins.int
@@ -669,6 +696,12 @@ class StatsResponse(_message.Message):
     def embeddings(self) -> Global___TierStats:
         """The embedding cache (per-text vectors of Embed requests): hits and misses count texts."""
 
+    @_builtins.property
+    def semantic_skips(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Lookups that skipped the semantic tier (or every tier), by category: mode, policy_never,
+        temperature, no_question, disabled.
+        """
+
     def __init__(
         self,
         *,
@@ -681,10 +714,11 @@ class StatsResponse(_message.Message):
         semantic_degraded: _builtins.bool = ...,
         embedder: _builtins.str = ...,
         embeddings: Global___TierStats | None = ...,
+        semantic_skips: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["embeddings", b"embeddings", "exact", b"exact", "semantic", b"semantic"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["coalesced", b"coalesced", "degraded_lookups", b"degraded_lookups", "embedder", b"embedder", "embeddings", b"embeddings", "exact", b"exact", "exact_degraded", b"exact_degraded", "guard_rejections", b"guard_rejections", "semantic", b"semantic", "semantic_degraded", b"semantic_degraded"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["coalesced", b"coalesced", "degraded_lookups", b"degraded_lookups", "embedder", b"embedder", "embeddings", b"embeddings", "exact", b"exact", "exact_degraded", b"exact_degraded", "guard_rejections", b"guard_rejections", "semantic", b"semantic", "semantic_degraded", b"semantic_degraded", "semantic_skips", b"semantic_skips"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -30,7 +30,9 @@ class _CacheMode:
 class _CacheModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CacheMode.ValueType], _builtins.type):
     DESCRIPTOR: _descriptor.EnumDescriptor
     CACHE_MODE_UNSPECIFIED: _CacheMode.ValueType  # 0
-    """Server default: exact tier always, semantic tier for deterministic requests."""
+    """Server default: exact tier always, semantic tier as the operator's policy allows (by default for
+    deterministic requests).
+    """
     CACHE_MODE_BYPASS: _CacheMode.ValueType  # 1
     """Neither look up nor store."""
     CACHE_MODE_REFRESH: _CacheMode.ValueType  # 2
@@ -38,13 +40,17 @@ class _CacheModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CacheMode.V
     CACHE_MODE_EXACT: _CacheMode.ValueType  # 3
     """Use the exact tier only."""
     CACHE_MODE_SEMANTIC: _CacheMode.ValueType  # 4
-    """Use the exact tier, then the semantic tier, even for non-deterministic requests."""
+    """Use the exact tier, then the semantic tier, even for non-deterministic requests (unless the
+    operator's policy for the tenant and model is "never").
+    """
 
 class CacheMode(_CacheMode, metaclass=_CacheModeEnumTypeWrapper):
     """CacheMode selects how a request uses the cache."""
 
 CACHE_MODE_UNSPECIFIED: CacheMode.ValueType  # 0
-"""Server default: exact tier always, semantic tier for deterministic requests."""
+"""Server default: exact tier always, semantic tier as the operator's policy allows (by default for
+deterministic requests).
+"""
 CACHE_MODE_BYPASS: CacheMode.ValueType  # 1
 """Neither look up nor store."""
 CACHE_MODE_REFRESH: CacheMode.ValueType  # 2
@@ -52,7 +58,9 @@ CACHE_MODE_REFRESH: CacheMode.ValueType  # 2
 CACHE_MODE_EXACT: CacheMode.ValueType  # 3
 """Use the exact tier only."""
 CACHE_MODE_SEMANTIC: CacheMode.ValueType  # 4
-"""Use the exact tier, then the semantic tier, even for non-deterministic requests."""
+"""Use the exact tier, then the semantic tier, even for non-deterministic requests (unless the
+operator's policy for the tenant and model is "never").
+"""
 Global___CacheMode: _TypeAlias = CacheMode  # noqa: Y015
 
 class _CacheOutcome:
@@ -417,8 +425,8 @@ class CachePolicy(_message.Message):
     MAX_AGE_FIELD_NUMBER: _builtins.int
     TTL_FIELD_NUMBER: _builtins.int
     mode: Global___CacheMode.ValueType
-    """The cache mode; unspecified means the server default (exact tier always, semantic tier only for
-    deterministic requests, that is temperature 0).
+    """The cache mode; unspecified means the server default (exact tier always, semantic tier as the
+    operator's semantic policy allows: by default only for deterministic requests, temperature 0).
     """
     @_builtins.property
     def max_age(self) -> _duration_pb2.Duration:
@@ -780,6 +788,7 @@ class RoutingInfo(_message.Message):
     SIMILARITY_FIELD_NUMBER: _builtins.int
     FAILED_NODE_IDS_FIELD_NUMBER: _builtins.int
     TTFT_MS_FIELD_NUMBER: _builtins.int
+    CACHE_REASON_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     """The node that produced the answer (empty for a cache hit)."""
     attempts: _builtins.int
@@ -792,6 +801,10 @@ class RoutingInfo(_message.Message):
     """Cosine similarity of a semantic hit."""
     ttft_ms: _builtins.float
     """Time from the router receiving the request to the first token, in milliseconds."""
+    cache_reason: _builtins.str
+    """Why the cache lookup missed or skipped a tier, short and ASCII (for example "exact miss;
+    semantic skipped: temperature 0.8, policy deterministic (default)"); empty without a lookup.
+    """
     @_builtins.property
     def failed_node_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Nodes that failed during this request, in order."""
@@ -806,10 +819,11 @@ class RoutingInfo(_message.Message):
         similarity: _builtins.float = ...,
         failed_node_ids: _abc.Iterable[_builtins.str] | None = ...,
         ttft_ms: _builtins.float = ...,
+        cache_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cache_outcome", b"cache_outcome", "failed_node_ids", b"failed_node_ids", "node_id", b"node_id", "resumed", b"resumed", "similarity", b"similarity", "ttft_ms", b"ttft_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cache_outcome", b"cache_outcome", "cache_reason", b"cache_reason", "failed_node_ids", b"failed_node_ids", "node_id", b"node_id", "resumed", b"resumed", "similarity", b"similarity", "ttft_ms", b"ttft_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
