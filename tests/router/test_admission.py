@@ -1,0 +1,204 @@
+"""Unit tests of the admission queue (services/router/admission.py): pure asyncio, no processes."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from services.common.errors import DeadlineExceeded
+from services.router.admission import AdmissionQueue, Saturated, Waiter
+
+MODEL = "llama3.2:1b"
+
+
+class Line:
+    """Waiters started as tasks; a granted waiter records its name and (unless told not to) takes its slot."""
+
+    def __init__(self, queue: AdmissionQueue) -> None:
+        self.queue = queue
+        self.granted: list[str] = []
+        self.waiters: dict[str, Waiter] = {}
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self._news = asyncio.Event()
+
+    async def join(
+        self,
+        name: str,
+        tenant: str,
+        *,
+        background: bool = False,
+        model: str = MODEL,
+        deadline: float | None = None,
+        take: bool = True,
+    ) -> asyncio.Task[None]:
+        """Starts a waiter; returns once it is in the queue (or refused)."""
+        started = asyncio.Event()
+
+        async def wait() -> None:
+            started.set()  # NOTE: no yield here: the task goes on into the queue before the joiner runs
+            waiter = await self.queue.wait(tenant, model, background, deadline)
+            self.waiters[name] = waiter
+            self.granted.append(name)
+            if take:
+                self.queue.taken(waiter)
+            self._news.set()
+
+        task = asyncio.create_task(wait())
+        self.tasks[name] = task
+        await started.wait()
+        return task
+
+    async def next_grant(self) -> str:
+        """Waits for the next waiter to be granted; returns its name."""
+        self._news.clear()
+        await self._news.wait()
+        return self.granted[-1]
+
+    async def release_one(self) -> str:
+        """Frees one slot and returns who got it."""
+        self._news.clear()
+        assert self.queue.release()
+        await self._news.wait()
+        return self.granted[-1]
+
+
+async def test_tenants_take_turns() -> None:
+    line = Line(AdmissionQueue(max_waiting=10, max_wait_s=60, retry_after_s=2))
+    for i in range(4):
+        await line.join(f"a{i}", "tenant-a")
+    for i in range(2):
+        await line.join(f"b{i}", "tenant-b")
+    order = [await line.release_one() for _ in range(6)]
+    assert order == ["a0", "b0", "a1", "b1", "a2", "a3"]
+    assert line.queue.depth == 0 and line.queue.admitted == 6
+
+
+async def test_user_requests_go_before_background_ones() -> None:
+    line = Line(AdmissionQueue(max_waiting=10, max_wait_s=60, retry_after_s=2))
+    await line.join("prewarm", "seed", background=True)
+    await line.join("user-a", "tenant-a")
+    await line.join("user-b", "tenant-b")
+    assert [await line.release_one() for _ in range(3)] == ["user-a", "user-b", "prewarm"]
+
+
+async def test_waiters_sleep_until_a_slot_frees() -> None:
+    queue = AdmissionQueue(max_waiting=10, max_wait_s=60, retry_after_s=2)
+    line = Line(queue)
+    task = await line.join("a0", "tenant-a", model="mistral:7b")
+    # A slot on a node without the waiter's model wakes nobody.
+    assert not queue.release(lambda model: model == MODEL)
+    await asyncio.sleep(0)
+    assert not task.done() and queue.depth == 1
+    assert await line.release_one() == "a0"
+    await task
+
+
+async def test_the_bound_refuses_at_once_and_makes_room_fairly() -> None:
+    queue = AdmissionQueue(max_waiting=3, max_wait_s=60, retry_after_s=2.5)
+    line = Line(queue)
+    a0 = await line.join("a0", "tenant-a")
+    a1 = await line.join("a1", "tenant-a")
+    bg = await line.join("bg", "seed", background=True)
+    # Full: a user request displaces the background waiter.
+    await line.join("a2", "tenant-a")
+    with pytest.raises(Saturated):
+        await bg
+    # Full of tenant A: A's next request is refused at once, with a retry hint.
+    with pytest.raises(Saturated) as refused:
+        await queue.wait("tenant-a", MODEL, False, None)
+    assert refused.value.reason == "QUEUE_FULL" and refused.value.retry_after_s == 2.5
+    # Tenant B, with fewer waiters, makes room by refusing A's newest waiter.
+    await line.join("b0", "tenant-b")
+    with pytest.raises(Saturated):
+        await line.tasks["a2"]
+    assert queue.depth == 3
+    assert queue.refusals == {"displaced": 2, "queue_full": 1}
+    assert [await line.release_one() for _ in range(3)] == ["a0", "b0", "a1"]
+    await asyncio.gather(a0, a1)
+
+
+async def test_no_queue_refuses_at_once() -> None:
+    queue = AdmissionQueue(max_waiting=0, max_wait_s=60, retry_after_s=1)
+    with pytest.raises(Saturated):
+        await queue.wait("tenant-a", MODEL, False, None)
+    assert queue.depth == 0
+
+
+async def test_a_waiter_leaves_at_its_deadline_and_its_turn_passes_on() -> None:
+    queue = AdmissionQueue(max_waiting=10, max_wait_s=60, retry_after_s=2)
+    line = Line(queue)
+    late = await line.join("late", "tenant-a", deadline=time.monotonic())
+    with pytest.raises(DeadlineExceeded):
+        await late
+    await line.join("b0", "tenant-b")
+    assert queue.depth == 1
+    assert await line.release_one() == "b0"
+    assert queue.refusals == {"deadline": 1}
+
+
+async def test_the_longest_wait_is_bounded() -> None:
+    queue = AdmissionQueue(max_waiting=10, max_wait_s=0.01, retry_after_s=2)
+    with pytest.raises(Saturated) as refused:
+        await queue.wait("tenant-a", MODEL, False, None)
+    assert refused.value.reason == "QUEUE_TIMEOUT"
+    assert queue.depth == 0
+
+
+async def test_a_granted_waiter_that_goes_away_hands_its_slot_on() -> None:
+    queue = AdmissionQueue(max_waiting=10, max_wait_s=60, retry_after_s=2)
+    line = Line(queue)
+    await line.join("gone", "tenant-a", take=False)
+    await line.join("b0", "tenant-b")
+    assert await line.release_one() == "gone"
+    assert queue.holds(MODEL, background=False)  # the granted slot is reserved for it
+    grant = asyncio.create_task(line.next_grant())
+    queue.leave(line.waiters["gone"])  # e.g. its client went away before it used the slot
+    assert await grant == "b0"
+    assert not queue.holds(MODEL, background=False)
+
+
+async def test_a_cancelled_waiter_leaves_the_queue() -> None:
+    queue = AdmissionQueue(max_waiting=10, max_wait_s=60, retry_after_s=2)
+    line = Line(queue)
+    task = await line.join("a0", "tenant-a")
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert queue.depth == 0 and not queue.release()
+
+
+async def test_a_waiter_that_lost_its_slot_waits_again_at_the_front() -> None:
+    queue = AdmissionQueue(max_waiting=10, max_wait_s=60, retry_after_s=2)
+    line = Line(queue)
+    await line.join("a0", "tenant-a", take=False)
+    await line.join("a1", "tenant-a")
+    assert await line.release_one() == "a0"
+    # Its slot was taken by another request before it could use it: it waits again, first in line.
+    waiter = line.waiters["a0"]
+    started = asyncio.Event()
+
+    async def rewait() -> None:
+        started.set()
+        await queue.rewait(waiter, None)
+
+    again = asyncio.create_task(rewait())
+    await started.wait()
+    assert queue.depth == 2
+    assert queue.release()
+    await again
+    queue.taken(waiter)
+    assert line.granted == ["a0"] and queue.depth == 1
+
+
+async def test_newcomers_queue_behind_waiters_of_their_model() -> None:
+    queue = AdmissionQueue(max_waiting=10, max_wait_s=60, retry_after_s=2)
+    line = Line(queue)
+    assert not queue.holds(MODEL, background=False)
+    await line.join("bg", "seed", background=True)
+    assert not queue.holds(MODEL, background=False)  # a user request is not held by background ones
+    assert queue.holds(MODEL, background=True)
+    await line.join("a0", "tenant-a")
+    assert queue.holds(MODEL, background=False)
+    assert not queue.holds("mistral:7b", background=False)
