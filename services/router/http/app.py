@@ -27,10 +27,12 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 MAX_BODY_BYTES = web.AppKey("max_body_bytes", int)
 
 
-def _error_reply(request: web.Request, status: int, message: str) -> web.Response:
+def _error_reply(
+    request: web.Request, status: int, message: str, headers: dict[str, str] | None = None
+) -> web.Response:
     if request.path.startswith("/v1/"):
-        return openai_error(status, message)
-    return ollama_error(status, message)
+        return openai_error(status, message, headers)
+    return ollama_error(status, message, headers)
 
 
 @web.middleware
@@ -39,10 +41,10 @@ async def _errors_middleware(request: web.Request, handler: Handler) -> web.Stre
     try:
         return await handler(request)
     except ApiError as exc:
-        return _error_reply(request, exc.status, exc.message)
+        return _error_reply(request, exc.status, exc.message, exc.headers)
     except errors.CorralError as exc:
         api = from_domain(exc)
-        return _error_reply(request, api.status, api.message)
+        return _error_reply(request, api.status, api.message, api.headers)
     except web.HTTPRequestEntityTooLarge:
         limit = request.app[MAX_BODY_BYTES]
         return _error_reply(request, 413, f"request body too large (limit {limit} bytes)")

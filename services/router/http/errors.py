@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from aiohttp import web
@@ -27,15 +28,23 @@ _STATUS_BY_ERROR: dict[type[errors.CorralError], int] = {
     errors.PermissionDenied: 403,
 }
 _RATE_LIMIT_REASONS = frozenset({"RATE_LIMITED", "QUOTA_EXCEEDED"})
+# NOTE: every 503 tells the client when to come back, as Ollama's own "server busy" does; a refusal
+# because of saturation says how long (services/router/admission.py), the others wait a second.
+DEFAULT_RETRY_AFTER_S = 1.0
 
 
 class ApiError(Exception):
-    """An error answered with an HTTP status and Ollama's body `{"error": message}`."""
+    """An error answered with an HTTP status and Ollama's body `{"error": message}`.
 
-    def __init__(self, status: int, message: str) -> None:
+    Attributes:
+        headers: Extra response headers (`Retry-After` on a 503).
+    """
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
+        self.headers = headers or {}
 
 
 def status_of(err: errors.CorralError) -> int:
@@ -48,9 +57,19 @@ def status_of(err: errors.CorralError) -> int:
     return 500
 
 
+def retry_after_of(err: errors.CorralError) -> str:
+    """The `Retry-After` of a 503: the error's own suggestion when it has one, in whole seconds (>= 1)."""
+    seconds = getattr(err, "retry_after_s", None)
+    if not isinstance(seconds, int | float) or seconds <= 0:
+        seconds = DEFAULT_RETRY_AFTER_S
+    return str(max(1, math.ceil(seconds)))
+
+
 def from_domain(err: errors.CorralError) -> ApiError:
-    """Translates a domain error into an ApiError keeping its message."""
-    return ApiError(status_of(err), err.message)
+    """Translates a domain error into an ApiError keeping its message (a 503 with `Retry-After`)."""
+    status = status_of(err)
+    headers = {"Retry-After": retry_after_of(err)} if status == 503 else None
+    return ApiError(status, err.message, headers)
 
 
 def dumps(obj: Any) -> str:
@@ -66,9 +85,9 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
     return web.Response(body=dumps(body).encode(), status=status, headers=all_headers)
 
 
-def ollama_error(status: int, message: str) -> web.Response:
+def ollama_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
     """Ollama's error reply."""
-    return json_response({"error": message}, status=status)
+    return json_response({"error": message}, status=status, headers=headers)
 
 
 _OPENAI_TYPES = {400: "invalid_request_error", 404: "not_found_error", 413: "invalid_request_error"}
@@ -86,6 +105,6 @@ def openai_error_body(status: int, message: str) -> dict[str, Any]:
     }
 
 
-def openai_error(status: int, message: str) -> web.Response:
+def openai_error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
     """OpenAI's error reply with the native status."""
-    return json_response(openai_error_body(status, message), status=status)
+    return json_response(openai_error_body(status, message), status=status, headers=headers)
