@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from dataclasses import dataclass
 
 import grpc
@@ -24,6 +26,11 @@ logger = logging.getLogger(__name__)
 
 SERVICE_NAMES = (cache_service_pb2.DESCRIPTOR.services_by_name["CacheService"].full_name,)
 DOMAIN = "cache.corral"
+# NOTE: the warm-up's pauses between embedding attempts: doubling from the first, never above the last.
+WARMUP_FIRST_PAUSE_S = 0.1
+WARMUP_MAX_PAUSE_S = 2.0
+# NOTE: while the warm-up waits, one line at INFO this often (every attempt is logged at DEBUG).
+WARMUP_LOG_EVERY_S = 5.0
 
 
 def build_engine(
@@ -53,6 +60,67 @@ def build_engine(
     return CacheEngine(cfg, exact, semantic, chosen)
 
 
+async def warm_embedder(engine: CacheEngine) -> bool:
+    """Makes one real embedding call succeed before the cache reports SERVING; True once it has.
+
+    Whatever the embedder (nodes to reach, a model to load), readiness is the same test: one text
+    embedded. Until then the embedder's breaker is held open, so lookups and stores skip the semantic
+    tier at no cost (stores keep their answers for the backfill) instead of queueing behind a model
+    that is still loading. Attempts are retried with a doubling pause up to
+    `embedder.warmup_timeout_s`; past it the cache serves with the semantic tier degraded (the exact
+    tier serves), says so, and its recovery probe keeps trying the embedder.
+    """
+    cfg = engine.cfg
+    timeout_s = cfg.embedder.warmup_timeout_s
+    if not cfg.semantic_enabled or timeout_s <= 0:
+        return True
+    name = engine.embedder.name
+    breaker = engine.embed_breaker
+    breaker.trip()
+    logger.info("waiting up to %.0f s for the embedder %s to answer before serving", timeout_s, name)
+    started = time.monotonic()
+    deadline = started + timeout_s
+    pause_s = WARMUP_FIRST_PAUSE_S
+    next_log = started + WARMUP_LOG_EVERY_S
+    attempts = 0
+    last_error = ""
+    while True:
+        left = deadline - time.monotonic()
+        # NOTE: the recovery probe may have reached the embedder first.
+        if not breaker.degraded:
+            break
+        if left <= 0:
+            logger.warning(
+                "the embedder %s did not answer within %.0f s (%d attempts, last: %s): serving with the "
+                "semantic tier degraded (exact tier only) until it answers; answers stored meanwhile "
+                "wait for the backfill",
+                name,
+                timeout_s,
+                attempts,
+                last_error,
+            )
+            return False
+        attempts += 1
+        try:
+            await engine.embedder.embed("warm-up", min(cfg.embedder.timeout_s, left))
+        except Exception as exc:
+            last_error = str(exc) or type(exc).__name__
+            logger.debug("embedder warm-up attempt %d failed: %s", attempts, last_error)
+            now = time.monotonic()
+            if now >= next_log:
+                next_log = now + WARMUP_LOG_EVERY_S
+                logger.info(
+                    "still waiting for the embedder %s (%.0f s so far): %s", name, now - started, last_error
+                )
+            await asyncio.sleep(max(0.0, min(pause_s, deadline - time.monotonic())))
+            pause_s = min(pause_s * 2, WARMUP_MAX_PAUSE_S)
+            continue
+        breaker.success()
+        break
+    logger.info("embedder %s answered after %.2f s (%d attempts)", name, time.monotonic() - started, attempts)
+    return True
+
+
 async def setup(ctx: ServiceContext) -> Cleanup:
     """Starts the engine (stores that are down leave it degraded, not stopped) and registers the servicer.
 
@@ -79,13 +147,18 @@ async def setup(ctx: ServiceContext) -> Cleanup:
         configuration_error("cache", str(exc))
     watch_cache(engine)
     cache_service_pb2_grpc.add_CacheServiceServicer_to_server(CacheServicer(engine), ctx.server)
-    logger.info(
-        "embedder %s, threshold %.2f, exact tier %s, semantic tier %s",
-        engine.embedder.name,
-        engine.threshold,
-        "degraded" if engine.exact_degraded else "up",
-        "degraded" if engine.semantic_degraded else "up",
-    )
+
+    async def ready() -> None:
+        await warm_embedder(engine)
+        logger.info(
+            "embedder %s, threshold %.2f, exact tier %s, semantic tier %s",
+            engine.embedder.name,
+            engine.threshold,
+            "degraded" if engine.exact_degraded else "up",
+            "degraded" if engine.semantic_degraded else "up",
+        )
+
+    ctx.ready = ready
     return engine.stop
 
 
@@ -118,7 +191,8 @@ async def start_in_process(
     redis_password: str | None = None,
     postgres_password: str | None = None,
 ) -> RunningCache:
-    """Builds, starts and marks SERVING a cache server with the production interceptors.
+    """Builds and starts a cache server with the production interceptors; SERVING once its embedder
+    answered (or its warm-up timed out: warm_embedder).
 
     Raises:
         StoreAuthError: Redis refused the credentials.
@@ -134,7 +208,9 @@ async def start_in_process(
     )
     await engine.start()
     cache_service_pb2_grpc.add_CacheServiceServicer_to_server(CacheServicer(engine), server)
+    await set_serving(health_servicer, SERVICE_NAMES, False)
     await server.start()
+    await warm_embedder(engine)
     await set_serving(health_servicer, SERVICE_NAMES, True)
     return RunningCache(server=server, port=port, engine=engine)
 

@@ -44,6 +44,8 @@ class ServiceContext:
         on_shutdown: Callbacks run when shutdown starts, after health goes NOT_SERVING and before
             the drain (e.g. to end long-lived streams that would otherwise hold the drain).
         auth: The API-key authenticator when `auth.enabled` (the router's HTTP API shares it).
+        ready: Awaited once the server has started and before it reports SERVING (NOT_SERVING until
+            then; a shutdown signal ends the wait), e.g. the cache warming its embedder.
     """
 
     server: grpc.aio.Server
@@ -54,6 +56,7 @@ class ServiceContext:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     auth: Authenticator | None = None
+    ready: Callable[[], Awaitable[None]] | None = None
 
 
 def build_server(
@@ -189,9 +192,12 @@ async def run_service(
         logger.info("metrics on http://%s:%s/metrics", service_cfg.host, metrics_port)
     cleanup = await setup(ctx)
     await server.start()
-    await set_serving(health_servicer, service_names, True)
-    print(f"corral-{name}: serving on {service_cfg.host}:{port}", flush=True)
-    logger.info("serving on %s:%s", service_cfg.host, port)
+    if ctx.ready is not None:
+        await _until_ready(ctx.ready, stop)
+    if not stop.is_set():
+        await set_serving(health_servicer, service_names, True)
+        print(f"corral-{name}: serving on {service_cfg.host}:{port}", flush=True)
+        logger.info("serving on %s:%s", service_cfg.host, port)
     await stop.wait()
     logger.info("shutting down: draining in-flight calls for up to %.1f s", service_cfg.grace_s)
     # NOTE: health first, so load balancers stop sending before the listener closes.
@@ -208,6 +214,18 @@ async def run_service(
     shutdown_tracing()
     logger.info("stopped")
     sys.stdout.flush()
+
+
+async def _until_ready(ready: Callable[[], Awaitable[None]], stop: asyncio.Event) -> None:
+    """Awaits `ready` unless a shutdown signal comes first (a failure is logged: the service then serves)."""
+    waiting = asyncio.ensure_future(ready())
+    stopping = asyncio.ensure_future(stop.wait())
+    await asyncio.wait((waiting, stopping), return_when=asyncio.FIRST_COMPLETED)
+    for task in (waiting, stopping):
+        task.cancel()
+    done = await asyncio.gather(waiting, stopping, return_exceptions=True)
+    if isinstance(done[0], Exception):
+        logger.error("readiness check failed: %r", done[0])
 
 
 def _security_or_exit(name: str, cfg: CorralConfig, service_cfg: ServiceConfig) -> Authenticator | None:
