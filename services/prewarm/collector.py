@@ -15,14 +15,16 @@ from prometheus_client.registry import Collector
 from services.common import collectors, metrics
 
 if TYPE_CHECKING:
+    from services.prewarm.leader import Leadership
     from services.prewarm.runs import Run, RunManager
 
 
 class PrewarmCollector(Collector):
-    """Whether a prewarm run is in progress."""
+    """Whether a prewarm run is in progress, and whether this replica is the leader."""
 
-    def __init__(self, manager: RunManager) -> None:
+    def __init__(self, manager: RunManager, leadership: Leadership | None = None) -> None:
         self._manager = manager
+        self._leadership = leadership
 
     def collect(self) -> Iterator[Metric]:
         yield GaugeMetricFamily(
@@ -30,11 +32,17 @@ class PrewarmCollector(Collector):
             "1 while a prewarm run is in progress.",
             1.0 if self._manager.current is not None else 0.0,
         )
+        if self._leadership is not None:
+            yield GaugeMetricFamily(
+                "corral_prewarm_leader",
+                "1 while this replica is the prewarm leader (it acts), 0 while it stands by.",
+                1.0 if self._leadership.holds() else 0.0,
+            )
 
 
-def watch_prewarm(manager: RunManager) -> None:
-    """Exports prewarm's run state and counts every finished run by trigger and state."""
-    collectors.install("prewarm", PrewarmCollector(manager))
+def watch_prewarm(manager: RunManager, leadership: Leadership | None = None) -> None:
+    """Exports prewarm's run state and leadership, and counts every finished run by trigger and state."""
+    collectors.install("prewarm", PrewarmCollector(manager, leadership))
     manager.on_finished.append(_run_finished)
 
 

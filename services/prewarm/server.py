@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from corral.v1 import prewarm_service_pb2, prewarm_service_pb2_grpc
 
-from services.common.config import load_config_or_exit
+from services.common.config import configuration_error, load_config_or_exit
 from services.common.server import Cleanup, ServiceContext, run_service
+from services.common.settings import SecretError
 from services.prewarm.app import PrewarmApp
 from services.prewarm.collector import watch_prewarm
 from services.prewarm.servicer import PrewarmServicer
@@ -14,10 +15,23 @@ SERVICE_NAMES = (prewarm_service_pb2.DESCRIPTOR.services_by_name["PrewarmService
 
 
 async def setup(ctx: ServiceContext) -> Cleanup:
-    """Registers the servicer and starts the background work (health stream, triggers, start-up run)."""
-    app = PrewarmApp(ctx.cfg.prewarm)
-    watch_prewarm(app.manager)
-    servicer = PrewarmServicer(app.manager, lambda: app.triggers.next_scheduled_at_s, app.required.states)
+    """Registers the servicer and starts the background work (health stream, election; the leader's
+    triggers and start-up run)."""
+    cfg = ctx.cfg.prewarm
+    dsn = None
+    if cfg.leader_election:
+        try:
+            dsn = ctx.cfg.postgres.resolved_dsn()
+        except SecretError as exc:
+            configuration_error("prewarm", str(exc))
+    app = PrewarmApp(cfg, dsn=dsn)
+    watch_prewarm(app.manager, app.leadership)
+    servicer = PrewarmServicer(
+        app.manager,
+        app.next_scheduled_at,
+        app.required.states,
+        leader=lambda: None if app.is_leader() else app.leadership.leader,
+    )
     prewarm_service_pb2_grpc.add_PrewarmServiceServicer_to_server(servicer, ctx.server)
     await app.start()
     # NOTE: before the drain, so StartRun streams end with the run's last event instead of holding

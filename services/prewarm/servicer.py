@@ -146,16 +146,26 @@ class PrewarmServicer(prewarm_service_pb2_grpc.PrewarmServiceServicer):
         manager: RunManager,
         next_scheduled_at: Callable[[], float | None],
         required: Callable[[], list[RequiredState]] | None = None,
+        leader: Callable[[], str | None] | None = None,
     ) -> None:
         self._manager = manager
         self._next_scheduled_at = next_scheduled_at
         self._required = required
+        # NOTE: None while this replica leads; otherwise who leads ("" when unknown).
+        self._leader = leader
 
     async def StartRun(
         self, request: prewarm_service_pb2.StartRunRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[prewarm_service_pb2.StartRunResponse]:
         """Starts a run (or joins the current one) and streams its progress until it finishes."""
         run_request = request_from_pb(request)
+        other = self._leader() if self._leader is not None else None
+        if other is not None:
+            raise FailedPrecondition(
+                f"this prewarm replica stands by: only the leader ({other or 'not elected yet'}) runs;"
+                " retry, or call the replica that leads",
+                reason="NOT_LEADER",
+            )
         try:
             run = self._manager.start(run_request, join_if_running=request.join_if_running)
         except RunInProgress as exc:

@@ -19,6 +19,16 @@ logger = logging.getLogger(__name__)
 MIN_REFRESH_RETRY_S = 5.0
 
 
+def next_slot_s(now_s: float, interval_s: float) -> float:
+    """The first scheduled-run time after `now_s`: the next multiple of the interval since the epoch.
+
+    NOTE: on the wall clock rather than counted from the replica's start, so every replica has the same
+    schedule: a replica taking over from a leader that died runs the next cycle when it is due, never
+    one the old leader already ran (a cycle due while no replica led is skipped, not run late).
+    """
+    return (math.floor(now_s / interval_s) + 1) * interval_s
+
+
 class Triggers:
     """Submits background runs to the manager; a run in progress makes them queue and merge."""
 
@@ -77,13 +87,14 @@ class Triggers:
             return None
         return max(due[0], self._refresh_hold_until_s), due[1]
 
-    async def run(self) -> None:
-        """Starts the start-up run, then fires scheduled runs and always-warm refreshes until cancelled."""
+    async def run(self, *, startup: bool = True) -> None:
+        """Starts the start-up run (when `startup` and configured), then fires scheduled runs and
+        always-warm refreshes until cancelled."""
         now_s = self._clock()
-        if self._cfg.run_on_start:
+        if self._cfg.run_on_start and startup:
             self._manager.submit(RunRequest(Trigger.STARTUP))
         interval_s = self._cfg.schedule_interval_s
-        self.next_scheduled_at_s = now_s + interval_s if interval_s > 0 else None
+        self.next_scheduled_at_s = next_slot_s(now_s, interval_s) if interval_s > 0 else None
         always_warm = frozenset(m.name for m in self._cfg.models if m.always_warm)
         while True:
             refresh = self._next_refresh()
@@ -103,8 +114,9 @@ class Triggers:
             now_s = self._clock()
             if self.next_scheduled_at_s is not None and now_s >= self.next_scheduled_at_s:
                 self._manager.submit(RunRequest(Trigger.SCHEDULE))
-                # NOTE: the next run is one interval after this one was due, not after it ended.
-                self.next_scheduled_at_s = max(self.next_scheduled_at_s + interval_s, now_s + 1.0)
+                # NOTE: the next slot after this one was due (or after now, if it is overdue), not one
+                # interval after the run ended.
+                self.next_scheduled_at_s = next_slot_s(max(self.next_scheduled_at_s, now_s), interval_s)
             elif refresh is not None and now_s >= refresh[0]:
                 logger.info("always-warm models expire soon on %s: refreshing", ",".join(sorted(refresh[1])))
                 self._refresh_hold_until_s = now_s + max(MIN_REFRESH_RETRY_S, self._cfg.rewarm_lead_s / 4)
