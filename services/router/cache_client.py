@@ -29,12 +29,27 @@ class LookupResult:
         entry: The cached entry on a hit.
         similarity: Cosine similarity of a semantic hit.
         flight_token: On a miss, the single-flight lease this router must Store or abandon.
+        reason: Why the lookup missed or skipped a tier (the cache's words, or why it was not asked).
     """
 
     outcome: common_pb2.CacheOutcome.ValueType
     entry: cache_service_pb2.CacheEntry | None = None
     similarity: float = 0.0
     flight_token: str = ""
+    reason: str = ""
+
+
+def reason_without_lookup(has_cache: bool, is_load: bool, mode: common_pb2.CacheMode.ValueType) -> str:
+    """Why a request is not looked up at all ("" when it is)."""
+    if not has_cache:
+        return "no cache configured"
+    if is_load:
+        return "model load request"
+    if mode == common_pb2.CACHE_MODE_BYPASS:
+        return "bypass requested"
+    if mode == common_pb2.CACHE_MODE_REFRESH:
+        return "refresh requested"
+    return ""
 
 
 def _set_request(
@@ -54,7 +69,9 @@ def _sort(item: _Item, batch: list[cache_service_pb2.StoreRequest], others: list
 
 
 # NOTE: what a waiter receives when its budget ran out before the cache answered.
-_EXPIRED = cache_service_pb2.LookupResponse(outcome=common_pb2.CACHE_OUTCOME_DEGRADED)
+_EXPIRED = cache_service_pb2.LookupResponse(
+    outcome=common_pb2.CACHE_OUTCOME_DEGRADED, reason="cache lookup over the router's budget"
+)
 _Reply = asyncio.Future[cache_service_pb2.LookupResponse | None]
 
 
@@ -186,11 +203,13 @@ class CacheClient:
             lane = self._lanes[budget] = _LookupLane(self, budget, self._lookup_calls, self._lookup_batch_max)
         reply = await lane.ask(request)
         if reply is None:
-            return LookupResult(outcome=common_pb2.CACHE_OUTCOME_DEGRADED)
+            return LookupResult(outcome=common_pb2.CACHE_OUTCOME_DEGRADED, reason="cache unreachable")
         if reply.hit:
-            return LookupResult(outcome=reply.outcome, entry=reply.entry, similarity=reply.similarity)
+            return LookupResult(
+                outcome=reply.outcome, entry=reply.entry, similarity=reply.similarity, reason=reply.reason
+            )
         outcome = reply.outcome or common_pb2.CACHE_OUTCOME_MISS
-        return LookupResult(outcome=outcome, flight_token=reply.flight_token)
+        return LookupResult(outcome=outcome, flight_token=reply.flight_token, reason=reply.reason)
 
     async def call_lookups(
         self, requests: list[cache_service_pb2.LookupRequest], timeout_s: float

@@ -28,7 +28,7 @@ from services.router.answers import (
     generate_chunks,
 )
 from services.router.balancer import make_balancer
-from services.router.cache_client import CacheClient
+from services.router.cache_client import CacheClient, reason_without_lookup
 from services.router.config import RouterConfig
 from services.router.embed import Embedder
 from services.router.fleet import Fleet
@@ -297,6 +297,7 @@ class RouterCore:
             is_load = not chat and not spec.prompt and not spec.images  # type: ignore[union-attr]
             policy: common_pb2.CachePolicy = req.cache
             use_cache = self.cache is not None and not is_load and policy.mode != common_pb2.CACHE_MODE_BYPASS
+            cache_reason = reason_without_lookup(self.cache is not None, is_load, policy.mode)
             if use_cache and policy.mode not in _NO_LOOKUP:
                 assert self.cache is not None
                 key = flight_key(tenant, spec, policy)
@@ -317,6 +318,7 @@ class RouterCore:
                 found = await self.cache.lookup(tenant, spec, policy, budget_ms / 1000)
                 self.observers.cache_lookup(found.outcome, (time.perf_counter() - lookup_started) * 1000)
                 cache_outcome = found.outcome
+                cache_reason = found.reason
                 flight_token = found.flight_token
                 hit = (
                     _decode_entry(found.entry.payload, found.entry.payload_type, chat)
@@ -329,6 +331,7 @@ class RouterCore:
                         common_pb2.RoutingInfo(
                             cache_outcome=found.outcome,
                             similarity=found.similarity,
+                            cache_reason=found.reason,
                             ttft_ms=(time.perf_counter() - started) * 1000,
                         )
                     )
@@ -339,6 +342,7 @@ class RouterCore:
                     return
                 if found.entry is not None:
                     cache_outcome = common_pb2.CACHE_OUTCOME_MISS
+                    cache_reason = "cached answer unreadable"
             background = req.priority == common_pb2.PRIORITY_BACKGROUND
             if background:
                 await self.gate.enter(deadline - time.monotonic())
@@ -358,6 +362,7 @@ class RouterCore:
             for piece in final.pieces:
                 assembler.add(piece)
             final.routing.cache_outcome = cache_outcome
+            final.routing.cache_reason = cache_reason
             answer = assembler.finish(final)
             if use_cache and answer.done_reason not in ("load", "unload") and not final.routing.resumed:
                 assert self.cache is not None
@@ -396,6 +401,7 @@ class RouterCore:
         answer = cast(Answer, type(leader)())
         answer.CopyFrom(leader)
         answer.routing.cache_outcome = common_pb2.CACHE_OUTCOME_COALESCED
+        answer.routing.cache_reason = "coalesced with an identical request in flight"
         answer.routing.attempts = 0
         return answer
 

@@ -161,6 +161,17 @@ def chat_chunk(model: str, chunk: rpb.ChatStreamResponse, *, final: bool) -> dic
     return out
 
 
+# NOTE: a reason may name a tenant or model from the cache's configuration; headers carry printable
+# ASCII only, and a reason is a line, not a document.
+_MAX_REASON_CHARS = 200
+
+
+def header_safe(text: str) -> str:
+    """`text` as a header value: printable ASCII (others become "?"), at most 200 characters."""
+    safe = "".join(ch if " " <= ch <= "~" else "?" for ch in text.strip())
+    return safe if len(safe) <= _MAX_REASON_CHARS else safe[: _MAX_REASON_CHARS - 3] + "..."
+
+
 def routing_headers(routing: cpb.RoutingInfo) -> dict[str, str]:
     """Corral's routing facts as response headers (bodies stay exactly Ollama's)."""
     headers: dict[str, str] = {}
@@ -168,6 +179,8 @@ def routing_headers(routing: cpb.RoutingInfo) -> dict[str, str]:
         headers["X-Corral-Node"] = routing.node_id
     if routing.cache_outcome:
         headers["X-Corral-Cache"] = _CACHE_OUTCOMES.get(routing.cache_outcome, "unknown")
+    if routing.cache_reason:
+        headers["X-Corral-Cache-Reason"] = header_safe(routing.cache_reason)
     if routing.attempts:
         headers["X-Corral-Attempts"] = str(routing.attempts)
     return headers
