@@ -1,21 +1,32 @@
 """Near-miss guard: refuses a semantic candidate that asks a different question (no I/O).
 
 Embeddings place "how do I enable TLS" and "how do I disable TLS" side by side, so a cosine
-threshold alone serves the wrong answer. The guard compares the two prompts' hard tokens and
-refuses the candidate when they differ in:
+threshold alone serves the wrong answer. The guard reads both prompts' structure (the order of their
+content words and role prepositions, quantities with their units, negations, scales and the verb
+slot) and refuses the candidate when they differ in:
 
-- number: the numbers (digits, versions, ports, IPs, hex codes, units' values, number words,
-  ordinals) are not the same set;
-- negation: one prompt is negated (not, no, never, without, n't, non-…) and the other is not;
-- antonym: one prompt has a word and the other its opposite (a table of pairs, plus negating
-  prefixes: install/uninstall, valid/invalid), compared after stemming;
-- direction: "A to B" against "B to A" (convert Celsius to Fahrenheit and back);
+- number: the quantities are not the same: numbers (digits, versions, ports, IPs, hex codes, number
+  words, ordinals) and quantities with units in a base unit ("2 hours" = "120 minutes"). Words that
+  only look like numbers are not numbers: "once" as a conjunction or adverb, "first of all", "one"
+  as an article ("in one line" = "in a single line");
+- negation: one prompt is negated (not, no, never, without, except, n't, non-, "fails to") and the
+  other is not; idioms that are not a negation of the question ("no longer", "not only", "I have no
+  idea how") are removed first;
+- antonym: one prompt has a word and the other its opposite (the polarity lexicon, plus negating
+  prefixes such as un-/dis-, plus reversed particles: power on/off, round up/down);
+- scalar: one prompt places its subject on a scale (a superlative such as most, least, fewest,
+  oldest, northernmost) that the other lacks or places differently;
+- direction: the same content words in swapped roles: two of them trade places around a third word or
+  a role preposition (from X to Y / from Y to X, A than B, X eat Y), or "who did X teach" against
+  "who taught X";
 - entity: a named thing (a capitalised word that does not start a sentence, an acronym, an
-  identifier such as max_connections or node.js, a quoted or `code` span) that the other lacks;
-- swap: the topic words are identical but for one word replaced by an unrelated one
-  (install numpy / install pandas), where unrelated means neither synonyms nor the same stem.
+  identifier such as max_connections or node.js, a quoted or `code` span) that the other lacks
+  (a one-letter typo or an abbreviation such as js/JavaScript still matches);
+- swap: the topic words are identical but for one or two words replaced by unrelated ones
+  (install numpy / install pandas, CPU / memory usage). A replaced verb in the verb slot ("how do I
+  *move*" / "how do I *migrate*") and a one-letter typo are read as the same word.
 
-docs/cache.md describes the rules and their measured effect on bench/data/cache_pairs.jsonl.
+docs/cache.md describes the rules and their measured effect on the labelled sets in bench/data/.
 """
 
 from __future__ import annotations
@@ -24,27 +35,43 @@ import difflib
 import functools
 import re
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass
 
 import snowballstemmer  # type: ignore[import-untyped]
 
 from services.cache.guard_lexicon import (
     ANTONYM_PAIRS,
+    BARE_CONTRACTIONS,
+    DISTINCT_ACTIONS,
+    DO_SUPPORT,
     GENERIC_VERBS,
+    IDIOMS,
     MIN_PREFIXED_STEM,
     NEGATING_PREFIXES,
     NEGATIONS,
+    NOT_SUPERLATIVE,
     NUMBER_WORDS,
+    PARTICLE_PAIRS,
     PHRASES,
+    POLARITY_PAIRS,
+    ROLE_WORDS,
+    SCALAR_WORDS,
+    SCALE_MARKERS,
     STOPWORDS,
+    SYMMETRIC_WORDS,
     SYNONYM_GROUPS,
+    UNITS,
+    VERB_SLOT_BEFORE,
+    WH_WORDS,
 )
 
 _STEMMER = snowballstemmer.stemmer("english")
 
 _QUOTED = re.compile(r"`([^`]+)`|\"([^\"]+)\"|(?<![\w])'([^']+)'(?![\w])")
-_WORD = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_+#]*(?:[.\-/][A-Za-z0-9_+#]+)*")
+_WORD = re.compile(r"[A-Za-z0-9_%][A-Za-z0-9_+#%]*(?:[.\-/][A-Za-z0-9_+#%]+)*")
 _NUMBER = re.compile(r"0x[0-9a-f]+|\d+(?:\.\d+)*")
+_QUANTITY = re.compile(r"^(\d+(?:\.\d+)?)([a-z%]+)?$")
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}\b)")
 _SENTENCE_END = re.compile(r"[.?!:;]\s*$")
 _CONTRACTIONS = (
@@ -54,12 +81,34 @@ _CONTRACTIONS = (
     (re.compile(r"\bshan't\b", re.I), "shall not"),
     (re.compile(r"(\w)n't\b", re.I), r"\1 not"),
     (re.compile(r"(\w)'(s|re|ve|ll|d|m)\b", re.I), r"\1"),
+    (
+        re.compile(r"\b(wo|ca)nt\b", re.I),
+        lambda m: ("will" if m.group(1).lower() == "wo" else "can") + " not",
+    ),
+    (
+        re.compile(
+            r"\b(" + "|".join(w[:-2] for w in BARE_CONTRACTIONS if w not in {"wont", "cant"}) + r")nt\b", re.I
+        ),
+        r"\1 not",
+    ),
 )
-_DIRECTION_WORDS = frozenset({"to", "into"})
+# NOTE: "once" counts as a number only as a frequency ("once a day", "once per week").
+_ONCE_NOT_A_COUNT = re.compile(
+    r"\bonce\b(?!\s+(?:a|an|per|every|each)\s+(?:second|minute|hour|day|week|fortnight|month|quarter|year|"
+    r"night|morning|evening|decade|lifetime|session|run|build|release))",
+    re.I,
+)
+# NOTE: "First, …" / "Firstly …" opening a sentence orders the speaker's questions, not a quantity.
+_OPENING_ORDINAL = re.compile(r"(^|[.?!;:]\s*)(first|firstly|secondly|second|first off)\s*,?\s+", re.I)
+# NOTE: "the first 5 rows" / "the top 5 rows": the count is the number, the ordinal a position word.
+_ORDINAL_BEFORE_COUNT = re.compile(r"\b(first|top)\s+(?=\d)", re.I)
 _UPPER = re.compile(r"[A-Z]")
 _IDENTIFIER_MARK = re.compile(r"[_.#+]")
 _DIGIT = re.compile(r"\d")
 _ALPHA = re.compile(r"[A-Za-z]")
+# NOTE: "one" is an article as often as a count ("in one line" = "in a single line"); "two" vs "one"
+# still differs, since "two" is a number and the set {2} is not empty.
+_NOT_COUNTS = frozenset({"one", "single"})
 
 
 @functools.lru_cache(maxsize=65536)
@@ -77,13 +126,57 @@ def _build_synonyms() -> dict[str, str]:
     return canon
 
 
+def _phrase_pattern(pairs: tuple[tuple[str, str], ...]) -> re.Pattern[str]:
+    ordered = sorted((a for a, _ in pairs), key=len, reverse=True)
+    return re.compile(r"\b(" + "|".join(re.escape(a) for a in ordered) + r")\b", re.I)
+
+
 _SYNONYMS = _build_synonyms()
-_ANTONYMS = tuple((_stem(a), _stem(b)) for a, b in ANTONYM_PAIRS)
+_ANTONYMS = tuple((_stem(a), _stem(b)) for a, b in (*ANTONYM_PAIRS, *POLARITY_PAIRS))
 _NUMBER_WORDS = {_stem(word): value for word, value in NUMBER_WORDS.items()} | NUMBER_WORDS
 _STOP_STEMS = frozenset(_stem(word) for word in STOPWORDS) | STOPWORDS
 _GENERIC_VERBS = frozenset(_SYNONYMS.get(_stem(word), _stem(word)) for word in GENERIC_VERBS)
 _PHRASE_MAP = {a: b for a, b in PHRASES}
-_PHRASES_ANY_CASE = re.compile(r"\b(" + "|".join(re.escape(a) for a, _ in PHRASES) + r")\b", re.I)
+_PHRASES_ANY_CASE = _phrase_pattern(PHRASES)
+_IDIOM_MAP = {a: b for a, b in IDIOMS}
+_IDIOMS_ANY_CASE = _phrase_pattern(IDIOMS)
+_SCALAR_STEMS = frozenset(_stem(word) for word in SCALAR_WORDS)
+_UNIT_STEMS = frozenset(_stem(word) for word in UNITS if word.isalpha())
+_ROLE_MARK = "@"
+_DISTINCT_ACTIONS = frozenset(_SYNONYMS.get(_stem(word), _stem(word)) for word in DISTINCT_ACTIONS)
+# NOTE: "the best way to", "the simplest way to": a politeness, not a scale on the question.
+_WAY_TO = re.compile(
+    r"\b(?:the\s+)?(?:best|easiest|simplest|quickest|fastest|cleanest|recommended|proper|right|correct|"
+    r"preferred|most\s+\w+|least\s+\w+)\s+(ways?)\s+(to|of)\b",
+    re.I,
+)
+_BE = frozenset("be is are was were been being".split())
+_IRREGULAR_PARTICIPLES = frozenset(
+    "done made taken written given known seen shown built sent kept held found".split()
+)
+
+
+def _passive(words: list[str], entities: set[str]) -> bool:
+    """A form of "be" followed within four words by a participle ("are the logs stored"); a name
+    ("the United States") is not a participle."""
+    for index, word in enumerate(words):
+        if word not in _BE:
+            continue
+        for later in words[index + 1 : index + 5]:
+            if later in entities:
+                continue
+            if later in _IRREGULAR_PARTICIPLES or (len(later) > 4 and later.endswith("ed")):
+                return True
+    return False
+
+
+def _is_scalar(word: str) -> bool:
+    """A superlative or a word of SCALAR_WORDS (most, fewest, oldest, northernmost)."""
+    if word in SCALAR_WORDS or word in SCALE_MARKERS:
+        return True
+    if word in NOT_SUPERLATIVE or word in STOPWORDS or not word.isalpha():
+        return False
+    return (len(word) >= 6 and word.endswith("est")) or (len(word) >= 7 and word.endswith("most"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,13 +184,20 @@ class Analysis:
     """The hard tokens of one prompt.
 
     Attributes:
-        words: Lower-case word tokens (contractions expanded, phrases joined).
+        words: Lower-case word tokens (contractions expanded, idioms and phrases rewritten).
         stems: Their stems.
-        numbers: Normalised numbers.
+        numbers: Normalised numbers and quantities (value in a base unit, e.g. "7200s", "1024B").
         negated: True when a negation word occurs.
         entities: Named things, lower-case.
         topic: Topic stems in order (no stopwords, negations or numbers; synonyms merged).
         directions: (from, to) topic pairs around "to"/"into".
+        sequence: Topic stems, numbers and role prepositions ("@from", "@to", "@than") in order.
+        scalars: Scale words (superlatives, most/least, min/max), stemmed.
+        particles: (verb stem, particle) of particle verbs ("power on" → ("power", "on")).
+        verb_slots: Indexes into topic of the words in a verb slot ("how do I *move*").
+        wh_do: The first wh-word and whether an auxiliary follows it ("who did X teach"), else None.
+        topic_words: The words behind topic, in the same order.
+        passive: A form of "be" followed within four words by a participle ("are … stored").
     """
 
     words: frozenset[str]
@@ -107,6 +207,13 @@ class Analysis:
     entities: frozenset[str]
     topic: tuple[str, ...]
     directions: frozenset[tuple[str, str]]
+    sequence: tuple[str, ...] = ()
+    scalars: frozenset[str] = frozenset()
+    particles: frozenset[tuple[str, str]] = frozenset()
+    verb_slots: frozenset[int] = frozenset()
+    wh_do: tuple[str, bool] | None = None
+    topic_words: tuple[str, ...] = ()
+    passive: bool = False
 
 
 def _entities(text: str) -> set[str]:
@@ -125,7 +232,7 @@ def _entities(text: str) -> set[str]:
             _DIGIT.search(token) is not None and _ALPHA.search(token) is not None
         )
         capitalised = token[0].isupper() and not sentence_start and token != "I"
-        if inner_caps or identifier or capitalised:
+        if (inner_caps or identifier or capitalised) and lower not in NUMBER_WORDS:
             found.add(lower)
         sentence_start = False
     return found
@@ -135,10 +242,46 @@ def _is_number(word: str) -> bool:
     return word[0].isdigit() or word in NUMBER_WORDS
 
 
+def _format(value: float) -> str:
+    return f"{value:.6g}"
+
+
+def _quantities(words: list[str]) -> tuple[list[str], set[int]]:
+    """Numbers in order, each with its unit in a base unit when one follows; and the indexes of
+    the unit words consumed."""
+    found: list[str] = []
+    units_at: set[int] = set()
+    for index, word in enumerate(words):
+        value: str | None = None
+        unit = ""
+        glued = _QUANTITY.match(word)
+        if glued:
+            value, unit = glued.group(1), glued.group(2) or ""
+        elif word in NUMBER_WORDS and word not in _NOT_COUNTS:
+            value = NUMBER_WORDS[word]
+        if value is None:
+            continue
+        if not unit and index + 1 < len(words) and words[index + 1] in UNITS:
+            unit = words[index + 1]
+            units_at.add(index + 1)
+        if unit in UNITS:
+            base, factor = UNITS[unit]
+            found.append(_format(float(value) * factor) + base)
+        else:
+            found.append(value if not unit else value + unit)
+    return found, units_at
+
+
+def _normalise(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text).replace("\u2019", "'").replace("\u2018", "'")
+    text = text.replace("%", " percent")
+    return text
+
+
 @functools.lru_cache(maxsize=8192)
 def analyse(text: str) -> Analysis:
     """Extracts the hard tokens of a prompt (cached: stored prompts come back as candidates)."""
-    text = unicodedata.normalize("NFKC", text).replace("\u2019", "'").replace("\u2018", "'")
+    text = _normalise(text)
     entities: set[str] = set()
     for match in _QUOTED.finditer(text):
         span = next(group for group in match.groups() if group is not None)
@@ -146,29 +289,60 @@ def analyse(text: str) -> Analysis:
     text = _QUOTED.sub(lambda m: " " + next(g for g in m.groups() if g is not None) + " ", text)
     for pattern, replacement in _CONTRACTIONS:
         text = pattern.sub(replacement, text)
+    text = _IDIOMS_ANY_CASE.sub(lambda m: _IDIOM_MAP[m.group(0).lower()], text)
+    text = _WAY_TO.sub(r"\1 \2", text)
+    text = _ONCE_NOT_A_COUNT.sub("", text)
+    text = _OPENING_ORDINAL.sub(lambda m: m.group(1), text)
+    text = _ORDINAL_BEFORE_COUNT.sub("", text)
     text = _PHRASES_ANY_CASE.sub(lambda m: _PHRASE_MAP[m.group(0).lower()], text)
     entities |= _entities(text)
     lower = _THOUSANDS.sub("", text.lower())
     words = [m.group(0) for m in _WORD.finditer(lower)]
-    numbers = set(_NUMBER.findall(lower))
-    numbers |= {NUMBER_WORDS[w] for w in words if w in NUMBER_WORDS}
-    negated = any(w in NEGATIONS or w.startswith("non-") for w in words)
+    ordered_numbers, unit_at = _quantities(words)
+    numbers = set(ordered_numbers)
+    for word in words:
+        if not _QUANTITY.match(word) and word not in NUMBER_WORDS:
+            numbers.update(_NUMBER.findall(word))
+    negated = any(w in NEGATIONS or w.startswith("non-") or w == "except" for w in words)
     stems = [w if w[0].isdigit() else _stem(w) for w in words]
     topic: list[str] = []
     topic_at: list[int] = []
+    sequence: list[str] = []
     for index, (word, stem) in enumerate(zip(words, stems, strict=True)):
-        if word in STOPWORDS or stem in _STOP_STEMS or word in NEGATIONS or _is_number(word):
+        if word in ROLE_WORDS:
+            sequence.append(_ROLE_MARK + word)
+            continue
+        if _is_number(word):
+            sequence.append(word if word not in NUMBER_WORDS else NUMBER_WORDS[word])
+            continue
+        if word in STOPWORDS or stem in _STOP_STEMS or word in NEGATIONS or index in unit_at:
             continue
         topic.append(_SYNONYMS.get(stem, stem))
         topic_at.append(index)
+        sequence.append(topic[-1])
     directions: set[tuple[str, str]] = set()
     for index, word in enumerate(words):
-        if word not in _DIRECTION_WORDS:
+        if word not in ("to", "into"):
             continue
         before = [t for t, at in zip(topic, topic_at, strict=True) if at < index]
         after = [t for t, at in zip(topic, topic_at, strict=True) if at > index]
         if before and after and before[-1] != after[0]:
             directions.add((before[-1], after[0]))
+    verb_slots = frozenset(
+        slot
+        for slot, at in enumerate(topic_at)
+        if at == 0 or words[at - 1] in VERB_SLOT_BEFORE or (words[at - 1] in WH_WORDS and at - 1 == 0)
+    )
+    particles = frozenset(
+        (stems[index - 1], word)
+        for index, word in enumerate(words)
+        if index and any(word in pair for pair in PARTICLE_PAIRS)
+    )
+    wh_do: tuple[str, bool] | None = None
+    for index, word in enumerate(words):
+        if word in WH_WORDS or word == "whom":
+            wh_do = (word, index + 1 < len(words) and words[index + 1] in DO_SUPPORT)
+            break
     return Analysis(
         words=frozenset(words),
         stems=frozenset(stems),
@@ -177,6 +351,13 @@ def analyse(text: str) -> Analysis:
         entities=frozenset(entities),
         topic=tuple(topic),
         directions=frozenset(directions),
+        sequence=tuple(sequence),
+        scalars=frozenset(_stem(w) for w in words if _is_scalar(w)),
+        particles=particles,
+        verb_slots=verb_slots,
+        wh_do=wh_do,
+        topic_words=tuple(words[at] for at in topic_at),
+        passive=_passive(words, entities),
     )
 
 
@@ -190,7 +371,47 @@ def _opposed(a: Analysis, b: Analysis) -> bool:
     for stem in only_a:
         if len(stem) >= MIN_PREFIXED_STEM and any(p + stem in only_b for p in NEGATING_PREFIXES):
             return True
+    words_b = b.words - a.words
+    for word in a.words - b.words:
+        # NOTE: short verbs negated by "un-" ("tie"/"untie", "pin"/"unpin") are compared as words.
+        if len(word) >= 3 and word.isalpha() and "un" + word in words_b:
+            return True
+    for left, right in PARTICLE_PAIRS:
+        for verb, particle in a.particles:
+            if particle == left and (verb, right) in b.particles and (verb, left) not in b.particles:
+                return True
     return False
+
+
+def _near(x: str, y: str) -> bool:
+    """One edit apart and long enough that the edit is a typo: a letter dropped, added or swapped
+    (words of 4+ letters) or changed (7+)."""
+    if x == y:
+        return True
+    if not (x.isalpha() and y.isalpha()):
+        return False
+    short, long_ = sorted((x, y), key=len)
+    if len(long_) - len(short) > 1 or len(short) < 4:
+        return False
+    if len(short) == len(long_):
+        diff = [i for i in range(len(x)) if x[i] != y[i]]
+        if (
+            len(diff) == 2
+            and diff[1] == diff[0] + 1
+            and x[diff[0]] == y[diff[1]]
+            and x[diff[1]] == y[diff[0]]
+        ):
+            return True
+        return len(diff) == 1 and len(short) >= 7
+    return any(long_[:i] + long_[i + 1 :] == short for i in range(len(long_)))
+
+
+def _abbreviates(short: str, long_: str) -> bool:
+    """An abbreviation: "js" of "javascript" (same first letter, the short letters in order)."""
+    if not (2 <= len(short) <= 4 and len(long_) > len(short) + 2 and short[0] == long_[0]):
+        return False
+    rest = iter(long_[1:])
+    return all(char in rest for char in short[1:])
 
 
 def _missing_entity(a: Analysis, b: Analysis) -> bool:
@@ -200,8 +421,14 @@ def _missing_entity(a: Analysis, b: Analysis) -> bool:
             if entity not in b.entities:
                 return True
             continue
-        if entity not in b.words and entity not in b.entities and _stem(entity) not in b.stems:
-            return True
+        if entity in b.words or entity in b.entities or _stem(entity) in b.stems:
+            continue
+        if any(
+            _near(entity, word) or _abbreviates(word, entity) or _abbreviates(entity, word)
+            for word in b.words
+        ):
+            continue
+        return True
     return False
 
 
@@ -213,18 +440,89 @@ def _related(x: str, y: str) -> bool:
     return len(shorter) >= 5 and longer.startswith(shorter[:5])
 
 
+def _hard(stem: str, word: str) -> bool:
+    """A word whose replacement always changes the question: a scale or a unit."""
+    return stem in _SCALAR_STEMS or _is_scalar(word) or stem in _UNIT_STEMS or word in UNITS
+
+
+def _synonym_slot(a: Analysis, b: Analysis, i: int, j: int) -> bool:
+    """Both replaced words open a verb slot, and they are not two distinct operations."""
+    if i not in a.verb_slots or j not in b.verb_slots:
+        return False
+    return not (a.topic[i] in _DISTINCT_ACTIONS and b.topic[j] in _DISTINCT_ACTIONS)
+
+
 def _swapped(a: Analysis, b: Analysis) -> bool:
-    """True when the topics are the same but for one word replaced by an unrelated one."""
+    """True when the topics are the same but for one or two words replaced by unrelated ones.
+
+    A replacement of a verb in the verb slot by another verb there, or of a word by a typo of it,
+    is not a swap.
+    """
     matcher = difflib.SequenceMatcher(a=a.topic, b=b.topic, autojunk=False)
     changes = [op for op in matcher.get_opcodes() if op[0] != "equal"]
-    if len(changes) != 1:
+    if len(changes) != 1 or len(a.topic) < 2:
         return False
     tag, i1, i2, j1, j2 = changes[0]
-    if tag != "replace" or i2 - i1 != 1 or j2 - j1 != 1:
+    if tag != "replace" or i2 - i1 > 2 or j2 - j1 > 2:
         return False
-    if len(a.topic) < 2:
+    if i2 - i1 == 1 and j2 - j1 == 1:
+        x, y = a.topic[i1], b.topic[j1]
+        wx, wy = a.topic_words[i1], b.topic_words[j1]
+        if _related(x, y) or _near(wx, wy):
+            return False
+        if _hard(x, wx) or _hard(y, wy):
+            return True
+        return not _synonym_slot(a, b, i1, j1)
+    if any(_hard(a.topic[i], a.topic_words[i]) for i in range(i1, i2)):
+        return True
+    if any(_hard(b.topic[j], b.topic_words[j]) for j in range(j1, j2)):
+        return True
+    # NOTE: a phrase for a verb ("invented" / "came up with") keeps the verb slot.
+    return not _synonym_slot(a, b, i1, j1)
+
+
+def _span_swap(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
+    """True when b is a with two spans exchanged around a non-empty middle: X M Y against Y M X."""
+    if len(a) != len(b) or a == b:
         return False
-    return not _related(a.topic[i1], b.topic[j1])
+    start = 0
+    while a[start] == b[start]:
+        start += 1
+    end = len(a)
+    while a[end - 1] == b[end - 1]:
+        end -= 1
+    middle_a, middle_b = a[start:end], b[start:end]
+    size = len(middle_a)
+    for x in range(1, size - 1):
+        for y in range(1, size - x):
+            m = size - x - y
+            if m < 1:
+                continue
+            first, last = middle_a[:x], middle_a[size - y :]
+            if middle_b != last + middle_a[x : x + m] + first:
+                continue
+            # NOTE: the exchanged spans must hold content: a copula moving ("what a closure is")
+            # reorders a question without swapping its roles.
+            if any(not t.startswith(_ROLE_MARK) for t in first) and any(
+                not t.startswith(_ROLE_MARK) for t in last
+            ):
+                return True
+    return False
+
+
+def _role_swap(a: Analysis, b: Analysis) -> bool:
+    """True when the same words fill swapped roles: b is a with two spans exchanged around a third
+    word or a role preposition (from X to Y / from Y to X, "X eat Y" / "Y eat X", "A larger than B"),
+    or one prompt makes the wh-word the object ("who did X teach") and the other its subject ("who
+    taught X"). Symmetric relations (A and B, between, vs) are exempt, and so is a passive against an
+    active form, which reorders its words without swapping roles."""
+    if Counter(a.topic) != Counter(b.topic) or (a.topic == b.topic and a.sequence == b.sequence):
+        return False
+    if (a.words | b.words) & SYMMETRIC_WORDS or a.passive != b.passive:
+        return False
+    if a.wh_do and b.wh_do and a.wh_do[0] == b.wh_do[0] and a.wh_do[1] != b.wh_do[1] and a.topic != b.topic:
+        return True
+    return _span_swap(a.sequence, b.sequence)
 
 
 def check(query: str, candidate: str) -> str | None:
@@ -232,7 +530,7 @@ def check(query: str, candidate: str) -> str | None:
 
     Returns:
         None when the candidate may answer the query, else the reason it may not: "number",
-        "negation", "antonym", "direction", "entity" or "swap".
+        "negation", "antonym", "scalar", "direction", "entity" or "swap".
     """
     if query == candidate:
         return None
@@ -244,7 +542,9 @@ def check(query: str, candidate: str) -> str | None:
         return "negation"
     if _opposed(a, b) or _opposed(b, a):
         return "antonym"
-    if any((y, x) in b.directions for x, y in a.directions):
+    if bool(a.scalars) != bool(b.scalars):
+        return "scalar"
+    if any((y, x) in b.directions for x, y in a.directions) or _role_swap(a, b):
         return "direction"
     if _missing_entity(a, b) or _missing_entity(b, a):
         return "entity"

@@ -223,3 +223,166 @@ STOPWORDS = frozenset(
 )
 # NOTE: negations, numbers and antonym words are compared by their own rules, so "after", "before",
 # "first", "over", "up", "show", "sort" and the like in STOPWORDS only leave the *swap* rule.
+
+# Idioms rewritten before anything else (lower case; matched on word boundaries). They hold words
+# that look like numbers or negations but are neither ("once in a while", "first of all", "no longer"),
+# or negations spelled as verbs ("fails to start" = "does not start").
+IDIOMS: tuple[tuple[str, str], ...] = (
+    ("every once in a while", "occasionally"),
+    ("once in a while", "occasionally"),
+    ("at once", "immediately"),
+    ("all at once", "immediately"),
+    ("first of all", ""),
+    ("first and foremost", ""),
+    ("to begin with", ""),
+    ("to start with", ""),
+    ("for the first time", "initially"),
+    ("every other", "every second"),
+    ("a single", "a"),
+    ("one single", "a"),
+    ("no longer", "stopped"),
+    ("not only", ""),
+    ("no matter", ""),
+    ("no idea", "unsure"),
+    ("not sure", "unsure"),
+    ("did not know", "unsure"),
+    ("do not know", "unsure"),
+    ("does not know", "unsure"),
+    ("not familiar with", "unsure about"),
+    ("fails to", "does not"),
+    ("failed to", "did not"),
+    ("fail to", "do not"),
+    ("failing to", "not"),
+    ("unable to", "not able to"),
+    ("except for", "except"),
+    ("apart from", "except"),
+    ("other than", "except"),
+    ("excluding", "except"),
+    ("power on", "enable"),
+    ("power off", "disable"),
+    ("power up", "enable"),
+    ("power down", "disable"),
+)
+
+# Contractions written without their apostrophe ("cant", "doesnt"). "wont" is read as "will not".
+BARE_CONTRACTIONS = frozenset(
+    "cant dont doesnt didnt isnt arent wasnt werent wont wouldnt couldnt shouldnt havent hasnt hadnt".split()
+)
+
+# Particles that reverse a particle verb: "power on"/"power off", "log in"/"log out",
+# "round up"/"round down", "check in"/"check out". Compared only when the verb before them is the same.
+PARTICLE_PAIRS: tuple[tuple[str, str], ...] = (("on", "off"), ("in", "out"), ("up", "down"))
+
+# Words that place a value on a scale; two prompts must carry the same ones (after stemming). A
+# superlative or comparative that one prompt has and the other lacks changes the question
+# ("which planet has moons" / "which planet has the most moons").
+SCALAR_WORDS = frozenset(
+    """
+    most least fewest fewer more less max min maximum minimum highest lowest largest smallest biggest
+    top bottom oldest newest youngest latest earliest longest shortest fastest slowest cheapest dearest
+    closest nearest farthest furthest heaviest lightest hottest coldest warmest coolest
+    """.split()
+)
+
+# Words that place a value on a scale without being opposites of anything the other prompt says;
+# with SCALAR_WORDS and the superlatives they make a prompt "scaled".
+SCALE_MARKERS = frozenset("last latest recent".split())
+
+# Words ending in -est that are not superlatives (the -est/-most suffix marks a scale otherwise).
+NOT_SUPERLATIVE = frozenset(
+    """
+    best test request interest forest guest suggest digest manifest contest invest honest modest harvest
+    protest west rest nest chest quest priest arrest attest latest manifest conquest inquest pest vest
+    crest zest fest lest unrest backtest pretest retest unittest pytest jest almost utmost
+    """.split()
+)
+
+# Units: a number followed by one of them is compared as a quantity in a base unit, so "2 hours" and
+# "120 minutes", or "1 GB" and "1024 MB", are one quantity.
+UNITS: dict[str, tuple[str, float]] = {
+    **dict.fromkeys(("ms", "millisecond", "milliseconds"), ("s", 0.001)),
+    **dict.fromkeys(("s", "sec", "secs", "second", "seconds"), ("s", 1.0)),
+    **dict.fromkeys(("min", "mins", "minute", "minutes"), ("s", 60.0)),
+    **dict.fromkeys(("h", "hr", "hrs", "hour", "hours"), ("s", 3600.0)),
+    **dict.fromkeys(("day", "days"), ("s", 86400.0)),
+    **dict.fromkeys(("week", "weeks"), ("s", 604800.0)),
+    **dict.fromkeys(("b", "byte", "bytes"), ("B", 1.0)),
+    **dict.fromkeys(("kb", "kib", "kilobyte", "kilobytes"), ("B", 1024.0)),
+    **dict.fromkeys(("mb", "mib", "megabyte", "megabytes"), ("B", 1024.0**2)),
+    **dict.fromkeys(("gb", "gib", "gigabyte", "gigabytes"), ("B", 1024.0**3)),
+    **dict.fromkeys(("tb", "tib", "terabyte", "terabytes"), ("B", 1024.0**4)),
+    **dict.fromkeys(("m", "metre", "metres", "meter", "meters"), ("m", 1.0)),
+    **dict.fromkeys(("km", "kilometre", "kilometres", "kilometer", "kilometers"), ("m", 1000.0)),
+    **dict.fromkeys(("cm", "centimetre", "centimetres", "centimeter", "centimeters"), ("m", 0.01)),
+    **dict.fromkeys(("mm", "millimetre", "millimetres", "millimeter", "millimeters"), ("m", 0.001)),
+    **dict.fromkeys(("%", "percent", "per cent"), ("%", 1.0)),
+}
+
+# Words after which the next word is a verb in its own slot ("how do I *move*", "who *invented*",
+# "should … be *replaced*"). Two prompts that differ in one verb there, and in nothing else, are read
+# as synonyms (move/migrate, book/reserve) unless the verbs are opposites or one is a scalar.
+# "so"/"too"/"very" open an adjective slot ("so slow" / "so sluggish"), read the same way.
+VERB_SLOT_BEFORE = frozenset("i you we to be please let lets will can should must so too very".split())
+WH_WORDS = frozenset("who what which".split())
+# Auxiliaries that, right after a wh-word, make the next noun phrase the subject ("who did Plato
+# teach" against "who taught Plato").
+DO_SUPPORT = frozenset("do does did will would can could should".split())
+# Prepositions that mark a role (source, target, comparison); kept in the order sequence.
+# Copulas are kept too: "hours ahead of London is Tokyo" against "… of Tokyo is London".
+ROLE_WORDS = frozenset("from to into onto than of over under is are was were".split())
+# Words that make a relation symmetric: "the difference between A and B" asks the same as "B and A".
+SYMMETRIC_WORDS = frozenset(
+    "and or vs versus between both either compare compared comparison differ difference".split()
+)
+
+# Opposite actions and opposite ends of a scale, beyond ANTONYM_PAIRS: the polarity lexicon the
+# relaxed verb slot relies on (a verb swap in that slot passes unless the verbs are listed here, in
+# ANTONYM_PAIRS, or one negates the other by a prefix).
+POLARITY_PAIRS: tuple[tuple[str, str], ...] = tuple(
+    tuple(pair.split("/"))  # type: ignore[misc]
+    for pair in """
+    heat/cool heating/cooling warm/cool freeze/thaw freeze/melt join/leave enter/exit arrive/depart
+    arrival/departure contract/relax contract/expand tighten/loosen widen/narrow grow/shrink enlarge/shrink
+    inflate/deflate rise/fall raise/lower lift/lower climb/descend ascend/descend hire/fire promote/demote
+    approve/reject accept/decline gain/lose borrow/lend lend/borrow buy/sell deposit/withdraw credit/debit
+    import/export incoming/outgoing inbound/outbound ingress/egress inhale/exhale plant/harvest
+    commit/rollback apply/revert do/undo redo/undo merge/split split/join assemble/disassemble
+    bind/unbind wrap/unwrap pack/unpack indent/dedent insert/remove append/remove push/pop
+    enqueue/dequeue attach/remove install/remove boot/shutdown start/shutdown start/finish online/offline
+    activate/deactivate arm/disarm charge/discharge plug/unplug follow/unfollow block/unblock ban/unban
+    mute/unmute pin/unpin archive/unarchive hide/unhide hide/reveal tie/untie cordon/uncordon
+    mark/unmark select/deselect check/uncheck star/unstar like/unlike favorite/unfavorite
+    sunrise/sunset dawn/dusk morning/evening day/night summer/winter spring/autumn
+    north/south east/west northern/southern eastern/western northernmost/southernmost
+    easternmost/westernmost upper/lower upstream/downstream
+    early/late earlier/later earliest/latest past/future yesterday/tomorrow previous/next
+    old/new older/newer oldest/newest young/old younger/older youngest/oldest long/short longer/shorter
+    longest/shortest tall/short taller/shorter tallest/shortest wide/narrow thick/thin heavy/light
+    heavier/lighter heaviest/lightest hard/soft strong/weak rich/poor cheap/expensive cheapest/dearest
+    cheaper/dearer high/low higher/lower highest/lowest fast/slow faster/slower fastest/slowest
+    near/far nearer/farther closer/farther closest/farthest nearest/farthest closest/furthest
+    nearest/furthest still/stop hot/cold hotter/colder hottest/coldest warmest/coldest wet/dry full/empty
+    most/least most/fewest more/less more/fewer overestimate/underestimate overflow/underflow over/under
+    plus/minus multiply/divide profit/loss income/expense asset/liability buyer/seller
+    employer/employee predecessor/successor precede/succeed leader/follower sender/receiver
+    source/target source/destination primary/replica primary/secondary internal/external local/remote
+    permit/deny allowlist/denylist whitelist/blacklist legal/illegal safe/unsafe healthy/unhealthy
+    pass/fail overestimate/underestimate serial/parallel sequential/parallel static/dynamic
+    mutable/immutable strict/lenient compile/decompile marshal/unmarshal light/dark black/white
+    solid/liquid acidic/alkaline male/female mother/father husband/wife
+    """.split()
+)
+
+# Verbs that each name one specific operation. In the verb slot, two of them are two different
+# questions (install / configure Redis, delete / rename a branch); a verb outside this list against
+# another verb there is read as a synonym (move / migrate, reboot / restart, book / reserve).
+DISTINCT_ACTIONS = frozenset(
+    """
+    install uninstall configure update deploy build test debug run start stop restart delete rename copy
+    move create backup restore download upload read write sort filter reverse shuffle encrypt decrypt
+    compress sign merge split clone fork rebase commit push pull export import open close edit view print
+    parse format validate monitor scale patch reset revert kill cancel schedule approve submit cook bake
+    grill fry boil roast wash paint buy sell rent learn teach search replace count compare join convert
+    mount format share hide lock encode decode translate summarize train plant list
+    """.split()
+)
