@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 
 from services.cache.engine import CacheEngine
+from services.cache.exact_store import PENDING_PREFIX
 from services.cache.stats import TierCounters
 from services.common.errors import Unavailable
 
@@ -35,16 +36,22 @@ class StatsReport:
     exact_degraded: bool
     semantic_degraded: bool
     embedder: str
+    embedder_degraded: bool = False
+    backfill_pending: int = 0
+    backfilled: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class MaintenanceReport:
-    """What maintenance did."""
+    """What maintenance did (backfill_pending is -1 when Redis could not be asked)."""
 
     removed: int
     vacuumed: bool
     remaining: int
     duration_s: float
+    backfilled: int = 0
+    backfill_pending: int = 0
+    backfill_stopped: str = ""
 
 
 class CacheAdmin:
@@ -64,6 +71,8 @@ class CacheAdmin:
         try:
             async with asyncio.timeout(self._timeout_s * 5):
                 exact_removed = await engine.exact.delete_matching(tenant, model, key)
+                # NOTE: answers waiting for their semantic entry go too (or the backfill brings them back).
+                await engine.exact.delete_matching(tenant, model, key, prefix=PENDING_PREFIX)
         except Exception as exc:
             engine.exact_breaker.failure()
             raise Unavailable(f"exact tier (Redis) unreachable: {type(exc).__name__}") from exc
@@ -112,10 +121,15 @@ class CacheAdmin:
             exact_degraded=engine.exact_degraded,
             semantic_degraded=engine.semantic_degraded,
             embedder=engine.embedder.name,
+            embedder_degraded=engine.embed_breaker.degraded,
+            backfill_pending=await engine.backfill.pending(),
+            backfilled=engine.backfill.backfilled,
         )
 
     async def maintenance(self, max_age_s: float | None, vacuum: bool) -> MaintenanceReport:
-        """Deletes expired (and, with max_age_s, old) semantic entries; optionally vacuums."""
+        """Deletes expired (and, with max_age_s, old) semantic entries, gives up to `backfill_batch`
+        answers stored while the semantic tier or the embedder was down their semantic entries
+        (services/cache/backfill.py), and optionally vacuums."""
         engine = self._engine
         started = time.perf_counter()
         if not engine.semantic.is_open:
@@ -125,6 +139,7 @@ class CacheAdmin:
         try:
             async with asyncio.timeout(timeout_s):
                 removed = await engine.semantic.expire(max_age_s, timeout_s)
+                backfill = await engine.backfill.run()
                 if vacuum:
                     await engine.semantic.vacuum(timeout_s)
                 remaining, _ = await engine.semantic.count(None, timeout_s)
@@ -132,5 +147,20 @@ class CacheAdmin:
             engine.semantic_breaker.failure()
             raise Unavailable(f"semantic tier (PostgreSQL) unreachable: {type(exc).__name__}") from exc
         duration_s = time.perf_counter() - started
-        logger.info("maintenance removed %d entries (vacuum=%s) in %.2f s", removed, vacuum, duration_s)
-        return MaintenanceReport(removed=removed, vacuumed=vacuum, remaining=remaining, duration_s=duration_s)
+        logger.info(
+            "maintenance removed %d entries, backfilled %d (%d waiting), vacuum=%s, in %.2f s",
+            removed,
+            backfill.backfilled,
+            backfill.pending,
+            vacuum,
+            duration_s,
+        )
+        return MaintenanceReport(
+            removed=removed,
+            vacuumed=vacuum,
+            remaining=remaining,
+            duration_s=duration_s,
+            backfilled=backfill.backfilled,
+            backfill_pending=backfill.pending,
+            backfill_stopped=backfill.stopped,
+        )

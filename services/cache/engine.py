@@ -17,6 +17,7 @@ from google.protobuf import message as pb_message
 from redis.exceptions import AuthenticationError
 
 from services.cache import guard
+from services.cache.backfill import Backfill
 from services.cache.breaker import Breaker
 from services.cache.config import CacheConfig
 from services.cache.embedders import Embedder, Vector
@@ -154,6 +155,8 @@ class CacheEngine:
         self._checked_at: dict[str, float] = {}
         # NOTE: why Redis refused the last probe's credentials ("" while it accepts them).
         self._exact_refused = ""
+        # NOTE: answers stored without their semantic entry wait here for maintenance.
+        self.backfill = Backfill(self)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -585,6 +588,8 @@ class CacheEngine:
             self._store_exact(view, plan, value),
             self._store_semantic(view, plan, value, embedding, now),
         )
+        if not stored_semantic:
+            await self.backfill.defer([(view, plan, value)])
         return stored_exact, stored_semantic
 
     def _release(
@@ -609,6 +614,9 @@ class CacheEngine:
         exact_ok, semantic_ok = await asyncio.gather(
             self._store_exact_many([(items[n], values[n]) for n in exact]),
             asyncio.gather(*semantic_tasks),
+        )
+        await self.backfill.defer(
+            [(i.view, i.plan, v) for i, v, ok in zip(items, values, semantic_ok, strict=True) if not ok]
         )
         stored_exact = [False] * len(items)
         if exact_ok:

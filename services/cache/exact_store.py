@@ -13,6 +13,10 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 KEY_PREFIX = "cx"
+# NOTE: answers waiting for their semantic entry (services/cache/backfill.py): one hash per answer,
+# named like its exact entry under this prefix, and one sorted set of their names by when they came.
+PENDING_PREFIX = "cxp"
+PENDING_SET = "cxp-queue"
 _SCAN_COUNT = 1000
 _UNLINK_BATCH = 500
 
@@ -55,11 +59,16 @@ def redis_key(tenant: str, model: str, key: str) -> str:
     return f"{KEY_PREFIX}:{_short(tenant)}:{_short(model)}:{key}"
 
 
-def match_pattern(tenant: str | None, model: str | None, key: str | None) -> str:
+def pending_key(tenant: str, model: str, key: str) -> str:
+    """`cxp:<tenant hash>:<model hash>:<exact key>`: the answer's record while it waits for the backfill."""
+    return f"{PENDING_PREFIX}:{_short(tenant)}:{_short(model)}:{key}"
+
+
+def match_pattern(tenant: str | None, model: str | None, key: str | None, prefix: str = KEY_PREFIX) -> str:
     """The SCAN pattern of the entries selected by tenant, model and key (None matches any)."""
     return ":".join(
         [
-            KEY_PREFIX,
+            prefix,
             _short(tenant) if tenant is not None else "*",
             _short(model) if model is not None else "*",
             key if key is not None else "*",
@@ -156,13 +165,17 @@ class ExactStore:
             pipe.set(redis_key(tenant, model, key), value, px=max(1, int(ttl_s * 1000)))
         await pipe.execute()
 
-    async def delete_matching(self, tenant: str | None, model: str | None, key: str | None) -> int:
-        """Removes the selected entries; returns how many."""
+    async def delete_matching(
+        self, tenant: str | None, model: str | None, key: str | None, prefix: str = KEY_PREFIX
+    ) -> int:
+        """Removes the selected entries (with PENDING_PREFIX: the answers waiting for the backfill)."""
         if tenant is not None and model is not None and key is not None:
-            return int(await self._redis.unlink(redis_key(tenant, model, key)))
+            name = redis_key(tenant, model, key) if prefix == KEY_PREFIX else pending_key(tenant, model, key)
+            return int(await self._redis.unlink(name))
         removed = 0
         batch: list[bytes] = []
-        async for name in self._redis.scan_iter(match=match_pattern(tenant, model, key), count=_SCAN_COUNT):
+        pattern = match_pattern(tenant, model, key, prefix)
+        async for name in self._redis.scan_iter(match=pattern, count=_SCAN_COUNT):
             batch.append(name)
             if len(batch) >= _UNLINK_BATCH:
                 removed += int(await self._redis.unlink(*batch))
@@ -170,6 +183,50 @@ class ExactStore:
         if batch:
             removed += int(await self._redis.unlink(*batch))
         return removed
+
+    async def add_pending(
+        self, name: str, fields: dict[str, str | bytes], ttl_s: float, score: float, max_pending: int
+    ) -> int:
+        """Keeps one answer's record for `ttl_s` and queues its name; past `max_pending` queued names
+        the oldest go (their records too). Returns how many were dropped."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hset(name, mapping=fields)  # type: ignore[arg-type]
+        pipe.pexpire(name, max(1, int(ttl_s * 1000)))
+        pipe.zadd(PENDING_SET, {name: score})
+        pipe.zcard(PENDING_SET)
+        queued = int((await pipe.execute())[-1])
+        if queued <= max_pending:
+            return 0
+        dropped: list[tuple[bytes, float]] = await self._redis.zpopmin(  # type: ignore[assignment]
+            PENDING_SET, queued - max_pending
+        )
+        names = [member for member, _ in dropped]
+        if names:
+            await self._redis.unlink(*names)
+        return len(names)
+
+    async def oldest_pending(self, limit: int) -> list[tuple[bytes, dict[bytes, bytes]]]:
+        """Up to `limit` queued names, oldest first, with their records ({} for one that expired)."""
+        names: list[bytes] = await self._redis.zrange(PENDING_SET, 0, limit - 1)  # type: ignore[assignment]
+        if not names:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        for name in names:
+            pipe.hgetall(name)
+        records = await pipe.execute()
+        return list(zip(names, records, strict=True))
+
+    async def drop_pending(self, names: Sequence[bytes]) -> None:
+        """Removes answers from the queue with their records."""
+        if names:
+            pipe = self._redis.pipeline(transaction=False)
+            pipe.zrem(PENDING_SET, *names)
+            pipe.unlink(*names)
+            await pipe.execute()
+
+    async def pending_count(self) -> int:
+        """Answers queued for the backfill."""
+        return int(await self._redis.zcard(PENDING_SET))
 
     async def count(self, tenant: str | None) -> int:
         """Entries held (for one tenant, or all)."""

@@ -183,17 +183,21 @@ class SemanticStore:
         created_at: datetime,
         expires_at: datetime,
         timeout_s: float,
-    ) -> None:
-        """Stores (or replaces) the entry of one request."""
+        *,
+        keep_newer: bool = False,
+    ) -> bool:
+        """Stores (or replaces) the entry of one request; with `keep_newer`, an entry of the request
+        created later stays (the backfill must not replace it with an older answer). True when written."""
+        newer_stays = f" WHERE {TABLE}.created_at <= EXCLUDED.created_at" if keep_newer else ""
         async with self._require_pool().connection(timeout=timeout_s) as conn:
-            await conn.execute(
+            cursor = await conn.execute(
                 f"INSERT INTO {TABLE} (tenant, model, exact_key, context_key, prompt_text, embed_model,"
                 " embedding, payload, created_at, expires_at)"
                 " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
                 " ON CONFLICT (tenant, model, exact_key) DO UPDATE SET context_key = EXCLUDED.context_key,"
                 " prompt_text = EXCLUDED.prompt_text, embed_model = EXCLUDED.embed_model,"
                 " embedding = EXCLUDED.embedding, payload = EXCLUDED.payload,"
-                " created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at, hits = 0",
+                " created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at, hits = 0" + newer_stays,
                 (
                     ns.tenant,
                     ns.model,
@@ -207,6 +211,7 @@ class SemanticStore:
                     expires_at,
                 ),
             )
+            return cursor.rowcount > 0
 
     async def record_hits(self, hits: dict[int, int], timeout_s: float) -> None:
         """Adds hit counts to entries (one statement for a batch of them)."""

@@ -11,6 +11,7 @@ import grpc
 from corral.v1 import cache_service_pb2, cache_service_pb2_grpc
 from psycopg.conninfo import make_conninfo
 
+from services.cache.backfill import watch_backfill
 from services.cache.collector import watch_cache
 from services.cache.config import CacheConfig
 from services.cache.embedders import Embedder, make_embedder
@@ -146,6 +147,7 @@ async def setup(ctx: ServiceContext) -> Cleanup:
         await engine.stop()
         configuration_error("cache", str(exc))
     watch_cache(engine)
+    watch_backfill(engine)
     cache_service_pb2_grpc.add_CacheServiceServicer_to_server(CacheServicer(engine), ctx.server)
 
     async def ready() -> None:
