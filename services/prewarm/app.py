@@ -109,6 +109,7 @@ class PrewarmApp:
         self._lost = asyncio.Event()
         self._lost.set()
         self._stopping = False
+        self._led = False
         leadership.on_change.append(self._leadership_changed)
 
     def _channel(self, address: str) -> grpc.aio.Channel:
@@ -137,9 +138,11 @@ class PrewarmApp:
         loop = asyncio.get_running_loop()
         if leading:
             self._lost = asyncio.Event()
-            # NOTE: the start-up run belongs to the first leader; a replica taking over from another
-            # one continues its schedule instead of repeating a run that leader has done.
-            startup = self.cfg.run_on_start and not self.leadership.saw_other_leader
+            # NOTE: the start-up run belongs to the first leader, once: a replica taking over from
+            # another one, or leading again after losing its connection, continues the schedule
+            # instead of repeating a run already done.
+            startup = self.cfg.run_on_start and not self.leadership.saw_other_leader and not self._led
+            self._led = True
             self._acting.append(loop.create_task(self.triggers.run(startup=startup), name="prewarm-triggers"))
             self._acting.append(loop.create_task(self.required.run(), name="prewarm-required-models"))
             if self.health.view is not None:

@@ -8,15 +8,24 @@ from collections.abc import AsyncIterator
 import psycopg
 import pytest
 
+from services.health.config import HealthConfig, NodeSpec
+from services.health.server import start_in_process
+from services.prewarm.app import LOST_MID_RUN, PrewarmApp
+from services.prewarm.config import PrewarmConfig, WarmModel
 from services.prewarm.leader import LOCK_CLASS_ID, LOCK_KEY, LOCK_OBJSUBID, LeaderElection, SoleLeader
+from services.prewarm.runs import Outcome, RunState, Trigger
+from sim.config import NodeConfig
+from sim.node import SimNode
 from tests.helpers.polling import wait_for
 from tests.helpers.procs import free_port
+from tests.prewarm.test_with_health import HEALTH
 
 pytestmark = pytest.mark.timeout(60)
 
 LEASE_S = 2.0
 # NOTE: generous: a takeover needs one standby retry (0.5 s here), or the lease when a leader hangs.
 TAKEOVER_WAIT_S = 15.0
+FIRST, SECOND = "llama3.2:1b", "mistral:7b"
 
 
 class Replica:
@@ -156,3 +165,60 @@ async def test_without_election_the_replica_leads_alone() -> None:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_leader_that_loses_its_lock_mid_run_stops_before_acting_again(fresh_database: str) -> None:
+    # One node that loads slowly (real-time simulator: about 3 s for the first model), so that the
+    # leadership is lost while the run waits for its first warm-up; the second would follow it.
+    node = SimNode(NodeConfig(name="node-1", time_scale=1.0), admin_port=None)
+    await node.start()
+    health = await start_in_process(
+        HealthConfig.model_validate(
+            {**HEALTH, "nodes": [NodeSpec(id=node.name, address=node.url).model_dump()]}
+        )
+    )
+    dead = f"127.0.0.1:{free_port()}"
+    cfg = PrewarmConfig(
+        health_addr=f"127.0.0.1:{health.port}",
+        router_addr=dead,
+        cache_addr=dead,
+        models=[WarmModel(name=FIRST, keep_alive_s=600), WarmModel(name=SECOND, keep_alive_s=600)],
+        schedule_interval_s=0,
+        health_wait_s=10,
+        leader_election=True,
+        leader_lease_s=LEASE_S,
+    )
+    app = PrewarmApp(cfg, dsn=fresh_database)
+    await app.start()
+    try:
+        await wait_for(lambda: app.manager.current is not None, timeout_s=TAKEOVER_WAIT_S, what="a run")
+        run = app.manager.current
+        assert run is not None and run.request.trigger is Trigger.STARTUP
+        async with asyncio.timeout(TAKEOVER_WAIT_S):
+            async for event in run.events():
+                if event.outcome is Outcome.STARTED and event.model == FIRST and event.node_id:
+                    break
+        with psycopg.connect(fresh_database, autocommit=True) as conn:
+            conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
+                (app.leadership.name,),
+            )
+        async with asyncio.timeout(TAKEOVER_WAIT_S):
+            await run.finished.wait()
+        assert any(LOST_MID_RUN in error for error in run.summary.errors), run.summary.errors
+        assert run.summary.state in (RunState.FAILED, RunState.PARTIAL)
+
+        # The replica leads again (it is the only one) and continues: no second start-up run, and
+        # the second model, whose warm-up came after the loss, was never asked for.
+        await wait_for(app.is_leader, timeout_s=TAKEOVER_WAIT_S, what="leading again")
+        async with asyncio.timeout(TAKEOVER_WAIT_S):
+            await app.manager.wait_idle()
+        assert [r.trigger for r in app.manager.recent(10)] == [Trigger.STARTUP]
+        stats = node.stats()
+        # NOTE: a warm-up is a generate without a prompt; health's probes never send one.
+        assert stats["requests_by_route"].get("/api/generate") == 1
+        assert SECOND not in stats["loaded_models"]
+    finally:
+        await app.close()
+        await health.stop()
+        await node.stop()
