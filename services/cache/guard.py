@@ -43,6 +43,7 @@ import snowballstemmer  # type: ignore[import-untyped]
 from services.cache.guard_lexicon import (
     ANTONYM_PAIRS,
     BARE_CONTRACTIONS,
+    DETERMINERS,
     DISTINCT_ACTIONS,
     DO_SUPPORT,
     GENERIC_VERBS,
@@ -150,10 +151,28 @@ _WAY_TO = re.compile(
     r"preferred|most\s+\w+|least\s+\w+)\s+(ways?)\s+(to|of)\b",
     re.I,
 )
+# NOTE: "does not connect anymore" says the same as "no longer connects" ("stopped connecting").
+_NOT_ANYMORE = re.compile(r"\bnot\s+((?:\w+\s+){0,3}?\w+)\s+(?:anymore|any more|any longer)\b", re.I)
+_PARTICLES = frozenset("on up out off down in over away during at for with from by".split())
 _BE = frozenset("be is are was were been being".split())
 _IRREGULAR_PARTICIPLES = frozenset(
     "done made taken written given known seen shown built sent kept held found".split()
 )
+
+
+def _after_subject(words: list[str], at: int) -> bool:
+    """The verb after a question's one-word subject: "how do chameleons *alter* their colour", "what
+    do koalas *eat*", "when did Britain *join* the EU": a do-auxiliary opens the question, a noun
+    (not a pronoun, which VERB_SLOT_BEFORE covers) or a determiner and a noun follow, then the verb,
+    then a determiner, a particle or a preposition ("feed *on*") or the end. A longer subject is
+    not read ("how do cat owners …"), so its verb is compared as any other word."""
+    aux = next((i for i, w in enumerate(words[:5]) if w in ("do", "does", "did")), None)
+    if aux is None or aux + 2 >= len(words) or words[aux + 1] in VERB_SLOT_BEFORE:
+        return False
+    head = aux + 2 if words[aux + 1] in DETERMINERS else aux + 1
+    if at != head + 1 or words[head] in DETERMINERS:
+        return False
+    return at + 1 == len(words) or words[at + 1] in DETERMINERS or words[at + 1] in _PARTICLES
 
 
 def _passive(words: list[str], entities: set[str]) -> bool:
@@ -232,7 +251,8 @@ def _entities(text: str) -> set[str]:
             _DIGIT.search(token) is not None and _ALPHA.search(token) is not None
         )
         capitalised = token[0].isupper() and not sentence_start and token != "I"
-        if (inner_caps or identifier or capitalised) and lower not in NUMBER_WORDS:
+        # NOTE: units (GB, MB, KM) and number words are compared as quantities, not as names.
+        if (inner_caps or identifier or capitalised) and lower not in NUMBER_WORDS and lower not in UNITS:
             found.add(lower)
         sentence_start = False
     return found
@@ -243,7 +263,7 @@ def _is_number(word: str) -> bool:
 
 
 def _format(value: float) -> str:
-    return f"{value:.6g}"
+    return f"{value:.10g}"
 
 
 def _quantities(words: list[str]) -> tuple[list[str], set[int]]:
@@ -289,6 +309,7 @@ def analyse(text: str) -> Analysis:
     text = _QUOTED.sub(lambda m: " " + next(g for g in m.groups() if g is not None) + " ", text)
     for pattern, replacement in _CONTRACTIONS:
         text = pattern.sub(replacement, text)
+    text = _NOT_ANYMORE.sub(r"stopped \1", text)
     text = _IDIOMS_ANY_CASE.sub(lambda m: _IDIOM_MAP[m.group(0).lower()], text)
     text = _WAY_TO.sub(r"\1 \2", text)
     text = _ONCE_NOT_A_COUNT.sub("", text)
@@ -331,7 +352,10 @@ def analyse(text: str) -> Analysis:
     verb_slots = frozenset(
         slot
         for slot, at in enumerate(topic_at)
-        if at == 0 or words[at - 1] in VERB_SLOT_BEFORE or (words[at - 1] in WH_WORDS and at - 1 == 0)
+        if at == 0
+        or words[at - 1] in VERB_SLOT_BEFORE
+        or (words[at - 1] in WH_WORDS and at - 1 == 0)
+        or _after_subject(words, at)
     )
     particles = frozenset(
         (stems[index - 1], word)

@@ -144,6 +144,10 @@ SYNONYM_GROUPS: tuple[tuple[str, ...], ...] = (
     ("capture", "take"),
     ("suggest", "recommend"),
     ("convert", "parse", "turn", "change"),
+    ("often", "frequently"),
+    ("far", "distant"),
+    ("slow", "sluggish"),
+    ("manual", "guide", "handbook"),
 )
 
 NUMBER_WORDS = {
@@ -324,6 +328,8 @@ UNITS: dict[str, tuple[str, float]] = {
 # "so"/"too"/"very" open an adjective slot ("so slow" / "so sluggish"), read the same way.
 VERB_SLOT_BEFORE = frozenset("i you we to be please let lets will can should must so too very".split())
 WH_WORDS = frozenset("who what which".split())
+# Words that open a noun phrase: a verb is not preceded by one, and is often followed by one.
+DETERMINERS = frozenset("the a an their its my your our his her this that these those some any".split())
 # Auxiliaries that, right after a wh-word, make the next noun phrase the subject ("who did Plato
 # teach" against "who taught Plato").
 DO_SUPPORT = frozenset("do does did will would can could should".split())
@@ -382,7 +388,7 @@ DISTINCT_ACTIONS = frozenset(
     move create backup restore download upload read write sort filter reverse shuffle encrypt decrypt
     compress sign merge split clone fork rebase commit push pull export import open close edit view print
     parse format validate monitor scale patch reset revert kill cancel schedule approve submit cook bake
-    grill fry boil roast wash paint buy sell rent learn teach search replace count compare join convert
+    grill fry boil roast wash paint buy sell rent learn teach search count compare join
     mount format share hide lock encode decode translate summarize train plant list
     """.split()
 )
