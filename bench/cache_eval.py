@@ -11,7 +11,9 @@ must not):
 `--set guard-eval --split tune|test` measures the current guard on the near-miss evaluation set
 instead (bench/data/guard_eval/pairs.jsonl, bench/guard_eval.py), at the operating threshold only:
 paraphrase hits and wrong hits overall, by kind and by domain, pairwise and in retrieval over every
-`a` of the split. Only the tune split may guide changes to the guard; test is for reporting.
+`a` of the split; the two sets above, unchanged, at the same threshold for comparison; the guard's
+cost per check (bench/guard_cost.py) and the machine's load. It writes guard_eval_<split>.json and
+.md. Only the tune split may guide changes to the guard; test is for reporting.
 
 Run: `make bench-cache-eval` (installs the `eval` extra) or
 `PYTHONPATH=.:gen/python .venv/bin/python bench/cache_eval.py [--set guard-eval --split tune]`.
@@ -21,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import platform
 import sys
 import time
 from collections import Counter, defaultdict
@@ -32,7 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "gen" / "python")]
 
-from bench import guard_eval  # noqa: E402
+from bench import guard_cost, guard_eval  # noqa: E402
 from services.cache import guard  # noqa: E402
 from services.cache.embedders import MiniLMEmbedder  # noqa: E402
 
@@ -220,6 +224,8 @@ def evaluate_guard_set(
     reasons = [guard.check(r["b"], r["a"]) for r in rows]
     report: dict[str, Any] = {
         "data": str(guard_eval.DATA.relative_to(ROOT)),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}",
+        "load_average_at_start": [round(x, 2) for x in os.getloadavg()],
         "split": split,
         "pairs": len(rows),
         "paraphrases": sum(r["label"] == "paraphrase" for r in rows),
@@ -246,6 +252,19 @@ def evaluate_guard_set(
                 if use_guard:
                     served = picked
             report[f"{mode}/{'guard' if use_guard else 'cosine'}"] = breakdown(rows, hits)
+
+    report["guard_refusals_by_reason"] = {
+        label: dict(
+            Counter(
+                reason or "accepted" for r, reason in zip(rows, reasons, strict=True) if r["label"] == label
+            )
+        )
+        for label in ("paraphrase", "near_miss")
+    }
+    report["earlier_sets"] = [earlier_set(embedder, path, operating, candidates) for path in (DATA, HOLDOUT)]
+    # NOTE: timing only (labels unused); the split's own pairs, so a tune run reads no test question.
+    report["guard_cost"] = guard_cost.measure(repeat=3, rows=[(r["b"], r["a"]) for r in rows])
+    report["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
 
     print(
         f"\n{report['data']} [{split}]: {report['paraphrases']} paraphrases, "
@@ -279,6 +298,24 @@ def evaluate_guard_set(
         print(f"  {domain:<26} " + " ".join(f"{p:>10}" for p in parts))
     refusals = report["guard_refusals_of_paraphrases_above_threshold"]
     print(f"guard on paraphrases at or above the threshold: {refusals}")
+    for earlier in report["earlier_sets"]:
+        print(
+            f"{earlier['data']} (unchanged, {earlier['paraphrases']} paraphrases, "
+            f"{earlier['near_misses']} near-misses): "
+            + ", ".join(
+                f"{k} {earlier[k]['paraphrase_hit_pct']:.1f}% / {earlier[k]['near_miss_wrong_hit_pct']:.1f}%"
+                for k in keys
+            )
+        )
+    cost = report["guard_cost"]
+    print(
+        "guard.check per pair: "
+        + ", ".join(
+            f"{k} p50 {cost[k]['p50_us']:.0f} µs p99 {cost[k]['p99_us']:.0f} µs"
+            for k in ("cold", "service", "warm")
+        )
+        + f"; load {report['load_average_at_start']} → {report['load_average_at_end']}"
+    )
     if show_errors:
         for i, r in enumerate(rows):
             wrong = (served[i] != r["a"]) if r["label"] == "paraphrase" else served[i] != ""
@@ -288,6 +325,107 @@ def evaluate_guard_set(
                 if served[i] and served[i] != r["a"]:
                     print(f"      served {served[i]!r}")
     return report
+
+
+def earlier_set(embedder: MiniLMEmbedder, path: Path, operating: float, candidates: int) -> dict[str, Any]:
+    """One of the older labelled sets (unchanged), at the operating threshold: the comparison the
+    guard-eval report carries."""
+    rows = load_pairs(path)
+    anchors = sorted({r["a"] for r in rows})
+    a_vec = np.stack(embedder.encode([r["a"] for r in rows]))
+    b_vec = np.stack(embedder.encode([r["b"] for r in rows]))
+    anchor_vec = np.stack(embedder.encode(anchors))
+    cos = (a_vec * b_vec).sum(axis=1)
+    sims = b_vec @ anchor_vec.T
+    result: dict[str, Any] = {
+        "data": str(path.relative_to(ROOT)),
+        "paraphrases": sum(r["label"] == "paraphrase" for r in rows),
+        "near_misses": sum(r["label"] == "near_miss" for r in rows),
+    }
+    for use_guard in (False, True):
+        mode = "guard" if use_guard else "cosine"
+        result[f"pairwise/{mode}"] = rates(rows, pairwise(rows, cos, operating, use_guard))
+        result[f"retrieval/{mode}"] = rates(
+            rows, retrieval(rows, anchors, sims, operating, use_guard, candidates)[0]
+        )
+    return result
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The guard-eval report as Markdown (bench/results/guard_eval_<split>.md)."""
+    keys = ("pairwise/cosine", "pairwise/guard", "retrieval/cosine", "retrieval/guard")
+    cost = result["guard_cost"]
+    lines = [
+        f"# Near-miss guard on the guard-eval set, {result['split']} split",
+        "",
+        f"`{result['data']}`, split `{result['split']}`: {result['paraphrases']} paraphrases, "
+        f"{result['near_misses']} near-misses, {result['anchors']} stored prompts in retrieval. "
+        f"Embedder {result['embedder']}, threshold {result['threshold']:.2f}, "
+        f"{result['candidates']} candidates. "
+        f"{result['machine']}; load average {result['load_average_at_start']} at start, "
+        f"{result['load_average_at_end']} at end. Written by "
+        f"`bench/cache_eval.py --set guard-eval --split {result['split']}`.",
+        "",
+        "| | pairwise, cosine | pairwise, guard | retrieval, cosine | **retrieval, guard** |",
+        "|---|---|---|---|---|",
+    ]
+    for label, field in (
+        ("paraphrase hits", "paraphrase_hit_pct"),
+        ("near-miss wrong hits", "near_miss_wrong_hit_pct"),
+    ):
+        lines.append(
+            f"| {label} | " + " | ".join(f"{result[k]['overall'][field]:.1f} %" for k in keys) + " |"
+        )
+    lines += ["", "By kind (paraphrase kinds: hit %; near-miss kinds: wrong-hit %):", ""]
+    lines += [
+        "| kind | label | pairwise, cosine | pairwise, guard | retrieval, cosine | **retrieval, guard** |"
+    ]
+    lines += ["|---|---|---|---|---|---|"]
+    for kind in guard_eval.KINDS:
+        entries = [result[k]["by_kind"].get(kind) for k in keys]
+        if entries[0] is None:
+            continue
+        cells = " | ".join(f"{e['pct']:.1f} % ({e['count']})" for e in entries if e is not None)
+        lines.append(f"| `{kind}` | {guard_eval.KIND_LABEL[kind].replace('_', '-')} | {cells} |")
+    lines += ["", "By domain (paraphrase hit % / near-miss wrong-hit %):", ""]
+    lines += ["| domain | pairwise, cosine | pairwise, guard | retrieval, cosine | **retrieval, guard** |"]
+    lines += ["|---|---|---|---|---|"]
+    for domain in guard_eval.DOMAINS:
+        parts = []
+        for k in keys:
+            d = result[k]["by_domain"].get(domain)
+            parts.append(f"{d['paraphrase_hit_pct']:.1f} / {d['near_miss_wrong_hit_pct']:.1f}" if d else "-")
+        lines.append(f"| `{domain}` | " + " | ".join(parts) + " |")
+    lines += ["", "The guard's verdict on each pair (pairwise, before the threshold):", ""]
+    for label, counts in result["guard_refusals_by_reason"].items():
+        lines.append(f"- {label.replace('_', '-')}: " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    lines += ["", "The earlier labelled sets, unchanged, at the same threshold:", ""]
+    lines += ["| set | pairwise, cosine | pairwise, guard | retrieval, cosine | **retrieval, guard** |"]
+    lines += ["|---|---|---|---|---|"]
+    for earlier in result["earlier_sets"]:
+        cells = " | ".join(
+            f"{earlier[k]['paraphrase_hit_pct']:.1f} % / {earlier[k]['near_miss_wrong_hit_pct']:.1f} %"
+            for k in keys
+        )
+        lines.append(
+            f"| `{earlier['data']}` ({earlier['paraphrases']} + {earlier['near_misses']}) | {cells} |"
+        )
+    lines += [
+        "",
+        f"Guard cost per check on CPU (`bench/guard_cost.py`, the split's {cost['pairs']} pairs × "
+        f"{cost['repeat']}, load {cost['load_average_at_start']} → {cost['load_average_at_end']}):",
+        "",
+        "| guard.check | p50 | p99 |",
+        "|---|---|---|",
+        f"| cold: both prompts analysed | {cost['cold']['p50_us']:.0f} µs | "
+        f"{cost['cold']['p99_us']:.0f} µs |",
+        f"| service: stored prompt's analysis cached | {cost['service']['p50_us']:.0f} µs | "
+        f"{cost['service']['p99_us']:.0f} µs |",
+        f"| warm: both cached (rules only) | {cost['warm']['p50_us']:.0f} µs | "
+        f"{cost['warm']['p99_us']:.0f} µs |",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -325,7 +463,8 @@ def main() -> None:
             RESULTS.mkdir(parents=True, exist_ok=True)
             out = RESULTS / f"guard_eval_{args.split}.json"
             out.write_text(json.dumps(result, indent=2) + "\n")
-            print(f"wrote {out}")
+            out.with_suffix(".md").write_text(markdown(result))
+            print(f"wrote {out} and {out.with_suffix('.md')}")
         return
     report = {
         "embedder": embedder.name,

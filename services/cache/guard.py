@@ -134,6 +134,9 @@ def _phrase_pattern(pairs: tuple[tuple[str, str], ...]) -> re.Pattern[str]:
 
 _SYNONYMS = _build_synonyms()
 _ANTONYMS = tuple((_stem(a), _stem(b)) for a, b in (*ANTONYM_PAIRS, *POLARITY_PAIRS))
+_OPPOSITES: dict[str, frozenset[str]] = {
+    stem: frozenset(right for left, right in _ANTONYMS if left == stem) for stem, _ in _ANTONYMS
+}
 _NUMBER_WORDS = {_stem(word): value for word, value in NUMBER_WORDS.items()} | NUMBER_WORDS
 _STOP_STEMS = frozenset(_stem(word) for word in STOPWORDS) | STOPWORDS
 _GENERIC_VERBS = frozenset(_SYNONYMS.get(_stem(word), _stem(word)) for word in GENERIC_VERBS)
@@ -387,9 +390,10 @@ def analyse(text: str) -> Analysis:
 
 def _opposed(a: Analysis, b: Analysis) -> bool:
     """True when a has a word whose opposite is in b (and not the other way round as well)."""
-    for left, right in _ANTONYMS:
-        if left in a.stems and right in b.stems and right not in a.stems and left not in b.stems:
-            return True
+    for left in a.stems - b.stems:
+        for right in _OPPOSITES.get(left, ()):
+            if right in b.stems and right not in a.stems:
+                return True
     only_a = a.stems - b.stems
     only_b = b.stems - a.stems
     for stem in only_a:

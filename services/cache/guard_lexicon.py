@@ -376,6 +376,9 @@ POLARITY_PAIRS: tuple[tuple[str, str], ...] = tuple(
     pass/fail overestimate/underestimate serial/parallel sequential/parallel static/dynamic
     mutable/immutable strict/lenient compile/decompile marshal/unmarshal light/dark black/white
     solid/liquid acidic/alkaline male/female mother/father husband/wife
+    suspend/resume approve/deny increase/lower give/take charge/refund wake/sleep hibernate/wake
+    attack/defend reward/punish praise/criticize love/hate appear/disappear confirm/cancel
+    enroll/withdraw speed/slow accelerate/decelerate inflow/outflow borrow/return
     """.split()
 )
 
