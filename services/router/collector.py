@@ -41,6 +41,30 @@ class RouterCollector(Collector):
             "Retries refused because the retry budget was spent (the request failed instead).",
             core.budget.retries_refused,
         )
+        admission = core.admission
+        yield GaugeMetricFamily(
+            "corral_router_admission_queue_depth",
+            "Requests waiting in the admission queue for a free node slot.",
+            admission.depth,
+        )
+        yield CounterMetricFamily(
+            "corral_router_admission_waits",
+            "Requests that found every node full and waited in the admission queue.",
+            admission.waits,
+        )
+        yield CounterMetricFamily(
+            "corral_router_admission_wait_seconds",
+            "Time requests spent in the admission queue before a slot was theirs.",
+            admission.wait_s_total,
+        )
+        refusals = CounterMetricFamily(
+            "corral_router_admission_refusals",
+            "Requests the admission queue refused: queue_full, displaced, queue_timeout, deadline.",
+            labels=["reason"],
+        )
+        for reason, count in sorted(admission.refusals.items()):
+            refusals.add_metric([reason], count)
+        yield refusals
         inflight = GaugeMetricFamily(
             "corral_router_node_inflight", "This router's requests in flight per node.", labels=["node"]
         )

@@ -119,6 +119,24 @@ class BalancerConfig(Section):
     ect: EctConfig = EctConfig()
 
 
+class AdmissionConfig(Section):
+    """The admission queue: where requests wait while every node that could serve them is full.
+
+    A node is full at `balancer.max_inflight_per_node` requests in flight from this router. See
+    services/router/admission.py and docs/router.md.
+
+    Attributes:
+        max_waiting: Most requests waiting at once; beyond it a request is refused at once with
+            RESOURCE_EXHAUSTED (HTTP 503 with `Retry-After`). 0 refuses without waiting.
+        max_wait_s: Longest wait of one request for a slot (its own deadline may end it sooner).
+        retry_after_s: The `Retry-After` (seconds, rounded up) of a refusal because of saturation.
+    """
+
+    max_waiting: int = Field(default=512, ge=0)
+    max_wait_s: float = Field(default=30.0, gt=0)
+    retry_after_s: float = Field(default=2.0, gt=0)
+
+
 class RouterConfig(ServiceConfig):
     """Settings of the router service (defaults work on one machine).
 
@@ -170,6 +188,7 @@ class RouterConfig(ServiceConfig):
         reporter: This router's name in outcome reports ("" picks router-<pid>).
         model_admin_parallel: Nodes a fleet-wide pull, delete or copy works on at once; the others wait.
         model_pull_read_timeout_s: A node's pull fails when it sends no progress line for this long.
+        admission: The bounded, tenant-fair queue of requests waiting for a free node slot.
     """
 
     port: int = 50051
@@ -206,6 +225,7 @@ class RouterConfig(ServiceConfig):
     stale_after_heartbeats: float = Field(default=3.0, gt=0)
     retry_budget: RetryBudgetConfig = RetryBudgetConfig()
     balancer: BalancerConfig = BalancerConfig()
+    admission: AdmissionConfig = AdmissionConfig()
     nodes: list[StaticNode] = Field(default_factory=_default_nodes)
     reporter: str = ""
     model_admin_parallel: int = Field(default=4, ge=1)

@@ -11,6 +11,7 @@ from typing import Any
 from corral.v1 import common_pb2
 
 from services.common.errors import DeadlineExceeded, InvalidArgument, Unavailable
+from services.router.admission import AdmissionQueue, Waiter
 from services.router.balancer import Balancer, Candidate, Learning, PickContext
 from services.router.learning import outcome_of, request_size
 from services.router.observe import AttemptRecord, Observer
@@ -44,6 +45,7 @@ class Job:
         background: A background-priority request.
         deadline: time.monotonic() by which the answer must be complete, or None.
         received_at: time.perf_counter() when the router received the request.
+        tenant: The tenant it acts for (its turn in the admission queue).
     """
 
     spec: common_pb2.GenerateSpec | common_pb2.ChatSpec
@@ -52,6 +54,7 @@ class Job:
     background: bool = False
     deadline: float | None = None
     received_at: float = field(default_factory=time.perf_counter)
+    tenant: str = ""
 
     @property
     def is_chat(self) -> bool:
@@ -191,6 +194,7 @@ class Forwarder:
         busy_cooldown_s: float,
         background_node_threshold: int,
         buffered_read_timeout_s: float = 120.0,
+        admission: AdmissionQueue | None = None,
     ) -> None:
         self.board = board
         self.balancer = balancer
@@ -204,6 +208,7 @@ class Forwarder:
         self._bg_threshold = background_node_threshold
         self._buffered_read_s = buffered_read_timeout_s
         self._learner = balancer if isinstance(balancer, Learning) else None
+        self.admission = admission or AdmissionQueue(0, 1.0, 1.0)
 
     async def choose(
         self,
@@ -213,10 +218,16 @@ class Forwarder:
         background: bool,
         deadline: float | None,
         size: tuple[int, int | None] = (0, None),
+        tenant: str = "",
     ) -> Candidate:
-        """Picks a node, waiting (background only) for room; raises Unavailable when none can serve.
+        """Picks a node, waiting in the admission queue while every node that could serve is full.
 
         `size` is the request's (prompt characters, num_predict) for a balancer that scores them.
+
+        Raises:
+            Unavailable: No node can serve the model (none installed it, all failed or ejected).
+            Saturated: Every node that could serve is full and the request could not wait.
+            DeadlineExceeded: The deadline passed while the request waited.
         """
         ctx = PickContext(
             model=model,
@@ -225,20 +236,56 @@ class Forwarder:
             prompt_chars=size[0],
             num_predict=size[1],
         )
-        while True:
-            candidates = self.board.candidates(
-                model, exclude=exclude, background=background, background_threshold=self._bg_threshold
-            )
-            picked = self.balancer.pick(ctx, candidates)
-            if picked is not None:
-                return picked
-            if background and self.board.candidates(model, exclude=exclude):
-                remaining = 30.0 if deadline is None else deadline - time.monotonic()
-                if await self.gate.wait_for_room(remaining):
+        waiter: Waiter | None = None
+        try:
+            while True:
+                candidates = self.board.candidates(
+                    model, exclude=exclude, background=background, background_threshold=self._bg_threshold
+                )
+                # NOTE: a newcomer queues behind earlier waiters for the model instead of taking the
+                # slot just handed to one of them.
+                held = waiter is None and self.admission.holds(model, background)
+                picked = None if held else self.balancer.pick(ctx, candidates)
+                if picked is not None:
+                    if waiter is not None:
+                        self.admission.taken(waiter)
+                        waiter = None
+                    return picked
+                if not held and background and self.board.candidates(model, exclude=exclude):
+                    if waiter is not None:
+                        self.admission.leave(waiter)
+                        waiter = None
+                    remaining = 30.0 if deadline is None else deadline - time.monotonic()
+                    if await self.gate.wait_for_room(remaining):
+                        continue
+                    raise Unavailable(
+                        "background request yielded: every node is busy with interactive traffic"
+                    )
+                if held or self.board.candidates(model, exclude=exclude, include_full=True):
+                    if waiter is None:
+                        waiter = await self.admission.wait(tenant, model, background, deadline)
+                    else:
+                        waiter = await self.admission.rewait(waiter, deadline)
                     continue
-                raise Unavailable("background request yielded: every node is busy with interactive traffic")
-            tried = f" (failed: {', '.join(exclude)})" if exclude else ""
-            raise Unavailable(f"no node can serve model {model!r} now{tried}", reason="NO_NODE_AVAILABLE")
+                tried = f" (failed: {', '.join(exclude)})" if exclude else ""
+                raise Unavailable(f"no node can serve model {model!r} now{tried}", reason="NO_NODE_AVAILABLE")
+        finally:
+            if waiter is not None:
+                self.admission.leave(waiter)
+
+    def _release_slot(self, node_id: str) -> None:
+        """A request on the node ended: the slot goes to the next waiter whose model the node serves."""
+
+        def serves(model: str) -> bool:
+            node = self.board.nodes.get(node_id)
+            if node is None or model in self.board.local(node_id).missing_models:
+                return False
+            if node.models is None:
+                return True
+            view = node.models.get(model)
+            return view is not None and view.installed
+
+        self.admission.release(serves)
 
     def allow_retry(self) -> bool:
         allowed = self.budget.try_withdraw()
@@ -249,6 +296,7 @@ class Forwarder:
         self, job_kind: str, model: str, node: Candidate, interactive: bool, outcome: Attempt, **extra: Any
     ) -> None:
         inflight = self.board.end(node.node_id, interactive)
+        self._release_slot(node.node_id)
         if interactive:
             self.gate.notify_room()
         latency_ms = extra.pop("latency_ms")
@@ -305,7 +353,7 @@ class Forwarder:
                 )
             try:
                 node = await self.choose(
-                    job.model, failed, job.affinity_key, job.background, job.deadline, size
+                    job.model, failed, job.affinity_key, job.background, job.deadline, size, job.tenant
                 )
             except Unavailable as exc:
                 if attempts == 0 and not failed:

@@ -202,6 +202,7 @@ class ScoreBoard:
         exclude: Iterable[str] = (),
         background: bool = False,
         background_threshold: int = 2,
+        include_full: bool = False,
     ) -> list[Candidate]:
         """Nodes that may take a request for the model (the balancer's input).
 
@@ -209,12 +210,14 @@ class ScoreBoard:
         (or the node's models not known yet), not marked as lacking the model, not saturated, not
         already tried by this request. When health's copy is stale and nothing passes, nodes that
         health last called unroutable are tried as well: the router's own outcomes decide.
+        `include_full` keeps saturated nodes (the admission queue asks whether any node could serve).
         """
         skip = set(exclude)
         now = self._clock()
-        result = self._filter(model, skip, now, background, background_threshold, trust_health=True)
+        args = (model, skip, now, background, background_threshold)
+        result = self._filter(*args, trust_health=True, include_full=include_full)
         if not result and self.stale:
-            result = self._filter(model, skip, now, background, background_threshold, trust_health=False)
+            result = self._filter(*args, trust_health=False, include_full=include_full)
         self._neutral_prior(model, result)
         return result
 
@@ -242,6 +245,7 @@ class ScoreBoard:
         background: bool,
         background_threshold: int,
         trust_health: bool,
+        include_full: bool = False,
     ) -> list[Candidate]:
         out: list[Candidate] = []
         # NOTE: the router's own error and busy rates count only while health's copy is stale;
@@ -254,7 +258,7 @@ class ScoreBoard:
             self._decay(local, now)
             if local.cooldown_until > now or model in local.missing_models:
                 continue
-            if local.inflight >= self._cfg.max_inflight_per_node:
+            if local.inflight >= self._cfg.max_inflight_per_node and not include_full:
                 continue
             if background and local.interactive >= background_threshold:
                 continue
