@@ -105,6 +105,7 @@ class CacheServicer(cache_service_pb2_grpc.CacheServiceServicer):
             flight_token=result.flight_token,
             guard_reason=result.guard_reason,
             reason=result.reason,
+            semantic_max_temperature=self._cfg.semantic_policy.resolve(view.tenant, view.model).ceiling,
         )
         return reply, result
 

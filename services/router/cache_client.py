@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 import grpc
@@ -17,6 +17,10 @@ from services.common.wire import CACHE_MAX_BATCH
 logger = logging.getLogger(__name__)
 
 _STORE_TIMEOUT_S = 5.0
+# NOTE: (tenant, model) pairs whose semantic policy the client remembers (the least recent go first).
+_POLICIES_KEPT = 4096
+# NOTE: what Ollama samples at when a request sets no temperature (the cache counts it so too).
+_UNSET_TEMPERATURE = 0.8
 _Item = cache_service_pb2.StoreRequest | cache_service_pb2.AbandonFlightRequest
 
 
@@ -37,6 +41,11 @@ class LookupResult:
     similarity: float = 0.0
     flight_token: str = ""
     reason: str = ""
+
+
+def _policy_key(request: cache_service_pb2.LookupRequest) -> tuple[str, str]:
+    spec = request.generate if request.WhichOneof("request") == "generate" else request.chat
+    return request.tenant, spec.model
 
 
 def reason_without_lookup(has_cache: bool, is_load: bool, mode: common_pb2.CacheMode.ValueType) -> str:
@@ -190,6 +199,43 @@ class CacheClient:
         self.store_batches = 0
         # NOTE: embedding stores in flight, referenced until they finish.
         self._embedding_stores: set[asyncio.Task[None]] = set()
+        # NOTE: the semantic ceiling the cache last reported per (tenant, model) (LookupResponse).
+        self._ceilings: OrderedDict[tuple[str, str], float] = OrderedDict()
+
+    def semantic_may_answer(self, tenant: str, spec: Message, policy: common_pb2.CachePolicy) -> bool | None:
+        """True when the cache's semantic policy, as it last reported it for this tenant and model,
+        lets its semantic tier answer the request (so the lookup may first embed the question).
+
+        None for a tenant and model not looked up yet: the caller's own rule then decides.
+        """
+        assert isinstance(spec, common_pb2.GenerateSpec | common_pb2.ChatSpec)
+        ceiling = self._ceilings.get((tenant, spec.model))
+        if ceiling is None:
+            return None
+        if isinstance(spec, common_pb2.ChatSpec) and spec.tools:
+            return False
+        if policy.mode == common_pb2.CACHE_MODE_SEMANTIC:
+            return ceiling >= 0
+        if policy.mode != common_pb2.CACHE_MODE_UNSPECIFIED:
+            return False
+        options = spec.options
+        temperature = options.temperature if options.HasField("temperature") else _UNSET_TEMPERATURE
+        return round(temperature, 6) <= round(ceiling, 6)
+
+    def _learn(
+        self,
+        requests: list[cache_service_pb2.LookupRequest],
+        replies: list[cache_service_pb2.LookupResponse | None],
+    ) -> None:
+        """Remembers each reply's semantic ceiling, late replies included."""
+        for request, reply in zip(requests, replies, strict=True):
+            if reply is None:
+                continue
+            key = _policy_key(request)
+            self._ceilings[key] = reply.semantic_max_temperature
+            self._ceilings.move_to_end(key)
+        while len(self._ceilings) > _POLICIES_KEPT:
+            self._ceilings.popitem(last=False)
 
     async def lookup(
         self, tenant: str, spec: Message, policy: common_pb2.CachePolicy, budget_s: float | None = None
@@ -215,6 +261,13 @@ class CacheClient:
         self, requests: list[cache_service_pb2.LookupRequest], timeout_s: float
     ) -> list[cache_service_pb2.LookupResponse | None]:
         """One Lookup, or one LookupBatch for several; None for each lookup whose call failed."""
+        replies = await self._call_lookups(requests, timeout_s)
+        self._learn(requests, replies)
+        return replies
+
+    async def _call_lookups(
+        self, requests: list[cache_service_pb2.LookupRequest], timeout_s: float
+    ) -> list[cache_service_pb2.LookupResponse | None]:
         self.lookup_calls_sent += 1
         if len(requests) > 1 and self._lookup_batch_supported is not False:
             try:

@@ -68,8 +68,10 @@ def affinity_key(spec: Spec, session_id: str) -> str | None:
 def semantic_eligible(spec: Spec, policy: common_pb2.CachePolicy) -> bool:
     """True when the cache may answer from its semantic tier, which first embeds the prompt.
 
-    The cache decides (services/cache/keys.py `plan`): CACHE_MODE_SEMANTIC, or the default mode with
-    temperature exactly 0. The router only needs to know which lookup budget applies.
+    The cache decides (services/cache/keys.py `plan`) by its operator's semantic policy; this is its
+    default rule (CACHE_MODE_SEMANTIC, or the default mode with temperature exactly 0), which applies
+    until the cache has reported the policy of a tenant and model (`CacheClient.semantic_may_answer`).
+    The router only needs to know which lookup budget applies.
     """
     if isinstance(spec, common_pb2.ChatSpec) and spec.tools:
         return False  # never answered from the semantic tier (services/cache/keys.py)
@@ -315,11 +317,9 @@ class RouterCore:
                         yield Done(coalesced, live=False)
                         return
                 lookup_started = time.perf_counter()
-                budget_ms = (
-                    self.cfg.semantic_lookup_budget_ms
-                    if semantic_eligible(spec, policy)
-                    else self.cfg.lookup_budget_ms
-                )
+                learned = self.cache.semantic_may_answer(tenant, spec, policy)
+                semantic = semantic_eligible(spec, policy) if learned is None else learned
+                budget_ms = self.cfg.semantic_lookup_budget_ms if semantic else self.cfg.lookup_budget_ms
                 found = await self.cache.lookup(tenant, spec, policy, budget_ms / 1000)
                 self.observers.cache_lookup(found.outcome, (time.perf_counter() - lookup_started) * 1000)
                 cache_outcome = found.outcome

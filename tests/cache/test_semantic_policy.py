@@ -17,9 +17,9 @@ from services.cache import keys
 from services.cache.collector import CacheCollector
 from services.cache.config import CacheConfig, SemanticPolicyConfig
 from services.cache.embedders import HashingEmbedder
-from services.cache.engine import CacheEngine
-from services.cache.server import start_in_process
+from services.cache.server import RunningCache, start_in_process
 from services.common.config import ConfigError, load_config
+from services.router.cache_client import CacheClient
 from tests.cache.helpers import MODEL, gen, lookup, make_config, store
 from tests.helpers.procs import configuration_error_of
 
@@ -212,8 +212,8 @@ def test_the_service_refuses_a_bad_policy_at_start_up() -> None:
 @pytest.fixture
 async def stubs(
     redis_server: RedisServer, migrated_dsn: str
-) -> AsyncIterator[tuple[Stub, Stub, CacheEngine]]:
-    """(a cache with POLICY, a cache whose policy is always, the first's engine) over the same stores.
+) -> AsyncIterator[tuple[Stub, Stub, RunningCache]]:
+    """(a cache with POLICY, a cache whose policy is always, the first server) over the same stores.
 
     Entries are stored through the second, so that the first's refusals are refusals of entries
     that exist (the second serves them).
@@ -232,7 +232,7 @@ async def stubs(
             grpc.aio.insecure_channel(strict.address) as one,
             grpc.aio.insecure_channel(open_.address) as two,
         ):
-            yield Stub(one), Stub(two), strict.engine
+            yield Stub(one), Stub(two), strict
     finally:
         await strict.stop()
         await open_.stop()
@@ -247,7 +247,7 @@ async def _stored(stub: Stub, tenant: str, spec: c.GenerateSpec) -> None:
     assert done.stored_semantic, "the permissive cache stores the semantic entry"
 
 
-async def test_max_temperature_serves_up_to_its_ceiling(stubs: tuple[Stub, Stub, CacheEngine]) -> None:
+async def test_max_temperature_serves_up_to_its_ceiling(stubs: tuple[Stub, Stub, RunningCache]) -> None:
     strict, permissive, _ = stubs
     tenant = _tenant()
     for temperature in (0.3, 0.31):
@@ -271,7 +271,7 @@ async def test_max_temperature_serves_up_to_its_ceiling(stubs: tuple[Stub, Stub,
     assert exact.outcome == c.CACHE_OUTCOME_EXACT_HIT and exact.reason == "exact hit"
 
 
-async def test_deterministic_default_and_never(stubs: tuple[Stub, Stub, CacheEngine]) -> None:
+async def test_deterministic_default_and_never(stubs: tuple[Stub, Stub, RunningCache]) -> None:
     strict, permissive, _ = stubs
     tenant = _tenant()
     other = "qwen2:0.5b"
@@ -293,7 +293,7 @@ async def test_deterministic_default_and_never(stubs: tuple[Stub, Stub, CacheEng
     assert (await permissive.Lookup(lookup(tenant, gen(PARAPHRASE, model=MISTRAL)))).hit
 
 
-async def test_tenant_settings_override_the_model_settings(stubs: tuple[Stub, Stub, CacheEngine]) -> None:
+async def test_tenant_settings_override_the_model_settings(stubs: tuple[Stub, Stub, RunningCache]) -> None:
     strict, permissive, _ = stubs
     for name in ("careful", "relaxed"):
         for model in (MODEL, MISTRAL):
@@ -310,7 +310,7 @@ async def test_tenant_settings_override_the_model_settings(stubs: tuple[Stub, St
     assert hit.outcome == c.CACHE_OUTCOME_SEMANTIC_HIT
 
 
-async def test_the_reasons_of_misses_and_skipped_lookups(stubs: tuple[Stub, Stub, CacheEngine]) -> None:
+async def test_the_reasons_of_misses_and_skipped_lookups(stubs: tuple[Stub, Stub, RunningCache]) -> None:
     strict, permissive, _ = stubs
     tenant = _tenant()
     empty = await strict.Lookup(lookup(tenant, gen(PARAPHRASE)))
@@ -337,8 +337,8 @@ async def test_the_reasons_of_misses_and_skipped_lookups(stubs: tuple[Stub, Stub
         assert reply.reason.isascii() and reply.reason.isprintable()
 
 
-async def test_skips_are_counted_by_category(stubs: tuple[Stub, Stub, CacheEngine]) -> None:
-    strict, _, engine = stubs
+async def test_skips_are_counted_by_category(stubs: tuple[Stub, Stub, RunningCache]) -> None:
+    strict, _, server = stubs
     tenant = _tenant()
     before = (await strict.Stats(pb.StatsRequest())).semantic_skips
     await strict.Lookup(lookup(tenant, gen(PARAPHRASE, temperature=0.5)))
@@ -350,9 +350,38 @@ async def test_skips_are_counted_by_category(stubs: tuple[Stub, Stub, CacheEngin
     assert after["temperature"] - before.get("temperature", 0) == 2
     assert after["policy_never"] - before.get("policy_never", 0) == 1
     assert after["mode"] - before.get("mode", 0) == 1
-    family = next(m for m in CacheCollector(engine).collect() if m.name == "corral_cache_semantic_skips")
+    family = next(
+        m for m in CacheCollector(server.engine).collect() if m.name == "corral_cache_semantic_skips"
+    )
     exported = {sample.labels["reason"]: sample.value for sample in family.samples}
     assert set(exported) == set(keys.SKIP_CATEGORIES)
     assert (
         exported["temperature"] == after["temperature"] and exported["policy_never"] == after["policy_never"]
     )
+
+
+async def test_the_router_client_learns_the_policy_from_lookups(
+    stubs: tuple[Stub, Stub, RunningCache],
+) -> None:
+    """The router picks its longer lookup budget for requests the cache's policy lets the semantic
+    tier answer; it learns the policy of a tenant and model from the cache's replies."""
+    _, _, server = stubs
+    tenant = _tenant()
+    default = c.CachePolicy()
+    async with grpc.aio.insecure_channel(server.address) as channel:
+        client = CacheClient(channel, lookup_budget_ms=2000, queue_size=10)
+        assert client.semantic_may_answer(tenant, gen(PARAPHRASE, temperature=0.3), default) is None
+        await client.lookup(tenant, gen(PARAPHRASE, temperature=0.9), default)
+        assert client.semantic_may_answer(tenant, gen(PARAPHRASE, temperature=0.3), default) is True
+        assert client.semantic_may_answer(tenant, gen(PARAPHRASE, temperature=0.31), default) is False
+        assert client.semantic_may_answer(tenant, gen(PARAPHRASE, temperature=None), default) is False
+        assert client.semantic_may_answer(tenant, gen(PARAPHRASE, temperature=0.9), SEMANTIC) is True
+        assert client.semantic_may_answer(tenant, gen(PARAPHRASE, temperature=0.0), EXACT) is False
+
+        await client.lookup(tenant, gen(PARAPHRASE, model=MISTRAL), default)
+        assert client.semantic_may_answer(tenant, gen(PARAPHRASE, model=MISTRAL), default) is False
+        assert client.semantic_may_answer(tenant, gen(PARAPHRASE, model=MISTRAL), SEMANTIC) is False
+        await client.lookup("relaxed", gen(PARAPHRASE, model=MISTRAL), default)
+        assert client.semantic_may_answer(
+            "relaxed", gen(PARAPHRASE, temperature=None, model=MISTRAL), default
+        )

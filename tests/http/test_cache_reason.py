@@ -144,3 +144,52 @@ async def test_grpc_routing_info_carries_the_reason(stack: Stack) -> None:
     exact = common_pb2.CachePolicy(mode=common_pb2.CACHE_MODE_EXACT)
     asked = await stack.stub.Generate(gen_request(f"how tall is a furlong {tag}", cache=exact), timeout=10)
     assert asked.routing.cache_reason == "exact miss; semantic skipped: exact mode requested"
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def slow_embedder_stack(redis_server: RedisServer, migrated_dsn: str) -> AsyncIterator[Stack]:
+    """A stack of its own whose cache embeds on a solo node that answers after 400 ms."""
+    started = await start_stack(
+        node_count=1,
+        solo_time_scales=(0.01,),
+        cache_env={
+            **redis_cache_env(redis_server.url, migrated_dsn),
+            **POLICY_ENV,
+            # NOTE: the cache answers a lookup cut short by its deadline well before the router gives up.
+            "CORRAL_CACHE__DEADLINE_MARGIN_MS": "60",
+        },
+        cache_env_from_nodes=lambda nodes: embedder_nodes_env(nodes[-1:]),
+        router_env={
+            "CORRAL_ROUTER__LOOKUP_BUDGET_MS": "150",
+            "CORRAL_ROUTER__SEMANTIC_LOOKUP_BUDGET_MS": "5000",
+        },
+    )
+    try:
+        await started.set_fault(started.nodes[-1].node_id, latency_ms=400)
+        yield started
+    except BaseException:
+        await started.close()
+        raise
+    await started.close()
+
+
+async def test_the_router_learns_which_lookups_may_embed(slow_embedder_stack: Stack) -> None:
+    """The policy lets the semantic tier answer temperature 0.3, which the router's own rule (temperature
+    0 only) does not know: once the cache has reported the policy, such lookups get the semantic lookup
+    budget, long enough for the 400 ms embedding."""
+    stack = slow_embedder_stack
+    tag = _tag()
+    options = common_pb2.ModelOptions(temperature=0.3)
+    first = await stack.stub.Generate(gen_request(f"first question {tag}", options=options), timeout=10)
+    assert first.routing.cache_outcome == common_pb2.CACHE_OUTCOME_DEGRADED, first.routing.cache_reason
+    asked = 0
+
+    async def semantic_lookup_completes() -> bool:
+        nonlocal asked
+        asked += 1
+        reply = await stack.stub.Generate(gen_request(f"question {asked} {tag}", options=options), timeout=10)
+        # NOTE: a semantic miss, or a guard refusal ("question 3" is not "question 4"): the query ran.
+        reason = reply.routing.cache_reason
+        return reason.startswith(("exact miss; semantic miss:", "exact miss; semantic refused by guard:"))
+
+    await wait_for(semantic_lookup_completes, timeout_s=20)

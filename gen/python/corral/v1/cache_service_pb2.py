@@ -27,7 +27,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63orral/v1/cache_service.proto\x12\tcorral.v1\x1a\x16\x63orral/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8f\x01\n\x0c\x45mbeddingKey\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\ndimensions\x18\x03 \x01(\x05\x12\x15\n\x08truncate\x18\x04 \x01(\x08H\x00\x88\x01\x01\x12(\n\x07options\x18\x05 \x01(\x0b\x32\x17.corral.v1.ModelOptionsB\x0b\n\t_truncate\"+\n\x0c\x43\x61\x63hedVector\x12\x0b\n\x03hit\x18\x01 \x01(\x08\x12\x0e\n\x06values\x18\x02 \x03(\x02\"O\n\x17LookupEmbeddingsRequest\x12$\n\x03key\x18\x01 \x01(\x0b\x32\x17.corral.v1.EmbeddingKey\x12\x0e\n\x06inputs\x18\x02 \x03(\t\"V\n\x18LookupEmbeddingsResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.corral.v1.CachedVector\x12\x10\n\x08\x64\x65graded\x18\x02 \x01(\x08\"\xa0\x01\n\x16StoreEmbeddingsRequest\x12$\n\x03key\x18\x01 \x01(\x0b\x32\x17.corral.v1.EmbeddingKey\x12\x0e\n\x06inputs\x18\x02 \x03(\t\x12(\n\x07vectors\x18\x03 \x03(\x0b\x32\x17.corral.v1.CachedVector\x12&\n\x06policy\x18\x04 \x01(\x0b\x32\x16.corral.v1.CachePolicy\")\n\x17StoreEmbeddingsResponse\x12\x0e\n\x06stored\x18\x01 \x01(\x05\"\xce\x01\n\rLookupRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12+\n\x08generate\x18\x02 \x01(\x0b\x32\x17.corral.v1.GenerateSpecH\x00\x12#\n\x04\x63hat\x18\x03 \x01(\x0b\x32\x13.corral.v1.ChatSpecH\x00\x12&\n\x06policy\x18\x04 \x01(\x0b\x32\x16.corral.v1.CachePolicy\x12\x15\n\rsingle_flight\x18\x05 \x01(\x08\x12\x11\n\tembedding\x18\x06 \x03(\x02\x42\t\n\x07request\"\xca\x01\n\x0eLookupResponse\x12\x0b\n\x03hit\x18\x01 \x01(\x08\x12(\n\x07outcome\x18\x02 \x01(\x0e\x32\x17.corral.v1.CacheOutcome\x12$\n\x05\x65ntry\x18\x03 \x01(\x0b\x32\x15.corral.v1.CacheEntry\x12\x12\n\nsimilarity\x18\x04 \x01(\x02\x12\x0b\n\x03key\x18\x05 \x01(\t\x12\x14\n\x0c\x66light_token\x18\x06 \x01(\t\x12\x14\n\x0cguard_reason\x18\x07 \x01(\t\x12\x0e\n\x06reason\x18\x08 \x01(\t\"\xf2\x01\n\x0cStoreRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12+\n\x08generate\x18\x02 \x01(\x0b\x32\x17.corral.v1.GenerateSpecH\x00\x12#\n\x04\x63hat\x18\x03 \x01(\x0b\x32\x13.corral.v1.ChatSpecH\x00\x12&\n\x06policy\x18\x04 \x01(\x0b\x32\x16.corral.v1.CachePolicy\x12$\n\x05\x65ntry\x18\x05 \x01(\x0b\x32\x15.corral.v1.CacheEntry\x12\x14\n\x0c\x66light_token\x18\x06 \x01(\t\x12\x11\n\tembedding\x18\x07 \x03(\x02\x42\t\n\x07request\"K\n\rStoreResponse\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x14\n\x0cstored_exact\x18\x02 \x01(\x08\x12\x17\n\x0fstored_semantic\x18\x03 \x01(\x08\"?\n\x12LookupBatchRequest\x12)\n\x07lookups\x18\x01 \x03(\x0b\x32\x18.corral.v1.LookupRequest\"A\n\x13LookupBatchResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.corral.v1.LookupResponse\"=\n\x11StoreBatchRequest\x12(\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x17.corral.v1.StoreRequest\"?\n\x12StoreBatchResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.corral.v1.StoreResponse\",\n\x14\x41\x62\x61ndonFlightRequest\x12\x14\n\x0c\x66light_token\x18\x01 \x01(\t\"1\n\x15\x41\x62\x61ndonFlightResponse\x12\x18\n\x10released_waiters\x18\x01 \x01(\x05\"T\n\x11InvalidateRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0b\n\x03key\x18\x03 \x01(\t\x12\x13\n\x0b\x61ll_tenants\x18\x04 \x01(\x08\"E\n\x12InvalidateResponse\x12\x15\n\rexact_removed\x18\x01 \x01(\x03\x12\x18\n\x10semantic_removed\x18\x02 \x01(\x03\"\x1e\n\x0cStatsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"\x8d\x03\n\rStatsResponse\x12#\n\x05\x65xact\x18\x01 \x01(\x0b\x32\x14.corral.v1.TierStats\x12&\n\x08semantic\x18\x02 \x01(\x0b\x32\x14.corral.v1.TierStats\x12\x11\n\tcoalesced\x18\x03 \x01(\x03\x12\x18\n\x10guard_rejections\x18\x04 \x01(\x03\x12\x18\n\x10\x64\x65graded_lookups\x18\x05 \x01(\x03\x12\x16\n\x0e\x65xact_degraded\x18\x06 \x01(\x08\x12\x19\n\x11semantic_degraded\x18\x07 \x01(\x08\x12\x10\n\x08\x65mbedder\x18\x08 \x01(\t\x12(\n\nembeddings\x18\t \x01(\x0b\x32\x14.corral.v1.TierStats\x12\x43\n\x0esemantic_skips\x18\n \x03(\x0b\x32+.corral.v1.StatsResponse.SemanticSkipsEntry\x1a\x34\n\x12SemanticSkipsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"S\n\x15RunMaintenanceRequest\x12*\n\x07max_age\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06vacuum\x18\x02 \x01(\x08\"\x8a\x01\n\x16RunMaintenanceResponse\x12\x17\n\x0f\x65xpired_removed\x18\x01 \x01(\x03\x12\x10\n\x08vacuumed\x18\x02 \x01(\x08\x12\x18\n\x10semantic_entries\x18\x03 \x01(\x03\x12+\n\x08\x64uration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x93\x01\n\nCacheEntry\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x14\n\x0cpayload_type\x18\x02 \x01(\t\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8c\x01\n\tTierStats\x12\x0c\n\x04hits\x18\x01 \x01(\x03\x12\x0e\n\x06misses\x18\x02 \x01(\x03\x12\x0e\n\x06stores\x18\x03 \x01(\x03\x12\x0f\n\x07\x65ntries\x18\x04 \x01(\x03\x12\x15\n\rlookup_p50_ms\x18\x05 \x01(\x01\x12\x15\n\rlookup_p99_ms\x18\x06 \x01(\x01\x12\x12\n\nsize_bytes\x18\x07 \x01(\x03\x32\x8b\x06\n\x0c\x43\x61\x63heService\x12=\n\x06Lookup\x12\x18.corral.v1.LookupRequest\x1a\x19.corral.v1.LookupResponse\x12L\n\x0bLookupBatch\x12\x1d.corral.v1.LookupBatchRequest\x1a\x1e.corral.v1.LookupBatchResponse\x12:\n\x05Store\x12\x17.corral.v1.StoreRequest\x1a\x18.corral.v1.StoreResponse\x12I\n\nStoreBatch\x12\x1c.corral.v1.StoreBatchRequest\x1a\x1d.corral.v1.StoreBatchResponse\x12R\n\rAbandonFlight\x12\x1f.corral.v1.AbandonFlightRequest\x1a .corral.v1.AbandonFlightResponse\x12I\n\nInvalidate\x12\x1c.corral.v1.InvalidateRequest\x1a\x1d.corral.v1.InvalidateResponse\x12:\n\x05Stats\x12\x17.corral.v1.StatsRequest\x1a\x18.corral.v1.StatsResponse\x12U\n\x0eRunMaintenance\x12 .corral.v1.RunMaintenanceRequest\x1a!.corral.v1.RunMaintenanceResponse\x12[\n\x10LookupEmbeddings\x12\".corral.v1.LookupEmbeddingsRequest\x1a#.corral.v1.LookupEmbeddingsResponse\x12X\n\x0fStoreEmbeddings\x12!.corral.v1.StoreEmbeddingsRequest\x1a\".corral.v1.StoreEmbeddingsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x63orral/v1/cache_service.proto\x12\tcorral.v1\x1a\x16\x63orral/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x8f\x01\n\x0c\x45mbeddingKey\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x12\n\ndimensions\x18\x03 \x01(\x05\x12\x15\n\x08truncate\x18\x04 \x01(\x08H\x00\x88\x01\x01\x12(\n\x07options\x18\x05 \x01(\x0b\x32\x17.corral.v1.ModelOptionsB\x0b\n\t_truncate\"+\n\x0c\x43\x61\x63hedVector\x12\x0b\n\x03hit\x18\x01 \x01(\x08\x12\x0e\n\x06values\x18\x02 \x03(\x02\"O\n\x17LookupEmbeddingsRequest\x12$\n\x03key\x18\x01 \x01(\x0b\x32\x17.corral.v1.EmbeddingKey\x12\x0e\n\x06inputs\x18\x02 \x03(\t\"V\n\x18LookupEmbeddingsResponse\x12(\n\x07results\x18\x01 \x03(\x0b\x32\x17.corral.v1.CachedVector\x12\x10\n\x08\x64\x65graded\x18\x02 \x01(\x08\"\xa0\x01\n\x16StoreEmbeddingsRequest\x12$\n\x03key\x18\x01 \x01(\x0b\x32\x17.corral.v1.EmbeddingKey\x12\x0e\n\x06inputs\x18\x02 \x03(\t\x12(\n\x07vectors\x18\x03 \x03(\x0b\x32\x17.corral.v1.CachedVector\x12&\n\x06policy\x18\x04 \x01(\x0b\x32\x16.corral.v1.CachePolicy\")\n\x17StoreEmbeddingsResponse\x12\x0e\n\x06stored\x18\x01 \x01(\x05\"\xce\x01\n\rLookupRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12+\n\x08generate\x18\x02 \x01(\x0b\x32\x17.corral.v1.GenerateSpecH\x00\x12#\n\x04\x63hat\x18\x03 \x01(\x0b\x32\x13.corral.v1.ChatSpecH\x00\x12&\n\x06policy\x18\x04 \x01(\x0b\x32\x16.corral.v1.CachePolicy\x12\x15\n\rsingle_flight\x18\x05 \x01(\x08\x12\x11\n\tembedding\x18\x06 \x03(\x02\x42\t\n\x07request\"\xec\x01\n\x0eLookupResponse\x12\x0b\n\x03hit\x18\x01 \x01(\x08\x12(\n\x07outcome\x18\x02 \x01(\x0e\x32\x17.corral.v1.CacheOutcome\x12$\n\x05\x65ntry\x18\x03 \x01(\x0b\x32\x15.corral.v1.CacheEntry\x12\x12\n\nsimilarity\x18\x04 \x01(\x02\x12\x0b\n\x03key\x18\x05 \x01(\t\x12\x14\n\x0c\x66light_token\x18\x06 \x01(\t\x12\x14\n\x0cguard_reason\x18\x07 \x01(\t\x12\x0e\n\x06reason\x18\x08 \x01(\t\x12 \n\x18semantic_max_temperature\x18\t \x01(\x02\"\xf2\x01\n\x0cStoreRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12+\n\x08generate\x18\x02 \x01(\x0b\x32\x17.corral.v1.GenerateSpecH\x00\x12#\n\x04\x63hat\x18\x03 \x01(\x0b\x32\x13.corral.v1.ChatSpecH\x00\x12&\n\x06policy\x18\x04 \x01(\x0b\x32\x16.corral.v1.CachePolicy\x12$\n\x05\x65ntry\x18\x05 \x01(\x0b\x32\x15.corral.v1.CacheEntry\x12\x14\n\x0c\x66light_token\x18\x06 \x01(\t\x12\x11\n\tembedding\x18\x07 \x03(\x02\x42\t\n\x07request\"K\n\rStoreResponse\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x14\n\x0cstored_exact\x18\x02 \x01(\x08\x12\x17\n\x0fstored_semantic\x18\x03 \x01(\x08\"?\n\x12LookupBatchRequest\x12)\n\x07lookups\x18\x01 \x03(\x0b\x32\x18.corral.v1.LookupRequest\"A\n\x13LookupBatchResponse\x12*\n\x07results\x18\x01 \x03(\x0b\x32\x19.corral.v1.LookupResponse\"=\n\x11StoreBatchRequest\x12(\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x17.corral.v1.StoreRequest\"?\n\x12StoreBatchResponse\x12)\n\x07results\x18\x01 \x03(\x0b\x32\x18.corral.v1.StoreResponse\",\n\x14\x41\x62\x61ndonFlightRequest\x12\x14\n\x0c\x66light_token\x18\x01 \x01(\t\"1\n\x15\x41\x62\x61ndonFlightResponse\x12\x18\n\x10released_waiters\x18\x01 \x01(\x05\"T\n\x11InvalidateRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x0b\n\x03key\x18\x03 \x01(\t\x12\x13\n\x0b\x61ll_tenants\x18\x04 \x01(\x08\"E\n\x12InvalidateResponse\x12\x15\n\rexact_removed\x18\x01 \x01(\x03\x12\x18\n\x10semantic_removed\x18\x02 \x01(\x03\"\x1e\n\x0cStatsRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\"\x8d\x03\n\rStatsResponse\x12#\n\x05\x65xact\x18\x01 \x01(\x0b\x32\x14.corral.v1.TierStats\x12&\n\x08semantic\x18\x02 \x01(\x0b\x32\x14.corral.v1.TierStats\x12\x11\n\tcoalesced\x18\x03 \x01(\x03\x12\x18\n\x10guard_rejections\x18\x04 \x01(\x03\x12\x18\n\x10\x64\x65graded_lookups\x18\x05 \x01(\x03\x12\x16\n\x0e\x65xact_degraded\x18\x06 \x01(\x08\x12\x19\n\x11semantic_degraded\x18\x07 \x01(\x08\x12\x10\n\x08\x65mbedder\x18\x08 \x01(\t\x12(\n\nembeddings\x18\t \x01(\x0b\x32\x14.corral.v1.TierStats\x12\x43\n\x0esemantic_skips\x18\n \x03(\x0b\x32+.corral.v1.StatsResponse.SemanticSkipsEntry\x1a\x34\n\x12SemanticSkipsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"S\n\x15RunMaintenanceRequest\x12*\n\x07max_age\x18\x01 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06vacuum\x18\x02 \x01(\x08\"\x8a\x01\n\x16RunMaintenanceResponse\x12\x17\n\x0f\x65xpired_removed\x18\x01 \x01(\x03\x12\x10\n\x08vacuumed\x18\x02 \x01(\x08\x12\x18\n\x10semantic_entries\x18\x03 \x01(\x03\x12+\n\x08\x64uration\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x93\x01\n\nCacheEntry\x12\x0f\n\x07payload\x18\x01 \x01(\x0c\x12\x14\n\x0cpayload_type\x18\x02 \x01(\t\x12.\n\ncreated_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nexpires_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8c\x01\n\tTierStats\x12\x0c\n\x04hits\x18\x01 \x01(\x03\x12\x0e\n\x06misses\x18\x02 \x01(\x03\x12\x0e\n\x06stores\x18\x03 \x01(\x03\x12\x0f\n\x07\x65ntries\x18\x04 \x01(\x03\x12\x15\n\rlookup_p50_ms\x18\x05 \x01(\x01\x12\x15\n\rlookup_p99_ms\x18\x06 \x01(\x01\x12\x12\n\nsize_bytes\x18\x07 \x01(\x03\x32\x8b\x06\n\x0c\x43\x61\x63heService\x12=\n\x06Lookup\x12\x18.corral.v1.LookupRequest\x1a\x19.corral.v1.LookupResponse\x12L\n\x0bLookupBatch\x12\x1d.corral.v1.LookupBatchRequest\x1a\x1e.corral.v1.LookupBatchResponse\x12:\n\x05Store\x12\x17.corral.v1.StoreRequest\x1a\x18.corral.v1.StoreResponse\x12I\n\nStoreBatch\x12\x1c.corral.v1.StoreBatchRequest\x1a\x1d.corral.v1.StoreBatchResponse\x12R\n\rAbandonFlight\x12\x1f.corral.v1.AbandonFlightRequest\x1a .corral.v1.AbandonFlightResponse\x12I\n\nInvalidate\x12\x1c.corral.v1.InvalidateRequest\x1a\x1d.corral.v1.InvalidateResponse\x12:\n\x05Stats\x12\x17.corral.v1.StatsRequest\x1a\x18.corral.v1.StatsResponse\x12U\n\x0eRunMaintenance\x12 .corral.v1.RunMaintenanceRequest\x1a!.corral.v1.RunMaintenanceResponse\x12[\n\x10LookupEmbeddings\x12\".corral.v1.LookupEmbeddingsRequest\x1a#.corral.v1.LookupEmbeddingsResponse\x12X\n\x0fStoreEmbeddings\x12!.corral.v1.StoreEmbeddingsRequest\x1a\".corral.v1.StoreEmbeddingsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -51,41 +51,41 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LOOKUPREQUEST']._serialized_start=700
   _globals['_LOOKUPREQUEST']._serialized_end=906
   _globals['_LOOKUPRESPONSE']._serialized_start=909
-  _globals['_LOOKUPRESPONSE']._serialized_end=1111
-  _globals['_STOREREQUEST']._serialized_start=1114
-  _globals['_STOREREQUEST']._serialized_end=1356
-  _globals['_STORERESPONSE']._serialized_start=1358
-  _globals['_STORERESPONSE']._serialized_end=1433
-  _globals['_LOOKUPBATCHREQUEST']._serialized_start=1435
-  _globals['_LOOKUPBATCHREQUEST']._serialized_end=1498
-  _globals['_LOOKUPBATCHRESPONSE']._serialized_start=1500
-  _globals['_LOOKUPBATCHRESPONSE']._serialized_end=1565
-  _globals['_STOREBATCHREQUEST']._serialized_start=1567
-  _globals['_STOREBATCHREQUEST']._serialized_end=1628
-  _globals['_STOREBATCHRESPONSE']._serialized_start=1630
-  _globals['_STOREBATCHRESPONSE']._serialized_end=1693
-  _globals['_ABANDONFLIGHTREQUEST']._serialized_start=1695
-  _globals['_ABANDONFLIGHTREQUEST']._serialized_end=1739
-  _globals['_ABANDONFLIGHTRESPONSE']._serialized_start=1741
-  _globals['_ABANDONFLIGHTRESPONSE']._serialized_end=1790
-  _globals['_INVALIDATEREQUEST']._serialized_start=1792
-  _globals['_INVALIDATEREQUEST']._serialized_end=1876
-  _globals['_INVALIDATERESPONSE']._serialized_start=1878
-  _globals['_INVALIDATERESPONSE']._serialized_end=1947
-  _globals['_STATSREQUEST']._serialized_start=1949
-  _globals['_STATSREQUEST']._serialized_end=1979
-  _globals['_STATSRESPONSE']._serialized_start=1982
-  _globals['_STATSRESPONSE']._serialized_end=2379
-  _globals['_STATSRESPONSE_SEMANTICSKIPSENTRY']._serialized_start=2327
-  _globals['_STATSRESPONSE_SEMANTICSKIPSENTRY']._serialized_end=2379
-  _globals['_RUNMAINTENANCEREQUEST']._serialized_start=2381
-  _globals['_RUNMAINTENANCEREQUEST']._serialized_end=2464
-  _globals['_RUNMAINTENANCERESPONSE']._serialized_start=2467
-  _globals['_RUNMAINTENANCERESPONSE']._serialized_end=2605
-  _globals['_CACHEENTRY']._serialized_start=2608
-  _globals['_CACHEENTRY']._serialized_end=2755
-  _globals['_TIERSTATS']._serialized_start=2758
-  _globals['_TIERSTATS']._serialized_end=2898
-  _globals['_CACHESERVICE']._serialized_start=2901
-  _globals['_CACHESERVICE']._serialized_end=3680
+  _globals['_LOOKUPRESPONSE']._serialized_end=1145
+  _globals['_STOREREQUEST']._serialized_start=1148
+  _globals['_STOREREQUEST']._serialized_end=1390
+  _globals['_STORERESPONSE']._serialized_start=1392
+  _globals['_STORERESPONSE']._serialized_end=1467
+  _globals['_LOOKUPBATCHREQUEST']._serialized_start=1469
+  _globals['_LOOKUPBATCHREQUEST']._serialized_end=1532
+  _globals['_LOOKUPBATCHRESPONSE']._serialized_start=1534
+  _globals['_LOOKUPBATCHRESPONSE']._serialized_end=1599
+  _globals['_STOREBATCHREQUEST']._serialized_start=1601
+  _globals['_STOREBATCHREQUEST']._serialized_end=1662
+  _globals['_STOREBATCHRESPONSE']._serialized_start=1664
+  _globals['_STOREBATCHRESPONSE']._serialized_end=1727
+  _globals['_ABANDONFLIGHTREQUEST']._serialized_start=1729
+  _globals['_ABANDONFLIGHTREQUEST']._serialized_end=1773
+  _globals['_ABANDONFLIGHTRESPONSE']._serialized_start=1775
+  _globals['_ABANDONFLIGHTRESPONSE']._serialized_end=1824
+  _globals['_INVALIDATEREQUEST']._serialized_start=1826
+  _globals['_INVALIDATEREQUEST']._serialized_end=1910
+  _globals['_INVALIDATERESPONSE']._serialized_start=1912
+  _globals['_INVALIDATERESPONSE']._serialized_end=1981
+  _globals['_STATSREQUEST']._serialized_start=1983
+  _globals['_STATSREQUEST']._serialized_end=2013
+  _globals['_STATSRESPONSE']._serialized_start=2016
+  _globals['_STATSRESPONSE']._serialized_end=2413
+  _globals['_STATSRESPONSE_SEMANTICSKIPSENTRY']._serialized_start=2361
+  _globals['_STATSRESPONSE_SEMANTICSKIPSENTRY']._serialized_end=2413
+  _globals['_RUNMAINTENANCEREQUEST']._serialized_start=2415
+  _globals['_RUNMAINTENANCEREQUEST']._serialized_end=2498
+  _globals['_RUNMAINTENANCERESPONSE']._serialized_start=2501
+  _globals['_RUNMAINTENANCERESPONSE']._serialized_end=2639
+  _globals['_CACHEENTRY']._serialized_start=2642
+  _globals['_CACHEENTRY']._serialized_end=2789
+  _globals['_TIERSTATS']._serialized_start=2792
+  _globals['_TIERSTATS']._serialized_end=2932
+  _globals['_CACHESERVICE']._serialized_start=2935
+  _globals['_CACHESERVICE']._serialized_end=3714
 # @@protoc_insertion_point(module_scope)

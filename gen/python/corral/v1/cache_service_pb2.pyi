@@ -286,6 +286,7 @@ class LookupResponse(_message.Message):
     FLIGHT_TOKEN_FIELD_NUMBER: _builtins.int
     GUARD_REASON_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    SEMANTIC_MAX_TEMPERATURE_FIELD_NUMBER: _builtins.int
     hit: _builtins.bool
     """True when an answer was found."""
     outcome: _common_pb2.CacheOutcome.ValueType
@@ -302,6 +303,13 @@ class LookupResponse(_message.Message):
     """Why the lookup missed or skipped a tier, short and ASCII, for example "exact miss; semantic
     skipped: temperature 0.8 above policy max 0.3 (model llama3.2:1b)" or "exact hit".
     """
+    semantic_max_temperature: _builtins.float
+    """The highest temperature the operator's semantic policy lets the semantic tier serve for this
+    tenant and model in the default mode: 0 for "deterministic" (and from a cache without policies),
+    -1 for "never" (which also refuses CACHE_MODE_SEMANTIC), +inf for "always". A request without a
+    temperature counts as Ollama's default 0.8. The router learns from it which of its lookup budgets
+    a request needs (a semantic lookup may first embed the question).
+    """
     @_builtins.property
     def entry(self) -> Global___CacheEntry:
         """The cached answer on a hit."""
@@ -317,10 +325,11 @@ class LookupResponse(_message.Message):
         flight_token: _builtins.str = ...,
         guard_reason: _builtins.str = ...,
         reason: _builtins.str = ...,
+        semantic_max_temperature: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "flight_token", b"flight_token", "guard_reason", b"guard_reason", "hit", b"hit", "key", b"key", "outcome", b"outcome", "reason", b"reason", "similarity", b"similarity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry", "flight_token", b"flight_token", "guard_reason", b"guard_reason", "hit", b"hit", "key", b"key", "outcome", b"outcome", "reason", b"reason", "semantic_max_temperature", b"semantic_max_temperature", "similarity", b"similarity"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
