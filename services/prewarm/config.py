@@ -11,6 +11,8 @@ from services.common.settings import Section, ServiceConfig
 # NOTE: Ollama's CPU default for OLLAMA_MAX_LOADED_MODELS (3 x GPUs, 3 on CPU); the health contract
 # does not carry a node's capacity, so it comes from here.
 DEFAULT_MAX_LOADED_MODELS = 3
+# NOTE: the cache's default max_tenant_chars: a longer tenant name is refused by its Store.
+MAX_TENANT_CHARS = 256
 
 
 def _model_name(value: str) -> str:
@@ -83,6 +85,10 @@ class PrewarmConfig(ServiceConfig):
         maintenance_vacuum: Vacuum and analyse the vector table during maintenance.
         seed_cache_mode: "default" looks the query up first (a hit is skipped), "refresh" always asks
             a node and overwrites the cached answer.
+        seed_tenants: Tenants whose caches receive every seeded answer (docs/prewarm.md, "Seeds and
+            tenants"). The cache is per tenant: a seed first lands in the tenant of prewarm's own key
+            (with auth off, "default", every client's tenant); with auth on, only the tenants listed
+            here are served seeded answers. Empty: no copies.
         health_wait_s: How long a run waits for the first score snapshot when health is not there yet.
         required_models: Models nodes must have installed (all nodes, or those with given labels);
             a serving node that lacks one gets it pulled in the background.
@@ -115,6 +121,7 @@ class PrewarmConfig(ServiceConfig):
     maintenance_max_age_s: float = Field(default=7 * 24 * 3600.0, ge=0)
     maintenance_vacuum: bool = True
     seed_cache_mode: str = "default"
+    seed_tenants: list[str] = Field(default_factory=list)
     health_wait_s: float = Field(default=5.0, ge=0)
     required_models: list[RequiredModel] = Field(default_factory=list)
     pull_concurrency: int = Field(default=1, ge=1)
@@ -130,6 +137,19 @@ class PrewarmConfig(ServiceConfig):
             if capacity < 1:
                 raise ValueError(f"node {node_id!r}: capacity must be at least 1")
         return value
+
+    @field_validator("seed_tenants")
+    @classmethod
+    def _tenant_names(cls, value: list[str]) -> list[str]:
+        names = [name.strip() for name in value]
+        for name in names:
+            if not name:
+                raise ValueError("a tenant name must not be empty")
+            if len(name) > MAX_TENANT_CHARS:
+                raise ValueError(f"tenant {name[:40]!r}...: at most {MAX_TENANT_CHARS} characters")
+        if len(set(names)) != len(names):
+            raise ValueError("the same tenant is listed twice")
+        return names
 
     @field_validator("seed_cache_mode")
     @classmethod

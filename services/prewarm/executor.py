@@ -133,7 +133,8 @@ class RunExecutor:
 
     # ------------------------------------------------------------------ seeding
     async def seed(self, run: Run) -> None:
-        """Sends the seed file's queries through the router at background priority."""
+        """Sends the seed file's queries through the router at background priority, and stores each
+        answer for the configured `seed_tenants` too (the cache is per tenant)."""
         try:
             seeds = load_seed_file(self._cfg.seed_file)
         except SeedFileError as exc:
@@ -145,6 +146,7 @@ class RunExecutor:
             run.emit(Step.SEED_CACHE, "", "", 0, 0, Outcome.SKIPPED, "no seed queries for these models")
             return
         refresh = self._cfg.seed_cache_mode == "refresh"
+        tenants = self._cfg.seed_tenants
         router_down = ""
 
         async def one(model: str, query: SeedQuery) -> None:
@@ -168,12 +170,24 @@ class RunExecutor:
                     elapsed = time.perf_counter() - started
                     progress.finished(Outcome.FAILED, "", model, f"{query.label}: {exc}", elapsed)
                     return
+                shared = ""
+                if tenants and result.answer:
+                    try:
+                        stored = await self._maintainer.store_seeded(
+                            model, query, result, tenants, timeout_s=self._cfg.seed_timeout_s
+                        )
+                    except PeerError as exc:
+                        elapsed = time.perf_counter() - started
+                        message = f"{query.label}: answered, but not stored for the seed tenants: {exc}"
+                        progress.finished(Outcome.FAILED, result.node_id, model, message, elapsed)
+                        return
+                    shared = f", stored for {stored} of {len(tenants)} seed tenants"
             elapsed = time.perf_counter() - started
             if result.already_cached:
-                message = f"{query.label}: already cached ({result.cache_outcome.lower()})"
+                message = f"{query.label}: already cached ({result.cache_outcome.lower()}){shared}"
                 progress.finished(Outcome.SKIPPED, result.node_id, model, message, elapsed)
             else:
-                message = f"{query.label}: answered by {result.node_id or 'the router'}, cached"
+                message = f"{query.label}: answered by {result.node_id or 'the router'}, cached{shared}"
                 progress.finished(Outcome.OK, result.node_id, model, message, elapsed)
 
         await asyncio.gather(*(one(model, query) for model, query in pairs))

@@ -27,7 +27,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import psycopg
@@ -335,6 +335,13 @@ class GuardedMaintainer:
         if not self._holds():
             raise NotLeader()
         return await self._inner.run_maintenance(max_age_s=max_age_s, vacuum=vacuum, timeout_s=timeout_s)
+
+    async def store_seeded(
+        self, model: str, query: SeedQuery, result: SeedResult, tenants: Sequence[str], *, timeout_s: float
+    ) -> int:
+        if not self._holds():
+            raise NotLeader()
+        return await self._inner.store_seeded(model, query, result, tenants, timeout_s=timeout_s)
 
 
 class GuardedPullClient(PullClient):

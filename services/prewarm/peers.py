@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import grpc
 from corral.v1 import (
     cache_service_pb2,
@@ -11,7 +13,9 @@ from corral.v1 import (
     router_service_pb2_grpc,
 )
 from google.protobuf import duration_pb2
+from google.protobuf.message import Message
 
+from services.common.wire import CACHE_MAX_BATCH
 from services.prewarm.ports import MaintenanceResult, PeerError, SeedResult
 from services.prewarm.seeds import SeedQuery
 
@@ -45,6 +49,23 @@ def model_options(values: dict[str, float | int]) -> common_pb2.ModelOptions:
     return options
 
 
+def seed_spec(model: str, query: SeedQuery) -> common_pb2.GenerateSpec | common_pb2.ChatSpec:
+    """The request a seed query makes: what the router receives, and what keys its answer in the cache."""
+    options = model_options(query.options)
+    if query.is_chat:
+        messages = [common_pb2.ChatMessage(role=m.role, content=m.content) for m in query.messages]
+        return common_pb2.ChatSpec(model=model, messages=messages, options=options)
+    return common_pb2.GenerateSpec(model=model, prompt=query.prompt, system=query.system, options=options)
+
+
+def _answer(reply: Message) -> tuple[bytes, str]:
+    """The router's answer as its cache stores it (the routing details are not part of an answer)."""
+    answer = type(reply)()
+    answer.CopyFrom(reply)
+    answer.ClearField("routing")
+    return answer.SerializeToString(), answer.DESCRIPTOR.full_name
+
+
 def _duration(seconds: float) -> duration_pb2.Duration:
     out = duration_pb2.Duration()
     out.FromNanoseconds(int(seconds * 1e9))
@@ -63,38 +84,34 @@ class RouterSeeder:
         policy = common_pb2.CachePolicy(
             mode=common_pb2.CACHE_MODE_REFRESH if refresh else common_pb2.CACHE_MODE_UNSPECIFIED
         )
-        options = model_options(query.options)
+        spec = seed_spec(model, query)
+        reply: router_service_pb2.ChatResponse | router_service_pb2.GenerateResponse
         try:
-            if query.is_chat:
-                messages = [common_pb2.ChatMessage(role=m.role, content=m.content) for m in query.messages]
-                chat = await self._stub.Chat(
+            if isinstance(spec, common_pb2.ChatSpec):
+                reply = await self._stub.Chat(
                     router_service_pb2.ChatRequest(
-                        spec=common_pb2.ChatSpec(model=model, messages=messages, options=options),
-                        cache=policy,
-                        priority=common_pb2.PRIORITY_BACKGROUND,
+                        spec=spec, cache=policy, priority=common_pb2.PRIORITY_BACKGROUND
                     ),
                     timeout=timeout_s,
                 )
-                routing = chat.routing
             else:
-                generate = await self._stub.Generate(
+                reply = await self._stub.Generate(
                     router_service_pb2.GenerateRequest(
-                        spec=common_pb2.GenerateSpec(
-                            model=model, prompt=query.prompt, system=query.system, options=options
-                        ),
-                        cache=policy,
-                        priority=common_pb2.PRIORITY_BACKGROUND,
+                        spec=spec, cache=policy, priority=common_pb2.PRIORITY_BACKGROUND
                     ),
                     timeout=timeout_s,
                 )
-                routing = generate.routing
         except grpc.aio.AioRpcError as exc:
             raise peer_error(exc, "router", self._address) from None
+        routing = reply.routing
         outcome = common_pb2.CacheOutcome.Name(routing.cache_outcome).removeprefix("CACHE_OUTCOME_")
+        answer, answer_type = _answer(reply)
         return SeedResult(
             already_cached=routing.cache_outcome in _CACHED_OUTCOMES,
             node_id=routing.node_id,
             cache_outcome=outcome,
+            answer=answer,
+            answer_type=answer_type,
         )
 
 
@@ -120,3 +137,29 @@ class CacheMaintainer:
             semantic_entries=reply.semantic_entries,
             duration_s=reply.duration.ToNanoseconds() / 1e9,
         )
+
+    async def store_seeded(
+        self, model: str, query: SeedQuery, result: SeedResult, tenants: Sequence[str], *, timeout_s: float
+    ) -> int:
+        """StoreBatch of the answer for each tenant, keyed by the seed's request as the router keys it.
+
+        The cache plans each store with the tenant's own policies (its semantic policy, default TTL),
+        as for an answer the router stores for that tenant.
+        """
+        spec = seed_spec(model, query)
+        field = "chat" if isinstance(spec, common_pb2.ChatSpec) else "generate"
+        entry = cache_service_pb2.CacheEntry(payload=result.answer, payload_type=result.answer_type)
+        stored = 0
+        for first in range(0, len(tenants), CACHE_MAX_BATCH):
+            batch = cache_service_pb2.StoreBatchRequest(
+                entries=[
+                    cache_service_pb2.StoreRequest(tenant=tenant, entry=entry, **{field: spec})  # type: ignore[arg-type]
+                    for tenant in tenants[first : first + CACHE_MAX_BATCH]
+                ]
+            )
+            try:
+                reply = await self._stub.StoreBatch(batch, timeout=timeout_s)
+            except grpc.aio.AioRpcError as exc:
+                raise peer_error(exc, "cache", self._address) from None
+            stored += sum(1 for r in reply.results if r.stored_exact)
+        return stored

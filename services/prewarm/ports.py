@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -31,11 +31,15 @@ class SeedResult:
         already_cached: True when the router answered from the cache (nothing new was stored).
         node_id: The node that generated the answer (empty on a cache hit).
         cache_outcome: The router's cache outcome name, e.g. "MISS" or "EXACT_HIT".
+        answer: The router's answer, serialised as the router stores it in the cache.
+        answer_type: The answer's full message type name, e.g. "corral.v1.GenerateResponse".
     """
 
     already_cached: bool
     node_id: str = ""
     cache_outcome: str = ""
+    answer: bytes = b""
+    answer_type: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +87,23 @@ class Seeder(Protocol):
 
 
 class Maintainer(Protocol):
-    """Runs cache maintenance."""
+    """Runs cache maintenance, and stores seeded answers for the tenants that receive them."""
 
     async def run_maintenance(self, *, max_age_s: float, vacuum: bool, timeout_s: float) -> MaintenanceResult:
         """Expires old semantic entries and vacuums the vector table.
+
+        Raises:
+            PeerError: The cache failed or did not answer in time.
+        """
+        ...
+
+    async def store_seeded(
+        self, model: str, query: SeedQuery, result: SeedResult, tenants: Sequence[str], *, timeout_s: float
+    ) -> int:
+        """Stores a seeded answer in each tenant's cache, under the key the router looks it up by.
+
+        Returns:
+            How many tenants it was stored for (in the exact tier).
 
         Raises:
             PeerError: The cache failed or did not answer in time.
