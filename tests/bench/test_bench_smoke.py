@@ -55,23 +55,44 @@ def test_readme_block_is_replaced_between_the_markers_only() -> None:
 
 
 async def test_router_overhead_rows_run_and_are_tabulated(tmp_path: Path) -> None:
-    # NOTE: a few requests per row: this checks the harness (processes, both ingresses, the table),
-    # not the figures, which need `bench/router_overhead.py` on a quiet machine.
+    # NOTE: `--smoke`: a few requests per row: this checks the harness (processes, both ingresses, the
+    # hit rows' hits, the table), not the figures, which need `bench/router_overhead.py` on a quiet
+    # machine. Without LiteLLM, as the scenarios' smoke test: CI never installs it.
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "bench/router_overhead.py", "--requests", "40",
-        "--scenarios", "direct,grpc_floor,router_no_cache,router_no_cache_http", "--out", str(tmp_path),
+        sys.executable, "bench/router_overhead.py", "--smoke", "--no-litellm", "--out", str(tmp_path),
         cwd=str(ROOT), env=base_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
     )  # fmt: skip
     out, _ = await proc.communicate()
     assert proc.returncode == 0, out.decode()[-4000:]
-    summary = json.loads((tmp_path / "router_overhead.json").read_text())["summary"]
-    assert set(summary) == {"direct", "grpc_floor", "router_no_cache", "router_no_cache_http"}
+    doc = json.loads((tmp_path / "router_overhead.json").read_text())
+    summary = doc["summary"]
+    hit_rows = {"router_exact_hit", "router_exact_hit_http", "floor_hit_http"}
+    assert set(summary) == {"direct", "grpc_floor", "router_no_cache", "router_no_cache_http", *hit_rows}
+    assert doc["skipped"] == {"litellm_exact_hit": "disabled (--no-litellm)"}
     for name, levels in summary.items():
         for level in ("c1", "c32"):
             row = levels[level]["median"]
             assert row["requests"] == 40, name
-            assert row["cpu_ms_per_request"]["loadgen"] > 0
-            if name != "direct":
-                assert row["cpu_ms_per_request"]["router"] > 0, name
+            cpu = row["cpu_ms_per_request"]
+            assert cpu["loadgen"] > 0
+            assert row["server"] in cpu, name
+            if row["server"] == "router":
+                assert cpu["router"] > 0, name
+            if name not in hit_rows:
+                assert "hits" not in row, name
+                continue
+            hits = row["hits"]
+            assert sum(hits["outcomes"].values()) == 40, (name, level, hits)
+            answered_by_node = 40 - round(hits["hit_fraction"] * 40)
+            assert hits["node_chat_calls"] <= answered_by_node, (name, level, hits)
+            if name == "floor_hit_http":
+                assert hits == {**hits, "outcomes": {"hit": 40}, "hit_fraction": 1.0, "node_chat_calls": 0}
+            else:
+                # NOTE: a busy machine may still let a lookup outlive the smoke run's 1 s budget. A hit
+                # is `exact-hit` or any later exact-tier outcome (bench/router_overhead.py, is_hit).
+                assert hits["hit_fraction"] >= 0.5, (name, level, hits)
     table = (tmp_path / "router_overhead.md").read_text()
     assert "| router_no_cache_http | 32 |" in table
+    assert "| router_exact_hit_http | 32 |" in table and "| floor_hit_http | 32 | " in table
+    assert "| litellm_exact_hit | – | not run: disabled (--no-litellm) |" in table
+    assert "x the floor row" in table
