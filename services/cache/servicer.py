@@ -194,6 +194,9 @@ class CacheServicer(cache_service_pb2_grpc.CacheServiceServicer):
             embedder=report.embedder,
             embeddings=_tier(TierReport(self._engine.stats.embeddings, 0, 0)),
             semantic_skips=dict(self._engine.stats.semantic_skips),
+            embedder_degraded=report.embedder_degraded,
+            backfill_pending=report.backfill_pending,
+            backfilled=report.backfilled,
         )
 
     def _scope(self, key: pb.EmbeddingKey, inputs: Sequence[str]) -> EmbeddingScope:
@@ -260,4 +263,6 @@ class CacheServicer(cache_service_pb2_grpc.CacheServiceServicer):
             vacuumed=report.vacuumed,
             semantic_entries=report.remaining,
             duration=duration,
+            backfilled=report.backfilled,
+            backfill_pending=report.backfill_pending,
         )

@@ -98,6 +98,8 @@ async def test_answers_stored_while_the_embedder_was_down_are_backfilled(
     for key in keys:
         assert await setup.redis.exists(pending_key(tenant, MODEL, key))
     assert await backfill.pending() == 3
+    stats = await setup.stub.Stats(pb.StatsRequest())
+    assert stats.backfill_pending == 3 and stats.backfilled == 0 and stats.embedder_degraded
     # A paraphrase finds nothing yet: the answers have no semantic entries.
     paraphrase = gen(QUESTIONS[0] + " ")
     assert not (await setup.stub.Lookup(lookup(tenant, paraphrase))).hit
@@ -111,10 +113,12 @@ async def test_answers_stored_while_the_embedder_was_down_are_backfilled(
 
     await setup.start_node()
     # Bounded per run: backfill_batch is 2.
-    await setup.stub.RunMaintenance(pb.RunMaintenanceRequest())
-    assert backfill.backfilled == 2 and await backfill.pending() == 1
-    await setup.stub.RunMaintenance(pb.RunMaintenanceRequest())
-    assert backfill.backfilled == 3 and await backfill.pending() == 0
+    report = await setup.stub.RunMaintenance(pb.RunMaintenanceRequest())
+    assert (report.backfilled, report.backfill_pending) == (2, 1)
+    report = await setup.stub.RunMaintenance(pb.RunMaintenanceRequest())
+    assert (report.backfilled, report.backfill_pending) == (1, 0)
+    stats = await setup.stub.Stats(pb.StatsRequest())
+    assert stats.backfill_pending == 0 and stats.backfilled == 3
     for key in keys:
         assert not await setup.redis.exists(pending_key(tenant, MODEL, key))
     assert await _semantic_entries(setup, tenant) == 3

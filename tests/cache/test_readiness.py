@@ -61,7 +61,7 @@ async def test_the_cache_is_not_serving_until_a_late_embedder_node_answers(
             # The cache answers while it warms up: its semantic tier is degraded, its exact tier serves.
             stub = cache_service_pb2_grpc.CacheServiceStub(channel)
             stats = await stub.Stats(pb.StatsRequest(), timeout=10)
-            assert stats.semantic_degraded and not stats.exact_degraded
+            assert stats.semantic_degraded and stats.embedder_degraded and not stats.exact_degraded
             assert not starting.done()
 
             await node.start()
@@ -72,7 +72,7 @@ async def test_the_cache_is_not_serving_until_a_late_embedder_node_answers(
             assert any("waiting up to 120 s for the embedder ollama:" in line for line in cache.output)
             assert any(f"embedder ollama:{MODEL} answered after" in line for line in cache.output)
             stats = await stub.Stats(pb.StatsRequest(), timeout=10)
-            assert not stats.semantic_degraded
+            assert not stats.semantic_degraded and not stats.embedder_degraded
             watch.cancel()
     finally:
         starting.cancel()

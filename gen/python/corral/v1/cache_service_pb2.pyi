@@ -681,6 +681,9 @@ class StatsResponse(_message.Message):
     EMBEDDER_FIELD_NUMBER: _builtins.int
     EMBEDDINGS_FIELD_NUMBER: _builtins.int
     SEMANTIC_SKIPS_FIELD_NUMBER: _builtins.int
+    EMBEDDER_DEGRADED_FIELD_NUMBER: _builtins.int
+    BACKFILL_PENDING_FIELD_NUMBER: _builtins.int
+    BACKFILLED_FIELD_NUMBER: _builtins.int
     coalesced: _builtins.int
     """Lookups that were answered by waiting on an identical in-flight request."""
     guard_rejections: _builtins.int
@@ -693,6 +696,14 @@ class StatsResponse(_message.Message):
     """True while PostgreSQL or the embedder is unreachable."""
     embedder: _builtins.str
     """The embedder in use, e.g. "ollama:nomic-embed-text"."""
+    embedder_degraded: _builtins.bool
+    """True while the embedder does not answer (down, or still warming up at start)."""
+    backfill_pending: _builtins.int
+    """Answers stored without their semantic entry (the embedder or PostgreSQL was down) that wait for
+    the backfill of a maintenance run; -1 when Redis could not be asked.
+    """
+    backfilled: _builtins.int
+    """Semantic entries the backfill wrote since the process started."""
     @_builtins.property
     def exact(self) -> Global___TierStats:
         """Exact tier statistics."""
@@ -724,10 +735,13 @@ class StatsResponse(_message.Message):
         embedder: _builtins.str = ...,
         embeddings: Global___TierStats | None = ...,
         semantic_skips: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        embedder_degraded: _builtins.bool = ...,
+        backfill_pending: _builtins.int = ...,
+        backfilled: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["embeddings", b"embeddings", "exact", b"exact", "semantic", b"semantic"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["coalesced", b"coalesced", "degraded_lookups", b"degraded_lookups", "embedder", b"embedder", "embeddings", b"embeddings", "exact", b"exact", "exact_degraded", b"exact_degraded", "guard_rejections", b"guard_rejections", "semantic", b"semantic", "semantic_degraded", b"semantic_degraded", "semantic_skips", b"semantic_skips"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backfill_pending", b"backfill_pending", "backfilled", b"backfilled", "coalesced", b"coalesced", "degraded_lookups", b"degraded_lookups", "embedder", b"embedder", "embedder_degraded", b"embedder_degraded", "embeddings", b"embeddings", "exact", b"exact", "exact_degraded", b"exact_degraded", "guard_rejections", b"guard_rejections", "semantic", b"semantic", "semantic_degraded", b"semantic_degraded", "semantic_skips", b"semantic_skips"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -771,12 +785,18 @@ class RunMaintenanceResponse(_message.Message):
     VACUUMED_FIELD_NUMBER: _builtins.int
     SEMANTIC_ENTRIES_FIELD_NUMBER: _builtins.int
     DURATION_FIELD_NUMBER: _builtins.int
+    BACKFILLED_FIELD_NUMBER: _builtins.int
+    BACKFILL_PENDING_FIELD_NUMBER: _builtins.int
     expired_removed: _builtins.int
     """Semantic entries removed."""
     vacuumed: _builtins.bool
     """True when the table was vacuumed and analysed."""
     semantic_entries: _builtins.int
     """Semantic entries left."""
+    backfilled: _builtins.int
+    """Answers stored during an outage that got their semantic entry in this run."""
+    backfill_pending: _builtins.int
+    """Answers still waiting for their semantic entry; -1 when Redis could not be asked."""
     @_builtins.property
     def duration(self) -> _duration_pb2.Duration:
         """How long maintenance took."""
@@ -788,10 +808,12 @@ class RunMaintenanceResponse(_message.Message):
         vacuumed: _builtins.bool = ...,
         semantic_entries: _builtins.int = ...,
         duration: _duration_pb2.Duration | None = ...,
+        backfilled: _builtins.int = ...,
+        backfill_pending: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration", "expired_removed", b"expired_removed", "semantic_entries", b"semantic_entries", "vacuumed", b"vacuumed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backfill_pending", b"backfill_pending", "backfilled", b"backfilled", "duration", b"duration", "expired_removed", b"expired_removed", "semantic_entries", b"semantic_entries", "vacuumed", b"vacuumed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
