@@ -74,6 +74,7 @@ class _Class:
 
     def __init__(self) -> None:
         self.tenants: OrderedDict[str, deque[Waiter]] = OrderedDict()
+        self.models: dict[str, int] = {}  # waiters per model
 
     def __len__(self) -> int:
         return sum(len(q) for q in self.tenants.values())
@@ -88,6 +89,14 @@ class _Class:
             queue.appendleft(waiter)
         else:
             queue.append(waiter)
+        self.models[waiter.model] = self.models.get(waiter.model, 0) + 1
+
+    def _uncount(self, waiter: Waiter) -> None:
+        left = self.models[waiter.model] - 1
+        if left:
+            self.models[waiter.model] = left
+        else:
+            del self.models[waiter.model]
 
     def remove(self, waiter: Waiter) -> bool:
         queue = self.tenants.get(waiter.tenant)
@@ -96,6 +105,7 @@ class _Class:
         queue.remove(waiter)
         if not queue:
             del self.tenants[waiter.tenant]
+        self._uncount(waiter)
         return True
 
     def take(self, accepts: Callable[[str], bool]) -> Waiter | None:
@@ -105,6 +115,7 @@ class _Class:
             if chosen is None:
                 continue
             queue.remove(chosen)
+            self._uncount(chosen)
             if queue:
                 self.tenants.move_to_end(tenant)
             else:
@@ -163,10 +174,9 @@ class AdmissionQueue:
         A user request queues behind waiting user requests and granted waiters of the same model;
         a background request also behind waiting background requests.
         """
-        if self._granted.get(model, 0) > 0:
+        if self._granted.get(model, 0) > 0 or self._user.models.get(model, 0) > 0:
             return True
-        classes = (self._user, self._background) if background else (self._user,)
-        return any(w.model == model for c in classes for q in c.tenants.values() for w in q)
+        return background and self._background.models.get(model, 0) > 0
 
     # --- waiting ----------------------------------------------------------------------------
     async def wait(self, tenant: str, model: str, background: bool, deadline: float | None) -> Waiter:
