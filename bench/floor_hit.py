@@ -14,6 +14,7 @@ Prints `serving on 127.0.0.1:PORT` once it accepts connections.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 from pathlib import Path
 
@@ -63,18 +64,12 @@ def serve(redis_url: str, password: str | None, port: int) -> None:
         bound = runner.addresses[0][1]
         print(f"serving on 127.0.0.1:{bound}", flush=True)
         try:
-            await _forever()
+            await asyncio.Event().wait()
         finally:
             await runner.cleanup()
             await client.aclose()
 
     uvloop.run(main())
-
-
-async def _forever() -> None:
-    import asyncio
-
-    await asyncio.Event().wait()
 
 
 if __name__ == "__main__":
