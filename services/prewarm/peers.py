@@ -136,6 +136,8 @@ class CacheMaintainer:
             vacuumed=reply.vacuumed,
             semantic_entries=reply.semantic_entries,
             duration_s=reply.duration.ToNanoseconds() / 1e9,
+            backfilled=reply.backfilled,
+            backfill_pending=reply.backfill_pending,
         )
 
     async def store_seeded(

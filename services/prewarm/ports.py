@@ -50,12 +50,18 @@ class MaintenanceResult:
     vacuumed: bool
     semantic_entries: int
     duration_s: float
+    backfilled: int = 0
+    backfill_pending: int = 0
 
     def report(self) -> str:
         """One line for operators."""
         vacuum = "vacuumed and analysed the vector table" if self.vacuumed else "no vacuum"
+        backfill = ""
+        if self.backfilled or self.backfill_pending:
+            waiting = f"{self.backfill_pending}" if self.backfill_pending >= 0 else "unknown"
+            backfill = f", backfilled {self.backfilled} semantic entries ({waiting} still waiting)"
         return (
-            f"removed {self.expired_removed} old semantic entries, {vacuum}, "
+            f"removed {self.expired_removed} old semantic entries{backfill}, {vacuum}, "
             f"{self.semantic_entries} entries left ({self.duration_s * 1000:.0f} ms)"
         )
 
