@@ -28,7 +28,7 @@ EXPECTED: dict[tuple[str, int], set[str]] = {
     ("health", 50053): {"router", "prewarm"},
     ("ollama", 11434): {"router", "cache", "health", "prewarm", "ollama-pull"},
     ("redis", 6379): {"cache"},
-    ("postgres", 5432): {"cache", "health"},
+    ("postgres", 5432): {"cache", "health", "prewarm"},
     ("router", 9101): {PROMETHEUS},
     ("cache", 9102): {PROMETHEUS},
     ("health", 9103): {PROMETHEUS},

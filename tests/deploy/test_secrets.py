@@ -37,7 +37,10 @@ OVERLAY_FILES = {
     "postgres-password": ("corral-postgres", "password"),
 }
 # Store -> the pods that may hold its password: the store and its only client.
-STORE_SECRETS = {"corral-redis": {"redis", "cache"}, "corral-postgres": {"postgres", "cache", "health"}}
+STORE_SECRETS = {
+    "corral-redis": {"redis", "cache"},
+    "corral-postgres": {"postgres", "cache", "health", "prewarm"},
+}
 
 
 def _git(*args: str) -> subprocess.CompletedProcess[str]:
@@ -161,7 +164,7 @@ def test_make_compose_keys_fills_the_overlay_and_keeps_the_passwords(tmp_path: P
     assert {name: (secrets / name).read_text(encoding="utf-8") for name in KUBERNETES_PASSWORDS} == passwords
 
 
-def test_only_the_stores_the_cache_and_health_get_the_store_passwords(
+def test_only_the_stores_the_cache_health_and_prewarm_get_the_store_passwords(
     rendered: list[dict[str, Any]],
 ) -> None:
     seen: dict[str, set[str]] = {name: set() for name in STORE_SECRETS}
@@ -211,9 +214,13 @@ def test_compose_stores_take_their_passwords_from_the_secrets_folder() -> None:
     assert health["CORRAL_POSTGRES__PASSWORD_FILE"] == "/etc/corral/secrets/postgres-password"
     assert health["CORRAL_POSTGRES__DSN"] == "postgresql://corral@postgres:5432/corral"
     assert not [k for k in health if k.startswith("CORRAL_REDIS__")]
-    for name in ("router", "prewarm"):
-        env = services[name]["environment"]
-        assert not [k for k in env if k.startswith(("CORRAL_REDIS__", "CORRAL_POSTGRES__"))], name
+    # prewarm's replicas elect their leader in PostgreSQL: the same, and never Redis's either.
+    prewarm = services["prewarm"]["environment"]
+    assert prewarm["CORRAL_POSTGRES__PASSWORD_FILE"] == "/etc/corral/secrets/postgres-password"
+    assert prewarm["CORRAL_POSTGRES__DSN"] == "postgresql://corral@postgres:5432/corral"
+    assert not [k for k in prewarm if k.startswith("CORRAL_REDIS__")]
+    router = services["router"]["environment"]
+    assert not [k for k in router if k.startswith(("CORRAL_REDIS__", "CORRAL_POSTGRES__"))]
 
 
 def test_compose_redis_refuses_to_start_without_its_password(tmp_path: Path) -> None:
