@@ -82,6 +82,11 @@ def _rule(value: Any, scope: str) -> SemanticRule:
     raise ValueError(f"unknown policy {value!r}: {_RULE_HELP}")
 
 
+def _ascii(name: str) -> str:
+    """A configured name as reasons show it: ASCII (a reason travels in an HTTP header)."""
+    return name.encode("ascii", "backslashreplace").decode()
+
+
 def _rules(value: Any, describe: str, normalise: Any, section: str, scope_prefix: str = "") -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError(f"must be a mapping of {describe} to policies")
@@ -90,7 +95,7 @@ def _rules(value: Any, describe: str, normalise: Any, section: str, scope_prefix
         key = normalise(str(name))
         if key in rules:
             raise ValueError(f"{describe} {name!r} is named twice (as {key!r})")
-        scope = f"{scope_prefix}{describe} {key}"
+        scope = f"{scope_prefix}{describe} {_ascii(key)}"
         try:
             rules[key] = _rule(raw, scope)
         except ValueError as exc:
@@ -142,9 +147,8 @@ class SemanticPolicyConfig(Section):
             key = normalise_tenant(str(tenant))
             if key in out:
                 raise ValueError(f"tenant {tenant!r} is named twice (as {key!r})")
-            out[key] = _rules(
-                models, "model", normalise_model, f"tenant_models[{tenant!r}]", f"tenant {key}, "
-            )
+            prefix = f"tenant {_ascii(key)}, "
+            out[key] = _rules(models, "model", normalise_model, f"tenant_models[{tenant!r}]", prefix)
         return out
 
     def resolve(self, tenant: str, model: str) -> SemanticRule:

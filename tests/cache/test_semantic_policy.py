@@ -160,6 +160,9 @@ def test_model_names_are_normalised_and_the_default_is_deterministic() -> None:
     policy = SemanticPolicyConfig.model_validate({"models": {"mistral": "always"}, "tenants": {"": "never"}})
     assert policy.resolve("t", "mistral:latest").scope == "model mistral:latest"
     assert policy.resolve(keys.DEFAULT_TENANT, "mistral:latest").kind == "never"
+    # A reason travels in an HTTP header: a configured name shows as ASCII.
+    named = SemanticPolicyConfig.model_validate({"tenant_models": {"zürich": {"mistral": "never"}}})
+    assert named.resolve("zürich", "mistral:latest").scope == "tenant z\\xfcrich, model mistral:latest"
 
 
 def test_environment_overrides_set_the_policy() -> None:
