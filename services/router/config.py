@@ -102,7 +102,13 @@ class BalancerConfig(Section):
         error_penalty_ms: Multiplied by the node's recent error rate.
         busy_penalty_ms: Multiplied by the node's recent 503 rate.
         load_bound_c: Bounded-load affinity keeps a key on its node while load <= c x mean load.
-        max_inflight_per_node: Nodes with this many requests in flight from this router are saturated.
+        max_inflight_per_node: Nodes with this many requests in flight from this router are full,
+            unless the node's parallel slots are known (see `inflight_per_slot`).
+        inflight_per_slot: A node whose parallel slots (Ollama's OLLAMA_NUM_PARALLEL) are known, from
+            its registry label `num_parallel` or from `ect.node_slots`, is full at this many requests
+            per slot from this router (rounded up): one running in each slot and one ready to start
+            when it frees; the rest wait in the router's admission queue, where they are served
+            fairly and go to whichever node frees a slot first.
         ewma_alpha: Weight of the newest sample in the router's own service-time EWMA.
         error_half_life_s: The router's own error and busy rates halve after this long without news.
         ect: Tuning of the `ect` balancer (learned expected completion time).
@@ -114,6 +120,7 @@ class BalancerConfig(Section):
     busy_penalty_ms: float = Field(default=2000.0, ge=0)
     load_bound_c: float = Field(default=1.25, ge=1.0)
     max_inflight_per_node: int = Field(default=256, ge=1)
+    inflight_per_slot: float = Field(default=2.0, gt=0)
     ewma_alpha: float = Field(default=0.3, gt=0, le=1)
     error_half_life_s: float = Field(default=5.0, gt=0)
     ect: EctConfig = EctConfig()
@@ -122,7 +129,8 @@ class BalancerConfig(Section):
 class AdmissionConfig(Section):
     """The admission queue: where requests wait while every node that could serve them is full.
 
-    A node is full at `balancer.max_inflight_per_node` requests in flight from this router. See
+    A node is full at `balancer.inflight_per_slot` requests per parallel slot when its slots are
+    known, else at `balancer.max_inflight_per_node`, requests in flight from this router. See
     services/router/admission.py and docs/router.md.
 
     Attributes:

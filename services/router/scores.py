@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable, Iterable
@@ -38,6 +39,17 @@ class Attempt(Enum):
     STREAM_CUT = 8
     MALFORMED = 9
     CANCELLED = 10
+
+
+# The registry label with a node's parallel slots (its OLLAMA_NUM_PARALLEL), set by the operator.
+SLOTS_LABEL = "num_parallel"
+
+
+def _positive_int(text: str | None) -> int | None:
+    """The label's value as a positive integer, None when absent or not one."""
+    if text is None or not text.strip().isdigit():
+        return None
+    return int(text) or None
 
 
 # NOTE: a node that just answered for a model has it loaded (Ollama's default keep_alive is 5 min),
@@ -258,7 +270,7 @@ class ScoreBoard:
             self._decay(local, now)
             if local.cooldown_until > now or model in local.missing_models:
                 continue
-            if local.inflight >= self._cfg.max_inflight_per_node and not include_full:
+            if local.inflight >= self.inflight_limit(node) and not include_full:
                 continue
             if background and local.interactive >= background_threshold:
                 continue
@@ -287,6 +299,14 @@ class ScoreBoard:
                 )
             )
         return out
+
+    def inflight_limit(self, node: NodeView) -> int:
+        """Requests from this router the node takes at once: from its parallel slots when they are
+        known (its registry label `num_parallel`, else `ect.node_slots`), else `max_inflight_per_node`."""
+        slots = _positive_int(node.labels.get(SLOTS_LABEL)) or self._cfg.ect.node_slots.get(node.node_id)
+        if not slots:
+            return self._cfg.max_inflight_per_node
+        return max(1, math.ceil(slots * self._cfg.inflight_per_slot))
 
     def _decay(self, local: _Local, now: float) -> None:
         """Ages the error and busy EWMAs by time, so a node that recovered is not shunned forever."""

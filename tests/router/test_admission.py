@@ -1,14 +1,23 @@
-"""Unit tests of the admission queue (services/router/admission.py): pure asyncio, no processes."""
+"""Unit tests of the admission queue (services/router/admission.py) and of the forwarder's wait in it:
+pure asyncio, no processes."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from typing import cast
 
 import pytest
 
-from services.common.errors import DeadlineExceeded
+from services.common.errors import DeadlineExceeded, Unavailable
 from services.router.admission import AdmissionQueue, Saturated, Waiter
+from services.router.balancer import make_balancer
+from services.router.config import BalancerConfig
+from services.router.forward import Forwarder
+from services.router.observe import Observer
+from services.router.resilience import BackgroundGate, RetryBudget, TtftTimeout
+from services.router.scores import Attempt, ModelView, NodeView, ScoreBoard
+from services.router.transport import NodeTransport
 
 MODEL = "llama3.2:1b"
 
@@ -202,3 +211,65 @@ async def test_newcomers_queue_behind_waiters_of_their_model() -> None:
     await line.join("a0", "tenant-a")
     assert queue.holds(MODEL, background=False)
     assert not queue.holds("mistral:7b", background=False)
+
+
+# --- wired into the forwarder: the node choice waits in the queue ------------------------------
+
+
+def _forwarder(queue: AdmissionQueue, *nodes: NodeView) -> Forwarder:
+    board = ScoreBoard(BalancerConfig(inflight_per_slot=1))
+    board.apply_snapshot(list(nodes), version=1, stale_after_s=60.0)
+    return Forwarder(
+        board=board,
+        balancer=make_balancer("least_inflight", BalancerConfig()),
+        transport=cast(NodeTransport, None),  # choose() never reaches a node
+        budget=RetryBudget(),
+        ttft=TtftTimeout(10.0, 0.0),
+        gate=BackgroundGate(2, 1.0),
+        observer=Observer(),
+        node_cooldown_s=0.0,
+        busy_cooldown_s=0.0,
+        background_node_threshold=2,
+        admission=queue,
+    )
+
+
+def _one_slot_node(node_id: str, model: str = MODEL) -> NodeView:
+    models = {model: ModelView(model, loaded=True)}
+    return NodeView(node_id, f"http://{node_id}", models=models, labels={"num_parallel": "1"})
+
+
+async def test_a_request_for_a_full_node_waits_for_the_slot_it_frees() -> None:
+    queue = AdmissionQueue(max_waiting=10, max_wait_s=60, retry_after_s=2)
+    fwd = _forwarder(queue, _one_slot_node("n1"))
+    first = await fwd.choose(MODEL, [], None, False, None, tenant="tenant-a")
+    fwd.board.begin(first.node_id, True)
+    started = asyncio.Event()
+
+    async def second() -> str:
+        started.set()
+        return (await fwd.choose(MODEL, [], None, False, None, tenant="tenant-b")).node_id
+
+    waiting = asyncio.create_task(second())
+    await started.wait()
+    assert queue.depth == 1 and not waiting.done()
+    fwd.finish_attempt("chat", MODEL, first, True, Attempt.NONE, latency_ms=5.0)
+    assert await waiting == "n1"
+    assert queue.depth == 0 and queue.admitted == 1
+
+
+async def test_no_node_with_the_model_is_unavailable_not_queued() -> None:
+    queue = AdmissionQueue(max_waiting=10, max_wait_s=60, retry_after_s=2)
+    fwd = _forwarder(queue, _one_slot_node("n1", model="other:latest"))
+    with pytest.raises(Unavailable) as caught:
+        await fwd.choose(MODEL, [], None, False, None, tenant="tenant-a")
+    assert caught.value.reason == "NO_NODE_AVAILABLE" and queue.waits == 0
+
+
+async def test_a_full_fleet_without_a_queue_refuses_with_resource_exhausted() -> None:
+    queue = AdmissionQueue(max_waiting=0, max_wait_s=60, retry_after_s=2)
+    fwd = _forwarder(queue, _one_slot_node("n1"))
+    fwd.board.begin("n1", True)
+    with pytest.raises(Saturated) as caught:
+        await fwd.choose(MODEL, [], None, False, None, tenant="tenant-a")
+    assert caught.value.code.name == "RESOURCE_EXHAUSTED" and caught.value.reason == "QUEUE_FULL"
