@@ -82,7 +82,8 @@ class Backfill:
         wanted = [(v, p, value) for v, p, value in items if self.wanted(v, p)]
         if not wanted:
             return
-        if cfg.backfill_max_pending == 0 or not engine.exact_breaker.allow():
+        # NOTE: degraded, not allow(): a record must not take the trial call a lookup would make.
+        if cfg.backfill_max_pending == 0 or engine.exact_breaker.degraded:
             self.lost += len(wanted)
             return
         now = time.time()
