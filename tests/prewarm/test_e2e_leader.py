@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -133,14 +134,12 @@ def scheduled_slots(status: prewarm_service_pb2.GetStatusResponse) -> list[int]:
     ]
 
 
-async def test_one_leader_acts_and_a_standby_takes_over_its_schedule(
-    stack: Stack, fresh_database: str, tmp_path: Path
-) -> None:
+async def elect(stack: Stack, replicas: list[Replica]) -> tuple[Replica, Replica]:
+    """Waits for exactly one leader: the metric says so on both, and the standby's log names the
+    leader. Returns (leader, standby)."""
     assert stack.http is not None
     http = stack.http
-    replicas = await start_replicas(stack, fresh_database, tmp_path)
 
-    # Exactly one leader: the metric says so on both, and the standby's log names the leader.
     async def one_leader() -> bool:
         gauges = [await r.leader_gauge(http) for r in replicas]
         return sorted(g for g in gauges if g is not None) == [0.0, 1.0]
@@ -155,6 +154,15 @@ async def test_one_leader_acts_and_a_standby_takes_over_its_schedule(
         timeout_s=WAIT_S,
         what="the standby's log line naming the leader",
     )
+    return leader, standby
+
+
+async def test_one_leader_acts_and_a_standby_takes_over_its_schedule(
+    stack: Stack, fresh_database: str, tmp_path: Path
+) -> None:
+    assert stack.http is not None
+    http = stack.http
+    leader, standby = await elect(stack, await start_replicas(stack, fresh_database, tmp_path))
 
     # The standby refuses a manual run and has run nothing.
     async with grpc.aio.insecure_channel(standby.addr) as channel:
@@ -217,3 +225,48 @@ async def between_runs(replica: Replica) -> prewarm_service_pb2.GetStatusRespons
 
 async def _is_leader(replica: Replica, http: aiohttp.ClientSession) -> bool:
     return await replica.leader_gauge(http) == 1.0
+
+
+async def test_a_hung_leader_is_replaced_and_acts_no_more_when_it_wakes(
+    stack: Stack, fresh_database: str, tmp_path: Path
+) -> None:
+    assert stack.http is not None
+    http = stack.http
+    leader, standby = await elect(stack, await start_replicas(stack, fresh_database, tmp_path))
+    before = await between_runs(leader)
+
+    # SIGSTOP: the leader's process is alive, its connection open, and it sends nothing. PostgreSQL
+    # ends its idle session after the lease, and the standby takes over.
+    leader.proc.signal(signal.SIGSTOP)
+    try:
+        stopped_at = time.monotonic()
+        await wait_for(lambda: _is_leader(standby, http), timeout_s=WAIT_S, what="the standby taking over")
+        print(
+            f"takeover from a stopped leader after {time.monotonic() - stopped_at:.2f} s (lease {LEASE_S} s)"
+        )
+        await between_runs(standby)
+    finally:
+        leader.proc.signal(signal.SIGCONT)
+
+    # Awake again, the old leader finds its session gone, says so, stands by, and acts no more: a
+    # scheduled run it had due is refused before its first action.
+    await wait_for(
+        lambda: any("lost the leadership" in line for line in leader.proc.output),
+        timeout_s=WAIT_S,
+        what="the old leader's log line",
+    )
+    assert await leader.leader_gauge(http) == 0.0
+    await wait_for(
+        lambda: any(
+            "prewarm standby:" in line and f"pid {standby.proc.pid}" in line for line in leader.proc.output
+        ),
+        timeout_s=WAIT_S,
+        what="the old leader naming the new one",
+    )
+    woken = await leader.status()
+    late = [r for r in woken.recent if r.run_id not in {b.run_id for b in before.recent}]
+    assert all(r.succeeded == 0 and r.skipped == 0 for r in late), late
+    after = await between_runs(standby)
+    old_slots, new_slots = scheduled_slots(before), scheduled_slots(after)
+    assert len(set(old_slots + new_slots)) == len(old_slots) + len(new_slots)
+    assert await probes_seen(stack) == seeding_runs(before) + seeding_runs(after)
