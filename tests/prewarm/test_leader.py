@@ -14,6 +14,7 @@ from services.prewarm.app import LOST_MID_RUN, PrewarmApp
 from services.prewarm.config import PrewarmConfig, WarmModel
 from services.prewarm.leader import LOCK_CLASS_ID, LOCK_KEY, LOCK_OBJSUBID, LeaderElection, SoleLeader
 from services.prewarm.runs import Outcome, RunState, Trigger
+from services.prewarm.triggers import next_slot_s
 from sim.config import NodeConfig
 from sim.node import SimNode
 from tests.helpers.polling import wait_for
@@ -222,3 +223,11 @@ async def test_a_leader_that_loses_its_lock_mid_run_stops_before_acting_again(fr
         await app.close()
         await health.stop()
         await node.stop()
+
+
+def test_replicas_started_at_different_times_share_one_schedule() -> None:
+    # 30-minute slots: whenever a replica starts (or takes over), its next run is the same slot's.
+    for now_s in (1_800_000_000.0, 1_800_000_001.5, 1_800_001_799.9):
+        assert next_slot_s(now_s, 1800.0) == 1_800_001_800.0
+    # A run due exactly now is not due again: the next slot is one interval later.
+    assert next_slot_s(1_800_001_800.0, 1800.0) == 1_800_003_600.0
