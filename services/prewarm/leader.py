@@ -140,6 +140,7 @@ class LeaderElection:
         self._saw_other = False
         self._logged_standby_for: str | None = None
         self._last_error = ""
+        self._warned_old_server = False
         self.name = name or replica_name()
         self.on_change: list[Callable[[bool], None]] = []
 
@@ -199,9 +200,19 @@ class LeaderElection:
         try:
             # NOTE: the server ends this session once it has been idle for the lease, which releases the
             # lock of a leader that hangs; an active replica is never idle that long.
-            await self._query(
-                conn, "SELECT set_config('idle_session_timeout', %s, false)", f"{int(self._lease_s * 1000)}"
-            )
+            try:
+                idle_ms = f"{int(self._lease_s * 1000)}"
+                await self._query(conn, "SELECT set_config('idle_session_timeout', %s, false)", idle_ms)
+            except psycopg.errors.UndefinedObject:
+                # NOTE: PostgreSQL before 14. The leader's own bound still stops it, but its session (and
+                # the lock) then lasts until the connection drops, which keepalives bound for a dead
+                # host, not for a hung process.
+                if not self._warned_old_server:
+                    self._warned_old_server = True
+                    logger.warning(
+                        "PostgreSQL has no idle_session_timeout (before 14): a hung prewarm leader keeps "
+                        "the lock until its connection drops"
+                    )
             while True:
                 sent = self._clock()
                 if await self._query(conn, "SELECT pg_try_advisory_lock(%s)", LOCK_KEY):
