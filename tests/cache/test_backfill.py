@@ -5,7 +5,9 @@ The embedder is the Ollama embedder against a simulated node, stopped and starte
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -16,13 +18,17 @@ from corral.v1 import cache_service_pb2 as pb
 from corral.v1 import cache_service_pb2_grpc
 from corral.v1 import common_pb2 as c
 
+from devstack.config import make_temp_state_dir
+from devstack.postgres import PostgresServer
 from devstack.redis import RedisServer
 from services.cache.config import EmbedderConfig
+from services.cache.embedders import HashingEmbedder
 from services.cache.exact_store import pending_key
 from services.cache.server import RunningCache, start_in_process, warm_embedder
 from sim.config import NodeConfig
 from sim.node import SimNode
 from tests.cache.helpers import MODEL, gen, lookup, make_config, store
+from tests.helpers.polling import wait_for
 from tests.helpers.procs import free_port
 
 EMBED_MODEL = "nomic-embed-text:v1.5"
@@ -162,3 +168,39 @@ async def test_invalidated_answers_are_not_backfilled(setup: Setup) -> None:
     assert setup.cache.engine.backfill.backfilled == 0
     assert await _semantic_entries(setup, tenant) == 0
     assert not (await setup.stub.Lookup(lookup(tenant, gen(QUESTIONS[0] + " ")))).hit
+
+
+async def test_answers_stored_while_postgresql_was_down_are_backfilled(
+    redis_server: RedisServer,
+) -> None:
+    """The semantic tier's own store down: the answers wait in Redis, not in the PostgreSQL that is down."""
+    state = make_temp_state_dir("corral-cache-backfill-")
+    pg = await asyncio.to_thread(PostgresServer(port=0, state_dir=state).start)
+    cache = await start_in_process(make_config(), redis_server.url, pg.dsn, embedder=HashingEmbedder(384))
+    channel = grpc.aio.insecure_channel(cache.address)
+    stub = cache_service_pb2_grpc.CacheServiceStub(channel)
+    tenant = "backfill-postgres-down"
+    try:
+        await asyncio.to_thread(pg.stop)
+        for question in QUESTIONS[:2]:
+            stored = await stub.Store(store(tenant, gen(question), question.encode()))
+            assert stored.stored_exact and not stored.stored_semantic
+        assert (await stub.Stats(pb.StatsRequest())).backfill_pending >= 2
+
+        await asyncio.to_thread(pg.restart)
+
+        async def semantic_tier_back() -> bool:
+            return not (await stub.Stats(pb.StatsRequest())).semantic_degraded
+
+        await wait_for(semantic_tier_back, 30, what="PostgreSQL back")
+        report = await stub.RunMaintenance(pb.RunMaintenanceRequest())
+        assert report.backfilled >= 2
+        assert (await stub.Stats(pb.StatsRequest(tenant=tenant))).semantic.entries == 2
+        for question in QUESTIONS[:2]:
+            hit = await stub.Lookup(lookup(tenant, gen(question + " ")))
+            assert hit.outcome == c.CACHE_OUTCOME_SEMANTIC_HIT and hit.entry.payload == question.encode()
+    finally:
+        await channel.close()
+        await cache.stop()
+        await asyncio.to_thread(pg.stop)
+        shutil.rmtree(state, ignore_errors=True)
