@@ -31,9 +31,9 @@ pytestmark = [pytest.mark.timeout(120), pytest.mark.asyncio(loop_scope="module")
 
 MAX_WAITING = 7
 # NOTE: 20 tokens at the simulator's 60 tokens/s, slowed so that one answer holds its node slot for
-# about 2 s: long enough for every request of a burst to be queued before the first slot frees.
+# about 3 s: long enough for every request of a burst to be queued before the first slot frees.
 ANSWER_TOKENS = 20
-SLOW_FACTOR = 600
+SLOW_FACTOR = 900
 
 
 @dataclass
