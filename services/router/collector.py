@@ -65,6 +65,17 @@ class RouterCollector(Collector):
         for reason, count in sorted(admission.refusals.items()):
             refusals.add_metric([reason], count)
         yield refusals
+        stall = core.forwarder.stall
+        if stall is not None:
+            stalls = CounterMetricFamily(
+                "corral_router_stalls",
+                "Attempts left because the node sent nothing for longer than its learned pace allows, "
+                "by node and phase (first_chunk, between_chunks).",
+                labels=["node", "phase"],
+            )
+            for (node_id, phase), count in sorted(stall.stalls.items()):
+                stalls.add_metric([node_id, phase], count)
+            yield stalls
         inflight = GaugeMetricFamily(
             "corral_router_node_inflight", "This router's requests in flight per node.", labels=["node"]
         )

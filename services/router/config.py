@@ -126,6 +126,44 @@ class BalancerConfig(Section):
     ect: EctConfig = EctConfig()
 
 
+class StallConfig(Section):
+    """Stall detection: a node that stops sending is left from its learned pace, not a fixed timeout.
+
+    Per node and model the router learns the time to the first chunk (while the model is loaded),
+    the gap between two chunks of a stream, and the time to load the model, each as an EWMA of
+    the value and of its absolute deviation ("high" = mean + 2 x deviation, about a 95th percentile).
+    An attempt is declared stalled when it has waited longer than its bound for its next chunk and
+    the node sent this router nothing on any other stream meanwhile; it then moves on like a cut
+    stream (another node continues the answer). The bound of a wait for the first chunk is
+    max(`ttft_floor_s`, `factor` x high TTFT), plus `load_factor` x the learned load time when the
+    node does not have the model loaded; between chunks max(`gap_floor_s`, `factor` x high gap).
+    Neither ever exceeds the fixed timeouts (`ttft_timeout_s`, + `ttft_cold_extra_s` when cold),
+    which still apply when too little is learned. See docs/router.md.
+
+    Attributes:
+        enabled: False turns stall detection (and its learning) off: only the fixed timeouts apply.
+        factor: Multiplies the learned high TTFT and high gap.
+        ttft_floor_s: The first-chunk bound is never shorter.
+        gap_floor_s: The between-chunks bound is never shorter.
+        load_factor: Multiplies the learned load time added to the first-chunk bound of a node that
+            does not have the model loaded (without a learned load time the fixed budget applies).
+        ttft_alpha: Weight of the newest first-chunk wait in its EWMAs.
+        gap_alpha: Weight of the newest gap in its EWMAs (one sample per chunk).
+        min_ttft_samples: First-chunk waits to learn before the learned bound applies.
+        min_gap_samples: Gaps to learn before the learned bound applies.
+    """
+
+    enabled: bool = True
+    factor: float = Field(default=4.0, ge=1.0)
+    ttft_floor_s: float = Field(default=3.0, gt=0)
+    gap_floor_s: float = Field(default=2.0, gt=0)
+    load_factor: float = Field(default=2.0, ge=1.0)
+    ttft_alpha: float = Field(default=0.2, gt=0, le=1)
+    gap_alpha: float = Field(default=0.05, gt=0, le=1)
+    min_ttft_samples: int = Field(default=5, ge=1)
+    min_gap_samples: int = Field(default=20, ge=1)
+
+
 class AdmissionConfig(Section):
     """The admission queue: where requests wait while every node that could serve them is full.
 
@@ -197,6 +235,7 @@ class RouterConfig(ServiceConfig):
         model_admin_parallel: Nodes a fleet-wide pull, delete or copy works on at once; the others wait.
         model_pull_read_timeout_s: A node's pull fails when it sends no progress line for this long.
         admission: The bounded, tenant-fair queue of requests waiting for a free node slot.
+        stall: Stall detection from each node's learned pace (below the fixed timeouts).
     """
 
     port: int = 50051
@@ -234,6 +273,7 @@ class RouterConfig(ServiceConfig):
     retry_budget: RetryBudgetConfig = RetryBudgetConfig()
     balancer: BalancerConfig = BalancerConfig()
     admission: AdmissionConfig = AdmissionConfig()
+    stall: StallConfig = StallConfig()
     nodes: list[StaticNode] = Field(default_factory=_default_nodes)
     reporter: str = ""
     model_admin_parallel: int = Field(default=4, ge=1)

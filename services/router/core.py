@@ -150,6 +150,7 @@ class RouterCore:
             background_node_threshold=cfg.background_node_threshold,
             buffered_read_timeout_s=cfg.buffered_read_timeout_s,
             admission=self.admission,
+            stall=cfg.stall,
         )
         self.embedder = Embedder(
             self.forwarder,

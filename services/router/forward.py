@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
@@ -13,14 +14,18 @@ from corral.v1 import common_pb2
 from services.common.errors import DeadlineExceeded, InvalidArgument, Unavailable
 from services.router.admission import AdmissionQueue, Waiter
 from services.router.balancer import Balancer, Candidate, Learning, PickContext
-from services.router.learning import outcome_of, request_size
+from services.router.config import StallConfig
+from services.router.learning import StallLearner, outcome_of, request_size
 from services.router.observe import AttemptRecord, Observer
-from services.router.resilience import BackgroundGate, RetryBudget, TtftTimeout
+from services.router.resilience import BackgroundGate, RetryBudget, StallWatch, TtftTimeout
 from services.router.scores import Attempt, ScoreBoard
 from services.router.telemetry import AttemptTrail
 from services.router.translate import chat_body, generate_body, message_json, stats_from
 from services.router.transport import NodeError, NodeTransport
 
+logger = logging.getLogger(__name__)
+# NOTE: a load_duration above this says the request loaded the model (a loaded one reports ~ms).
+_LOAD_SEEN_S = 0.1
 # NOTE: cool-downs after failures the router saw itself; health's ejection takes over when it runs.
 _COOLDOWN_KINDS = {Attempt.CONNECTION, Attempt.TTFT_TIMEOUT, Attempt.STREAM_CUT, Attempt.MALFORMED}
 # The attempts a learning balancer hears about: answers, and failures that are the node's fault.
@@ -195,6 +200,7 @@ class Forwarder:
         background_node_threshold: int,
         buffered_read_timeout_s: float = 120.0,
         admission: AdmissionQueue | None = None,
+        stall: StallConfig | None = None,
     ) -> None:
         self.board = board
         self.balancer = balancer
@@ -209,6 +215,8 @@ class Forwarder:
         self._buffered_read_s = buffered_read_timeout_s
         self._learner = balancer if isinstance(balancer, Learning) else None
         self.admission = admission or AdmissionQueue(0, 1.0, 1.0)
+        stall = stall or StallConfig()
+        self.stall = StallLearner(stall) if stall.enabled else None
 
     async def choose(
         self,
@@ -379,6 +387,8 @@ class Forwarder:
             if buffered:
                 body["stream"] = False
                 read_base_s = self._buffered_read_s
+            read_timeout_s = self.ttft.budget_s(node.loaded, remaining, read_base_s)
+            watch = None if buffered else self._stall_watch(node, job.model, read_timeout_s)
             self.board.begin(node.node_id, interactive)
             started = time.perf_counter()
             trail.begin(node.node_id, attempts, resumed)
@@ -390,8 +400,9 @@ class Forwarder:
                     node.address,
                     path,
                     body,
-                    read_timeout_s=self.ttft.budget_s(node.loaded, remaining, read_base_s),
+                    read_timeout_s=read_timeout_s,
                     deadline=job.deadline,
+                    watch=watch,
                 )
                 async with aclosing(stream) as chunks:
                     async for chunk in chunks:
@@ -423,12 +434,18 @@ class Forwarder:
                     self.board.mark_missing(node.node_id, job.model)
                 if err.kind is Attempt.TIMEOUT:
                     raise DeadlineExceeded(f"the deadline passed while {node.node_id} answered") from None
+                if watch is not None and watch.stalled:
+                    self._stalled(node.node_id, job.model, watch, len(sent_text))
                 self.check_client_error(err, "spec")
                 failed.append(node.node_id)
                 continue
             finally:
                 stats = stats_from(final_chunk) if final_chunk is not None else None
                 latency_ms = (time.perf_counter() - started) * 1000
+                if self.stall is not None and stats is not None:
+                    load_s = stats.load_duration.seconds + stats.load_duration.nanos / 1e9
+                    if load_s > _LOAD_SEEN_S:
+                        self.stall.loaded(node.node_id, job.model, load_s)
                 # NOTE: a buffered reply's first byte is the whole answer: no TTFT sample for health.
                 attempt_ttft_ms = (first_at - started) * 1000 if first_at and not buffered else 0.0
                 self.finish_attempt(
@@ -477,6 +494,29 @@ class Forwarder:
                 pieces=collected,
             )
             return
+
+    def _stall_watch(self, node: Candidate, model: str, cap_s: float) -> StallWatch | None:
+        """The stall watch of a streamed attempt (None when stall detection is off)."""
+        if self.stall is None:
+            return None
+        first, gap = self.stall.bounds(node.node_id, model, loaded=node.loaded, cap_s=cap_s)
+        stats = self.stall.stats_of(node.node_id, model)
+        return StallWatch(self.stall, node.node_id, stats, first, gap, learn_first=node.loaded)
+
+    def _stalled(self, node_id: str, model: str, watch: StallWatch, sent_chars: int) -> None:
+        """Counts a declared stall and says why it was declared."""
+        assert self.stall is not None
+        self.stall.stalled(node_id, watch.phase)
+        logger.debug(
+            "stall on %s (%s, %s): no chunk for %.3g s, bound %s; node silent as long; "
+            "continuing elsewhere after %d characters",
+            node_id,
+            model,
+            watch.phase,
+            watch.waited_s,
+            watch.bound.why,
+            sent_chars,
+        )
 
     def _give_up(self, job: Job, failed: list[str], sent_text: str, why: str) -> Unavailable:
         if sent_text:

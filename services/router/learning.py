@@ -9,6 +9,10 @@ unless configured) and how long a failed attempt takes. Per model it learns the 
 length and the prompt tokens per character. The score of a node for a request is the expected
 completion time of that request there (`score`), every term kept for the explanation
 (`Estimate.explain`).
+
+Whatever the balancer, the router also learns each node's pace on a stream (`StallLearner`): the
+wait for the first chunk and between chunks, from which a stalled node is told from a slow one
+(`first_chunk_bound`, `gap_bound`).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from dataclasses import dataclass, field
 
 from corral.v1 import common_pb2
 
-from services.router.config import EctConfig
+from services.router.config import EctConfig, StallConfig
 
 Clock = Callable[[], float]
 
@@ -522,3 +526,150 @@ class Learner:
         if learned is not None and learned.failure_ms.samples:
             return learned.failure_ms.value
         return self.cfg.failure_ms
+
+
+# --- stall detection ------------------------------------------------------------------------------
+@dataclass(slots=True)
+class Spread:
+    """An EWMA of a wait and of its absolute deviation (seconds), as TCP learns its round trip.
+
+    The first sample sets the mean and half of it as the deviation (RFC 6298's start).
+    """
+
+    mean: float = 0.0
+    dev: float = 0.0
+    samples: int = 0
+
+    def add(self, x: float, alpha: float) -> None:
+        """Adds one sample."""
+        if self.samples == 0:
+            self.mean, self.dev = x, x / 2
+        else:
+            self.dev += alpha * (abs(x - self.mean) - self.dev)
+            self.mean += alpha * (x - self.mean)
+        self.samples += 1
+
+    @property
+    def high(self) -> float:
+        """mean + 2 x deviation: about the 95th percentile of a bell-shaped spread."""
+        return self.mean + 2 * self.dev
+
+
+@dataclass(slots=True)
+class StallStats:
+    """A node's pace for one model on a stream (seconds)."""
+
+    ttft: Spread = field(default_factory=Spread)
+    gap: Spread = field(default_factory=Spread)
+    load: Mean = field(default_factory=Mean)
+
+
+@dataclass(frozen=True, slots=True)
+class StallBound:
+    """How long an attempt may wait for its next chunk, and why (for the log line of a stall).
+
+    `learned` is False when the fixed timeout applies (too little learned, or a cold model whose
+    load time is unknown): the watch then leaves the attempt to the transport's read timeout.
+    """
+
+    seconds: float
+    learned: bool
+    why: str
+
+
+def first_chunk_bound(
+    stats: StallStats | None, *, loaded: bool, cfg: StallConfig, cap_s: float
+) -> StallBound:
+    """The longest wait for the first chunk: max(floor, factor x high TTFT) [+ load_factor x load], capped.
+
+    `cap_s` is the fixed budget of the attempt (ttft_timeout_s, plus the cold extra when the model
+    is not loaded, within the request's remaining time).
+    """
+    if stats is None or stats.ttft.samples < cfg.min_ttft_samples:
+        return StallBound(cap_s, False, f"fixed {cap_s:.3g} s (first-chunk waits not learned yet)")
+    learned = max(cfg.ttft_floor_s, cfg.factor * stats.ttft.high)
+    why = (
+        f"max(floor {cfg.ttft_floor_s:.3g} s, {cfg.factor:.3g} x (ttft {stats.ttft.mean:.3f} s"
+        f" + 2 x dev {stats.ttft.dev:.3f} s))"
+    )
+    if not loaded:
+        if not stats.load.samples:
+            return StallBound(cap_s, False, f"fixed {cap_s:.3g} s (model not loaded, load time not learned)")
+        learned += cfg.load_factor * stats.load.value
+        why += f" + {cfg.load_factor:.3g} x load {stats.load.value:.3f} s"
+    if learned >= cap_s:
+        return StallBound(cap_s, False, f"fixed {cap_s:.3g} s (below {why} = {learned:.3g} s)")
+    return StallBound(learned, True, f"{learned:.3g} s = {why}")
+
+
+def gap_bound(stats: StallStats | None, *, cfg: StallConfig, cap_s: float) -> StallBound:
+    """The longest wait between two chunks: max(floor, factor x high gap), capped at `cap_s`."""
+    if stats is None or stats.gap.samples < cfg.min_gap_samples:
+        return StallBound(cap_s, False, f"fixed {cap_s:.3g} s (gaps not learned yet)")
+    learned = max(cfg.gap_floor_s, cfg.factor * stats.gap.high)
+    why = (
+        f"max(floor {cfg.gap_floor_s:.3g} s, {cfg.factor:.3g} x (gap {stats.gap.mean:.3f} s"
+        f" + 2 x dev {stats.gap.dev:.3f} s))"
+    )
+    if learned >= cap_s:
+        return StallBound(cap_s, False, f"fixed {cap_s:.3g} s (below {why} = {learned:.3g} s)")
+    return StallBound(learned, True, f"{learned:.3g} s = {why}")
+
+
+def is_stall(bound: StallBound, waited_s: float, silent_s: float) -> bool:
+    """True when an attempt that waited `waited_s` for its next chunk, on a node that sent this router
+    nothing on any stream for `silent_s`, is stalled: both beyond a learned bound.
+
+    A node that keeps sending on other streams is alive (the attempt may wait in its queue), and a
+    fixed bound is the transport's read timeout to enforce, not the watch's.
+    """
+    return bound.learned and min(waited_s, silent_s) >= bound.seconds
+
+
+class StallLearner:
+    """The router's record of each node's pace on a stream, and of the stalls it declared.
+
+    `active` holds, per node, when (event-loop time) this router last received a chunk from it on
+    any stream: a node that keeps sending on other streams is alive, whatever one attempt waits.
+    """
+
+    def __init__(self, cfg: StallConfig | None = None) -> None:
+        self.cfg = cfg or StallConfig()
+        self.stats: dict[tuple[str, str], StallStats] = {}
+        self.active: dict[str, float] = {}
+        self.stalls: dict[tuple[str, str], int] = {}
+
+    def stats_of(self, node_id: str, model: str) -> StallStats:
+        """The learned pace of a model on a node (created empty)."""
+        key = (node_id, model)
+        state = self.stats.get(key)
+        if state is None:
+            state = self.stats[key] = StallStats()
+        return state
+
+    def first_chunk(self, stats: StallStats, waited_s: float) -> None:
+        """Learns one wait for a first chunk (only of attempts whose model was loaded)."""
+        stats.ttft.add(waited_s, self.cfg.ttft_alpha)
+
+    def gap(self, stats: StallStats, waited_s: float) -> None:
+        """Learns one wait between two chunks."""
+        stats.gap.add(waited_s, self.cfg.gap_alpha)
+
+    def loaded(self, node_id: str, model: str, load_s: float) -> None:
+        """Learns the time a node took to load the model (Ollama's load_duration of a cold request)."""
+        self.stats_of(node_id, model).load.add(load_s, self.cfg.ttft_alpha)
+
+    def bounds(
+        self, node_id: str, model: str, *, loaded: bool, cap_s: float
+    ) -> tuple[StallBound, StallBound]:
+        """(first-chunk bound, between-chunks bound) of an attempt; `cap_s` is its fixed budget."""
+        stats = self.stats.get((node_id, model))
+        return (
+            first_chunk_bound(stats, loaded=loaded, cfg=self.cfg, cap_s=cap_s),
+            gap_bound(stats, cfg=self.cfg, cap_s=cap_s),
+        )
+
+    def stalled(self, node_id: str, phase: str) -> None:
+        """Counts a declared stall ("first_chunk" or "between_chunks")."""
+        key = (node_id, phase)
+        self.stalls[key] = self.stalls.get(key, 0) + 1

@@ -1,4 +1,4 @@
-"""Named resilience pieces: retry budget, TTFT timeout, concurrency limit, background admission."""
+"""Named resilience pieces: retry budget, TTFT timeout, stall watch, concurrency limit, background gate."""
 
 from __future__ import annotations
 
@@ -6,9 +6,11 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from services.common.errors import ResourceExhausted, Unavailable
 from services.router.config import RetryBudgetConfig
+from services.router.learning import StallBound, StallLearner, StallStats, is_stall
 
 Clock = Callable[[], float]
 
@@ -87,6 +89,134 @@ class TtftTimeout:
         """
         budget = (self.timeout_s if base_s is None else base_s) + (0.0 if loaded else self.cold_extra_s)
         return budget if remaining_s is None else max(0.0, min(budget, remaining_s))
+
+
+class StallWatch:
+    """Watches one streamed attempt for a stall: a wait for the next chunk beyond the learned bound.
+
+    The transport calls `start` before it sends the request, `chunk` when a chunk arrives and
+    `waiting` when it asks for the next one, so only the time spent waiting on the node counts,
+    not the time the caller takes with a chunk. Each wait is learned (the first one only when the
+    model was loaded). The wait is declared a stall when it exceeds the bound of its phase and the
+    node sent this router no chunk on any stream for as long; the watch then cancels the waiting
+    task, and the transport turns that cancellation into a NodeError (see `claim`). One timer per
+    attempt, re-armed only when it fires early: a chunk costs a few attribute writes.
+
+    Args:
+        learner: Where the pace is learned and the node's last chunk recorded.
+        node_id: The node of the attempt.
+        stats: The learned pace of the model on that node.
+        first: The bound of the wait for the first chunk.
+        gap: The bound of a wait between two chunks.
+        learn_first: Learn the first wait (False when the model had to be loaded).
+    """
+
+    __slots__ = (
+        "_bounds",
+        "_chunks",
+        "_handle",
+        "_learn_first",
+        "_learner",
+        "_loop",
+        "_node_id",
+        "_since",
+        "_stats",
+        "_task",
+        "_waiting",
+        "stalled",
+        "waited_s",
+    )
+
+    def __init__(
+        self,
+        learner: StallLearner,
+        node_id: str,
+        stats: StallStats,
+        first: StallBound,
+        gap: StallBound,
+        learn_first: bool,
+    ) -> None:
+        self._learner = learner
+        self._node_id = node_id
+        self._stats = stats
+        self._bounds = (first, gap)
+        self._learn_first = learn_first
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task[Any] | None = None
+        self._handle: asyncio.TimerHandle | None = None
+        self._since = 0.0
+        self._waiting = False
+        self._chunks = 0
+        self.stalled = False
+        self.waited_s = 0.0
+
+    @property
+    def bound(self) -> StallBound:
+        """The bound of the current phase."""
+        return self._bounds[1 if self._chunks else 0]
+
+    @property
+    def phase(self) -> str:
+        """ "first_chunk" before the first chunk, else "between_chunks"."""
+        return "between_chunks" if self._chunks else "first_chunk"
+
+    def start(self) -> None:
+        """The attempt is about to be sent: the wait for the first chunk begins (call from its task)."""
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        self.waiting()
+
+    def waiting(self) -> None:
+        """The transport waits for the next chunk."""
+        assert self._loop is not None
+        self._since = self._loop.time()
+        self._waiting = True
+        bound = self.bound
+        if bound.learned and self._handle is None:
+            self._handle = self._loop.call_at(self._since + bound.seconds, self._fire)
+
+    def chunk(self) -> None:
+        """A chunk arrived: learns the wait and records the node as alive."""
+        assert self._loop is not None
+        now = self._loop.time()
+        waited = now - self._since
+        if self._chunks:
+            self._learner.gap(self._stats, waited)
+        elif self._learn_first:
+            self._learner.first_chunk(self._stats, waited)
+        self._learner.active[self._node_id] = now
+        self._chunks += 1
+        self._waiting = False
+
+    def close(self) -> None:
+        """The attempt ended: stops the timer."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def claim(self) -> bool:
+        """After a CancelledError in the attempt: True when it was this watch's (a stall).
+
+        False means the caller was cancelled (too), and the CancelledError must go on.
+        """
+        return self.stalled and self._task is not None and self._task.uncancel() == 0
+
+    def _fire(self) -> None:
+        self._handle = None
+        if not self._waiting or self.stalled or self._task is None or self._loop is None:
+            return
+        bound = self.bound
+        if not bound.learned:
+            return
+        now = self._loop.time()
+        active = self._learner.active.get(self._node_id, 0.0)
+        if not is_stall(bound, now - self._since, now - active):
+            # NOTE: a node that sends on other streams is alive: this attempt may wait in its queue.
+            self._handle = self._loop.call_at(max(self._since, active) + bound.seconds, self._fire)
+            return
+        self.stalled = True
+        self.waited_s = now - self._since
+        self._task.cancel()
 
 
 class ConcurrencyLimit:

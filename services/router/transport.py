@@ -7,12 +7,15 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncGenerator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import orjson
 
 from services.router.scores import Attempt
+
+if TYPE_CHECKING:
+    from services.router.resilience import StallWatch
 
 _JSON_HEADERS = {"Content-Type": "application/json", "Accept": "application/x-ndjson"}
 _MAX_ERROR_BODY_BYTES = 64 * 1024
@@ -189,7 +192,14 @@ class NodeTransport:
         return aiohttp.ClientTimeout(total=total, sock_connect=self._connect_timeout_s, sock_read=read_s)
 
     async def stream(
-        self, address: str, path: str, body: dict[str, Any], *, read_timeout_s: float, deadline: float | None
+        self,
+        address: str,
+        path: str,
+        body: dict[str, Any],
+        *,
+        read_timeout_s: float,
+        deadline: float | None,
+        watch: StallWatch | None = None,
     ) -> AsyncGenerator[dict[str, Any], None]:
         """POSTs a streaming request and yields each NDJSON object.
 
@@ -199,14 +209,18 @@ class NodeTransport:
             body: The JSON body (with "stream": true).
             read_timeout_s: Longest wait for the first chunk and between chunks (the TTFT budget).
             deadline: time.monotonic() by which the whole answer must be in, or None.
+            watch: Told of every wait for a chunk; a stall it declares ends the attempt sooner
+                than `read_timeout_s` (TTFT_TIMEOUT before the first chunk, STREAM_CUT after it).
 
         Raises:
             NodeError: connection errors, non-200 statuses, an `{"error"}` line, malformed JSON,
-                timeouts; `kind` says which and whether a chunk had arrived (STREAM_CUT).
+                timeouts, stalls; `kind` says which and whether a chunk had arrived (STREAM_CUT).
         """
         started = False
         resp: aiohttp.ClientResponse | None = None
         completed = False
+        if watch is not None:
+            watch.start()
         try:
             resp = await self.session.post(
                 address + path,
@@ -221,6 +235,8 @@ class NodeTransport:
                     chunk = _chunk(line, started)
                     if chunk is None:
                         continue
+                    if watch is not None:
+                        watch.chunk()
                     started = True
                     # NOTE: set before the yield: callers stop iterating at the `done` chunk, and a
                     # completed answer's connection goes back to the pool instead of being closed.
@@ -228,11 +244,20 @@ class NodeTransport:
                     yield chunk
                     if completed:
                         return
+                    if watch is not None:
+                        watch.waiting()
             raise NodeError(
                 Attempt.STREAM_CUT if started else Attempt.MALFORMED, "the node closed the stream early"
             )
         except NodeError:
             raise
+        except asyncio.CancelledError:
+            if watch is None or not watch.claim():
+                raise
+            kind = Attempt.STREAM_CUT if started else Attempt.TTFT_TIMEOUT
+            raise NodeError(
+                kind, f"stalled: no chunk from the node for {watch.waited_s:.3g} s ({watch.phase})"
+            ) from None
         except TimeoutError:
             if deadline is not None and time.monotonic() >= deadline - 0.001:
                 raise NodeError(Attempt.TIMEOUT, "the request deadline passed") from None
@@ -242,6 +267,8 @@ class NodeTransport:
             kind = Attempt.STREAM_CUT if started else Attempt.CONNECTION
             raise NodeError(kind, f"{type(exc).__name__}: {exc}") from None
         finally:
+            if watch is not None:
+                watch.close()
             if resp is not None:
                 if completed:
                     _finish(resp)
