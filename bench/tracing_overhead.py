@@ -44,7 +44,13 @@ async def _round(
     try:
         return {
             c: await _measure(
-                "grpc", f"127.0.0.1:{router.port}", c, requests, f"{tag}c{c}", {"router": router.pid}
+                "grpc",
+                f"127.0.0.1:{router.port}",
+                c,
+                f"{tag}c{c}",
+                {"router": router.pid},
+                argparse.Namespace(requests=requests, warmup=200),
+                server="router",
             )
             for c in CONCURRENCIES
         }
