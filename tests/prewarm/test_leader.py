@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+import grpc
 import psycopg
 import pytest
+from corral.v1 import health_service_pb2_grpc
 
 from services.health.config import HealthConfig, NodeSpec
 from services.health.server import start_in_process
@@ -17,9 +19,10 @@ from services.prewarm.runs import Outcome, RunState, Trigger
 from services.prewarm.triggers import next_slot_s
 from sim.config import NodeConfig
 from sim.node import SimNode
+from tests.health.harness import Watcher
 from tests.helpers.polling import wait_for
 from tests.helpers.procs import free_port
-from tests.prewarm.test_with_health import HEALTH
+from tests.prewarm.test_with_health import HEALTH, healthy
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -178,6 +181,13 @@ async def test_a_leader_that_loses_its_lock_mid_run_stops_before_acting_again(fr
             {**HEALTH, "nodes": [NodeSpec(id=node.name, address=node.url).model_dump()]}
         )
     )
+    # NOTE: the node serves before prewarm starts, so that only the start-up run warms it (a node
+    # health sees come up later would queue a node-joined warm-up behind it).
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{health.port}")
+    watcher = await Watcher(health_service_pb2_grpc.HealthServiceStub(channel), "leader-test").start()
+    await watcher.wait_for(healthy(node.name), timeout_s=TAKEOVER_WAIT_S)
+    await watcher.stop()
+    await channel.close()
     dead = f"127.0.0.1:{free_port()}"
     cfg = PrewarmConfig(
         health_addr=f"127.0.0.1:{health.port}",
@@ -199,6 +209,8 @@ async def test_a_leader_that_loses_its_lock_mid_run_stops_before_acting_again(fr
             async for event in run.events():
                 if event.outcome is Outcome.STARTED and event.model == FIRST and event.node_id:
                     break
+            else:
+                pytest.fail(f"the start-up run ended without warming {FIRST}: {run.summary}")
         with psycopg.connect(fresh_database, autocommit=True) as conn:
             conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = %s",
