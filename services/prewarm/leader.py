@@ -43,6 +43,8 @@ LOCK_KEY = 0x7077726D
 LOCK_CLASS_ID = 0
 LOCK_OBJSUBID = 1  # a single bigint key
 
+STOPPING = "the service is stopping"
+
 _HOLDER_SQL = (
     "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
     "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objid = %s AND l.objsubid = %s"
@@ -170,7 +172,7 @@ class LeaderElection:
                     self._step_down(f"{type(exc).__name__}: {exc}".strip().rstrip(":"))
                 await asyncio.sleep(self._retry_s)
         finally:
-            self._step_down("the service is stopping")
+            self._step_down(STOPPING)
 
     async def _connect(self) -> psycopg.AsyncConnection[tuple[Any, ...]]:
         timeout = max(1, int(self._lease_s / 2))
@@ -272,10 +274,10 @@ class LeaderElection:
         if not self._is_leader:
             self._leader = ""
             # NOTE: once per distinct failure, not at every retry while PostgreSQL is down.
-            if reason != self._last_error and reason != "the service is stopping":
+            if reason != self._last_error and reason != STOPPING:
                 self._last_error = reason
                 logger.warning(
-                    "prewarm standby: no leader can be elected: PostgreSQL is unreachable (%s); "
+                    "prewarm standby: no leader can be elected through PostgreSQL (%s); "
                     "nothing acts until it answers",
                     reason,
                 )
@@ -283,7 +285,10 @@ class LeaderElection:
         self._is_leader = False
         self._valid_until = 0.0
         self._leader = ""
-        logger.warning("prewarm leader: this replica lost the leadership (%s); it stops acting", reason)
+        if reason == STOPPING:
+            logger.info("prewarm leader: this replica hands over the leadership: %s", reason)
+        else:
+            logger.warning("prewarm leader: this replica lost the leadership (%s); it stops acting", reason)
         self._notify(False)
 
     def _notify(self, leading: bool) -> None:

@@ -270,3 +270,20 @@ async def test_a_hung_leader_is_replaced_and_acts_no_more_when_it_wakes(
     old_slots, new_slots = scheduled_slots(before), scheduled_slots(after)
     assert len(set(old_slots + new_slots)) == len(old_slots) + len(new_slots)
     assert await probes_seen(stack) == seeding_runs(before) + seeding_runs(after)
+
+
+async def test_a_leader_stopped_with_sigterm_hands_over_at_once(
+    stack: Stack, fresh_database: str, tmp_path: Path
+) -> None:
+    # A rolling update: the old pod gets SIGTERM; its run is aborted, then its lock's session closes.
+    assert stack.http is not None
+    http = stack.http
+    leader, standby = await elect(stack, await start_replicas(stack, fresh_database, tmp_path))
+    assert await leader.proc.terminate() == 0
+    stopped_at = time.monotonic()
+    await wait_for(lambda: _is_leader(standby, http), timeout_s=WAIT_S, what="the standby taking over")
+    print(f"takeover {time.monotonic() - stopped_at:.2f} s after the old leader exited")
+    assert any("hands over the leadership" in line for line in leader.proc.output)
+    assert not any("lost the leadership" in line for line in leader.proc.output)
+    after = await between_runs(standby)
+    assert all(r.trigger == prewarm_service_pb2.RUN_TRIGGER_SCHEDULE for r in after.recent)
