@@ -629,7 +629,7 @@ class CacheEngine:
             return False
         batch = [(i.view.tenant, i.view.model, i.view.exact_key, v, i.plan.ttl_s) for i, v in pairs]
         try:
-            await bounded(self.exact.put_many(batch), self.cfg.store_timeout_ms / 1000)
+            await bounded(self.exact.put_many(batch, announce=True), self.cfg.store_timeout_ms / 1000)
         except Exception as exc:
             self.exact_breaker.failure()
             logger.debug("exact batch store failed: %r", exc)

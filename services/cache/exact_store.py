@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from collections.abc import Awaitable, Sequence
 from functools import lru_cache
 from typing import TypeVar
@@ -17,6 +18,10 @@ KEY_PREFIX = "cx"
 # named like its exact entry under this prefix, and one sorted set of their names by when they came.
 PENDING_PREFIX = "cxp"
 PENDING_SET = "cxp-queue"
+# NOTE: where the cache announces what changed in the exact tier, for the routers' near caches
+# (services/router/near_cache.py): one JSON message {"tenant", "model", "key"} per store (all three
+# set) and per invalidation (null selects every tenant, model or key).
+EVENTS_CHANNEL = "corral:cache:events"
 _SCAN_COUNT = 1000
 _UNLINK_BATCH = 500
 
@@ -57,6 +62,11 @@ def _short(text: str) -> str:
 def redis_key(tenant: str, model: str, key: str) -> str:
     """`cx:<tenant hash>:<model hash>:<exact key>`: invalidation by tenant or model is a prefix scan."""
     return f"{KEY_PREFIX}:{_short(tenant)}:{_short(model)}:{key}"
+
+
+def event(tenant: str | None, model: str | None, key: str | None) -> bytes:
+    """The EVENTS_CHANNEL message naming the entries of a store or an invalidation."""
+    return json.dumps({"tenant": tenant, "model": model, "key": key}, separators=(",", ":")).encode()
 
 
 def pending_key(tenant: str, model: str, key: str) -> str:
@@ -155,20 +165,40 @@ class ExactStore:
         return [value.encode() if isinstance(value, str) else value for value in values]
 
     async def put(self, tenant: str, model: str, key: str, value: bytes, ttl_s: float) -> None:
-        """Stores a value for `ttl_s` seconds (at least 1 ms)."""
-        await self._redis.set(redis_key(tenant, model, key), value, px=max(1, int(ttl_s * 1000)))
+        """Stores a value for `ttl_s` seconds (at least 1 ms) and announces it on EVENTS_CHANNEL."""
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.set(redis_key(tenant, model, key), value, px=max(1, int(ttl_s * 1000)))
+        pipe.publish(EVENTS_CHANNEL, event(tenant, model, key))
+        await pipe.execute()
 
-    async def put_many(self, items: Sequence[tuple[str, str, str, bytes, float]]) -> None:
-        """Stores (tenant, model, key, value, ttl_s) items in one pipelined round trip."""
+    async def put_many(
+        self, items: Sequence[tuple[str, str, str, bytes, float]], announce: bool = False
+    ) -> None:
+        """Stores (tenant, model, key, value, ttl_s) items in one pipelined round trip; with `announce`
+        (answers, not embeddings) each is announced on EVENTS_CHANNEL."""
         pipe = self._redis.pipeline(transaction=False)
         for tenant, model, key, value, ttl_s in items:
             pipe.set(redis_key(tenant, model, key), value, px=max(1, int(ttl_s * 1000)))
+            if announce:
+                pipe.publish(EVENTS_CHANNEL, event(tenant, model, key))
         await pipe.execute()
 
     async def delete_matching(
         self, tenant: str | None, model: str | None, key: str | None, prefix: str = KEY_PREFIX
     ) -> int:
-        """Removes the selected entries (with PENDING_PREFIX: the answers waiting for the backfill)."""
+        """Removes the selected entries (with PENDING_PREFIX: the answers waiting for the backfill).
+
+        Removing answers (KEY_PREFIX) announces the selection on EVENTS_CHANNEL, after the removal,
+        also when nothing was found: a router may still hold an entry Redis already expired or evicted.
+        """
+        removed = await self._delete_matching(tenant, model, key, prefix)
+        if prefix == KEY_PREFIX:
+            await self._redis.publish(EVENTS_CHANNEL, event(tenant, model, key))
+        return removed
+
+    async def _delete_matching(
+        self, tenant: str | None, model: str | None, key: str | None, prefix: str
+    ) -> int:
         if tenant is not None and model is not None and key is not None:
             name = redis_key(tenant, model, key) if prefix == KEY_PREFIX else pending_key(tenant, model, key)
             return int(await self._redis.unlink(name))

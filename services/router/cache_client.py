@@ -13,6 +13,7 @@ from corral.v1 import cache_service_pb2, cache_service_pb2_grpc, common_pb2
 from google.protobuf.message import Message
 
 from services.common.wire import CACHE_MAX_BATCH
+from services.router.near_cache import NearCacheSubscriber
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ class LookupResult:
         similarity: Cosine similarity of a semantic hit.
         flight_token: On a miss, the single-flight lease this router must Store or abandon.
         reason: Why the lookup missed or skipped a tier (the cache's words, or why it was not asked).
+        key: The cache's exact key of the request ("" when the cache did not answer).
     """
 
     outcome: common_pb2.CacheOutcome.ValueType
@@ -41,6 +43,7 @@ class LookupResult:
     similarity: float = 0.0
     flight_token: str = ""
     reason: str = ""
+    key: str = ""
 
 
 def _policy_key(request: cache_service_pb2.LookupRequest) -> tuple[str, str]:
@@ -201,6 +204,12 @@ class CacheClient:
         self._embedding_stores: set[asyncio.Task[None]] = set()
         # NOTE: the semantic ceiling the cache last reported per (tenant, model) (LookupResponse).
         self._ceilings: OrderedDict[tuple[str, str], float] = OrderedDict()
+        # NOTE: keeps the router's near cache subscribed to the cache's events (see `attach`).
+        self._subscriber: NearCacheSubscriber | None = None
+
+    def attach(self, subscriber: NearCacheSubscriber) -> None:
+        """Runs the near cache's subscription alongside the store workers (`run`)."""
+        self._subscriber = subscriber
 
     def semantic_may_answer(self, tenant: str, spec: Message, policy: common_pb2.CachePolicy) -> bool | None:
         """True when the cache's semantic policy, as it last reported it for this tenant and model,
@@ -252,7 +261,11 @@ class CacheClient:
             return LookupResult(outcome=common_pb2.CACHE_OUTCOME_DEGRADED, reason="cache unreachable")
         if reply.hit:
             return LookupResult(
-                outcome=reply.outcome, entry=reply.entry, similarity=reply.similarity, reason=reply.reason
+                outcome=reply.outcome,
+                entry=reply.entry,
+                similarity=reply.similarity,
+                reason=reply.reason,
+                key=reply.key,
             )
         outcome = reply.outcome or common_pb2.CACHE_OUTCOME_MISS
         return LookupResult(outcome=outcome, flight_token=reply.flight_token, reason=reply.reason)
@@ -458,8 +471,9 @@ class CacheClient:
                 _log_embeddings_error("store", exc)
 
     async def run(self) -> None:
-        """Runs the store workers until cancelled."""
-        await asyncio.gather(*(self._worker() for _ in range(self._workers)))
+        """Runs the store workers (and the near cache's subscription, when attached) until cancelled."""
+        subscription = [self._subscriber.run()] if self._subscriber is not None else []
+        await asyncio.gather(*(self._worker() for _ in range(self._workers)), *subscription)
 
     async def drain(self, timeout_s: float) -> None:
         """Waits (bounded) for queued stores to be taken by the workers, at shutdown."""

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from services.common.settings import Section, ServiceConfig
+from services.common.settings import Section, ServiceConfig, read_secret
 
 Strategy = Literal["p2c_ect", "ect", "round_robin", "random", "least_inflight"]
 
@@ -183,6 +183,30 @@ class AdmissionConfig(Section):
     retry_after_s: float = Field(default=2.0, gt=0)
 
 
+class NearCacheConfig(Section):
+    """The router's in-process copy of hot exact-tier answers (services/router/near_cache.py).
+
+    Attributes:
+        redis_url: The cache's Redis (`redis://HOST:PORT/DB`), where the cache publishes its stores and
+            invalidations; "" (the default) turns the near cache off.
+        redis_password: Redis's password, inline ("" for none, or the URL's own).
+        redis_password_file: A file holding it instead.
+        max_bytes: Most bytes of answers kept (least recently used first out).
+        ping_interval_s: How often the subscription is pinged; a link silent for three intervals is
+            treated as lost (the near cache is then cleared until it is subscribed again).
+    """
+
+    redis_url: str = ""
+    redis_password: str = ""
+    redis_password_file: str = ""
+    max_bytes: int = Field(default=64 * 1024 * 1024, ge=0)
+    ping_interval_s: float = Field(default=1.0, gt=0)
+
+    def resolved_password(self) -> str | None:
+        """The password from `redis_password` or `redis_password_file`; None for the URL's own."""
+        return read_secret("router.near_cache.redis_password", self.redis_password, self.redis_password_file)
+
+
 class RouterConfig(ServiceConfig):
     """Settings of the router service (defaults work on one machine).
 
@@ -273,6 +297,7 @@ class RouterConfig(ServiceConfig):
     retry_budget: RetryBudgetConfig = RetryBudgetConfig()
     balancer: BalancerConfig = BalancerConfig()
     admission: AdmissionConfig = AdmissionConfig()
+    near_cache: NearCacheConfig = NearCacheConfig()
     stall: StallConfig = StallConfig()
     nodes: list[StaticNode] = Field(default_factory=_default_nodes)
     reporter: str = ""

@@ -15,7 +15,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import Any, cast
 
-from corral.v1 import common_pb2, router_service_pb2
+from corral.v1 import cache_service_pb2, common_pb2, router_service_pb2
 
 from services.common.errors import CorralError, Unavailable
 from services.router.admission import AdmissionQueue
@@ -35,6 +35,7 @@ from services.router.embed import Embedder
 from services.router.fleet import Fleet
 from services.router.forward import Forwarder, Job, Piece
 from services.router.model_admin import ModelAdmin
+from services.router.near_cache import NearCache, NearCacheSubscriber
 from services.router.observe import Observer, Observers
 from services.router.resilience import BackgroundGate, ConcurrencyLimit, RetryBudget, TtftTimeout
 from services.router.scores import ScoreBoard
@@ -91,6 +92,20 @@ def flight_key(tenant: str, spec: Spec, policy: common_pb2.CachePolicy) -> str:
     h.update(b"\x00")
     h.update(policy.SerializeToString(deterministic=True))
     return h.hexdigest()
+
+
+def near_ttl_s(entry: cache_service_pb2.CacheEntry, policy: common_pb2.CachePolicy, now: float) -> float:
+    """How much longer the near cache may serve an exact hit: until the entry's expiry, and for a policy
+    with max_age until the entry is that old (0 when it has no expiry). `now` is Unix time."""
+    if not entry.HasField("expires_at"):
+        return 0.0
+    until = entry.expires_at.seconds + entry.expires_at.nanos / 1e9
+    if policy.HasField("max_age"):
+        if not entry.HasField("created_at"):
+            return 0.0
+        created = entry.created_at.seconds + entry.created_at.nanos / 1e9
+        until = min(until, created + policy.max_age.seconds + policy.max_age.nanos / 1e9)
+    return until - now
 
 
 def _decode_entry(payload: bytes, payload_type: str, chat: bool) -> Answer | None:
@@ -169,6 +184,14 @@ class RouterCore:
             pull_read_timeout_s=cfg.model_pull_read_timeout_s,
         )
         self.flights: SingleFlight[Answer] = SingleFlight()
+        near = cfg.near_cache
+        # NOTE: the near cache needs the cache (it keeps only what the cache served) and its Redis.
+        self.near: NearCache | None = None
+        if cache is not None and near.redis_url and near.max_bytes > 0:
+            self.near = NearCache(near.max_bytes)
+            cache.attach(
+                NearCacheSubscriber(self.near, near.redis_url, near.resolved_password(), near.ping_interval_s)
+            )
 
     # --- public API -------------------------------------------------------------------------------
     async def generate(
@@ -309,6 +332,26 @@ class RouterCore:
             if use_cache and policy.mode not in _NO_LOOKUP:
                 assert self.cache is not None
                 key = flight_key(tenant, spec, policy)
+                near_key = key
+                near = self.near if self.near is not None and self.near.live else None
+                if near is not None:
+                    kept = near.get(near_key)
+                    hit = _decode_entry(kept.payload, kept.payload_type, chat) if kept is not None else None
+                    if hit is not None:
+                        key = None
+                        cache_outcome = common_pb2.CACHE_OUTCOME_EXACT_HIT
+                        hit.model = spec.model
+                        hit.routing.CopyFrom(
+                            common_pb2.RoutingInfo(
+                                cache_outcome=cache_outcome,
+                                cache_reason="exact hit (near cache)",
+                                near_cache=True,
+                                ttft_ms=(time.perf_counter() - started) * 1000,
+                            )
+                        )
+                        yield Done(hit, live=False)
+                        return
+                    since = near.mark()
                 flight = self.flights.leader_or_flight(key)
                 if flight is not None:
                     key = None
@@ -332,6 +375,18 @@ class RouterCore:
                     else None
                 )
                 if hit is not None:
+                    if near is not None and found.outcome == common_pb2.CACHE_OUTCOME_EXACT_HIT:
+                        assert found.entry is not None
+                        near.put(
+                            near_key,
+                            payload=found.entry.payload,
+                            payload_type=found.entry.payload_type,
+                            tenant=tenant,
+                            model=spec.model,
+                            exact_key=found.key,
+                            ttl_s=near_ttl_s(found.entry, policy, time.time()),
+                            since=since,
+                        )
                     hit.model = spec.model
                     hit.routing.CopyFrom(
                         common_pb2.RoutingInfo(

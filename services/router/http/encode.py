@@ -178,7 +178,11 @@ def routing_headers(routing: cpb.RoutingInfo) -> dict[str, str]:
     if routing.node_id:
         headers["X-Corral-Node"] = routing.node_id
     if routing.cache_outcome:
-        headers["X-Corral-Cache"] = _CACHE_OUTCOMES.get(routing.cache_outcome, "unknown")
+        # NOTE: an exact hit from the router's near cache says so; every other value is the outcome's.
+        near = routing.near_cache and routing.cache_outcome == cpb.CACHE_OUTCOME_EXACT_HIT
+        headers["X-Corral-Cache"] = (
+            "near-hit" if near else _CACHE_OUTCOMES.get(routing.cache_outcome, "unknown")
+        )
     if routing.cache_reason:
         headers["X-Corral-Cache-Reason"] = header_safe(routing.cache_reason)
     if routing.attempts:

@@ -789,6 +789,7 @@ class RoutingInfo(_message.Message):
     FAILED_NODE_IDS_FIELD_NUMBER: _builtins.int
     TTFT_MS_FIELD_NUMBER: _builtins.int
     CACHE_REASON_FIELD_NUMBER: _builtins.int
+    NEAR_CACHE_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     """The node that produced the answer (empty for a cache hit)."""
     attempts: _builtins.int
@@ -805,6 +806,10 @@ class RoutingInfo(_message.Message):
     """Why the cache lookup missed or skipped a tier, short and ASCII (for example "exact miss;
     semantic skipped: temperature 0.8, policy deterministic (default)"); empty without a lookup.
     """
+    near_cache: _builtins.bool
+    """True when the router answered from its near cache, its in-process copy of answers the cache
+    served from the exact tier (cache_outcome is then CACHE_OUTCOME_EXACT_HIT, as from the cache).
+    """
     @_builtins.property
     def failed_node_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Nodes that failed during this request, in order."""
@@ -820,10 +825,11 @@ class RoutingInfo(_message.Message):
         failed_node_ids: _abc.Iterable[_builtins.str] | None = ...,
         ttft_ms: _builtins.float = ...,
         cache_reason: _builtins.str = ...,
+        near_cache: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cache_outcome", b"cache_outcome", "cache_reason", b"cache_reason", "failed_node_ids", b"failed_node_ids", "node_id", b"node_id", "resumed", b"resumed", "similarity", b"similarity", "ttft_ms", b"ttft_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "cache_outcome", b"cache_outcome", "cache_reason", b"cache_reason", "failed_node_ids", b"failed_node_ids", "near_cache", b"near_cache", "node_id", b"node_id", "resumed", b"resumed", "similarity", b"similarity", "ttft_ms", b"ttft_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
