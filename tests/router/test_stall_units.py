@@ -1,21 +1,32 @@
-"""Stall bounds from a node's learned pace: pure functions over recorded waits, no processes."""
+"""Stall bounds from a node's learned pace: pure functions over recorded waits, no processes.
+
+Then the watch on one attempt, against a real HTTP server in this process that stops sending.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing
 
+import orjson
 import pytest
+from aiohttp import web
 
 from services.common.config import load_config
 from services.router.config import RouterConfig, StallConfig
 from services.router.learning import (
     Spread,
+    StallBound,
     StallLearner,
     StallStats,
     first_chunk_bound,
     gap_bound,
     is_stall,
 )
+from services.router.resilience import StallWatch
+from services.router.scores import Attempt
+from services.router.transport import NodeError, NodeTransport
 
 CFG = StallConfig()
 CAP_S = 10.0
@@ -137,3 +148,119 @@ def test_configuration_keys_and_turning_it_off() -> None:
     assert RouterConfig().stall == StallConfig() and StallConfig().factor == 4.0
     with pytest.raises(ValueError, match="factor"):
         StallConfig(factor=0.5)
+
+
+# --- the watch on a streamed attempt, against a real HTTP server in this process ----------------
+class HangingNode:
+    """Sends `lines` NDJSON chunks, then nothing until released (a node frozen mid-stream)."""
+
+    def __init__(self) -> None:
+        self.lines = 0
+        self.release = asyncio.Event()
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        if not self.lines:
+            await self.release.wait()
+        resp = web.StreamResponse(headers={"Content-Type": "application/x-ndjson"})
+        await resp.prepare(request)
+        for i in range(self.lines):
+            await resp.write(orjson.dumps({"response": str(i), "done": False}) + b"\n")
+        await self.release.wait()
+        return resp
+
+
+@pytest.fixture
+async def hanging() -> AsyncIterator[tuple[HangingNode, str]]:
+    node = HangingNode()
+    app = web.Application()
+    app.router.add_post("/api/generate", node.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    yield node, f"http://127.0.0.1:{runner.addresses[0][1]}"
+    node.release.set()
+    await runner.cleanup()
+
+
+def _watch(learner: StallLearner, first: StallBound, gap: StallBound) -> StallWatch:
+    return StallWatch(learner, "node-1", learner.stats_of("node-1", "m"), first, gap, learn_first=True)
+
+
+async def _read(
+    transport: NodeTransport, url: str, watch: StallWatch, seen: list[str], got: asyncio.Event | None = None
+) -> None:
+    # NOTE: the fixed read timeout is far beyond the test's own timeout: only the watch can end it.
+    stream = transport.stream(
+        url, "/api/generate", {"model": "m"}, read_timeout_s=300, deadline=None, watch=watch
+    )
+    async with aclosing(stream) as chunks:
+        async for chunk in chunks:
+            seen.append(chunk["response"])
+            if got is not None:
+                got.set()
+
+
+LEARNED = StallBound(0.2, True, "learned")
+FIXED = StallBound(300.0, False, "fixed")
+
+
+@pytest.mark.timeout(30)
+async def test_watch_ends_a_silent_attempt_before_its_first_chunk(hanging: tuple[HangingNode, str]) -> None:
+    _, url = hanging
+    learner = StallLearner(CFG)
+    watch = _watch(learner, LEARNED, FIXED)
+    transport = NodeTransport()
+    await transport.start()
+    try:
+        with pytest.raises(NodeError) as caught:
+            await _read(transport, url, watch, [])
+    finally:
+        await transport.close()
+    assert caught.value.kind is Attempt.TTFT_TIMEOUT and "stalled" in caught.value.message
+    assert watch.stalled and watch.phase == "first_chunk" and watch.waited_s >= LEARNED.seconds
+    assert learner.stats_of("node-1", "m").ttft.samples == 0
+
+
+@pytest.mark.timeout(30)
+async def test_watch_ends_a_stream_that_falls_silent_and_learns_its_gaps(
+    hanging: tuple[HangingNode, str],
+) -> None:
+    node, url = hanging
+    node.lines = 3
+    learner = StallLearner(CFG)
+    watch = _watch(learner, FIXED, LEARNED)
+    seen: list[str] = []
+    transport = NodeTransport()
+    await transport.start()
+    try:
+        with pytest.raises(NodeError) as caught:
+            await _read(transport, url, watch, seen)
+    finally:
+        await transport.close()
+    assert caught.value.kind is Attempt.STREAM_CUT and "between_chunks" in caught.value.message
+    assert seen == ["0", "1", "2"]
+    stats = learner.stats_of("node-1", "m")
+    assert stats.ttft.samples == 1 and stats.gap.samples == 2
+    assert "node-1" in learner.active
+
+
+@pytest.mark.timeout(30)
+async def test_a_cancelled_caller_is_not_taken_for_a_stall(hanging: tuple[HangingNode, str]) -> None:
+    node, url = hanging
+    node.lines = 1
+    learner = StallLearner(CFG)
+    watch = _watch(learner, FIXED, StallBound(60.0, True, "learned"))
+    seen: list[str] = []
+    transport = NodeTransport()
+    await transport.start()
+    try:
+        got = asyncio.Event()
+        task = asyncio.create_task(_read(transport, url, watch, seen, got))
+        await got.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    finally:
+        await transport.close()
+    assert not watch.stalled and task.cancelled()
