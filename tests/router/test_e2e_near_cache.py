@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 import grpc
 import pytest
@@ -254,13 +255,30 @@ async def test_a_near_entry_lasts_no_longer_than_its_ttl(routers: Routers) -> No
     policy.ttl.FromSeconds(2)
     request = gen_request("near cache: short lived", cache=policy)
     await warm(routers.first, request)
-    view = derive("default", request.spec)
-    name = redis_key(view.tenant, view.model, view.exact_key)
+    name = _name(request)
     # NOTE: Redis expires the entry at the TTL the cache stored it with; the near entry lapses with it.
     await wait_for(lambda: _gone(routers.redis, name), timeout_s=10, what="Redis expired the entry")
     after = await ask(routers.first, request)
     assert not after.routing.near_cache
     assert after.routing.cache_outcome == common_pb2.CACHE_OUTCOME_MISS and after.routing.node_id
+
+
+def _name(request: router_service_pb2.GenerateRequest) -> str:
+    """The Redis key of the default tenant's exact entry for `request`."""
+    view = derive("default", request.spec)
+    return redis_key(view.tenant, view.model, view.exact_key)
+
+
+def _entry(text: str) -> bytes:
+    """A stored CacheEntry holding `text` as the answer, alive for a minute."""
+    answer = router_service_pb2.GenerateResponse(model=MODEL, response=text, done_reason="stop")
+    entry = cache_service_pb2.CacheEntry(
+        payload=answer.SerializeToString(), payload_type=answer.DESCRIPTOR.full_name
+    )
+    now = datetime.now(UTC)
+    entry.created_at.FromDatetime(now)
+    entry.expires_at.FromDatetime(now + timedelta(seconds=60))
+    return entry.SerializeToString()
 
 
 async def _gone(client: aioredis.Redis, name: str) -> bool:
@@ -300,10 +318,11 @@ async def test_a_lost_subscription_clears_the_near_cache(routers: Routers) -> No
     killed = await routers.redis.client_kill_filter(_type="pubsub")
     assert killed == 2
     await wait_for(lambda: subscriptions(router, LOST) >= 1, timeout_s=10, what="the router saw the loss")
-    # NOTE: an answer stored while the link was down is never hidden by the old near entry: the near
-    # cache was cleared, so the next request asks the cache.
-    await cache_store(routers, request, "stored while unsubscribed", "default")
+    # NOTE: an answer written while the link was down, with no event (as if its event was published
+    # before the router resubscribed), is never hidden by the old near entry: the near cache was
+    # cleared, so the next request asks the cache.
+    await routers.redis.set(_name(request), _entry("written while unsubscribed"), px=60_000)
     reply = await ask(routers.first, request)
-    assert reply.response == "stored while unsubscribed" and not reply.routing.near_cache
+    assert reply.response == "written while unsubscribed" and not reply.routing.near_cache
     await wait_for(lambda: subscriptions(router) > before, timeout_s=10, what="the router resubscribed")
-    assert await warm_near(routers.first, request, "") == "stored while unsubscribed"
+    assert await warm_near(routers.first, request, "") == "written while unsubscribed"
