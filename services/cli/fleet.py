@@ -19,8 +19,8 @@ from services.cli.client import Peers, UsageError, to_json
 from services.cli.render import required_models_view, status_table
 
 
-async def required_models(peers: Peers) -> list[prewarm_service_pb2.RequiredModelStatus]:
-    """Where the required models are, from prewarm; empty when none are configured or prewarm is away.
+async def prewarm_status(peers: Peers) -> prewarm_service_pb2.GetStatusResponse | None:
+    """Prewarm's status (its leader, where the required models are); None when prewarm is away.
 
     NOTE: a side view: `status` and `models` must work without prewarm, so its absence is silent
     and its wait short.
@@ -28,12 +28,26 @@ async def required_models(peers: Peers) -> list[prewarm_service_pb2.RequiredMode
     try:
         async with peers.channel("prewarm") as channel:
             stub = prewarm_service_pb2_grpc.PrewarmServiceStub(channel)
-            reply = await stub.GetStatus(
+            reply: prewarm_service_pb2.GetStatusResponse = await stub.GetStatus(
                 prewarm_service_pb2.GetStatusRequest(limit=1), timeout=min(peers.timeout_s, 2.0)
             )
     except grpc.aio.AioRpcError:
-        return []
-    return list(reply.required_models)
+        return None
+    return reply
+
+
+async def required_models(peers: Peers) -> list[prewarm_service_pb2.RequiredModelStatus]:
+    """Where the required models are, from prewarm; empty when none are configured or prewarm is away."""
+    reply = await prewarm_status(peers)
+    return [] if reply is None else list(reply.required_models)
+
+
+def leader_line(reply: prewarm_service_pb2.GetStatusResponse) -> str:
+    """Which prewarm replica leads, as the replica that answered sees it."""
+    if not reply.leader:
+        return "prewarm: no leader elected yet (the replica that answered stands by)"
+    role = "answered" if reply.leads else "answered: a standby"
+    return f"prewarm leader: {reply.leader} ({role})"
 
 
 async def status(args: argparse.Namespace, peers: Peers, console: Console) -> int:
@@ -42,16 +56,24 @@ async def status(args: argparse.Namespace, peers: Peers, console: Console) -> in
         stub = health_service_pb2_grpc.HealthServiceStub(channel)
         if not args.watch:
             reply = await stub.ListNodes(health_service_pb2.ListNodesRequest(), timeout=peers.timeout_s)
-            required = await required_models(peers)
+            prewarm = await prewarm_status(peers)
+            required = [] if prewarm is None else list(prewarm.required_models)
             if args.json:
-                out = {"version": reply.version, "nodes": [to_json(n) for n in reply.nodes]}
+                out: dict[str, object] = {
+                    "version": reply.version,
+                    "nodes": [to_json(n) for n in reply.nodes],
+                }
                 if required:
                     out["required_models"] = [to_json(r) for r in required]
+                if prewarm is not None:
+                    out["prewarm"] = {"leader": prewarm.leader, "answered_by_leader": prewarm.leads}
                 print(json.dumps(out))
             else:
                 console.print(status_table(reply.nodes, reply.version, console.width))
                 if required:
                     console.print(required_models_view(required))
+                if prewarm is not None:
+                    console.print(leader_line(prewarm))
             return 0
         return await _watch(stub, args, console)
 

@@ -31,6 +31,7 @@ async def setup(ctx: ServiceContext) -> Cleanup:
         app.next_scheduled_at,
         app.required.states,
         leader=lambda: None if app.is_leader() else app.leadership.leader,
+        name=app.leadership.name,
     )
     prewarm_service_pb2_grpc.add_PrewarmServiceServicer_to_server(servicer, ctx.server)
     await app.start()

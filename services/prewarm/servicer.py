@@ -147,8 +147,11 @@ class PrewarmServicer(prewarm_service_pb2_grpc.PrewarmServiceServicer):
         next_scheduled_at: Callable[[], float | None],
         required: Callable[[], list[RequiredState]] | None = None,
         leader: Callable[[], str | None] | None = None,
+        name: str = "",
     ) -> None:
         self._manager = manager
+        # NOTE: this replica as others name it (reported as the leader while it leads).
+        self._name = name
         self._next_scheduled_at = next_scheduled_at
         self._required = required
         # NOTE: None while this replica leads; otherwise who leads ("" when unknown).
@@ -190,6 +193,9 @@ class PrewarmServicer(prewarm_service_pb2_grpc.PrewarmServiceServicer):
         next_at = self._next_scheduled_at()
         if next_at is not None and math.isfinite(next_at):
             reply.next_scheduled_at.CopyFrom(_timestamp(next_at))
+        other = self._leader() if self._leader is not None else None
+        reply.leads = other is None
+        reply.leader = self._name if other is None else other
         for state in self._required() if self._required is not None else []:
             reply.required_models.add(
                 node_id=state.node_id,

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from corral.v1 import cache_service_pb2, common_pb2, health_service_pb2, router_service_pb2
+from corral.v1 import (
+    cache_service_pb2,
+    common_pb2,
+    health_service_pb2,
+    prewarm_service_pb2,
+    router_service_pb2,
+)
 from rich.console import Console
 
+from services.cli.fleet import leader_line
 from services.cli.inference import routing_line
 from services.cli.render import cache_stats_view, fmt_bytes, fmt_ms, models_table, status_table
 
@@ -100,3 +107,13 @@ def test_small_formatters() -> None:
     stats = common_pb2.GenerationStats(eval_count=100)
     stats.eval_duration.FromMilliseconds(500)
     assert routing_line(routing, stats) == "node-2 · cache miss · 2 attempts · ttft 80ms · 200 tok/s"
+
+
+def test_the_prewarm_leader_line_says_who_leads_and_who_answered() -> None:
+    name = "corral-prewarm host-a pid 7"
+    assert leader_line(prewarm_service_pb2.GetStatusResponse(leads=True, leader=name)) == (
+        f"prewarm leader: {name} (answered)"
+    )
+    standby = leader_line(prewarm_service_pb2.GetStatusResponse(leads=False, leader=name))
+    assert name in standby and "standby" in standby
+    assert "no leader" in leader_line(prewarm_service_pb2.GetStatusResponse())

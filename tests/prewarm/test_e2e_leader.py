@@ -181,6 +181,9 @@ async def test_one_leader_acts_and_a_standby_takes_over_its_schedule(
     assert [r.trigger for r in before.recent][-1] == prewarm_service_pb2.RUN_TRIGGER_STARTUP
     assert not standby_status.recent and not standby_status.HasField("current")
     assert not standby_status.HasField("next_scheduled_at")
+    # Both replicas name the same leader in their status (what `corral status` prints).
+    assert before.leads and not standby_status.leads
+    assert f"pid {leader.proc.pid}" in before.leader and standby_status.leader == before.leader
     # Every probe that reached a node was the leader's: the standby did not run.
     assert await probes_seen(stack) == seeding_runs(before)
 

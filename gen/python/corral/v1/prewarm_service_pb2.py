@@ -26,23 +26,23 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63orral/v1/prewarm_service.proto\x12\tcorral.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"s\n\x0fStartRunRequest\x12%\n\x05steps\x18\x01 \x03(\x0e\x32\x16.corral.v1.PrewarmStep\x12\x10\n\x08node_ids\x18\x02 \x03(\t\x12\x0e\n\x06models\x18\x03 \x03(\t\x12\x17\n\x0fjoin_if_running\x18\x04 \x01(\x08\";\n\x10StartRunResponse\x12\'\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x18.corral.v1.ProgressEvent\"!\n\x10GetStatusRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\"\xd2\x01\n\x11GetStatusResponse\x12&\n\x07\x63urrent\x18\x01 \x01(\x0b\x32\x15.corral.v1.RunSummary\x12%\n\x06recent\x18\x02 \x03(\x0b\x32\x15.corral.v1.RunSummary\x12\x35\n\x11next_scheduled_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x0frequired_models\x18\x04 \x03(\x0b\x32\x1e.corral.v1.RequiredModelStatus\"\x94\x01\n\x13RequiredModelStatus\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12,\n\x05state\x18\x03 \x01(\x0e\x32\x1d.corral.v1.RequiredModelState\x12\x11\n\tcompleted\x18\x04 \x01(\x03\x12\r\n\x05total\x18\x05 \x01(\x03\x12\r\n\x05\x65rror\x18\x06 \x01(\t\"\xa7\x02\n\rProgressEvent\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12$\n\x04step\x18\x02 \x01(\x0e\x32\x16.corral.v1.PrewarmStep\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0c\n\x04\x64one\x18\x05 \x01(\x05\x12\r\n\x05total\x18\x06 \x01(\x05\x12\'\n\x07outcome\x18\x07 \x01(\x0e\x32\x16.corral.v1.StepOutcome\x12\x0f\n\x07message\x18\x08 \x01(\t\x12&\n\x02\x61t\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0crun_finished\x18\n \x01(\x08\x12+\n\x08\x64uration\x18\x0b \x01(\x0b\x32\x19.google.protobuf.Duration\"\xe2\x02\n\nRunSummary\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12&\n\x07trigger\x18\x02 \x01(\x0e\x32\x15.corral.v1.RunTrigger\x12\"\n\x05state\x18\x03 \x01(\x0e\x32\x13.corral.v1.RunState\x12.\n\nstarted_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x05steps\x18\x06 \x03(\x0e\x32\x16.corral.v1.PrewarmStep\x12\x11\n\tsucceeded\x18\x07 \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\x08 \x01(\x05\x12\x0f\n\x07skipped\x18\t \x01(\x05\x12\x0e\n\x06\x65rrors\x18\n \x03(\t\x12\x10\n\x08node_ids\x18\x0b \x03(\t\x12\x1a\n\x12maintenance_report\x18\x0c \x01(\t*\xc1\x01\n\x12RequiredModelState\x12$\n REQUIRED_MODEL_STATE_UNSPECIFIED\x10\x00\x12 \n\x1cREQUIRED_MODEL_STATE_MISSING\x10\x01\x12 \n\x1cREQUIRED_MODEL_STATE_PULLING\x10\x02\x12 \n\x1cREQUIRED_MODEL_STATE_PRESENT\x10\x03\x12\x1f\n\x1bREQUIRED_MODEL_STATE_FAILED\x10\x04*\x84\x01\n\x0bPrewarmStep\x12\x1c\n\x18PREWARM_STEP_UNSPECIFIED\x10\x00\x12\x1c\n\x18PREWARM_STEP_WARM_MODELS\x10\x01\x12\x1b\n\x17PREWARM_STEP_SEED_CACHE\x10\x02\x12\x1c\n\x18PREWARM_STEP_MAINTENANCE\x10\x03*\x8d\x01\n\x0bStepOutcome\x12\x1c\n\x18STEP_OUTCOME_UNSPECIFIED\x10\x00\x12\x18\n\x14STEP_OUTCOME_STARTED\x10\x01\x12\x13\n\x0fSTEP_OUTCOME_OK\x10\x02\x12\x18\n\x14STEP_OUTCOME_SKIPPED\x10\x03\x12\x17\n\x13STEP_OUTCOME_FAILED\x10\x04*\x91\x01\n\nRunTrigger\x12\x1b\n\x17RUN_TRIGGER_UNSPECIFIED\x10\x00\x12\x17\n\x13RUN_TRIGGER_STARTUP\x10\x01\x12\x18\n\x14RUN_TRIGGER_SCHEDULE\x10\x02\x12\x1b\n\x17RUN_TRIGGER_NODE_JOINED\x10\x03\x12\x16\n\x12RUN_TRIGGER_MANUAL\x10\x04*\x82\x01\n\x08RunState\x12\x19\n\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11RUN_STATE_RUNNING\x10\x01\x12\x17\n\x13RUN_STATE_SUCCEEDED\x10\x02\x12\x15\n\x11RUN_STATE_PARTIAL\x10\x03\x12\x14\n\x10RUN_STATE_FAILED\x10\x04\x32\x9f\x01\n\x0ePrewarmService\x12\x45\n\x08StartRun\x12\x1a.corral.v1.StartRunRequest\x1a\x1b.corral.v1.StartRunResponse0\x01\x12\x46\n\tGetStatus\x12\x1b.corral.v1.GetStatusRequest\x1a\x1c.corral.v1.GetStatusResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1f\x63orral/v1/prewarm_service.proto\x12\tcorral.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"s\n\x0fStartRunRequest\x12%\n\x05steps\x18\x01 \x03(\x0e\x32\x16.corral.v1.PrewarmStep\x12\x10\n\x08node_ids\x18\x02 \x03(\t\x12\x0e\n\x06models\x18\x03 \x03(\t\x12\x17\n\x0fjoin_if_running\x18\x04 \x01(\x08\";\n\x10StartRunResponse\x12\'\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x18.corral.v1.ProgressEvent\"!\n\x10GetStatusRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\"\xf1\x01\n\x11GetStatusResponse\x12&\n\x07\x63urrent\x18\x01 \x01(\x0b\x32\x15.corral.v1.RunSummary\x12%\n\x06recent\x18\x02 \x03(\x0b\x32\x15.corral.v1.RunSummary\x12\x35\n\x11next_scheduled_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x0frequired_models\x18\x04 \x03(\x0b\x32\x1e.corral.v1.RequiredModelStatus\x12\r\n\x05leads\x18\x05 \x01(\x08\x12\x0e\n\x06leader\x18\x06 \x01(\t\"\x94\x01\n\x13RequiredModelStatus\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12,\n\x05state\x18\x03 \x01(\x0e\x32\x1d.corral.v1.RequiredModelState\x12\x11\n\tcompleted\x18\x04 \x01(\x03\x12\r\n\x05total\x18\x05 \x01(\x03\x12\r\n\x05\x65rror\x18\x06 \x01(\t\"\xa7\x02\n\rProgressEvent\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12$\n\x04step\x18\x02 \x01(\x0e\x32\x16.corral.v1.PrewarmStep\x12\x0f\n\x07node_id\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0c\n\x04\x64one\x18\x05 \x01(\x05\x12\r\n\x05total\x18\x06 \x01(\x05\x12\'\n\x07outcome\x18\x07 \x01(\x0e\x32\x16.corral.v1.StepOutcome\x12\x0f\n\x07message\x18\x08 \x01(\t\x12&\n\x02\x61t\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0crun_finished\x18\n \x01(\x08\x12+\n\x08\x64uration\x18\x0b \x01(\x0b\x32\x19.google.protobuf.Duration\"\xe2\x02\n\nRunSummary\x12\x0e\n\x06run_id\x18\x01 \x01(\t\x12&\n\x07trigger\x18\x02 \x01(\x0e\x32\x15.corral.v1.RunTrigger\x12\"\n\x05state\x18\x03 \x01(\x0e\x32\x13.corral.v1.RunState\x12.\n\nstarted_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12%\n\x05steps\x18\x06 \x03(\x0e\x32\x16.corral.v1.PrewarmStep\x12\x11\n\tsucceeded\x18\x07 \x01(\x05\x12\x0e\n\x06\x66\x61iled\x18\x08 \x01(\x05\x12\x0f\n\x07skipped\x18\t \x01(\x05\x12\x0e\n\x06\x65rrors\x18\n \x03(\t\x12\x10\n\x08node_ids\x18\x0b \x03(\t\x12\x1a\n\x12maintenance_report\x18\x0c \x01(\t*\xc1\x01\n\x12RequiredModelState\x12$\n REQUIRED_MODEL_STATE_UNSPECIFIED\x10\x00\x12 \n\x1cREQUIRED_MODEL_STATE_MISSING\x10\x01\x12 \n\x1cREQUIRED_MODEL_STATE_PULLING\x10\x02\x12 \n\x1cREQUIRED_MODEL_STATE_PRESENT\x10\x03\x12\x1f\n\x1bREQUIRED_MODEL_STATE_FAILED\x10\x04*\x84\x01\n\x0bPrewarmStep\x12\x1c\n\x18PREWARM_STEP_UNSPECIFIED\x10\x00\x12\x1c\n\x18PREWARM_STEP_WARM_MODELS\x10\x01\x12\x1b\n\x17PREWARM_STEP_SEED_CACHE\x10\x02\x12\x1c\n\x18PREWARM_STEP_MAINTENANCE\x10\x03*\x8d\x01\n\x0bStepOutcome\x12\x1c\n\x18STEP_OUTCOME_UNSPECIFIED\x10\x00\x12\x18\n\x14STEP_OUTCOME_STARTED\x10\x01\x12\x13\n\x0fSTEP_OUTCOME_OK\x10\x02\x12\x18\n\x14STEP_OUTCOME_SKIPPED\x10\x03\x12\x17\n\x13STEP_OUTCOME_FAILED\x10\x04*\x91\x01\n\nRunTrigger\x12\x1b\n\x17RUN_TRIGGER_UNSPECIFIED\x10\x00\x12\x17\n\x13RUN_TRIGGER_STARTUP\x10\x01\x12\x18\n\x14RUN_TRIGGER_SCHEDULE\x10\x02\x12\x1b\n\x17RUN_TRIGGER_NODE_JOINED\x10\x03\x12\x16\n\x12RUN_TRIGGER_MANUAL\x10\x04*\x82\x01\n\x08RunState\x12\x19\n\x15RUN_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11RUN_STATE_RUNNING\x10\x01\x12\x17\n\x13RUN_STATE_SUCCEEDED\x10\x02\x12\x15\n\x11RUN_STATE_PARTIAL\x10\x03\x12\x14\n\x10RUN_STATE_FAILED\x10\x04\x32\x9f\x01\n\x0ePrewarmService\x12\x45\n\x08StartRun\x12\x1a.corral.v1.StartRunRequest\x1a\x1b.corral.v1.StartRunResponse0\x01\x12\x46\n\tGetStatus\x12\x1b.corral.v1.GetStatusRequest\x1a\x1c.corral.v1.GetStatusResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'corral.v1.prewarm_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_REQUIREDMODELSTATE']._serialized_start=1344
-  _globals['_REQUIREDMODELSTATE']._serialized_end=1537
-  _globals['_PREWARMSTEP']._serialized_start=1540
-  _globals['_PREWARMSTEP']._serialized_end=1672
-  _globals['_STEPOUTCOME']._serialized_start=1675
-  _globals['_STEPOUTCOME']._serialized_end=1816
-  _globals['_RUNTRIGGER']._serialized_start=1819
-  _globals['_RUNTRIGGER']._serialized_end=1964
-  _globals['_RUNSTATE']._serialized_start=1967
-  _globals['_RUNSTATE']._serialized_end=2097
+  _globals['_REQUIREDMODELSTATE']._serialized_start=1375
+  _globals['_REQUIREDMODELSTATE']._serialized_end=1568
+  _globals['_PREWARMSTEP']._serialized_start=1571
+  _globals['_PREWARMSTEP']._serialized_end=1703
+  _globals['_STEPOUTCOME']._serialized_start=1706
+  _globals['_STEPOUTCOME']._serialized_end=1847
+  _globals['_RUNTRIGGER']._serialized_start=1850
+  _globals['_RUNTRIGGER']._serialized_end=1995
+  _globals['_RUNSTATE']._serialized_start=1998
+  _globals['_RUNSTATE']._serialized_end=2128
   _globals['_STARTRUNREQUEST']._serialized_start=111
   _globals['_STARTRUNREQUEST']._serialized_end=226
   _globals['_STARTRUNRESPONSE']._serialized_start=228
@@ -50,13 +50,13 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETSTATUSREQUEST']._serialized_start=289
   _globals['_GETSTATUSREQUEST']._serialized_end=322
   _globals['_GETSTATUSRESPONSE']._serialized_start=325
-  _globals['_GETSTATUSRESPONSE']._serialized_end=535
-  _globals['_REQUIREDMODELSTATUS']._serialized_start=538
-  _globals['_REQUIREDMODELSTATUS']._serialized_end=686
-  _globals['_PROGRESSEVENT']._serialized_start=689
-  _globals['_PROGRESSEVENT']._serialized_end=984
-  _globals['_RUNSUMMARY']._serialized_start=987
-  _globals['_RUNSUMMARY']._serialized_end=1341
-  _globals['_PREWARMSERVICE']._serialized_start=2100
-  _globals['_PREWARMSERVICE']._serialized_end=2259
+  _globals['_GETSTATUSRESPONSE']._serialized_end=566
+  _globals['_REQUIREDMODELSTATUS']._serialized_start=569
+  _globals['_REQUIREDMODELSTATUS']._serialized_end=717
+  _globals['_PROGRESSEVENT']._serialized_start=720
+  _globals['_PROGRESSEVENT']._serialized_end=1015
+  _globals['_RUNSUMMARY']._serialized_start=1018
+  _globals['_RUNSUMMARY']._serialized_end=1372
+  _globals['_PREWARMSERVICE']._serialized_start=2131
+  _globals['_PREWARMSERVICE']._serialized_end=2290
 # @@protoc_insertion_point(module_scope)

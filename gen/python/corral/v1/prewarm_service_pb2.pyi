@@ -277,6 +277,14 @@ class GetStatusResponse(_message.Message):
     RECENT_FIELD_NUMBER: _builtins.int
     NEXT_SCHEDULED_AT_FIELD_NUMBER: _builtins.int
     REQUIRED_MODELS_FIELD_NUMBER: _builtins.int
+    LEADS_FIELD_NUMBER: _builtins.int
+    LEADER_FIELD_NUMBER: _builtins.int
+    leads: _builtins.bool
+    """True when the replica that answered leads: only the leader warms, seeds, maintains and pulls."""
+    leader: _builtins.str
+    """The replica that leads ("corral-prewarm <host> pid <pid>"), as far as this one knows; empty while
+    none is elected.
+    """
     @_builtins.property
     def current(self) -> Global___RunSummary:
         """The run in progress, if any."""
@@ -300,10 +308,12 @@ class GetStatusResponse(_message.Message):
         recent: _abc.Iterable[Global___RunSummary] | None = ...,
         next_scheduled_at: _timestamp_pb2.Timestamp | None = ...,
         required_models: _abc.Iterable[Global___RequiredModelStatus] | None = ...,
+        leads: _builtins.bool = ...,
+        leader: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["current", b"current", "next_scheduled_at", b"next_scheduled_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["current", b"current", "next_scheduled_at", b"next_scheduled_at", "recent", b"recent", "required_models", b"required_models"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current", b"current", "leader", b"leader", "leads", b"leads", "next_scheduled_at", b"next_scheduled_at", "recent", b"recent", "required_models", b"required_models"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
