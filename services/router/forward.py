@@ -388,7 +388,10 @@ class Forwarder:
                 body["stream"] = False
                 read_base_s = self._buffered_read_s
             read_timeout_s = self.ttft.budget_s(node.loaded, remaining, read_base_s)
-            watch = None if buffered else self._stall_watch(node, job.model, read_timeout_s)
+            watch = None
+            if not buffered and self.stall is not None:
+                chars = request_size(job.spec)[0] + len(sent_text) + len(sent_thinking)
+                watch = self._stall_watch(self.stall, node, job.model, read_timeout_s, chars)
             self.board.begin(node.node_id, interactive)
             started = time.perf_counter()
             trail.begin(node.node_id, attempts, resumed)
@@ -495,13 +498,17 @@ class Forwarder:
             )
             return
 
-    def _stall_watch(self, node: Candidate, model: str, cap_s: float) -> StallWatch | None:
-        """The stall watch of a streamed attempt (None when stall detection is off)."""
-        if self.stall is None:
-            return None
-        first, gap = self.stall.bounds(node.node_id, model, loaded=node.loaded, cap_s=cap_s)
-        stats = self.stall.stats_of(node.node_id, model)
-        return StallWatch(self.stall, node.node_id, stats, first, gap, learn_first=node.loaded)
+    def _stall_watch(
+        self, stall: StallLearner, node: Candidate, model: str, cap_s: float, prompt_chars: int
+    ) -> StallWatch:
+        """The stall watch of a streamed attempt."""
+        first, gap = stall.bounds(
+            node.node_id, model, loaded=node.loaded, cap_s=cap_s, prompt_chars=prompt_chars
+        )
+        stats = stall.stats_of(node.node_id, model)
+        return StallWatch(
+            stall, node.node_id, stats, first, gap, learn_first=node.loaded, prompt_chars=prompt_chars
+        )
 
     def _stalled(self, node_id: str, model: str, watch: StallWatch, sent_chars: int) -> None:
         """Counts a declared stall and says why it was declared."""

@@ -560,6 +560,7 @@ class StallStats:
     """A node's pace for one model on a stream (seconds)."""
 
     ttft: Spread = field(default_factory=Spread)
+    prompt_chars: Spread = field(default_factory=Spread)
     gap: Spread = field(default_factory=Spread)
     load: Mean = field(default_factory=Mean)
 
@@ -578,20 +579,26 @@ class StallBound:
 
 
 def first_chunk_bound(
-    stats: StallStats | None, *, loaded: bool, cfg: StallConfig, cap_s: float
+    stats: StallStats | None, *, loaded: bool, cfg: StallConfig, cap_s: float, prompt_chars: int = 0
 ) -> StallBound:
-    """The longest wait for the first chunk: max(floor, factor x high TTFT) [+ load_factor x load], capped.
+    """The longest wait for the first chunk, capped at `cap_s`:
+    max(floor, factor x high TTFT x max(1, prompt_chars / high learned prompt chars))
+    [+ load_factor x learned load time when the model is not loaded].
 
-    `cap_s` is the fixed budget of the attempt (ttft_timeout_s, plus the cold extra when the model
-    is not loaded, within the request's remaining time).
+    A prompt longer than those the TTFT was learned from stretches the bound in proportion (its
+    evaluation comes before the first token). `cap_s` is the fixed budget of the attempt
+    (ttft_timeout_s, plus the cold extra when the model is not loaded, within the remaining time).
     """
     if stats is None or stats.ttft.samples < cfg.min_ttft_samples:
         return StallBound(cap_s, False, f"fixed {cap_s:.3g} s (first-chunk waits not learned yet)")
-    learned = max(cfg.ttft_floor_s, cfg.factor * stats.ttft.high)
-    why = (
-        f"max(floor {cfg.ttft_floor_s:.3g} s, {cfg.factor:.3g} x (ttft {stats.ttft.mean:.3f} s"
-        f" + 2 x dev {stats.ttft.dev:.3f} s))"
-    )
+    high = stats.ttft.high
+    why = f"{cfg.factor:.3g} x (ttft {stats.ttft.mean:.3f} s + 2 x dev {stats.ttft.dev:.3f} s)"
+    typical = stats.prompt_chars.high
+    if prompt_chars > typical > 0:
+        high *= prompt_chars / typical
+        why += f" x prompt {prompt_chars} / {typical:.0f} chars"
+    learned = max(cfg.ttft_floor_s, cfg.factor * high)
+    why = f"max(floor {cfg.ttft_floor_s:.3g} s, {why})"
     if not loaded:
         if not stats.load.samples:
             return StallBound(cap_s, False, f"fixed {cap_s:.3g} s (model not loaded, load time not learned)")
@@ -647,9 +654,11 @@ class StallLearner:
             state = self.stats[key] = StallStats()
         return state
 
-    def first_chunk(self, stats: StallStats, waited_s: float) -> None:
-        """Learns one wait for a first chunk (only of attempts whose model was loaded)."""
+    def first_chunk(self, stats: StallStats, waited_s: float, prompt_chars: int = 0) -> None:
+        """Learns one wait for a first chunk (of an attempt whose model was loaded), and its prompt size."""
         stats.ttft.add(waited_s, self.cfg.ttft_alpha)
+        if prompt_chars > 0:
+            stats.prompt_chars.add(prompt_chars, self.cfg.ttft_alpha)
 
     def gap(self, stats: StallStats, waited_s: float) -> None:
         """Learns one wait between two chunks."""
@@ -660,12 +669,12 @@ class StallLearner:
         self.stats_of(node_id, model).load.add(load_s, self.cfg.ttft_alpha)
 
     def bounds(
-        self, node_id: str, model: str, *, loaded: bool, cap_s: float
+        self, node_id: str, model: str, *, loaded: bool, cap_s: float, prompt_chars: int = 0
     ) -> tuple[StallBound, StallBound]:
         """(first-chunk bound, between-chunks bound) of an attempt; `cap_s` is its fixed budget."""
         stats = self.stats.get((node_id, model))
         return (
-            first_chunk_bound(stats, loaded=loaded, cfg=self.cfg, cap_s=cap_s),
+            first_chunk_bound(stats, loaded=loaded, cfg=self.cfg, cap_s=cap_s, prompt_chars=prompt_chars),
             gap_bound(stats, cfg=self.cfg, cap_s=cap_s),
         )
 

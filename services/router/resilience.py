@@ -109,6 +109,7 @@ class StallWatch:
         first: The bound of the wait for the first chunk.
         gap: The bound of a wait between two chunks.
         learn_first: Learn the first wait (False when the model had to be loaded).
+        prompt_chars: The size of the attempt's prompt, learned with its first wait.
     """
 
     __slots__ = (
@@ -119,6 +120,7 @@ class StallWatch:
         "_learner",
         "_loop",
         "_node_id",
+        "_prompt_chars",
         "_since",
         "_stats",
         "_task",
@@ -135,8 +137,10 @@ class StallWatch:
         first: StallBound,
         gap: StallBound,
         learn_first: bool,
+        prompt_chars: int = 0,
     ) -> None:
         self._learner = learner
+        self._prompt_chars = prompt_chars
         self._node_id = node_id
         self._stats = stats
         self._bounds = (first, gap)
@@ -183,7 +187,7 @@ class StallWatch:
         if self._chunks:
             self._learner.gap(self._stats, waited)
         elif self._learn_first:
-            self._learner.first_chunk(self._stats, waited)
+            self._learner.first_chunk(self._stats, waited, self._prompt_chars)
         self._learner.active[self._node_id] = now
         self._chunks += 1
         self._waiting = False
@@ -213,6 +217,20 @@ class StallWatch:
         if not is_stall(bound, now - self._since, now - active):
             # NOTE: a node that sends on other streams is alive: this attempt may wait in its queue.
             self._handle = self._loop.call_at(max(self._since, active) + bound.seconds, self._fire)
+            return
+        # NOTE: a chunk that arrived in this same turn of the loop has woken the task but not yet
+        # reached `chunk`: the stall is declared one turn later, if the wait is still on.
+        self._loop.call_soon(self._confirm)
+
+    def _confirm(self) -> None:
+        if not self._waiting or self.stalled or self._task is None or self._loop is None:
+            return
+        bound = self.bound
+        now = self._loop.time()
+        active = self._learner.active.get(self._node_id, 0.0)
+        if not is_stall(bound, now - self._since, now - active):
+            if self._handle is None:
+                self._handle = self._loop.call_at(max(self._since, active) + bound.seconds, self._fire)
             return
         self.stalled = True
         self.waited_s = now - self._since

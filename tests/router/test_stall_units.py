@@ -264,3 +264,20 @@ async def test_a_cancelled_caller_is_not_taken_for_a_stall(hanging: tuple[Hangin
     finally:
         await transport.close()
     assert not watch.stalled and task.cancelled()
+
+
+def test_a_longer_prompt_than_those_learned_stretches_the_first_chunk_bound() -> None:
+    learner = StallLearner(CFG)
+    stats = learner.stats_of("node-1", "m")
+    for _ in range(10):
+        learner.first_chunk(stats, 1.0, prompt_chars=400)
+    usual = first_chunk_bound(stats, loaded=True, cfg=CFG, cap_s=60.0, prompt_chars=300)
+    assert usual.seconds == pytest.approx(CFG.factor * stats.ttft.high) and "prompt" not in usual.why
+    # a prompt ten times as long takes about ten times as long to evaluate before the first token
+    long = first_chunk_bound(stats, loaded=True, cfg=CFG, cap_s=60.0, prompt_chars=4000)
+    assert long.learned and long.seconds == pytest.approx(usual.seconds * 4000 / stats.prompt_chars.high)
+    assert 8 * usual.seconds < long.seconds < 10 * usual.seconds
+    assert f"x prompt 4000 / {stats.prompt_chars.high:.0f} chars" in long.why
+    assert not is_stall(long, 15.0, 15.0) and is_stall(usual, 15.0, 15.0)
+    # longer still, and the fixed budget applies
+    assert first_chunk_bound(stats, loaded=True, cfg=CFG, cap_s=60.0, prompt_chars=40000).learned is False
