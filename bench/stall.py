@@ -30,6 +30,8 @@ from typing import Any
 import grpc
 from corral.v1 import router_service_pb2
 
+from tests.helpers.procs import free_port
+from tests.observability.scrape import scrape, value
 from tests.router.stack import Stack, chat_spec, start_stack
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,6 +88,7 @@ async def run(
     stall: bool, clients: int, warmup_s: float, freeze_s: float, after_s: float, scale: float
 ) -> dict[str, Any]:
     """One configuration: a fresh stack, traffic, node-4 frozen in the middle."""
+    metrics_port = free_port()
     stack = await start_stack(
         node_count=3,
         time_scale=scale,
@@ -94,6 +97,7 @@ async def run(
             "CORRAL_ROUTER__TTFT_TIMEOUT_S": "10",
             "CORRAL_ROUTER__TTFT_COLD_EXTRA_S": "60",
             "CORRAL_ROUTER__STALL__ENABLED": "true" if stall else "false",
+            "CORRAL_ROUTER__METRICS_PORT": str(metrics_port),
         },
     )
     frozen = stack.node(FROZEN)
@@ -109,6 +113,12 @@ async def run(
         await asyncio.sleep(after_s)
         stop.set()
         await asyncio.gather(*tasks)
+        assert stack.http is not None
+        samples = await scrape(stack.http, metrics_port)
+        stalls = {
+            phase: value(samples, "corral_router_stalls_total", node=FROZEN, phase=phase)
+            for phase in ("first_chunk", "between_chunks")
+        }
     finally:
         frozen.proc.signal(signal.SIGCONT)
         await stack.close()
@@ -116,6 +126,7 @@ async def run(
     held = [s for s in streams if FROZEN in s.failed]
     return {
         "stall_detection": stall,
+        "stalls": stalls,
         "fault_free": _pcts(before),
         "all": _pcts(streams),
         "held_by_frozen_node": _pcts(held),
@@ -132,6 +143,7 @@ def _md(result: dict[str, Any]) -> str:
         "| stall detection | streams | p50 ms | p99 ms | max ms | failed |",
         "|---|---|---:|---:|---:|---:|",
     ]
+    notes = []
     for row in result["runs"]:
         name = "on" if row["stall_detection"] else "off"
         for label, key in (
@@ -142,6 +154,10 @@ def _md(result: dict[str, Any]) -> str:
             r = row[key]
             cells = [f"{label} ({r['n']})", r["p50_ms"], r["p99_ms"], r["max_ms"], r["failed"]]
             lines.append(f"| {name} | " + " | ".join(str(c) for c in cells) + " |")
+        if row["stall_detection"]:
+            notes.append(", ".join(f"{k} {v:.0f}" for k, v in row["stalls"].items()))
+    if notes:
+        lines += ["", "Stalls declared on node-4: " + "; ".join(notes) + "."]
     return "\n".join(lines) + "\n"
 
 
