@@ -17,6 +17,7 @@ from services.common import collectors
 
 if TYPE_CHECKING:
     from services.router.core import RouterCore
+    from services.router.near_cache import NearCache
 
 
 class RouterCollector(Collector):
@@ -122,6 +123,37 @@ class RouterCollector(Collector):
                 "Lookups that went to the cache inside a LookupBatch call.",
                 cache.lookups_batched,
             )
+        near = core.near
+        if near is not None:
+            yield from _near_cache(near)
+
+
+def _near_cache(near: NearCache) -> Iterator[Metric]:
+    """The near cache's counters and size (services/router/near_cache.py)."""
+    for name, doc, value in (
+        ("hits", "Requests answered from the near cache.", near.hits),
+        ("misses", "Near-cache lookups that found no live entry (the cache was asked).", near.misses),
+        (
+            "evictions",
+            "Entries dropped to stay within near_cache.max_bytes (least recently used).",
+            near.evictions,
+        ),
+        ("expirations", "Entries found past their TTL and dropped.", near.expirations),
+        (
+            "invalidated",
+            "Entries dropped because the cache announced a store or an invalidation.",
+            near.invalidations,
+        ),
+        ("clears", "Times the near cache was emptied because its event subscription was lost.", near.clears),
+    ):
+        yield CounterMetricFamily(f"corral_router_near_cache_{name}", doc, value)
+    yield GaugeMetricFamily("corral_router_near_cache_bytes", "Bytes the near cache holds.", near.bytes)
+    yield GaugeMetricFamily("corral_router_near_cache_entries", "Entries the near cache holds.", len(near))
+    yield GaugeMetricFamily(
+        "corral_router_near_cache_live",
+        "1 while the near cache is subscribed to the cache's events (and so may serve).",
+        1.0 if near.live else 0.0,
+    )
 
 
 def watch_router(core: RouterCore) -> None:

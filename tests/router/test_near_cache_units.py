@@ -5,6 +5,7 @@ from __future__ import annotations
 from corral.v1 import cache_service_pb2, common_pb2
 
 from services.cache.exact_store import event
+from services.router.collector import _near_cache
 from services.router.core import near_ttl_s
 from services.router.http.encode import routing_headers
 from services.router.near_cache import ENTRY_OVERHEAD_BYTES, Event, NearCache, parse_event
@@ -185,3 +186,23 @@ def test_the_header_names_a_near_hit_and_keeps_every_other_value() -> None:
     assert routing_headers(exact)["X-Corral-Cache"] == "exact-hit"
     miss = common_pb2.RoutingInfo(cache_outcome=common_pb2.CACHE_OUTCOME_MISS)
     assert routing_headers(miss)["X-Corral-Cache"] == "miss"
+
+
+def test_the_metrics_report_the_near_cache_counters() -> None:
+    near = live(max_bytes=2 * (100 + len(PAYLOAD_TYPE) + 2 + 4 + ENTRY_OVERHEAD_BYTES))
+    for name in ("n0", "n1", "n2"):
+        put(near, name)
+    near.get("n2")
+    near.get("n0")
+    near.apply(Event(None, None, "k-n2"))
+    samples = {m.name: m.samples[0].value for m in _near_cache(near)}
+    assert samples["corral_router_near_cache_hits"] == 1
+    assert samples["corral_router_near_cache_misses"] == 1
+    assert samples["corral_router_near_cache_evictions"] == 1
+    assert samples["corral_router_near_cache_invalidated"] == 1
+    assert samples["corral_router_near_cache_entries"] == 1
+    assert samples["corral_router_near_cache_bytes"] == near.bytes > 0
+    assert samples["corral_router_near_cache_live"] == 1
+    near.go_dark()
+    samples = {m.name: m.samples[0].value for m in _near_cache(near)}
+    assert samples["corral_router_near_cache_clears"] == 1 and samples["corral_router_near_cache_live"] == 0
