@@ -193,10 +193,12 @@ class StallWatch:
         self._waiting = False
 
     def close(self) -> None:
-        """The attempt ended: stops the timer."""
+        """The attempt ended: stops the timer (and a stall being confirmed: the task goes on)."""
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+        self._waiting = False
+        self._task = None
 
     def claim(self) -> bool:
         """After a CancelledError in the attempt: True when it was this watch's (a stall).
