@@ -445,10 +445,12 @@ class Forwarder:
             finally:
                 stats = stats_from(final_chunk) if final_chunk is not None else None
                 latency_ms = (time.perf_counter() - started) * 1000
-                if self.stall is not None and stats is not None:
+                if self.stall is not None and watch is not None and stats is not None and watch.first_wait_s:
+                    # NOTE: the wait the router measured, not Ollama's load_duration: it holds the
+                    # queue and prompt too, and a simulator at a time scale reports nominal durations.
                     load_s = stats.load_duration.seconds + stats.load_duration.nanos / 1e9
                     if load_s > _LOAD_SEEN_S:
-                        self.stall.loaded(node.node_id, job.model, load_s)
+                        self.stall.loaded(node.node_id, job.model, watch.first_wait_s)
                 # NOTE: a buffered reply's first byte is the whole answer: no TTFT sample for health.
                 attempt_ttft_ms = (first_at - started) * 1000 if first_at and not buffered else 0.0
                 self.finish_attempt(

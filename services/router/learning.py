@@ -665,7 +665,8 @@ class StallLearner:
         stats.gap.add(waited_s, self.cfg.gap_alpha)
 
     def loaded(self, node_id: str, model: str, load_s: float) -> None:
-        """Learns the time a node took to load the model (Ollama's load_duration of a cold request)."""
+        """Learns the time a node took to load the model: the wait for the first chunk of a request that
+        loaded it (Ollama's load_duration says it did)."""
         self.stats_of(node_id, model).load.add(load_s, self.cfg.ttft_alpha)
 
     def bounds(

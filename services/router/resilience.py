@@ -125,6 +125,7 @@ class StallWatch:
         "_stats",
         "_task",
         "_waiting",
+        "first_wait_s",
         "stalled",
         "waited_s",
     )
@@ -153,6 +154,7 @@ class StallWatch:
         self._chunks = 0
         self.stalled = False
         self.waited_s = 0.0
+        self.first_wait_s = 0.0
 
     @property
     def bound(self) -> StallBound:
@@ -186,8 +188,10 @@ class StallWatch:
         waited = now - self._since
         if self._chunks:
             self._learner.gap(self._stats, waited)
-        elif self._learn_first:
-            self._learner.first_chunk(self._stats, waited, self._prompt_chars)
+        else:
+            self.first_wait_s = waited
+            if self._learn_first:
+                self._learner.first_chunk(self._stats, waited, self._prompt_chars)
         self._learner.active[self._node_id] = now
         self._chunks += 1
         self._waiting = False

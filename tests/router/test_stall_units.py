@@ -281,3 +281,24 @@ def test_a_longer_prompt_than_those_learned_stretches_the_first_chunk_bound() ->
     assert not is_stall(long, 15.0, 15.0) and is_stall(usual, 15.0, 15.0)
     # longer still, and the fixed budget applies
     assert first_chunk_bound(stats, loaded=True, cfg=CFG, cap_s=60.0, prompt_chars=40000).learned is False
+
+
+@pytest.mark.timeout(30)
+async def test_a_cold_attempt_keeps_its_first_wait_out_of_the_learned_ttft(
+    hanging: tuple[HangingNode, str],
+) -> None:
+    node, url = hanging
+    node.lines = 2
+    learner = StallLearner(CFG)
+    watch = StallWatch(learner, "node-1", learner.stats_of("node-1", "m"), FIXED, LEARNED, learn_first=False)
+    seen: list[str] = []
+    transport = NodeTransport()
+    await transport.start()
+    try:
+        with pytest.raises(NodeError):
+            await _read(transport, url, watch, seen)
+    finally:
+        await transport.close()
+    stats = learner.stats_of("node-1", "m")
+    # the wait that included a load is the forwarder's to learn as the load time, not a TTFT
+    assert stats.ttft.samples == 0 and stats.gap.samples == 1 and watch.first_wait_s > 0
