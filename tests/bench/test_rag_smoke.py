@@ -49,6 +49,8 @@ async def test_rag_smoke_rows_mean_what_they_say(tmp_path: Path) -> None:
         assert systems[name]["answer_hit_rate"] == 0 and systems[name]["reingest_calls_from_cache"] == 0, name
         assert systems[name]["embed_hit_rate"] is None, name
     assert systems[ONE]["errors"] == 0 and systems[ONE]["requests"] == trace["turns"]
+    # One node alone computes every embedding token it was asked for.
+    assert systems[ONE]["embed_tokens_saved"] == 0
     # node-4 was killed and restarted under the four-node systems (its counters of both lives kept).
     for name in (RR, CORRAL):
         assert systems[name]["victim_stats_before_kill"] is True, name
