@@ -129,14 +129,16 @@ class BalancerConfig(Section):
 class StallConfig(Section):
     """Stall detection: a node that stops sending is left from its learned pace, not a fixed timeout.
 
-    Per node and model the router learns the time to the first chunk (while the model is loaded),
-    the gap between two chunks of a stream, and the time to load the model, each as an EWMA of
-    the value and of its absolute deviation ("high" = mean + 2 x deviation, about a 95th percentile).
+    Per node and model the router learns the time to the first chunk and the prompt's size (while
+    the model is loaded) and the gap between two chunks of a stream, each as an EWMA of the value
+    and of its absolute deviation ("high" = mean + 2 x deviation, about a 95th percentile), and the
+    load time (the wait for the first chunk of a request that loaded the model).
     An attempt is declared stalled when it has waited longer than its bound for its next chunk and
     the node sent this router nothing on any other stream meanwhile; it then moves on like a cut
     stream (another node continues the answer). The bound of a wait for the first chunk is
-    max(`ttft_floor_s`, `factor` x high TTFT), plus `load_factor` x the learned load time when the
-    node does not have the model loaded; between chunks max(`gap_floor_s`, `factor` x high gap).
+    max(`ttft_floor_s`, `factor` x high TTFT x max(1, prompt chars / high learned prompt chars)),
+    plus `load_factor` x the learned load time when the node does not have the model loaded;
+    between chunks max(`gap_floor_s`, `factor` x high gap).
     Neither ever exceeds the fixed timeouts (`ttft_timeout_s`, + `ttft_cold_extra_s` when cold),
     which still apply when too little is learned. See docs/router.md.
 
