@@ -7,9 +7,10 @@ Each configuration runs its own stack as processes (tests/router/stack.py): four
 (node-4 in its own process, so that it alone can be frozen), health and the router, with the
 default `ttft_timeout_s` of 10 s. `--clients` streaming chats run in a loop for `--warmup` seconds,
 then node-4 is frozen for `--freeze` seconds, then traffic goes on for `--after` seconds. Reported
-per configuration: p50/p99 of the streams that started before the freeze (fault-free), of all
-streams, and of the streams node-4 held when it froze (those whose answer was continued elsewhere),
-with the failed streams.
+per configuration: p50/p99 of the streams that ended before the freeze (fault-free), of all
+streams, and of the streams node-4 held when it froze (those it failed, answered elsewhere), with
+the failed streams, and the stalls the router declared per node and phase (any on another node
+than node-4 would be a false one).
 """
 
 from __future__ import annotations
@@ -116,7 +117,10 @@ async def run(
         assert stack.http is not None
         samples = await scrape(stack.http, metrics_port)
         stalls = {
-            phase: value(samples, "corral_router_stalls_total", node=FROZEN, phase=phase)
+            f"{node.node_id} {phase}": value(
+                samples, "corral_router_stalls_total", node=node.node_id, phase=phase
+            )
+            for node in stack.nodes
             for phase in ("first_chunk", "between_chunks")
         }
     finally:
@@ -155,9 +159,9 @@ def _md(result: dict[str, Any]) -> str:
             cells = [f"{label} ({r['n']})", r["p50_ms"], r["p99_ms"], r["max_ms"], r["failed"]]
             lines.append(f"| {name} | " + " | ".join(str(c) for c in cells) + " |")
         if row["stall_detection"]:
-            notes.append(", ".join(f"{k} {v:.0f}" for k, v in row["stalls"].items()))
+            notes.append(", ".join(f"{k} {v:.0f}" for k, v in row["stalls"].items() if v))
     if notes:
-        lines += ["", "Stalls declared on node-4: " + "; ".join(notes) + "."]
+        lines += ["", "Stalls declared (node, phase): " + ("; ".join(notes) or "none") + "."]
     return "\n".join(lines) + "\n"
 
 
