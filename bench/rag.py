@@ -960,13 +960,14 @@ def _write(
         names = list(systems)
         ax1, ax2 = fig.subplots(1, 2)
         xs = np.arange(len(names))
+        labels = [n.split(" +")[0].replace(" (4 nodes)", "") for n in names]
         ax1.bar(xs - 0.2, [systems[n]["p50_ms"] or 0 for n in names], 0.4, label="p50")
         ax1.bar(xs + 0.2, [systems[n]["p99_ms"] or 0 for n in names], 0.4, label="p99")
-        ax1.set_xticks(xs, [n.split(" ")[0] for n in names], fontsize=8)
+        ax1.set_xticks(xs, labels, fontsize=8)
         ax1.set_ylabel("question end to end, ms")
         ax1.legend(fontsize=8)
         ax2.bar(xs, [systems[n]["ingest_wall_s"] for n in names], 0.5)
-        ax2.set_xticks(xs, [n.split(" ")[0] for n in names], fontsize=8)
+        ax2.set_xticks(xs, labels, fontsize=8)
         ax2.set_ylabel("ingestion wall time, s")
 
     out = _out_dir(args)
@@ -976,6 +977,11 @@ def _write(
         f"`PYTHONPATH=.:gen/python .venv/bin/python -m bench.run {SCENARIO}`",
         "`make bench-rag` or `PYTHONPATH=.:gen/python .venv/bin/python bench/rag.py`",
     )
+    if SYSTEMS[2] in skipped:
+        text = text.replace(
+            "**LiteLLM was not installed for this run: Corral only.**",
+            f"**LiteLLM's system was not run: {skipped[SYSTEMS[2]]}.**",
+        )
     table_end = text.index("\n\n", text.index("|---|"))
     rows = "".join(f"\n| {n} | not run: {r} |" + " |" * (len(COLUMNS) - 1) for n, r in skipped.items())
     md.write_text(text[:table_end] + rows + text[table_end:])

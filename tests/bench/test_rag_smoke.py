@@ -69,6 +69,7 @@ async def test_rag_smoke_rows_mean_what_they_say(tmp_path: Path) -> None:
     table = (tmp_path / "rag.md").read_text()
     assert f"| {LITELLM} | not run: disabled (--no-litellm) |" in table
     assert "Redis Stack or Qdrant" in table and "hashed" in table
+    assert "not run: disabled (--no-litellm).**" in table
     assert (tmp_path / "rag.png").stat().st_size > 0
 
 
