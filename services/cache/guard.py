@@ -37,6 +37,7 @@ import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass
+from typing import Protocol
 
 import snowballstemmer  # type: ignore[import-untyped]
 
@@ -45,6 +46,7 @@ from services.cache.guard_lexicon import (
     BARE_CONTRACTIONS,
     DETERMINERS,
     DISTINCT_ACTIONS,
+    DISTINCT_CLASSES,
     DO_SUPPORT,
     GENERIC_VERBS,
     IDIOMS,
@@ -158,24 +160,32 @@ _WAY_TO = re.compile(
 _NOT_ANYMORE = re.compile(r"\bnot\s+((?:\w+\s+){0,3}?\w+)\s+(?:anymore|any more|any longer)\b", re.I)
 _PARTICLES = frozenset("on up out off down in over away during at for with from by".split())
 _BE = frozenset("be is are was were been being".split())
+# NOTE: "the ancient Egyptians", "cat owners", "chameleons": longer subjects are rare in questions.
+_MAX_SUBJECT = 3
 _IRREGULAR_PARTICIPLES = frozenset(
     "done made taken written given known seen shown built sent kept held found".split()
 )
 
 
 def _after_subject(words: list[str], at: int) -> bool:
-    """The verb after a question's one-word subject: "how do chameleons *alter* their colour", "what
-    do koalas *eat*", "when did Britain *join* the EU": a do-auxiliary opens the question, a noun
-    (not a pronoun, which VERB_SLOT_BEFORE covers) or a determiner and a noun follow, then the verb,
-    then a determiner, a particle or a preposition ("feed *on*") or the end. A longer subject is
-    not read ("how do cat owners …"), so its verb is compared as any other word."""
+    """The verb after a question's subject: "how do chameleons *alter* their colour", "how did the
+    ancient Egyptians *build* the pyramids", "when did Britain *join* the EU": a do-auxiliary opens
+    the question, a subject of one to three words follows (not a pronoun, which VERB_SLOT_BEFORE
+    covers; a determiner may open it, no other function word occurs in it), then the verb, then a
+    determiner, a particle or a preposition ("feed *on*"), or the end after a one-word subject. The
+    word after the verb decides where the subject ends: "how do cat owners *feed* their cats"."""
     aux = next((i for i, w in enumerate(words[:5]) if w in ("do", "does", "did")), None)
     if aux is None or aux + 2 >= len(words) or words[aux + 1] in VERB_SLOT_BEFORE:
         return False
     head = aux + 2 if words[aux + 1] in DETERMINERS else aux + 1
-    if at != head + 1 or words[head] in DETERMINERS:
+    if not head < at <= head + _MAX_SUBJECT:
         return False
-    return at + 1 == len(words) or words[at + 1] in DETERMINERS or words[at + 1] in _PARTICLES
+    if any(w in DETERMINERS or w in STOPWORDS or w in ROLE_WORDS or w in NEGATIONS for w in words[head:at]):
+        return False
+    if at + 1 == len(words):
+        # NOTE: a question ending after two words may end on the object ("how do cats see *colours*").
+        return at == head + 1
+    return words[at + 1] in DETERMINERS or words[at + 1] in _PARTICLES
 
 
 def _passive(words: list[str], entities: set[str]) -> bool:
@@ -480,19 +490,72 @@ def _synonym_slot(a: Analysis, b: Analysis, i: int, j: int) -> bool:
     return not (a.topic[i] in _DISTINCT_ACTIONS and b.topic[j] in _DISTINCT_ACTIONS)
 
 
-def _swapped(a: Analysis, b: Analysis) -> bool:
-    """True when the topics are the same but for one or two words replaced by unrelated ones.
+class WordJudge(Protocol):
+    """Judges whether two replaced words or short phrases are interchangeable (guard_words.py)."""
 
-    A replacement of a verb in the verb slot by another verb there, or of a word by a typo of it,
-    is not a swap.
-    """
+    def interchangeable(self, x: str, y: str) -> bool | None:
+        """True for synonyms, False for distinct words, None when it cannot tell."""
+        ...
+
+
+def _replacement(a: Analysis, b: Analysis) -> tuple[int, int, int, int] | None:
+    """The one replaced span of one or two topic words each (i1, i2, j1, j2), else None."""
     matcher = difflib.SequenceMatcher(a=a.topic, b=b.topic, autojunk=False)
     changes = [op for op in matcher.get_opcodes() if op[0] != "equal"]
     if len(changes) != 1 or len(a.topic) < 2:
-        return False
+        return None
     tag, i1, i2, j1, j2 = changes[0]
     if tag != "replace" or i2 - i1 > 2 or j2 - j1 > 2:
+        return None
+    return i1, i2, j1, j2
+
+
+def replaced_spans(query: str, candidate: str) -> list[tuple[str, str]]:
+    """The (query, candidate) word spans a judge may be asked about by `check`: the replaced span when
+    the prompts' topic words differ in one span of one or two words, else nothing."""
+    if query == candidate:
+        return []
+    a, b = analyse(query), analyse(candidate)
+    span = _replacement(a, b)
+    if span is None:
+        return []
+    i1, i2, j1, j2 = span
+    return [(" ".join(a.topic_words[i1:i2]), " ".join(b.topic_words[j1:j2]))]
+
+
+def _distinct_kinds(xs: tuple[str, ...], ys: tuple[str, ...]) -> bool:
+    """Both spans hold a member of one distinct class (CPU / memory, rows / columns)."""
+    return any(any(x in group for x in xs) and any(y in group for y in ys) for group in DISTINCT_CLASSES)
+
+
+def _judged_synonyms(
+    a: Analysis, b: Analysis, span: tuple[int, int, int, int], words: WordJudge | None
+) -> bool:
+    """The judge reads the replaced spans as interchangeable, and no rule says they are distinct:
+    two distinct operations (install / configure) or two members of a distinct class."""
+    if words is None:
         return False
+    i1, i2, j1, j2 = span
+    if any(x in _DISTINCT_ACTIONS for x in a.topic[i1:i2]) and any(
+        y in _DISTINCT_ACTIONS for y in b.topic[j1:j2]
+    ):
+        return False
+    xs, ys = a.topic_words[i1:i2], b.topic_words[j1:j2]
+    if _distinct_kinds(xs, ys) or any(_DIGIT.search(w) for w in (*xs, *ys)):
+        return False
+    return words.interchangeable(" ".join(xs), " ".join(ys)) is True
+
+
+def _swapped(a: Analysis, b: Analysis, words: WordJudge | None = None) -> bool:
+    """True when the topics are the same but for one or two words replaced by unrelated ones.
+
+    A replacement of a verb in the verb slot by another verb there, or of a word by a typo of it,
+    is not a swap; nor is a replacement the judge `words` reads as a synonym.
+    """
+    span = _replacement(a, b)
+    if span is None:
+        return False
+    i1, i2, j1, j2 = span
     if i2 - i1 == 1 and j2 - j1 == 1:
         x, y = a.topic[i1], b.topic[j1]
         wx, wy = a.topic_words[i1], b.topic_words[j1]
@@ -500,13 +563,13 @@ def _swapped(a: Analysis, b: Analysis) -> bool:
             return False
         if _hard(x, wx) or _hard(y, wy):
             return True
-        return not _synonym_slot(a, b, i1, j1)
+        return not (_synonym_slot(a, b, i1, j1) or _judged_synonyms(a, b, span, words))
     if any(_hard(a.topic[i], a.topic_words[i]) for i in range(i1, i2)):
         return True
     if any(_hard(b.topic[j], b.topic_words[j]) for j in range(j1, j2)):
         return True
     # NOTE: a phrase for a verb ("invented" / "came up with") keeps the verb slot.
-    return not _synonym_slot(a, b, i1, j1)
+    return not (_synonym_slot(a, b, i1, j1) or _judged_synonyms(a, b, span, words))
 
 
 def _span_swap(a: tuple[str, ...], b: tuple[str, ...]) -> bool:
@@ -553,8 +616,15 @@ def _role_swap(a: Analysis, b: Analysis) -> bool:
     return _span_swap(a.sequence, b.sequence)
 
 
-def check(query: str, candidate: str) -> str | None:
+def check(query: str, candidate: str, words: WordJudge | None = None) -> str | None:
     """Compares a query with a stored prompt.
+
+    Args:
+        query: The prompt looked up.
+        candidate: The stored prompt.
+        words: Optional judge of replaced words (guard_words.EmbeddingWordJudge); asked only when the
+            prompts differ in one replaced span that no rule decides, so it never overrides a number,
+            negation, opposite, scale, direction, name or distinct-operation refusal.
 
     Returns:
         None when the candidate may answer the query, else the reason it may not: "number",
@@ -576,6 +646,6 @@ def check(query: str, candidate: str) -> str | None:
         return "direction"
     if _missing_entity(a, b) or _missing_entity(b, a):
         return "entity"
-    if _swapped(a, b):
+    if _swapped(a, b, words):
         return "swap"
     return None

@@ -395,3 +395,11 @@ DISTINCT_ACTIONS = frozenset(
     mount format share hide lock encode decode translate summarize train plant list
     """.split()
 )
+
+# Classes of words that name distinct things of one kind: two members are never interchangeable,
+# however close an embedder places them (CPU / memory usage, rows / columns, day / week).
+DISTINCT_CLASSES: tuple[frozenset[str], ...] = (
+    frozenset("cpu cpus processor memory ram disk disks storage gpu gpus network bandwidth swap io".split()),
+    frozenset("row rows column columns cell cells table tables field fields".split()),
+    frozenset("day days week weeks month months year years hour hours minute minutes second seconds".split()),
+)

@@ -358,3 +358,21 @@ def test_the_analysis_keeps_quantities_in_a_base_unit() -> None:
     assert guard.analyse("wait 2 hours").numbers == guard.analyse("wait 120 minutes").numbers
     assert guard.analyse("once the job ends").numbers == frozenset()
     assert guard.analyse("run it once a day").numbers == frozenset({"1"})
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        (
+            "How did the ancient Egyptians build the pyramids?",
+            "How did the ancient Egyptians construct the pyramids?",
+        ),
+        ("How do house cats catch their prey?", "How do house cats hunt their prey?"),
+    ],
+)
+def test_a_verb_after_a_longer_subject_is_read_in_the_verb_slot(a: str, b: str) -> None:
+    assert_passes(a, b)
+
+
+def test_a_noun_ending_a_question_after_a_longer_subject_is_not_read_as_a_verb() -> None:
+    assert_refused("How do cat owners choose kittens?", "How do cat owners choose puppies?", "swap")
