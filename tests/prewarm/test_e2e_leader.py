@@ -183,7 +183,8 @@ async def test_one_leader_acts_and_a_standby_takes_over_its_schedule(
     assert not standby_status.HasField("next_scheduled_at")
     # Both replicas name the same leader in their status (what `corral status` prints).
     assert before.leads and not standby_status.leads
-    assert f"pid {leader.proc.pid}" in before.leader and standby_status.leader == before.leader
+    assert f"pid {leader.proc.pid}" in before.leader, before.leader
+    assert standby_status.leader == before.leader, (standby_status.leader, before.leader)
     # Every probe that reached a node was the leader's: the standby did not run.
     assert await probes_seen(stack) == seeding_runs(before)
 
