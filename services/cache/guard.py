@@ -24,7 +24,9 @@ slot) and refuses the candidate when they differ in:
   (a one-letter typo or an abbreviation such as js/JavaScript still matches);
 - swap: the topic words are identical but for one or two words replaced by unrelated ones
   (install numpy / install pandas, CPU / memory usage). A replaced verb in the verb slot ("how do I
-  *move*" / "how do I *migrate*") and a one-letter typo are read as the same word.
+  *move*" / "how do I *migrate*", "how did the ancient Egyptians *build*") and a one-letter typo are
+  read as the same word. An optional word judge (guard_words.py) may read a replaced span as a
+  synonym; it is asked last, so it never overrides the rules above.
 
 docs/cache.md describes the rules and their measured effect on the labelled sets in bench/data/.
 """
