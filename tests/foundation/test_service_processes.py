@@ -37,6 +37,10 @@ async def test_service_serves_reflects_and_drains_on_sigterm(name: str) -> None:
     }
     if name == "router":
         env["CORRAL_ROUTER__HTTP_PORT"] = str(free_port())
+    if name == "cache":
+        # NOTE: no node runs here; the default embedder (on the nodes) would hold SERVING back for
+        # embedder.warmup_timeout_s (tests/cache/test_readiness.py covers that wait).
+        env["CORRAL_CACHE__EMBEDDER__KIND"] = "hashing"
     proc = ServiceProcess(f"services.{name}", env=env)
     await proc.start()
     try:
