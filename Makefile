@@ -42,8 +42,12 @@ lint: setup ## ruff, mypy, buf lint and buf breaking against main
 		$(BUF) breaking protos --against '.git#branch=main,subdir=protos'; \
 	else echo "buf breaking: no protos on main yet, skipped"; fi
 
+# Test processes for `make test` (pytest-xdist, one test file per process at a time): the suite mostly
+# waits on the processes it starts, so two share 2 cores well. TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= 2
+
 test: setup ## Run the whole test suite (starts its own Redis, PostgreSQL, simulator nodes and services)
-	$(PY) -m pytest -q -p no:cacheprovider --durations=15 $(PYTEST_ARGS)
+	$(PY) -m pytest -q -p no:cacheprovider --durations=15 -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 test-random: setup ## The whole suite in random order (modules shuffled, tests within each); SEED=N replays one
 	@seed=$${SEED:-$$RANDOM$$RANDOM}; echo "random order seed: $$seed (replay: make test-random SEED=$$seed)"; \
