@@ -63,6 +63,13 @@ CHAT_MODELS = ("llama3.2:1b", "mistral:7b")
 EMBED_MODEL = "nomic-embed-text:v1.5"
 TEMPERATURE = 0.2
 TOP_K = 3
+# Smoke runs only: lookups (answers and embeddings) and the cache's Redis calls may take this long before
+# they count as degraded, so that a busy CI machine still shows what each row means.
+SMOKE_BUDGETS = {
+    "CORRAL_ROUTER__LOOKUP_BUDGET_MS": "2000",
+    "CORRAL_ROUTER__SEMANTIC_LOOKUP_BUDGET_MS": "4000",
+    "CORRAL_CACHE__REDIS_TIMEOUT_MS": "1000",
+}
 NUM_PARALLEL = 2
 VICTIM = 3  # node-4
 LITELLM_STRATEGY = "least-busy"  # LiteLLM's best p99 in the heterogeneous scenario
@@ -708,6 +715,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "retrieval": f"in-process cosine top-{TOP_K} over the ingested vectors, chunks in corpus order",
         "load_average_1m_at_start": load_start,
     }
+    if smoke:
+        # NOTE: a smoke run checks that the rows mean what they say, not the figures: on a busy machine
+        # the default budgets (15 ms lookups, 50 ms Redis calls) turn cache hits into degraded misses.
+        p["smoke_budgets"] = dict(SMOKE_BUDGETS)
     docs = rag_data.corpus(smoke, args.seed)
     calls, n_re = rag_data.ingest_calls(docs, args.seed, p["embed_batch"])
     convs = rag_data.trace(smoke, args.seed, p["rate_rps"], CHAT_MODELS, p["repeats"])
@@ -770,7 +781,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     if name == "corral":
                         redis, pg = await stores_ready
                         env = _cache_env(f"redis://127.0.0.1:{redis.port}/0", pg.dsn, state, nodes, minilm)
-                        gateway = await start_corral(nodes, cache_env=env)
+                        budgets = p.get("smoke_budgets", {})
+                        env.update({k: v for k, v in budgets.items() if k.startswith("CORRAL_CACHE")})
+                        router_env = {k: v for k, v in budgets.items() if k.startswith("CORRAL_ROUTER")}
+                        gateway = await start_corral(nodes, cache_env=env, router_env=router_env)
                         procs.append(gateway)
                         cache_addr = f"127.0.0.1:{gateway.procs[1].port}"
                         client = Client([gateway.base])
@@ -808,6 +822,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         stores.close()
         shutil.rmtree(state, ignore_errors=True)
     return _write(args, p, systems, skipped, minilm)
+
+
+def _budgets(budgets: dict[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in budgets.items())
 
 
 def _cache_env(redis_url: str, dsn: str, state: Path, nodes: list[Node], minilm: bool) -> dict[str, str]:
@@ -903,6 +921,11 @@ def _write(
         "LiteLLM's cache is its exact Redis cache: its semantic caches (redis-semantic, qdrant-semantic) "
         "need Redis Stack or Qdrant, which are not available here.",
         f"Machine load average (1 min) at the start: {p['load_average_1m_at_start']}.",
+        *(
+            ["Smoke run: Corral with generous budgets (" + _budgets(p["smoke_budgets"]) + ")."]
+            if "smoke_budgets" in p
+            else []
+        ),
         "Embeddings: "
         + p["embeddings"]
         + (
