@@ -295,9 +295,13 @@ async def _chat_on(stack, node_id: str, turns: list[tuple[str, str]]) -> int:  #
 
 
 async def test_affinity_yields_to_load_beyond_the_bound() -> None:
-    # NOTE: a long TTFT timeout, so that the router keeps waiting for the request held on the home
-    # (it is in a long prompt evaluation) instead of failing it over to another node.
-    stack = await start_stack(router_env={"CORRAL_ROUTER__TTFT_TIMEOUT_S": "60"})
+    # NOTE: a long TTFT timeout and no stall detection, so that the router keeps waiting for the
+    # request held on the home (it is in a long prompt evaluation) instead of failing it over to another
+    # node: the home sends nothing else, so a stall would be declared after the 3 s first-token floor,
+    # which a busy machine reaches before the test has placed its requests.
+    stack = await start_stack(
+        router_env={"CORRAL_ROUTER__TTFT_TIMEOUT_S": "60", "CORRAL_ROUTER__STALL__ENABLED": "false"}
+    )
     try:
         # NOTE: the router prefers nodes with the model loaded over a cold affinity target (a load
         # costs seconds); warm every node so that only the session hash and the load decide. The

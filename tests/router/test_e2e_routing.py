@@ -156,11 +156,11 @@ async def test_embed_splits_large_batches_and_lists_models(stack: Stack) -> None
 
 
 async def test_deadline_and_cancellation_reach_the_node() -> None:
-    # NOTE: a TTFT timeout far beyond the test's waits, so that nothing but the client's deadline or
-    # cancellation, passed on by the router, can end a request on a node in time; health probes
-    # rarely, so that the nodes' hung and cancelled requests are the router's alone.
+    # NOTE: a TTFT timeout far beyond the test's waits and no stall detection, so that nothing but the
+    # client's deadline or cancellation, passed on by the router, can end a request on a node in time;
+    # health probes rarely, so that the nodes' hung and cancelled requests are the router's alone.
     stack = await start_stack(
-        router_env={"CORRAL_ROUTER__TTFT_TIMEOUT_S": "60"},
+        router_env={"CORRAL_ROUTER__TTFT_TIMEOUT_S": "60", "CORRAL_ROUTER__STALL__ENABLED": "false"},
         health_env={"CORRAL_HEALTH__PROBE_INTERVAL_S": "60"},
     )
     try:
