@@ -114,9 +114,9 @@ class Triggers:
             now_s = self._clock()
             if self.next_scheduled_at_s is not None and now_s >= self.next_scheduled_at_s:
                 self._manager.submit(RunRequest(Trigger.SCHEDULE))
-                # NOTE: the next slot after this one was due (or after now, if it is overdue), not one
+                # NOTE: the first slot after now (this one is due or overdue, so it is past), not one
                 # interval after the run ended.
-                self.next_scheduled_at_s = next_slot_s(max(self.next_scheduled_at_s, now_s), interval_s)
+                self.next_scheduled_at_s = next_slot_s(now_s, interval_s)
             elif refresh is not None and now_s >= refresh[0]:
                 logger.info("always-warm models expire soon on %s: refreshing", ",".join(sorted(refresh[1])))
                 self._refresh_hold_until_s = now_s + max(MIN_REFRESH_RETRY_S, self._cfg.rewarm_lead_s / 4)
