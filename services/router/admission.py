@@ -12,7 +12,7 @@ fewer waiters than the busiest one by refusing the busiest tenant's newest waite
 waiter, so one tenant's burst cannot lock the others out.
 
 Waiters are woken by `release` (a node slot was freed), one per slot, never by polling. A granted
-waiter that can no longer use the slot hands the grant on (`requeue` or `leave`). Pure asyncio
+waiter that can no longer use the slot hands the grant on (`rewait` or `leave`). Pure asyncio
 logic, no I/O: services/router/forward.py wires it to the score board.
 """
 
@@ -180,7 +180,7 @@ class AdmissionQueue:
 
     # --- waiting ----------------------------------------------------------------------------
     async def wait(self, tenant: str, model: str, background: bool, deadline: float | None) -> Waiter:
-        """Waits for a slot; returns the granted waiter (pass it to `taken`, `requeue` or `leave`).
+        """Waits for a slot; returns the granted waiter (pass it to `taken`, `rewait` or `leave`).
 
         Raises:
             Saturated: The queue is full, the wait reached `max_wait_s`, or a fairer waiter
@@ -290,10 +290,10 @@ class AdmissionQueue:
         if self._ungrant(waiter):
             self.admitted += 1
 
-    def leave(self, waiter: Waiter, accepts: Callable[[str], bool] = lambda model: True) -> None:
+    def leave(self, waiter: Waiter) -> None:
         """The granted waiter will not take its slot: the grant goes to the next waiter."""
         if self._ungrant(waiter):
-            self.release(accepts)
+            self.release()
 
     def _ungrant(self, waiter: Waiter) -> bool:
         if not waiter.granted:
@@ -319,15 +319,6 @@ class AdmissionQueue:
 
     def _refused(self, reason: str) -> None:
         self.refusals[reason] = self.refusals.get(reason, 0) + 1
-
-    def refuse_now(self, model: str) -> Saturated:
-        """The error for a request that may not wait (no queue configured)."""
-        self._refused(QUEUE_FULL)
-        return Saturated(
-            f"every node serving model {model!r} is full; retry later",
-            retry_after_s=self.retry_after_s,
-            reason="QUEUE_FULL",
-        )
 
 
 def retry_after_header(seconds: float) -> str:
