@@ -183,6 +183,14 @@ async def hanging() -> AsyncIterator[tuple[HangingNode, str]]:
     await runner.cleanup()
 
 
+@pytest.fixture
+async def transport() -> AsyncIterator[NodeTransport]:
+    transport = NodeTransport()
+    await transport.start()
+    yield transport
+    await transport.close()
+
+
 def _watch(learner: StallLearner, first: StallBound, gap: StallBound) -> StallWatch:
     return StallWatch(learner, "node-1", learner.stats_of("node-1", "m"), first, gap, learn_first=True)
 
@@ -206,17 +214,14 @@ FIXED = StallBound(300.0, False, "fixed")
 
 
 @pytest.mark.timeout(30)
-async def test_watch_ends_a_silent_attempt_before_its_first_chunk(hanging: tuple[HangingNode, str]) -> None:
+async def test_watch_ends_a_silent_attempt_before_its_first_chunk(
+    hanging: tuple[HangingNode, str], transport: NodeTransport
+) -> None:
     _, url = hanging
     learner = StallLearner(CFG)
     watch = _watch(learner, LEARNED, FIXED)
-    transport = NodeTransport()
-    await transport.start()
-    try:
-        with pytest.raises(NodeError) as caught:
-            await _read(transport, url, watch, [])
-    finally:
-        await transport.close()
+    with pytest.raises(NodeError) as caught:
+        await _read(transport, url, watch, [])
     assert caught.value.kind is Attempt.TTFT_TIMEOUT and "stalled" in caught.value.message
     assert watch.stalled and watch.phase == "first_chunk" and watch.waited_s >= LEARNED.seconds
     assert learner.stats_of("node-1", "m").ttft.samples == 0
@@ -224,20 +229,15 @@ async def test_watch_ends_a_silent_attempt_before_its_first_chunk(hanging: tuple
 
 @pytest.mark.timeout(30)
 async def test_watch_ends_a_stream_that_falls_silent_and_learns_its_gaps(
-    hanging: tuple[HangingNode, str],
+    hanging: tuple[HangingNode, str], transport: NodeTransport
 ) -> None:
     node, url = hanging
     node.lines = 3
     learner = StallLearner(CFG)
     watch = _watch(learner, FIXED, LEARNED)
     seen: list[str] = []
-    transport = NodeTransport()
-    await transport.start()
-    try:
-        with pytest.raises(NodeError) as caught:
-            await _read(transport, url, watch, seen)
-    finally:
-        await transport.close()
+    with pytest.raises(NodeError) as caught:
+        await _read(transport, url, watch, seen)
     assert caught.value.kind is Attempt.STREAM_CUT and "between_chunks" in caught.value.message
     assert seen == ["0", "1", "2"]
     stats = learner.stats_of("node-1", "m")
@@ -246,23 +246,20 @@ async def test_watch_ends_a_stream_that_falls_silent_and_learns_its_gaps(
 
 
 @pytest.mark.timeout(30)
-async def test_a_cancelled_caller_is_not_taken_for_a_stall(hanging: tuple[HangingNode, str]) -> None:
+async def test_a_cancelled_caller_is_not_taken_for_a_stall(
+    hanging: tuple[HangingNode, str], transport: NodeTransport
+) -> None:
     node, url = hanging
     node.lines = 1
     learner = StallLearner(CFG)
     watch = _watch(learner, FIXED, StallBound(60.0, True, "learned"))
     seen: list[str] = []
-    transport = NodeTransport()
-    await transport.start()
-    try:
-        got = asyncio.Event()
-        task = asyncio.create_task(_read(transport, url, watch, seen, got))
-        await got.wait()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
-    finally:
-        await transport.close()
+    got = asyncio.Event()
+    task = asyncio.create_task(_read(transport, url, watch, seen, got))
+    await got.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
     assert not watch.stalled and task.cancelled()
 
 
@@ -285,20 +282,15 @@ def test_a_longer_prompt_than_those_learned_stretches_the_first_chunk_bound() ->
 
 @pytest.mark.timeout(30)
 async def test_a_cold_attempt_keeps_its_first_wait_out_of_the_learned_ttft(
-    hanging: tuple[HangingNode, str],
+    hanging: tuple[HangingNode, str], transport: NodeTransport
 ) -> None:
     node, url = hanging
     node.lines = 2
     learner = StallLearner(CFG)
     watch = StallWatch(learner, "node-1", learner.stats_of("node-1", "m"), FIXED, LEARNED, learn_first=False)
     seen: list[str] = []
-    transport = NodeTransport()
-    await transport.start()
-    try:
-        with pytest.raises(NodeError):
-            await _read(transport, url, watch, seen)
-    finally:
-        await transport.close()
+    with pytest.raises(NodeError):
+        await _read(transport, url, watch, seen)
     stats = learner.stats_of("node-1", "m")
     # the wait that included a load is the forwarder's to learn as the load time, not a TTFT
     assert stats.ttft.samples == 0 and stats.gap.samples == 1 and watch.first_wait_s > 0
