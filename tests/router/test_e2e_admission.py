@@ -9,7 +9,6 @@ over gRPC) before any byte of a stream, and once the burst is served nothing is 
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from corral.v1 import common_pb2, router_service_pb2, router_service_pb2_grpc
 from services.common.channels import PeerSecurity, make_channel
 from services.router.http.streaming import NDJSON_CONTENT_TYPE
 from tests.helpers.procs import ServiceProcess, free_port
+from tests.observability.scrape import scrape, value
 from tests.router.stack import MODEL, SimProcess, nodes_json, start_sims
 from tests.security.helpers import SERVICE_KEY, TENANT_A_KEY, TENANT_B_KEY, keys_env
 
@@ -41,15 +41,11 @@ class Saturable:
     nodes: list[SimProcess]
     router: ServiceProcess
     http_url: str
-    metrics_url: str
+    metrics_port: int
     session: aiohttp.ClientSession
 
-    async def metric(self, name: str, labels: str = "") -> float:
-        async with self.session.get(self.metrics_url) as resp:
-            text = await resp.text()
-        pattern = re.compile(rf"^{re.escape(name + (('{' + labels + '}') if labels else ''))} (\S+)$", re.M)
-        found = pattern.search(text)
-        return float(found.group(1)) if found else 0.0
+    async def metric(self, name: str, **labels: str) -> float:
+        return value(await scrape(self.session, self.metrics_port), name, **labels)
 
     async def queue_depth_reaches(self, depth: int, timeout_s: float = 10.0) -> None:
         """Polls (bounded) the router's queue depth gauge until it shows `depth` waiters."""
@@ -105,7 +101,7 @@ async def saturable() -> AsyncIterator[Saturable]:
                 assert resp.status == 200, await resp.text()
             async with session.post(node.admin_url + "/_sim/faults", json={"slow": SLOW_FACTOR}) as resp:
                 assert resp.status == 200, await resp.text()
-        yield Saturable(nodes, router, url, f"http://127.0.0.1:{metrics_port}/metrics", session)
+        yield Saturable(nodes, router, url, metrics_port, session)
     finally:
         await session.close()
         await router.kill()
@@ -176,7 +172,7 @@ async def test_saturation_queues_fairly_and_refuses_the_excess_before_the_stream
         assert received == []
     finally:
         await channel.close()
-    assert await saturable.metric("corral_router_admission_refusals_total", 'reason="queue_full"') == 3
+    assert await saturable.metric("corral_router_admission_refusals_total", reason="queue_full") == 3
 
     # Everything admitted is served in full; B took turns with A instead of waiting behind all of A.
     replies = await asyncio.gather(*a, *b)
@@ -194,4 +190,4 @@ async def test_saturation_queues_fairly_and_refuses_the_excess_before_the_stream
         chat("a-after", TENANT_A_KEY), chat("b-after", TENANT_B_KEY), chat("a-after-2", TENANT_A_KEY)
     )
     assert [r.status for r in after] == [200, 200, 200]
-    assert await saturable.metric("corral_router_admission_refusals_total", 'reason="queue_full"') == 3
+    assert await saturable.metric("corral_router_admission_refusals_total", reason="queue_full") == 3
