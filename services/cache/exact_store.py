@@ -7,7 +7,7 @@ import hashlib
 import json
 from collections.abc import Awaitable, Sequence
 from functools import lru_cache
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
@@ -86,6 +86,24 @@ def match_pattern(tenant: str | None, model: str | None, key: str | None, prefix
     )
 
 
+def connect(url: str, password: str | None = None, **options: Any) -> aioredis.Redis:
+    """A Redis client as the cache builds it: no retries, no health-check pings, no CLIENT SETINFO
+    round trips on new connections; `password`, when given, replaces the URL's. `options` go to
+    `Redis.from_url` as well (timeouts, max_connections)."""
+    client = aioredis.Redis.from_url(
+        url,
+        retry=Retry(NoBackoff(), 0),
+        retry_on_timeout=False,
+        health_check_interval=0,
+        driver_info=None,
+        **options,
+    )
+    if password is not None:
+        # NOTE: set on the pool, not passed to from_url, where a password in the URL would win.
+        client.connection_pool.connection_kwargs["password"] = password
+    return client
+
+
 class ExactStore:
     """Redis GET/SET with no retries of its own: the engine bounds every call and fails open.
 
@@ -95,22 +113,15 @@ class ExactStore:
 
     def __init__(self, url: str, timeout_s: float, password: str | None = None) -> None:
         """Connects lazily to `url`; `password` (redis.password(_file)), when given, replaces the URL's."""
-        # NOTE: retries off and short socket timeouts: a dead Redis must fail fast, the breaker
-        # then keeps lookups away from it.
-        self._redis = aioredis.Redis.from_url(
+        # NOTE: short socket timeouts: a dead Redis must fail fast, the breaker then keeps lookups
+        # away from it.
+        self._redis = connect(
             url,
+            password,
             socket_timeout=timeout_s,
             socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0),
-            retry_on_timeout=False,
-            health_check_interval=0,
             max_connections=256,
-            # NOTE: no CLIENT SETINFO round trips on every new connection.
-            driver_info=None,
         )
-        if password is not None:
-            # NOTE: set on the pool, not passed to from_url, where a password in the URL would win.
-            self._redis.connection_pool.connection_kwargs["password"] = password
         self._gets: list[tuple[str, asyncio.Future[bytes | None]]] = []
         self._turn_open = False
         self._sending: set[asyncio.Task[None]] = set()
