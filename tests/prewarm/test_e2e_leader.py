@@ -39,17 +39,18 @@ WAIT_S = 40.0
 class Replica:
     """A prewarm process and its gRPC and metrics endpoints."""
 
-    def __init__(self, proc: ServiceProcess, metrics_port: int) -> None:
+    def __init__(self, proc: ServiceProcess, metrics_port: int, http: aiohttp.ClientSession) -> None:
         self.proc = proc
         self.metrics_port = metrics_port
+        self._http = http
 
     @property
     def addr(self) -> str:
         return f"127.0.0.1:{self.proc.port}"
 
-    async def leader_gauge(self, http: aiohttp.ClientSession) -> float | None:
+    async def leader_gauge(self) -> float | None:
         try:
-            async with http.get(f"http://127.0.0.1:{self.metrics_port}/metrics") as resp:
+            async with self._http.get(f"http://127.0.0.1:{self.metrics_port}/metrics") as resp:
                 text = await resp.text()
         except aiohttp.ClientError:
             return None
@@ -57,6 +58,9 @@ class Replica:
             if line.startswith("corral_prewarm_leader "):
                 return float(line.split()[1])
         return None
+
+    async def leads(self) -> bool:
+        return await self.leader_gauge() == 1.0
 
     async def status(self) -> prewarm_service_pb2.GetStatusResponse:
         async with grpc.aio.insecure_channel(self.addr) as channel:
@@ -99,6 +103,7 @@ async def stack(redis_server: RedisServer, migrated_dsn: str) -> AsyncIterator[S
 
 
 async def start_replicas(stack: Stack, dsn: str, tmp_path: Path) -> list[Replica]:
+    assert stack.http is not None
     seed_file = tmp_path / "seed-queries.yaml"
     seed_file.write_text(json.dumps({"models": {MODEL: [PROBE]}}))
     replicas = []
@@ -106,7 +111,7 @@ async def start_replicas(stack: Stack, dsn: str, tmp_path: Path) -> list[Replica
         metrics_port = free_port()
         proc = ServiceProcess("services.prewarm", env=_replica_env(stack, dsn, seed_file, metrics_port))
         stack.extra.append(proc)
-        replicas.append(Replica(proc, metrics_port))
+        replicas.append(Replica(proc, metrics_port, stack.http))
     for replica in replicas:
         await replica.proc.start()
     return replicas
@@ -134,18 +139,18 @@ def scheduled_slots(status: prewarm_service_pb2.GetStatusResponse) -> list[int]:
     ]
 
 
-async def elect(stack: Stack, replicas: list[Replica]) -> tuple[Replica, Replica]:
-    """Waits for exactly one leader: the metric says so on both, and the standby's log names the
-    leader. Returns (leader, standby)."""
-    assert stack.http is not None
-    http = stack.http
+@pytest.fixture
+async def elected(stack: Stack, fresh_database: str, tmp_path: Path) -> tuple[Replica, Replica]:
+    """Two replicas on one PostgreSQL, once exactly one leads: the metric says so on both, and the
+    standby's log names the leader. Returns (leader, standby)."""
+    replicas = await start_replicas(stack, fresh_database, tmp_path)
 
     async def one_leader() -> bool:
-        gauges = [await r.leader_gauge(http) for r in replicas]
+        gauges = [await r.leader_gauge() for r in replicas]
         return sorted(g for g in gauges if g is not None) == [0.0, 1.0]
 
     await wait_for(one_leader, timeout_s=WAIT_S, what="one prewarm leader and one standby")
-    gauges = [await r.leader_gauge(http) for r in replicas]
+    gauges = [await r.leader_gauge() for r in replicas]
     leader, standby = (replicas[0], replicas[1]) if gauges[0] == 1.0 else (replicas[1], replicas[0])
     await wait_for(
         lambda: any(
@@ -157,12 +162,22 @@ async def elect(stack: Stack, replicas: list[Replica]) -> tuple[Replica, Replica
     return leader, standby
 
 
-async def test_one_leader_acts_and_a_standby_takes_over_its_schedule(
-    stack: Stack, fresh_database: str, tmp_path: Path
+async def assert_each_slot_ran_once(
+    stack: Stack,
+    before: prewarm_service_pb2.GetStatusResponse,
+    after: prewarm_service_pb2.GetStatusResponse,
 ) -> None:
-    assert stack.http is not None
-    http = stack.http
-    leader, standby = await elect(stack, await start_replicas(stack, fresh_database, tmp_path))
+    """No cycle ran twice: one run per slot across the old leader's runs (`before`) and the new
+    leader's (`after`), and the nodes saw one probe per seeding run of either replica, none more."""
+    old_slots, new_slots = scheduled_slots(before), scheduled_slots(after)
+    assert len(set(old_slots + new_slots)) == len(old_slots) + len(new_slots)
+    assert await probes_seen(stack) == seeding_runs(before) + seeding_runs(after)
+
+
+async def test_one_leader_acts_and_a_standby_takes_over_its_schedule(
+    stack: Stack, elected: tuple[Replica, Replica]
+) -> None:
+    leader, standby = elected
 
     # The standby refuses a manual run and has run nothing.
     async with grpc.aio.insecure_channel(standby.addr) as channel:
@@ -189,9 +204,7 @@ async def test_one_leader_acts_and_a_standby_takes_over_its_schedule(
     assert await probes_seen(stack) == seeding_runs(before)
 
     # The standby takes over and runs the next cycle, maintenance included, without a start-up run.
-    await wait_for(
-        lambda: _is_leader(standby, http), timeout_s=WAIT_S, what="the standby becoming the leader"
-    )
+    await wait_for(standby.leads, timeout_s=WAIT_S, what="the standby becoming the leader")
     print(f"takeover observed {time.monotonic() - killed_at:.2f} s after the kill")
     assert any("prewarm leader: this replica" in line for line in standby.proc.output)
 
@@ -201,12 +214,9 @@ async def test_one_leader_acts_and_a_standby_takes_over_its_schedule(
     assert prewarm_service_pb2.PREWARM_STEP_MAINTENANCE in takeover_run.steps
     assert takeover_run.maintenance_report.startswith("removed "), takeover_run.maintenance_report
 
-    # No cycle ran twice: one run per slot across both replicas, the new leader's after the old one's,
-    # and the nodes saw one probe per seeding run of either replica, none more.
-    old_slots, new_slots = scheduled_slots(before), scheduled_slots(after)
-    assert len(set(old_slots + new_slots)) == len(old_slots) + len(new_slots)
-    assert min(new_slots) > max(old_slots)
-    assert await probes_seen(stack) == seeding_runs(before) + seeding_runs(after)
+    # No cycle ran twice, and the new leader's slots come after the old one's.
+    await assert_each_slot_ran_once(stack, before, after)
+    assert min(scheduled_slots(after)) > max(scheduled_slots(before))
 
 
 async def between_runs(replica: Replica) -> prewarm_service_pb2.GetStatusResponse:
@@ -227,16 +237,10 @@ async def between_runs(replica: Replica) -> prewarm_service_pb2.GetStatusRespons
     return last[0]
 
 
-async def _is_leader(replica: Replica, http: aiohttp.ClientSession) -> bool:
-    return await replica.leader_gauge(http) == 1.0
-
-
 async def test_a_hung_leader_is_replaced_and_acts_no_more_when_it_wakes(
-    stack: Stack, fresh_database: str, tmp_path: Path
+    stack: Stack, elected: tuple[Replica, Replica]
 ) -> None:
-    assert stack.http is not None
-    http = stack.http
-    leader, standby = await elect(stack, await start_replicas(stack, fresh_database, tmp_path))
+    leader, standby = elected
     before = await between_runs(leader)
 
     # SIGSTOP: the leader's process is alive, its connection open, and it sends nothing. PostgreSQL
@@ -244,7 +248,7 @@ async def test_a_hung_leader_is_replaced_and_acts_no_more_when_it_wakes(
     leader.proc.signal(signal.SIGSTOP)
     try:
         stopped_at = time.monotonic()
-        await wait_for(lambda: _is_leader(standby, http), timeout_s=WAIT_S, what="the standby taking over")
+        await wait_for(standby.leads, timeout_s=WAIT_S, what="the standby taking over")
         print(
             f"takeover from a stopped leader after {time.monotonic() - stopped_at:.2f} s (lease {LEASE_S} s)"
         )
@@ -259,7 +263,7 @@ async def test_a_hung_leader_is_replaced_and_acts_no_more_when_it_wakes(
         timeout_s=WAIT_S,
         what="the old leader's log line",
     )
-    assert await leader.leader_gauge(http) == 0.0
+    assert await leader.leader_gauge() == 0.0
     await wait_for(
         lambda: any(
             "prewarm standby:" in line and f"pid {standby.proc.pid}" in line for line in leader.proc.output
@@ -270,22 +274,15 @@ async def test_a_hung_leader_is_replaced_and_acts_no_more_when_it_wakes(
     woken = await leader.status()
     late = [r for r in woken.recent if r.run_id not in {b.run_id for b in before.recent}]
     assert all(r.succeeded == 0 and r.skipped == 0 for r in late), late
-    after = await between_runs(standby)
-    old_slots, new_slots = scheduled_slots(before), scheduled_slots(after)
-    assert len(set(old_slots + new_slots)) == len(old_slots) + len(new_slots)
-    assert await probes_seen(stack) == seeding_runs(before) + seeding_runs(after)
+    await assert_each_slot_ran_once(stack, before, await between_runs(standby))
 
 
-async def test_a_leader_stopped_with_sigterm_hands_over_at_once(
-    stack: Stack, fresh_database: str, tmp_path: Path
-) -> None:
+async def test_a_leader_stopped_with_sigterm_hands_over_at_once(elected: tuple[Replica, Replica]) -> None:
     # A rolling update: the old pod gets SIGTERM; its run is aborted, then its lock's session closes.
-    assert stack.http is not None
-    http = stack.http
-    leader, standby = await elect(stack, await start_replicas(stack, fresh_database, tmp_path))
+    leader, standby = elected
     assert await leader.proc.terminate() == 0
     stopped_at = time.monotonic()
-    await wait_for(lambda: _is_leader(standby, http), timeout_s=WAIT_S, what="the standby taking over")
+    await wait_for(standby.leads, timeout_s=WAIT_S, what="the standby taking over")
     print(f"takeover {time.monotonic() - stopped_at:.2f} s after the old leader exited")
     assert any("hands over the leadership" in line for line in leader.proc.output)
     assert not any("lost the leadership" in line for line in leader.proc.output)
