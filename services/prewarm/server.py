@@ -26,13 +26,7 @@ async def setup(ctx: ServiceContext) -> Cleanup:
             configuration_error("prewarm", str(exc))
     app = PrewarmApp(cfg, dsn=dsn)
     watch_prewarm(app.manager, app.leadership)
-    servicer = PrewarmServicer(
-        app.manager,
-        app.next_scheduled_at,
-        app.required.states,
-        leader=lambda: None if app.is_leader() else app.leadership.leader,
-        name=app.leadership.name,
-    )
+    servicer = PrewarmServicer(app.manager, app.next_scheduled_at, app.required.states, app.leadership)
     prewarm_service_pb2_grpc.add_PrewarmServiceServicer_to_server(servicer, ctx.server)
     await app.start()
     # NOTE: before the drain, so StartRun streams end with the run's last event instead of holding

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING
 
 import grpc
 from corral.v1 import prewarm_service_pb2, prewarm_service_pb2_grpc
@@ -22,6 +23,9 @@ from services.prewarm.runs import (
     Step,
     Trigger,
 )
+
+if TYPE_CHECKING:
+    from services.prewarm.leader import Leadership
 
 _REQUIRED_TO_PB = {
     MISSING: prewarm_service_pb2.REQUIRED_MODEL_STATE_MISSING,
@@ -146,26 +150,23 @@ class PrewarmServicer(prewarm_service_pb2_grpc.PrewarmServiceServicer):
         manager: RunManager,
         next_scheduled_at: Callable[[], float | None],
         required: Callable[[], list[RequiredState]] | None = None,
-        leader: Callable[[], str | None] | None = None,
-        name: str = "",
+        leadership: Leadership | None = None,
     ) -> None:
         self._manager = manager
-        # NOTE: this replica as others name it (reported as the leader while it leads).
-        self._name = name
         self._next_scheduled_at = next_scheduled_at
         self._required = required
-        # NOTE: None while this replica leads; otherwise who leads ("" when unknown).
-        self._leader = leader
+        # NOTE: None: this replica leads, unnamed.
+        self._leadership = leadership
 
     async def StartRun(
         self, request: prewarm_service_pb2.StartRunRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[prewarm_service_pb2.StartRunResponse]:
         """Starts a run (or joins the current one) and streams its progress until it finishes."""
         run_request = request_from_pb(request)
-        other = self._leader() if self._leader is not None else None
-        if other is not None:
+        if self._leadership is not None and not self._leadership.holds():
+            leader = self._leadership.leader or "not elected yet"
             raise FailedPrecondition(
-                f"this prewarm replica stands by: only the leader ({other or 'not elected yet'}) runs;"
+                f"this prewarm replica stands by: only the leader ({leader}) runs;"
                 " retry, or call the replica that leads",
                 reason="NOT_LEADER",
             )
@@ -193,9 +194,12 @@ class PrewarmServicer(prewarm_service_pb2_grpc.PrewarmServiceServicer):
         next_at = self._next_scheduled_at()
         if next_at is not None and math.isfinite(next_at):
             reply.next_scheduled_at.CopyFrom(_timestamp(next_at))
-        other = self._leader() if self._leader is not None else None
-        reply.leads = other is None
-        reply.leader = self._name if other is None else other
+        if self._leadership is not None:
+            # NOTE: while this replica leads, `leader` is its own name.
+            reply.leads = self._leadership.holds()
+            reply.leader = self._leadership.leader
+        else:
+            reply.leads = True
         for state in self._required() if self._required is not None else []:
             reply.required_models.add(
                 node_id=state.node_id,
