@@ -76,7 +76,8 @@ class Backfill:
         return self._engine.cfg.semantic_enabled and plan.store_semantic and view.semantic_text is not None
 
     async def defer(self, items: Sequence[tuple[RequestView, TierPlan, bytes]]) -> None:
-        """Queues answers whose semantic entry was not written (never raises; best effort)."""
+        """Queues answers whose semantic entry was not written, in one Redis round trip (never raises;
+        best effort)."""
         engine = self._engine
         cfg = engine.cfg
         wanted = [(v, p, value) for v, p, value in items if self.wanted(v, p)]
@@ -86,34 +87,38 @@ class Backfill:
         if cfg.backfill_max_pending == 0 or engine.exact_breaker.degraded:
             self.lost += len(wanted)
             return
-        now = time.time()
-        for view, plan, value in wanted:
-            fields: dict[str, str | bytes] = {
-                "tenant": view.tenant,
-                "model": view.model,
-                "key": view.exact_key,
-                "context": view.context_key,
-                "text": view.semantic_text or "",
-                "entry": value,
-            }
-            name = pending_key(view.tenant, view.model, view.exact_key)
-            try:
-                dropped = await bounded(
-                    engine.exact.add_pending(name, fields, plan.ttl_s, now, cfg.backfill_max_pending),
-                    cfg.store_timeout_ms / 1000,
-                )
-            except Exception as exc:
-                self.lost += 1
-                logger.debug("pending semantic entry not recorded: %r", exc)
-                continue
-            self.deferred += 1
-            if dropped:
-                self.dropped += dropped
-                logger.warning(
-                    "%d answers waiting for their semantic entry dropped: over backfill_max_pending (%d)",
-                    dropped,
-                    cfg.backfill_max_pending,
-                )
+        records: list[tuple[str, dict[str, str | bytes], float]] = [
+            (
+                pending_key(view.tenant, view.model, view.exact_key),
+                {
+                    "tenant": view.tenant,
+                    "model": view.model,
+                    "key": view.exact_key,
+                    "context": view.context_key,
+                    "text": view.semantic_text or "",
+                    "entry": value,
+                },
+                plan.ttl_s,
+            )
+            for view, plan, value in wanted
+        ]
+        try:
+            dropped = await bounded(
+                engine.exact.add_pending(records, time.time(), cfg.backfill_max_pending),
+                cfg.store_timeout_ms / 1000,
+            )
+        except Exception as exc:
+            self.lost += len(records)
+            logger.debug("pending semantic entries not recorded: %r", exc)
+            return
+        self.deferred += len(records)
+        if dropped:
+            self.dropped += dropped
+            logger.warning(
+                "%d answers waiting for their semantic entry dropped: over backfill_max_pending (%d)",
+                dropped,
+                cfg.backfill_max_pending,
+            )
 
     async def pending(self) -> int:
         """Answers waiting (-1 when Redis does not answer)."""

@@ -226,14 +226,16 @@ class ExactStore:
         return removed
 
     async def add_pending(
-        self, name: str, fields: dict[str, str | bytes], ttl_s: float, score: float, max_pending: int
+        self, records: Sequence[tuple[str, dict[str, str | bytes], float]], score: float, max_pending: int
     ) -> int:
-        """Keeps one answer's record for `ttl_s` and queues its name; past `max_pending` queued names
-        the oldest go (their records too). Returns how many were dropped."""
+        """Keeps answers' records (name, fields, ttl_s) for their ttl_s and queues their names, in one
+        round trip; past `max_pending` queued names the oldest go (their records too). Returns how many
+        were dropped."""
         pipe = self._redis.pipeline(transaction=False)
-        pipe.hset(name, mapping=fields)  # type: ignore[arg-type]
-        pipe.pexpire(name, max(1, int(ttl_s * 1000)))
-        pipe.zadd(PENDING_SET, {name: score})
+        for name, fields, ttl_s in records:
+            pipe.hset(name, mapping=fields)  # type: ignore[arg-type]
+            pipe.pexpire(name, max(1, int(ttl_s * 1000)))
+        pipe.zadd(PENDING_SET, {name: score for name, _, _ in records})
         pipe.zcard(PENDING_SET)
         queued = int((await pipe.execute())[-1])
         if queued <= max_pending:
