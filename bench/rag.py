@@ -44,7 +44,6 @@ from bench.harness.systems import (
     _ADMIN,
     LITELLM_KEY,
     LITELLM_ROUTER_SETTINGS,
-    LITELLM_VENV,
     LITELLM_VERSION,
     ExternalProcess,
     Gateway,
@@ -53,9 +52,10 @@ from bench.harness.systems import (
     litellm_installed,
     node_stats,
     start_corral,
+    start_litellm_proxy,
     warm,
 )
-from tests.helpers.procs import ROOT, ServiceProcess, free_port
+from tests.helpers.procs import ROOT, ServiceProcess
 
 SCENARIO = "rag"
 TITLE = "RAG day: ingestion and questions through four systems"
@@ -652,29 +652,7 @@ async def _litellm(
         },
         "general_settings": {"master_key": LITELLM_KEY},
     }
-    path = work / "litellm-rag.json"
-    path.write_text(json.dumps(config, indent=2))
-    port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("CORRAL_", "PYTHON"))},
-        "LITELLM_MASTER_KEY": LITELLM_KEY,
-        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-        "LITELLM_LOG": "ERROR",
-        "DISABLE_SCHEMA_UPDATE": "True",
-    }
-    argv = [
-        str(LITELLM_VENV / "bin" / "litellm"),
-        "--config",
-        str(path),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--num_workers",
-        "1",
-    ]
-    proc = await ExternalProcess(argv, env, work / "litellm-rag.log", work).start()
-    base = f"http://127.0.0.1:{port}"
+    proc, base = await start_litellm_proxy(config, work, "litellm-rag")
     try:
         await _wait_http(base + "/health/liveliness", 120, proc.proc)
     except BaseException:

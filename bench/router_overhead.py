@@ -469,8 +469,7 @@ async def _start_litellm(node_url: str, redis_port: int, password: str, workdir:
     """
     import aiohttp
 
-    from bench.harness.systems import LITELLM_KEY, LITELLM_VENV, ExternalProcess, Node, litellm_config
-    from tests.helpers.procs import free_port
+    from bench.harness.systems import Node, litellm_config, start_litellm_proxy
 
     config = litellm_config(
         [Node(node_id="bench-1", args=(), port=int(node_url.rsplit(":", 1)[1]))], "simple-shuffle"
@@ -482,21 +481,7 @@ async def _start_litellm(node_url: str, redis_port: int, password: str, workdir:
             "cache_params": {"type": "redis", "host": "127.0.0.1", "port": redis_port, "password": password},
         }
     )
-    config_path = workdir / "litellm-cache.json"
-    # NOTE: JSON is valid YAML, which is what `litellm --config` reads.
-    config_path.write_text(json.dumps(config, indent=2))
-    port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("CORRAL_", "PYTHON"))},
-        "LITELLM_MASTER_KEY": LITELLM_KEY,
-        "LITELLM_LOCAL_MODEL_COST_MAP": "True",
-        "LITELLM_LOG": "ERROR",
-        "DISABLE_SCHEMA_UPDATE": "True",
-    }
-    argv = [str(LITELLM_VENV / "bin" / "litellm"), "--config", str(config_path), "--host", "127.0.0.1"]
-    argv += ["--port", str(port), "--num_workers", "1"]
-    log_path = workdir / "litellm-cache.log"
-    proxy = await ExternalProcess(argv, env, log_path, workdir).start()
+    proxy, base = await start_litellm_proxy(config, workdir, "litellm-cache")
     spec = _hit_spec("litellm")
     deadline = time.monotonic() + 120
     try:
@@ -504,16 +489,16 @@ async def _start_litellm(node_url: str, redis_port: int, password: str, workdir:
             while True:
                 with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                     async with http.post(
-                        f"http://127.0.0.1:{port}{spec['path']}",
+                        base + spec["path"],
                         data=OPENAI_BODIES[0],
                         headers={"Content-Type": "application/json", **spec["headers"]},
                         timeout=aiohttp.ClientTimeout(total=10),
                     ) as resp:
                         await resp.read()
                         if resp.status == 200:
-                            return proxy, f"http://127.0.0.1:{port}"
+                            return proxy, base
                 if proxy.proc is None or proxy.proc.returncode is not None:
-                    tail = log_path.read_text(errors="replace").strip().splitlines()[-1:]
+                    tail = proxy.log_path.read_text(errors="replace").strip().splitlines()[-1:]
                     raise RuntimeError(f"exited: {' '.join(tail)}")
                 if time.monotonic() > deadline:
                     raise TimeoutError("answered no chat within 120 s")

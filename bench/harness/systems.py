@@ -289,13 +289,15 @@ def litellm_config(nodes: list[Node], strategy: str) -> dict[str, Any]:
     }
 
 
-async def start_litellm(nodes: list[Node], strategy: str, workdir: Path) -> Gateway:
-    """LiteLLM's proxy (one uvicorn worker, like one router process) over the same nodes."""
-    if not litellm_installed():
-        raise RuntimeError("LiteLLM is not installed: run bench/litellm/install.sh")
-    workdir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 (a local folder, once per run)
-    config = litellm_config(nodes, strategy)
-    config_path = workdir / f"litellm-{strategy}.json"
+async def start_litellm_proxy(
+    config: dict[str, Any], workdir: Path, name: str
+) -> tuple[ExternalProcess, str]:
+    """Starts LiteLLM's proxy (one uvicorn worker, like one router process) with this config on a free
+    port: the config in workdir/NAME.json, its output in workdir/NAME.log.
+
+    Returns the process and its base URL at once; the caller waits for what it needs the proxy to answer.
+    """
+    config_path = workdir / f"{name}.json"
     # NOTE: JSON is valid YAML, which is what `litellm --config` reads.
     config_path.write_text(json.dumps(config, indent=2))
     port = free_port()
@@ -308,8 +310,17 @@ async def start_litellm(nodes: list[Node], strategy: str, workdir: Path) -> Gate
     }
     argv = [str(LITELLM_VENV / "bin" / "litellm"), "--config", str(config_path), "--host", "127.0.0.1"]
     argv += ["--port", str(port), "--num_workers", "1"]
-    proc = await ExternalProcess(argv, env, workdir / f"litellm-{strategy}.log", workdir).start()
-    base = f"http://127.0.0.1:{port}"
+    proc = await ExternalProcess(argv, env, workdir / f"{name}.log", workdir).start()
+    return proc, f"http://127.0.0.1:{port}"
+
+
+async def start_litellm(nodes: list[Node], strategy: str, workdir: Path) -> Gateway:
+    """LiteLLM's proxy (one uvicorn worker, like one router process) over the same nodes."""
+    if not litellm_installed():
+        raise RuntimeError("LiteLLM is not installed: run bench/litellm/install.sh")
+    workdir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 (a local folder, once per run)
+    config = litellm_config(nodes, strategy)
+    proc, base = await start_litellm_proxy(config, workdir, f"litellm-{strategy}")
     try:
         await _wait_http(base + "/health/liveliness", 90, proc.proc)
         gateway = Gateway(
