@@ -108,6 +108,14 @@ def near_ttl_s(entry: cache_service_pb2.CacheEntry, policy: common_pb2.CachePoli
     return until - now
 
 
+def _cached_reply(hit: Answer, model: str, routing: common_pb2.RoutingInfo, started: float) -> Answer:
+    """A cached answer as this request's reply: the model it asked for, and `routing` with its TTFT."""
+    routing.ttft_ms = (time.perf_counter() - started) * 1000
+    hit.model = model
+    hit.routing.CopyFrom(routing)
+    return hit
+
+
 def _decode_entry(payload: bytes, payload_type: str, chat: bool) -> Answer | None:
     expected = router_service_pb2.ChatResponse if chat else router_service_pb2.GenerateResponse
     if payload_type != expected.DESCRIPTOR.full_name:
@@ -331,27 +339,19 @@ class RouterCore:
             cache_reason = reason_without_lookup(self.cache is not None, is_load, policy.mode)
             if use_cache and policy.mode not in _NO_LOOKUP:
                 assert self.cache is not None
-                key = flight_key(tenant, spec, policy)
-                near_key = key
+                request_key = flight_key(tenant, spec, policy)
                 near = self.near if self.near is not None and self.near.live else None
-                if near is not None:
-                    kept = near.get(near_key)
-                    hit = _decode_entry(kept.payload, kept.payload_type, chat) if kept is not None else None
-                    if hit is not None:
-                        key = None
-                        cache_outcome = common_pb2.CACHE_OUTCOME_EXACT_HIT
-                        hit.model = spec.model
-                        hit.routing.CopyFrom(
-                            common_pb2.RoutingInfo(
-                                cache_outcome=cache_outcome,
-                                cache_reason="exact hit (near cache)",
-                                near_cache=True,
-                                ttft_ms=(time.perf_counter() - started) * 1000,
-                            )
-                        )
-                        yield Done(hit, live=False)
-                        return
-                    since = near.mark()
+                kept = near.get(request_key) if near is not None else None
+                hit = _decode_entry(kept.payload, kept.payload_type, chat) if kept is not None else None
+                if hit is not None:
+                    cache_outcome = common_pb2.CACHE_OUTCOME_EXACT_HIT
+                    routing = common_pb2.RoutingInfo(
+                        cache_outcome=cache_outcome, cache_reason="exact hit (near cache)", near_cache=True
+                    )
+                    yield Done(_cached_reply(hit, spec.model, routing, started), live=False)
+                    return
+                since = near.mark() if near is not None else 0
+                key = request_key
                 flight = self.flights.leader_or_flight(key)
                 if flight is not None:
                     key = None
@@ -378,7 +378,7 @@ class RouterCore:
                     if near is not None and found.outcome == common_pb2.CACHE_OUTCOME_EXACT_HIT:
                         assert found.entry is not None
                         near.put(
-                            near_key,
+                            request_key,
                             payload=found.entry.payload,
                             payload_type=found.entry.payload_type,
                             tenant=tenant,
@@ -387,15 +387,10 @@ class RouterCore:
                             ttl_s=near_ttl_s(found.entry, policy, time.time()),
                             since=since,
                         )
-                    hit.model = spec.model
-                    hit.routing.CopyFrom(
-                        common_pb2.RoutingInfo(
-                            cache_outcome=found.outcome,
-                            similarity=found.similarity,
-                            cache_reason=found.reason,
-                            ttft_ms=(time.perf_counter() - started) * 1000,
-                        )
+                    routing = common_pb2.RoutingInfo(
+                        cache_outcome=found.outcome, similarity=found.similarity, cache_reason=found.reason
                     )
+                    hit = _cached_reply(hit, spec.model, routing, started)
                     if key is not None:
                         self.flights.finish(key, hit)
                         key = None
