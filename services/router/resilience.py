@@ -213,34 +213,36 @@ class StallWatch:
 
     def _fire(self) -> None:
         self._handle = None
-        if not self._waiting or self.stalled or self._task is None or self._loop is None:
-            return
-        bound = self.bound
-        if not bound.learned:
-            return
-        now = self._loop.time()
-        active = self._learner.active.get(self._node_id, 0.0)
-        if not is_stall(bound, now - self._since, now - active):
-            # NOTE: a node that sends on other streams is alive: this attempt may wait in its queue.
-            self._handle = self._loop.call_at(max(self._since, active) + bound.seconds, self._fire)
-            return
-        # NOTE: a chunk that arrived in this same turn of the loop has woken the task but not yet
-        # reached `chunk`: the stall is declared one turn later, if the wait is still on.
-        self._loop.call_soon(self._confirm)
+        if self._stalled_for() is not None:
+            # NOTE: a chunk that arrived in this same turn of the loop has woken the task but not yet
+            # reached `chunk`: the stall is declared one turn later, if the wait is still on.
+            assert self._loop is not None
+            self._loop.call_soon(self._confirm)
 
     def _confirm(self) -> None:
-        if not self._waiting or self.stalled or self._task is None or self._loop is None:
+        waited = self._stalled_for()
+        if waited is None:
             return
+        assert self._task is not None
+        self.stalled = True
+        self.waited_s = waited
+        self._task.cancel()
+
+    def _stalled_for(self) -> float | None:
+        """The current wait when it is a stall, else None (with the timer re-armed while one may come)."""
+        if not self._waiting or self.stalled or self._task is None or self._loop is None:
+            return None
         bound = self.bound
+        if not bound.learned:
+            return None
         now = self._loop.time()
         active = self._learner.active.get(self._node_id, 0.0)
-        if not is_stall(bound, now - self._since, now - active):
-            if self._handle is None:
-                self._handle = self._loop.call_at(max(self._since, active) + bound.seconds, self._fire)
-            return
-        self.stalled = True
-        self.waited_s = now - self._since
-        self._task.cancel()
+        if is_stall(bound, now - self._since, now - active):
+            return now - self._since
+        # NOTE: a node that sends on other streams is alive: this attempt may wait in its queue.
+        if self._handle is None:
+            self._handle = self._loop.call_at(max(self._since, active) + bound.seconds, self._fire)
+        return None
 
 
 class ConcurrencyLimit:
