@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import signal
-import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from typing import Any
 import grpc
 from corral.v1 import router_service_pb2
 
+from bench.harness.stats import percentile
 from tests.helpers.procs import free_port
 from tests.observability.scrape import scrape, value
 from tests.router.stack import Stack, chat_spec, start_stack
@@ -75,11 +75,10 @@ def _pcts(streams: list[Stream]) -> dict[str, Any]:
     done = sorted(s.ms for s in streams if s.ended)
     if not done:
         return {"n": 0, "p50_ms": None, "p99_ms": None, "max_ms": None, "failed": 0}
-    p99 = statistics.quantiles(done, n=100)[98] if len(done) > 1 else done[0]
     return {
         "n": len(done),
-        "p50_ms": round(statistics.median(done)),
-        "p99_ms": round(p99),
+        "p50_ms": round(percentile(done, 50) or 0),
+        "p99_ms": round(percentile(done, 99) or 0),
         "max_ms": round(done[-1]),
         "failed": sum(not s.ok for s in streams if s.ended),
     }
