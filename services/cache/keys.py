@@ -288,24 +288,32 @@ def semantic_skip(
         return "semantic skipped: exact mode requested", "mode"
     if rule.kind == "never":
         return f"semantic skipped: policy never ({rule.scope})", "policy_never"
-    if mode == common_pb2.CACHE_MODE_SEMANTIC:
+    if mode == common_pb2.CACHE_MODE_SEMANTIC or rule.kind == "always":
         return "", ""
     temperature = view.temperature
-    shown = (
-        _number(temperature) if temperature is not None else f"unset ({_number(OLLAMA_DEFAULT_TEMPERATURE)})"
-    )
-    effective = OLLAMA_DEFAULT_TEMPERATURE if temperature is None else temperature
-    if rule.kind == "always":
-        return "", ""
     if rule.kind == "deterministic":
         if temperature is not None and temperature == 0:
             return "", ""
-        return f"semantic skipped: temperature {shown}, policy deterministic ({rule.scope})", "temperature"
+        return (
+            f"semantic skipped: temperature {_shown(temperature)}, policy deterministic ({rule.scope})",
+            "temperature",
+        )
+    effective = OLLAMA_DEFAULT_TEMPERATURE if temperature is None else temperature
     # NOTE: temperatures arrive as float32 (0.3 is 0.30000001...): compared as the client wrote them.
     if round(effective, 6) <= round(rule.max_temperature, 6):
         return "", ""
     ceiling = _number(rule.max_temperature)
-    return f"semantic skipped: temperature {shown} above policy max {ceiling} ({rule.scope})", "temperature"
+    return (
+        f"semantic skipped: temperature {_shown(temperature)} above policy max {ceiling} ({rule.scope})",
+        "temperature",
+    )
+
+
+def _shown(temperature: float | None) -> str:
+    """A request's temperature in a reason: as the client wrote it, or unset (Ollama's default)."""
+    if temperature is None:
+        return f"unset ({_number(OLLAMA_DEFAULT_TEMPERATURE)})"
+    return _number(temperature)
 
 
 def plan(
