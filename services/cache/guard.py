@@ -141,7 +141,6 @@ _ANTONYMS = tuple((_stem(a), _stem(b)) for a, b in (*ANTONYM_PAIRS, *POLARITY_PA
 _OPPOSITES: dict[str, frozenset[str]] = {
     stem: frozenset(right for left, right in _ANTONYMS if left == stem) for stem, _ in _ANTONYMS
 }
-_NUMBER_WORDS = {_stem(word): value for word, value in NUMBER_WORDS.items()} | NUMBER_WORDS
 _STOP_STEMS = frozenset(_stem(word) for word in STOPWORDS) | STOPWORDS
 _GENERIC_VERBS = frozenset(_SYNONYMS.get(_stem(word), _stem(word)) for word in GENERIC_VERBS)
 _PHRASE_MAP = {a: b for a, b in PHRASES}
