@@ -13,7 +13,6 @@ from corral.v1 import cache_service_pb2, cache_service_pb2_grpc, common_pb2
 from google.protobuf.message import Message
 
 from services.common.wire import CACHE_MAX_BATCH
-from services.router.near_cache import NearCacheSubscriber
 
 logger = logging.getLogger(__name__)
 
@@ -204,12 +203,6 @@ class CacheClient:
         self._embedding_stores: set[asyncio.Task[None]] = set()
         # NOTE: the semantic ceiling the cache last reported per (tenant, model) (LookupResponse).
         self._ceilings: OrderedDict[tuple[str, str], float] = OrderedDict()
-        # NOTE: keeps the router's near cache subscribed to the cache's events (see `attach`).
-        self._subscriber: NearCacheSubscriber | None = None
-
-    def attach(self, subscriber: NearCacheSubscriber) -> None:
-        """Runs the near cache's subscription alongside the store workers (`run`)."""
-        self._subscriber = subscriber
 
     def semantic_may_answer(self, tenant: str, spec: Message, policy: common_pb2.CachePolicy) -> bool | None:
         """True when the cache's semantic policy, as it last reported it for this tenant and model,
@@ -471,9 +464,8 @@ class CacheClient:
                 _log_embeddings_error("store", exc)
 
     async def run(self) -> None:
-        """Runs the store workers (and the near cache's subscription, when attached) until cancelled."""
-        subscription = [self._subscriber.run()] if self._subscriber is not None else []
-        await asyncio.gather(*(self._worker() for _ in range(self._workers)), *subscription)
+        """Runs the store workers until cancelled."""
+        await asyncio.gather(*(self._worker() for _ in range(self._workers)))
 
     async def drain(self, timeout_s: float) -> None:
         """Waits (bounded) for queued stores to be taken by the workers, at shutdown."""

@@ -35,7 +35,7 @@ from services.router.embed import Embedder
 from services.router.fleet import Fleet
 from services.router.forward import Forwarder, Job, Piece
 from services.router.model_admin import ModelAdmin
-from services.router.near_cache import NearCache, NearCacheSubscriber
+from services.router.near_cache import NearCache
 from services.router.observe import Observer, Observers
 from services.router.resilience import BackgroundGate, ConcurrencyLimit, RetryBudget, TtftTimeout
 from services.router.scores import ScoreBoard
@@ -193,13 +193,11 @@ class RouterCore:
         )
         self.flights: SingleFlight[Answer] = SingleFlight()
         near = cfg.near_cache
-        # NOTE: the near cache needs the cache (it keeps only what the cache served) and its Redis.
+        # NOTE: the near cache needs the cache (it keeps only what the cache served) and its Redis; it
+        # serves nothing until the runtime (services/router/server.py) has subscribed it to the events.
         self.near: NearCache | None = None
         if cache is not None and near.redis_url and near.max_bytes > 0:
             self.near = NearCache(near.max_bytes)
-            cache.attach(
-                NearCacheSubscriber(self.near, near.redis_url, near.resolved_password(), near.ping_interval_s)
-            )
 
     # --- public API -------------------------------------------------------------------------------
     async def generate(

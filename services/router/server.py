@@ -21,6 +21,7 @@ from services.router.discovery import StaticDiscovery
 from services.router.health_client import HealthOutcomeObserver, OutcomeReporter, ScoreFeed
 from services.router.http import start_http_server
 from services.router.model_servicer import ModelServicer
+from services.router.near_cache import NearCacheSubscriber
 from services.router.observe import Observer
 from services.router.scores import ScoreBoard
 from services.router.servicer import RouterServicer
@@ -107,6 +108,12 @@ async def start_router(cfg: RouterConfig, observer: Observer | None = None) -> R
             lookup_batch_max=cfg.lookup_batch_max,
         )
     core = RouterCore(cfg, board=board, transport=transport, cache=cache, observer=observer)
+    near = cfg.near_cache
+    subscriber = (
+        NearCacheSubscriber(core.near, near.redis_url, near.resolved_password(), near.ping_interval_s)
+        if core.near is not None
+        else None
+    )
     if reporter is not None:
         core.observers.add(HealthOutcomeObserver(reporter))
     runtime = RouterRuntime(
@@ -121,6 +128,8 @@ async def start_router(cfg: RouterConfig, observer: Observer | None = None) -> R
         runtime.tasks.append(asyncio.create_task(reporter.run()))
     if cache is not None:
         runtime.tasks.append(asyncio.create_task(cache.run()))
+    if subscriber is not None:
+        runtime.tasks.append(asyncio.create_task(subscriber.run()))
     if discovery is not None:
         runtime.tasks.append(asyncio.create_task(discovery.run()))
     if feed is not None:
