@@ -27,27 +27,17 @@ def key_for(body: bytes) -> str:
 
 
 def serve(redis_url: str, password: str | None, port: int) -> None:
-    import redis.asyncio as aioredis
     import uvloop
     from aiohttp import web
-    from redis.asyncio.retry import Retry
-    from redis.backoff import NoBackoff
+
+    from services.cache.exact_store import connect
 
     not_found = b'{"error":"not in the cache"}'
 
     async def main() -> None:
-        # NOTE: the client the cache service builds (services/cache/exact_store.py): no retries, no
-        # CLIENT SETINFO, the password set on the pool.
-        client = aioredis.Redis.from_url(
-            redis_url,
-            retry=Retry(NoBackoff(), 0),
-            retry_on_timeout=False,
-            health_check_interval=0,
-            max_connections=256,
-            driver_info=None,
-        )
-        if password is not None:
-            client.connection_pool.connection_kwargs["password"] = password
+        # NOTE: the client the cache service builds: no retries, no CLIENT SETINFO, the password set on
+        # the pool.
+        client = connect(redis_url, password, max_connections=256)
 
         async def chat(request: web.Request) -> web.Response:
             value = await client.get(key_for(await request.read()))
