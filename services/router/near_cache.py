@@ -198,13 +198,10 @@ class NearCache:
         if event is None:
             removed = len(self._entries)
             self._drop_all()
-        elif event.key is not None:
-            names = [n for n in self._by_key.get(event.key, ()) if event.matches(self._entries[n])]
-            for name in names:
-                self._remove(name)
-            removed = len(names)
         else:
-            names = [n for n, entry in self._entries.items() if event.matches(entry)]
+            # NOTE: an event naming a key looks only at that key's entries (a store names one).
+            candidates = self._entries if event.key is None else self._by_key.get(event.key, ())
+            names = [n for n in candidates if event.matches(self._entries[n])]
             for name in names:
                 self._remove(name)
             removed = len(names)
