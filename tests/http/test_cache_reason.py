@@ -167,10 +167,8 @@ async def slow_embedder_stack(redis_server: RedisServer, migrated_dsn: str) -> A
     try:
         await started.set_fault(started.nodes[-1].node_id, latency_ms=400)
         yield started
-    except BaseException:
+    finally:
         await started.close()
-        raise
-    await started.close()
 
 
 async def test_the_router_learns_which_lookups_may_embed(slow_embedder_stack: Stack) -> None:
