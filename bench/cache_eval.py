@@ -240,12 +240,11 @@ def breakdown(rows: list[dict[str, Any]], hits: list[bool]) -> dict[str, Any]:
     }
 
 
-def evaluate_guard_set(
-    embedder: MiniLMEmbedder, split: str, operating: float, candidates: int, show_errors: bool
-) -> dict[str, Any]:
-    """The current guard on one split of the near-miss evaluation set, at the operating threshold."""
-    rows = guard_eval.load(split)
-    # NOTE: the store holds the split's own anchors only, so a tune run never reads test questions.
+def embed_set(
+    embedder: MiniLMEmbedder, rows: list[dict[str, Any]], candidates: int
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """A labelled set's anchors (its distinct `a`s), each pair's cosine and each `b`'s similarity to
+    every anchor, with the word judge's spans embedded (prepare_words)."""
     anchors = sorted({r["a"] for r in rows})
     a_vec = np.stack(embedder.encode([r["a"] for r in rows]))
     b_vec = np.stack(embedder.encode([r["b"] for r in rows]))
@@ -253,6 +252,16 @@ def evaluate_guard_set(
     cos = (a_vec * b_vec).sum(axis=1)
     sims = b_vec @ anchor_vec.T
     prepare_words(embedder, rows, anchors, sims, candidates)
+    return anchors, cos, sims
+
+
+def evaluate_guard_set(
+    embedder: MiniLMEmbedder, split: str, operating: float, candidates: int, show_errors: bool
+) -> dict[str, Any]:
+    """The current guard on one split of the near-miss evaluation set, at the operating threshold."""
+    rows = guard_eval.load(split)
+    # NOTE: the store holds the split's own anchors only, so a tune run never reads test questions.
+    anchors, cos, sims = embed_set(embedder, rows, candidates)
     reasons = [check(r["b"], r["a"]) for r in rows]
     report: dict[str, Any] = {
         "data": str(guard_eval.DATA.relative_to(ROOT)),
@@ -363,13 +372,7 @@ def earlier_set(embedder: MiniLMEmbedder, path: Path, operating: float, candidat
     """One of the older labelled sets (unchanged), at the operating threshold: the comparison the
     guard-eval report carries."""
     rows = load_pairs(path)
-    anchors = sorted({r["a"] for r in rows})
-    a_vec = np.stack(embedder.encode([r["a"] for r in rows]))
-    b_vec = np.stack(embedder.encode([r["b"] for r in rows]))
-    anchor_vec = np.stack(embedder.encode(anchors))
-    cos = (a_vec * b_vec).sum(axis=1)
-    sims = b_vec @ anchor_vec.T
-    prepare_words(embedder, rows, anchors, sims, candidates)
+    anchors, cos, sims = embed_set(embedder, rows, candidates)
     result: dict[str, Any] = {
         "data": str(path.relative_to(ROOT)),
         "paraphrases": sum(r["label"] == "paraphrase" for r in rows),
