@@ -50,6 +50,28 @@ def _policy_key(request: cache_service_pb2.LookupRequest) -> tuple[str, str]:
     return request.tenant, spec.model
 
 
+def semantic_tier_may_answer(spec: Message, policy: common_pb2.CachePolicy, ceiling: float | None) -> bool:
+    """True when the cache's semantic tier may answer the request (services/cache/keys.py `plan`), so
+    that its lookup may first embed the question.
+
+    `ceiling` is the semantic_max_temperature the cache reported for the tenant and model (-1 for
+    "never", inf for "always"); None before it has reported one, for the cache's default rule
+    ("deterministic": CACHE_MODE_SEMANTIC, or the default mode with temperature exactly 0).
+    """
+    assert isinstance(spec, common_pb2.GenerateSpec | common_pb2.ChatSpec)
+    if isinstance(spec, common_pb2.ChatSpec) and spec.tools:
+        return False  # never answered from the semantic tier (services/cache/keys.py)
+    if policy.mode == common_pb2.CACHE_MODE_SEMANTIC:
+        return ceiling is None or ceiling >= 0
+    if policy.mode != common_pb2.CACHE_MODE_UNSPECIFIED:
+        return False
+    options = spec.options
+    if ceiling is None:
+        return options.HasField("temperature") and options.temperature == 0
+    temperature = options.temperature if options.HasField("temperature") else _UNSET_TEMPERATURE
+    return round(temperature, 6) <= round(ceiling, 6)
+
+
 def reason_without_lookup(has_cache: bool, is_load: bool, mode: common_pb2.CacheMode.ValueType) -> str:
     """Why a request is not looked up at all ("" when it is)."""
     if not has_cache:
@@ -212,17 +234,7 @@ class CacheClient:
         """
         assert isinstance(spec, common_pb2.GenerateSpec | common_pb2.ChatSpec)
         ceiling = self._ceilings.get((tenant, spec.model))
-        if ceiling is None:
-            return None
-        if isinstance(spec, common_pb2.ChatSpec) and spec.tools:
-            return False
-        if policy.mode == common_pb2.CACHE_MODE_SEMANTIC:
-            return ceiling >= 0
-        if policy.mode != common_pb2.CACHE_MODE_UNSPECIFIED:
-            return False
-        options = spec.options
-        temperature = options.temperature if options.HasField("temperature") else _UNSET_TEMPERATURE
-        return round(temperature, 6) <= round(ceiling, 6)
+        return None if ceiling is None else semantic_tier_may_answer(spec, policy, ceiling)
 
     def _learn(
         self,

@@ -29,7 +29,7 @@ from services.router.answers import (
     generate_chunks,
 )
 from services.router.balancer import make_balancer
-from services.router.cache_client import CacheClient, reason_without_lookup
+from services.router.cache_client import CacheClient, reason_without_lookup, semantic_tier_may_answer
 from services.router.config import RouterConfig
 from services.router.embed import Embedder
 from services.router.fleet import Fleet
@@ -74,13 +74,7 @@ def semantic_eligible(spec: Spec, policy: common_pb2.CachePolicy) -> bool:
     until the cache has reported the policy of a tenant and model (`CacheClient.semantic_may_answer`).
     The router only needs to know which lookup budget applies.
     """
-    if isinstance(spec, common_pb2.ChatSpec) and spec.tools:
-        return False  # never answered from the semantic tier (services/cache/keys.py)
-    if policy.mode == common_pb2.CACHE_MODE_SEMANTIC:
-        return True
-    if policy.mode != common_pb2.CACHE_MODE_UNSPECIFIED:
-        return False
-    return spec.HasField("options") and spec.options.HasField("temperature") and spec.options.temperature == 0
+    return semantic_tier_may_answer(spec, policy, None)
 
 
 def flight_key(tenant: str, spec: Spec, policy: common_pb2.CachePolicy) -> str:
