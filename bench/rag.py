@@ -49,6 +49,7 @@ from bench.harness.systems import (
     Gateway,
     Node,
     _wait_http,
+    cache_stats,
     litellm_installed,
     node_stats,
     start_corral,
@@ -404,13 +405,7 @@ async def _conversation(
 
 
 async def _cache_stats(addr: str) -> dict[str, int]:
-    import grpc
-    from corral.v1 import cache_service_pb2, cache_service_pb2_grpc
-
-    async with grpc.aio.insecure_channel(addr) as channel:
-        reply = await cache_service_pb2_grpc.CacheServiceStub(channel).Stats(
-            cache_service_pb2.StatsRequest(), timeout=5
-        )
+    reply = await cache_stats(addr)
     return {
         "embed_hits": reply.embeddings.hits,
         "embed_misses": reply.embeddings.misses,

@@ -422,13 +422,9 @@ async def _measure(
 
 async def _cache_counts(port: int) -> dict[str, int]:
     """The cache's lookup counters (degraded lookups show a budget too small for the load)."""
-    import grpc
-    from corral.v1 import cache_service_pb2, cache_service_pb2_grpc
+    from bench.harness.systems import cache_stats
 
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stats = await cache_service_pb2_grpc.CacheServiceStub(channel).Stats(
-            cache_service_pb2.StatsRequest(), timeout=5
-        )
+    stats = await cache_stats(f"127.0.0.1:{port}")
     return {
         "exact_hits": int(stats.exact.hits),
         "exact_misses": int(stats.exact.misses),

@@ -272,6 +272,17 @@ class ExternalProcess:
             await asyncio.wait_for(self.proc.wait(), 10)
 
 
+async def cache_stats(addr: str) -> Any:
+    """The cache service's `Stats` reply (a StatsReply) from host:port."""
+    import grpc
+    from corral.v1 import cache_service_pb2, cache_service_pb2_grpc
+
+    async with grpc.aio.insecure_channel(addr) as channel:
+        return await cache_service_pb2_grpc.CacheServiceStub(channel).Stats(
+            cache_service_pb2.StatsRequest(), timeout=5
+        )
+
+
 def litellm_config(nodes: list[Node], strategy: str) -> dict[str, Any]:
     """LiteLLM's proxy config: every node a deployment of the same model group, one routing strategy."""
     return {
