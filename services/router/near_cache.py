@@ -22,11 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-
-from services.cache.exact_store import EVENTS_CHANNEL
+from services.cache.exact_store import EVENTS_CHANNEL, connect
 from services.cache.keys import normalise_model, normalise_tenant
 
 logger = logging.getLogger(__name__)
@@ -256,18 +252,6 @@ class NearCacheSubscriber:
         self._password = password
         self._ping_interval_s = ping_interval_s
 
-    def _client(self) -> aioredis.Redis:
-        client = aioredis.Redis.from_url(
-            self._url,
-            socket_connect_timeout=max(1.0, self._ping_interval_s),
-            retry=Retry(NoBackoff(), 0),
-            health_check_interval=0,
-            driver_info=None,
-        )
-        if self._password is not None:
-            client.connection_pool.connection_kwargs["password"] = self._password
-        return client
-
     async def run(self) -> None:
         """Subscribes until cancelled; the near cache is live only while the subscription holds."""
         delay = _RECONNECT_MIN_S
@@ -295,7 +279,7 @@ class NearCacheSubscriber:
             await asyncio.sleep(delay)
 
     async def _listen(self) -> None:
-        client = self._client()
+        client = connect(self._url, self._password, socket_connect_timeout=max(1.0, self._ping_interval_s))
         pubsub = client.pubsub()
         try:
             await pubsub.subscribe(EVENTS_CHANNEL)
