@@ -43,13 +43,13 @@ from bench.harness import report, stats
 from bench.harness.systems import (
     _ADMIN,
     LITELLM_KEY,
-    LITELLM_ROUTER_SETTINGS,
     LITELLM_VERSION,
     ExternalProcess,
     Gateway,
     Node,
     _wait_http,
     cache_stats,
+    litellm_config,
     litellm_installed,
     node_stats,
     start_corral,
@@ -636,17 +636,13 @@ async def _litellm(
                 "model_info": {"id": f"{node.node_id}-embed"},
             }
         )
-    config = {
-        "model_list": model_list,
-        "router_settings": {"routing_strategy": LITELLM_STRATEGY, **LITELLM_ROUTER_SETTINGS},
-        "litellm_settings": {
-            "telemetry": False,
-            "request_timeout": 60,
+    config = {**litellm_config([], LITELLM_STRATEGY), "model_list": model_list}
+    config["litellm_settings"].update(
+        {
             "cache": True,
             "cache_params": {"type": "redis", "host": "127.0.0.1", "port": redis_port, "password": password},
-        },
-        "general_settings": {"master_key": LITELLM_KEY},
-    }
+        }
+    )
     proc, base = await start_litellm_proxy(config, work, "litellm-rag")
     try:
         await _wait_http(base + "/health/liveliness", 120, proc.proc)
