@@ -594,7 +594,7 @@ async def _run_once(
                     procs.append(stack)
                     await stack.start(pg.dsn, pg.pid)
                     for name, extra in cache_variants:
-                        rows.update(await stack.miss_rows(name, extra, wanted))
+                        rows.update(await stack.router_rows(name, extra, wanted))
                     if "router_exact_hit" in hit_rows or "router_exact_hit_http" in hit_rows:
                         rows.update(await stack.router_hit_rows(wanted))
                     if "floor_hit_http" in hit_rows:
@@ -721,15 +721,16 @@ class _Stack:
                 rows[row_name].append(row)
         return rows
 
-    async def miss_rows(
-        self, name: str, extra: dict[str, str], wanted: list[str]
+    async def router_rows(
+        self, name: str, extra: dict[str, str], wanted: list[str], hits: bool = False
     ) -> dict[str, list[dict[str, Any]]]:
+        """The rows `name` (gRPC) and `name`_http through one router with these settings."""
         router, http_port = await self._router(extra)
         targets = (
             ("grpc", f"127.0.0.1:{router.port}", name),
             ("http", f"http://127.0.0.1:{http_port}", f"{name}_http"),
         )
-        rows = await self._cache_rows(targets, wanted, router.pid, hits=False)
+        rows = await self._cache_rows(targets, wanted, router.pid, hits=hits)
         await router.kill()
         return rows
 
@@ -737,16 +738,8 @@ class _Stack:
         """The repeated chats through a router with the defaults (smoke runs: a lookup budget of
         `--hit-lookup-budget-ms`, so a busy machine's slow lookups do not turn the hits into misses)."""
         budget = self.args.hit_lookup_budget_ms
-        router, http_port = await self._router(
-            {"CORRAL_ROUTER__LOOKUP_BUDGET_MS": str(budget)} if budget else {}
-        )
-        targets = (
-            ("grpc", f"127.0.0.1:{router.port}", "router_exact_hit"),
-            ("http", f"http://127.0.0.1:{http_port}", "router_exact_hit_http"),
-        )
-        rows = await self._cache_rows(targets, wanted, router.pid, hits=True)
-        await router.kill()
-        return rows
+        extra = {"CORRAL_ROUTER__LOOKUP_BUDGET_MS": str(budget)} if budget else {}
+        return await self.router_rows("router_exact_hit", extra, wanted, hits=True)
 
     async def floor_hit_rows(self) -> list[dict[str, Any]]:
         """bench/floor_hit.py over the same Redis, its values the node's own answers to the chats."""
