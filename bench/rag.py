@@ -41,7 +41,6 @@ import numpy as np
 from bench import rag_data
 from bench.harness import report, stats
 from bench.harness.systems import (
-    _ADMIN,
     LITELLM_KEY,
     LITELLM_VERSION,
     ExternalProcess,
@@ -56,7 +55,7 @@ from bench.harness.systems import (
     start_litellm_proxy,
     warm,
 )
-from tests.helpers.procs import ROOT, ServiceProcess
+from tests.helpers.procs import ROOT
 
 SCENARIO = "rag"
 TITLE = "RAG day: ingestion and questions through four systems"
@@ -114,16 +113,7 @@ def _profile(work: Path, minilm: bool) -> Path:
 class RagNode(Node):
     """A simulated node whose start may take minutes: with MiniLM vectors it imports torch."""
 
-    start_timeout_s: float = 300.0
-
-    async def start(self) -> RagNode:
-        ports = ("--port", str(self.port), "--admin-port", str(self.admin_port))
-        self.proc = await ServiceProcess("sim", args=(*self.args, *ports)).start(self.start_timeout_s)
-        self.port = self.proc.port
-        match = next((m for line in self.proc.output if (m := _ADMIN.search(line))), None)
-        assert match is not None, "the simulator did not print its admin port"
-        self.admin_port = int(match.group(1))
-        return self
+    start_timeout_s = 300.0
 
 
 async def start_nodes(count: int, time_scale: float, profile: Path) -> list[Node]:

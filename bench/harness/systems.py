@@ -11,7 +11,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 
@@ -58,6 +58,8 @@ class Node:
     proc: ServiceProcess | None = None
     port: int = 0
     admin_port: int = 0
+    # NOTE: how long a start may take to print the node's readiness line.
+    start_timeout_s: ClassVar[float] = 30.0
 
     @property
     def url(self) -> str:
@@ -70,7 +72,7 @@ class Node:
     async def start(self) -> Node:
         """Starts (or restarts, on the same ports) the node's process."""
         ports = ("--port", str(self.port), "--admin-port", str(self.admin_port))
-        self.proc = await ServiceProcess("sim", args=(*self.args, *ports)).start()
+        self.proc = await ServiceProcess("sim", args=(*self.args, *ports)).start(self.start_timeout_s)
         self.port = self.proc.port
         match = next((m for line in self.proc.output if (m := _ADMIN.search(line))), None)
         assert match is not None, "the simulator did not print its admin port"
