@@ -15,6 +15,7 @@ import aiohttp
 import grpc
 from corral.v1 import common_pb2, router_service_pb2, router_service_pb2_grpc
 
+from services.router.balancer import rendezvous_weight
 from tests.helpers.procs import ServiceProcess
 
 MODEL = "llama3.2:1b"
@@ -293,3 +294,17 @@ async def node_embeds(stack: Stack) -> int:
 
 def sigkill(proc: ServiceProcess) -> None:
     proc.signal(signal.SIGKILL)
+
+
+def rendezvous_order(session: str, node_ids: list[str]) -> list[str]:
+    """The nodes in the order a session's affinity key tries them (its home first)."""
+    return sorted(node_ids, key=lambda n: rendezvous_weight(f"s:{session}", n), reverse=True)
+
+
+async def seeded_answer(stack: Stack, node_id: str, body: dict[str, Any], seed: int) -> str:
+    """The whole seeded answer a node gives to a chat body, asked directly."""
+    assert stack.http is not None
+    request = {**body, "stream": False, "options": {"seed": seed}}
+    async with stack.http.post(stack.node(node_id).url + "/api/chat", json=request) as resp:
+        assert resp.status == 200, await resp.text()
+        return str((await resp.json())["message"]["content"])

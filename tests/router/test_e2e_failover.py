@@ -6,15 +6,20 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable
-from typing import Any
 
 import grpc
 import pytest
 from corral.v1 import common_pb2, health_service_pb2, health_service_pb2_grpc, router_service_pb2
 
-from services.router.balancer import rendezvous_weight
 from tests.helpers.polling import wait_for
-from tests.router.stack import MODEL, Stack, chat_spec, gen_request, start_stack
+from tests.router.stack import (
+    MODEL,
+    chat_spec,
+    gen_request,
+    rendezvous_order,
+    seeded_answer,
+    start_stack,
+)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -61,20 +66,11 @@ async def test_node_killed_mid_stream_is_continued_elsewhere() -> None:
         assert text == partial["content"] + continued["sent"]
         # node-4's record died with it; its answer is the seeded one, which node-5 gives too: the
         # partial answer is a part of it from the start, with no token lost or repeated.
-        whole = await _answer_of(stack, "node-5", {"model": "mistral:7b", "messages": [user]})
+        whole = await seeded_answer(stack, "node-5", {"model": "mistral:7b", "messages": [user]}, SEED)
         assert first.message.content and partial["content"].startswith(first.message.content)
         assert whole.startswith(partial["content"]) and len(partial["content"]) < len(whole)
     finally:
         await stack.close()
-
-
-async def _answer_of(stack: Stack, node_id: str, body: dict[str, Any]) -> str:
-    """The whole seeded answer a node gives to a chat body, asked directly."""
-    assert stack.http is not None
-    request = {**body, "stream": False, "options": {"seed": SEED}}
-    async with stack.http.post(stack.node(node_id).url + "/api/chat", json=request) as resp:
-        assert resp.status == 200, await resp.text()
-        return str((await resp.json())["message"]["content"])
 
 
 @pytest.mark.parametrize("kind", ["generate_stream", "chat_stream", "generate_unary"])
@@ -123,12 +119,7 @@ async def test_answer_cut_mid_stream_continues_from_exactly_what_was_sent(kind: 
 
 
 def _home(key: str, node_ids: list[str]) -> str:
-    return _rendezvous_order(key, node_ids)[0]
-
-
-def _rendezvous_order(session: str, node_ids: list[str]) -> list[str]:
-    """The nodes in the order a session's affinity key tries them (its home first)."""
-    return sorted(node_ids, key=lambda n: rendezvous_weight(f"s:{session}", n), reverse=True)
+    return rendezvous_order(key, node_ids)[0]
 
 
 async def test_mid_stream_loss_without_a_second_node_ends_with_unavailable() -> None:
@@ -321,7 +312,7 @@ async def test_affinity_yields_to_load_beyond_the_bound() -> None:
                 loaded_everywhere, timeout_s=10, what="health reporting the model loaded everywhere"
             )
         session = "user-1"
-        home, next_node = _rendezvous_order(session, [n.node_id for n in stack.nodes])[:2]
+        home, next_node = rendezvous_order(session, [n.node_id for n in stack.nodes])[:2]
 
         def request(text: str) -> router_service_pb2.ChatRequest:
             return router_service_pb2.ChatRequest(spec=chat_spec(("user", text)), session_id=session)

@@ -11,10 +11,9 @@ import grpc
 import pytest
 from corral.v1 import router_service_pb2
 
-from services.router.balancer import rendezvous_weight
 from tests.helpers.procs import free_port
 from tests.observability.scrape import scrape, value
-from tests.router.stack import Stack, chat_spec, start_stack
+from tests.router.stack import Stack, chat_spec, rendezvous_order, seeded_answer, start_stack
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -28,7 +27,7 @@ STREAMS = 4
 
 
 def _home(session: str, node_ids: list[str]) -> str:
-    return max(node_ids, key=lambda n: rendezvous_weight(f"s:{session}", n))
+    return rendezvous_order(session, node_ids)[0]
 
 
 def _sessions(count: int, home: str, node_ids: list[str]) -> list[str]:
@@ -122,7 +121,7 @@ async def test_frozen_node_is_left_at_its_learned_pace_and_streams_continue_else
 
         # node-4 had sent each stream a part of the seeded answer before it froze: nothing lost or repeated.
         for i, partial_text in partials.items():
-            whole = await _answer_of(stack, "node-5", {"model": MODEL, "messages": [_user(i)]})
+            whole = await seeded_answer(stack, "node-5", {"model": MODEL, "messages": [_user(i)]}, SEED)
             assert whole.startswith(partial_text) and len(partial_text) < len(whole)
     finally:
         frozen.proc.signal(signal.SIGCONT)
@@ -137,12 +136,3 @@ async def _stalls(stack: Stack, port: int) -> float:
     assert stack.http is not None
     samples = await scrape(stack.http, port)
     return value(samples, "corral_router_stalls_total", node="node-4", phase="between_chunks")
-
-
-async def _answer_of(stack: Stack, node_id: str, body: dict[str, Any]) -> str:
-    """The whole seeded answer a node gives to a chat body, asked directly."""
-    assert stack.http is not None
-    request = {**body, "stream": False, "options": {"seed": SEED}}
-    async with stack.http.post(stack.node(node_id).url + "/api/chat", json=request) as resp:
-        assert resp.status == 200, await resp.text()
-        return str((await resp.json())["message"]["content"])
