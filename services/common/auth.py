@@ -192,6 +192,7 @@ class RateLimited(ResourceExhausted):
     """A key is over its rate limit; `retry_after_s` says when a token is back."""
 
     default_reason = "RATE_LIMITED"
+    retry_after_s: float
 
     def __init__(self, message: str, retry_after_s: float) -> None:
         super().__init__(message)

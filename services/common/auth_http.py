@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Collection
 
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
 from services.common.auth import Access, Authenticator, RateLimited, parse_bearer, set_principal
-from services.common.errors import CorralError, PermissionDenied, Unauthenticated
+from services.common.errors import CorralError, PermissionDenied, Unauthenticated, retry_after_header
 
 logger = logging.getLogger("corral.auth")
 
@@ -62,7 +61,7 @@ def auth_middleware(
             if isinstance(exc, Unauthenticated):
                 reply.headers["WWW-Authenticate"] = 'Bearer realm="corral"'
             if isinstance(exc, RateLimited):
-                reply.headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after_s)))
+                reply.headers["Retry-After"] = retry_after_header(exc.retry_after_s)
             return reply
         set_principal(state.principal)
         try:

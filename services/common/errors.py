@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
@@ -16,16 +18,23 @@ class CorralError(Exception):
         reason: The ErrorInfo reason (UPPER_SNAKE, stable, for machines).
         message: The human-readable message.
         field: For invalid arguments, the offending field path (e.g. "spec.messages[1].role").
+        retry_after_s: When a retry may succeed, in seconds (HTTP `Retry-After`); None: no suggestion.
     """
 
     code = grpc.StatusCode.UNKNOWN
     default_reason = "UNKNOWN"
+    retry_after_s: float | None = None
 
     def __init__(self, message: str, *, reason: str | None = None, field: str = "") -> None:
         super().__init__(message)
         self.message = message
         self.reason = reason or self.default_reason
         self.field = field
+
+
+def retry_after_header(seconds: float) -> str:
+    """Seconds as an HTTP `Retry-After` value: whole seconds, at least 1."""
+    return str(max(1, math.ceil(seconds)))
 
 
 class InvalidArgument(CorralError):

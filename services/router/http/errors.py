@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from typing import Any
 
 from aiohttp import web
@@ -59,10 +58,10 @@ def status_of(err: errors.CorralError) -> int:
 
 def retry_after_of(err: errors.CorralError) -> str:
     """The `Retry-After` of a 503: the error's own suggestion when it has one, in whole seconds (>= 1)."""
-    seconds = getattr(err, "retry_after_s", None)
-    if not isinstance(seconds, int | float) or seconds <= 0:
+    seconds = err.retry_after_s
+    if seconds is None or seconds <= 0:
         seconds = DEFAULT_RETRY_AFTER_S
-    return str(max(1, math.ceil(seconds)))
+    return errors.retry_after_header(seconds)
 
 
 def from_domain(err: errors.CorralError) -> ApiError:
