@@ -63,7 +63,7 @@ async def invoke(
     output = GetMessageClass(method.output_type)
     if not method.client_streaming and not method.server_streaming:
         call = channel.unary_unary(path, response_deserializer=output.FromString)
-        await call(payloads[0], timeout=CALL_TIMEOUT_S)
+        await _release_flights(channel, await call(payloads[0], timeout=CALL_TIMEOUT_S))
     elif method.client_streaming and not method.server_streaming:
         client_stream = channel.stream_unary(path, response_deserializer=output.FromString)
         await client_stream(iter(payloads), timeout=CALL_TIMEOUT_S)
@@ -81,6 +81,28 @@ async def invoke(
                     break
         finally:
             stream.cancel()
+
+
+async def _release_flights(channel: grpc.aio.Channel, reply: object) -> None:
+    """Gives back the single-flight leases a lookup handed out, as a well-behaved client does.
+
+    A client that becomes a key's leader must Store or AbandonFlight. Without this, an identical
+    lookup drawn later (hypothesis repeats examples) waits for a leader that never answers: up to its
+    deadline, by design, which is no hang but which this suite could not tell from one.
+    """
+    if isinstance(reply, cache_service_pb2.LookupBatchResponse):
+        tokens = [r.flight_token for r in reply.results if r.flight_token]
+    elif isinstance(reply, cache_service_pb2.LookupResponse):
+        tokens = [reply.flight_token] if reply.flight_token else []
+    else:
+        return
+    abandon = channel.unary_unary(
+        _path("cache", SERVICES["cache"].methods_by_name["AbandonFlight"]),
+        request_serializer=cache_service_pb2.AbandonFlightRequest.SerializeToString,
+        response_deserializer=cache_service_pb2.AbandonFlightResponse.FromString,
+    )
+    for token in tokens:
+        await abandon(cache_service_pb2.AbandonFlightRequest(flight_token=token), timeout=CALL_TIMEOUT_S)
 
 
 def check_status(exc: grpc.aio.AioRpcError, path: str) -> None:
