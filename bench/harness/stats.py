@@ -19,6 +19,18 @@ def _r(value: float | None, digits: int = 2) -> float | None:
     return None if value is None else round(value, digits)
 
 
+def round_spread(result: dict[str, Any], q: float = 99) -> str | None:
+    """The q-th latency percentile of each round (records carry `round`), as "lowest–highest" ms."""
+    by_round: dict[int, list[float]] = {}
+    for r in measured(result):
+        if r["ok"] and "round" in r:
+            by_round.setdefault(r["round"], []).append(r["latency_ms"])
+    values = [v for v in (percentile(lat, q) for lat in by_round.values()) if v is not None]
+    if not values:
+        return None
+    return f"{min(values):,.0f}–{max(values):,.0f}"
+
+
 def measured(result: dict[str, Any]) -> list[dict[str, Any]]:
     """The records of the measurement phase (warm-up excluded)."""
     return [r for r in result["records"] if r["phase"] == "measure"]

@@ -17,6 +17,7 @@ from bench.harness.systems import (
     target_of,
     warm,
 )
+from services.router.config import RouterConfig
 
 TITLE = "Heterogeneous fleet at 70 % load"
 SPEEDS = [1.0, 1.0, 0.5, 0.25]
@@ -34,7 +35,9 @@ def capacity_rps(time_scale: float) -> float:
 
 async def run(ctx: Context) -> dict[str, Any]:
     """Runs every Corral strategy and every LiteLLM strategy against the same fleet and workload."""
-    time_scale = ctx.pick(1.0, 0.05)
+    # NOTE: time scale 0.25 gives each system over 2,000 requests in 100 s, enough for a p99 that is
+    # not the third-slowest request; queueing scales with the time scale, so the ratios hold.
+    time_scale = ctx.pick(0.25, 0.05)
     load = 0.7
     p: dict[str, Any] = {
         "speeds": SPEEDS,
@@ -44,9 +47,9 @@ async def run(ctx: Context) -> dict[str, Any]:
         "capacity_rps": round(capacity_rps(time_scale), 2),
         "load": load,
         "rate_rps": round(ctx.pick(load * capacity_rps(time_scale), 10.0), 2),
-        "duration_s": ctx.pick(45.0, 2.0),
-        "warmup_s": ctx.pick(3.0, 0.5),
-        "rounds": ctx.pick(3, 1),
+        "duration_s": ctx.pick(100.0, 2.0),
+        "warmup_s": ctx.pick(2.0, 0.5),
+        "rounds": ctx.pick(4, 1),
         "client_timeout_s": 60,
         "request": "non-streamed chat, one unique user question, natural answer length (20-60 tokens)",
     }
@@ -88,6 +91,7 @@ async def run(ctx: Context) -> dict[str, Any]:
     for name, result in merged.items():
         figures = stats.summarise(result, p["duration_s"])
         figures["requests_by_node"] = stats.by_node(stats.measured(result), names)
+        figures["p99_by_round"] = stats.round_spread(result)
         systems[name] = figures
         latencies[name] = [r["latency_ms"] for r in stats.measured(result) if r["ok"]]
     # NOTE: the oracle replays the same arrivals (seed per round) through the simulator's cost model.
@@ -116,6 +120,8 @@ async def run(ctx: Context) -> dict[str, Any]:
         columns=[
             ("p50_ms", "p50 ms"),
             ("p99_ms", "p99 ms"),
+            ("p99_by_round", "p99 per round ms"),
+            ("requests", "requests"),
             ("throughput_rps", "rps"),
             ("errors", "errors"),
             ("requests_by_node", "served by node"),
@@ -149,40 +155,41 @@ async def run(ctx: Context) -> dict[str, Any]:
 
 
 def _targets(systems: dict[str, dict[str, Any]]) -> list[report.Target]:
-    corral = systems["corral/p2c_ect"]
+    default = str(RouterConfig.model_fields["strategy"].default)
+    corral = systems[f"corral/{default}"]
     targets = []
+
+    def ratio(name: str, key: str, other: float | None, limit: float, detail: str) -> None:
+        if corral[key] is not None and other:
+            targets.append(report.Target(name, round(corral[key] / other, 3), limit, detail))
+
+    mine = f"corral/{default}"
+    others = {n: f["p99_ms"] for n, f in systems.items() if n.startswith("corral/") and n != mine}
+    others = {n: p99 for n, p99 in others.items() if p99}
+    if others:
+        best = min(others, key=lambda n: others[n])
+        ratio(
+            "heterogeneous: Corral default p99 / best other Corral strategy's p99", "p99_ms",
+            others[best], 0.8, f"{default} p99 {corral['p99_ms']} ms, {best} p99 {others[best]} ms.",
+        )  # fmt: skip
     rr = systems.get("corral/round_robin", {}).get("p99_ms")
-    if corral["p99_ms"] is not None and rr:
-        targets.append(
-            report.Target(
-                "heterogeneous: Corral default p99 / round-robin p99",
-                round(corral["p99_ms"] / rr, 3),
-                0.5,
-                f"p2c_ect p99 {corral['p99_ms']} ms, round_robin p99 {rr} ms.",
-            )
-        )
+    ratio(
+        "heterogeneous: Corral default p99 / round-robin p99", "p99_ms", rr, 0.5,
+        f"{default} p99 {corral['p99_ms']} ms, round_robin p99 {rr} ms.",
+    )  # fmt: skip
     litellm = {n: f["p99_ms"] for n, f in systems.items() if n.startswith("litellm") and f["p99_ms"]}
-    if litellm and corral["p99_ms"] is not None:
+    if litellm:
         best = min(litellm, key=lambda n: litellm[n])
-        targets.append(
-            report.Target(
-                "heterogeneous: Corral default p99 / LiteLLM's best p99",
-                round(corral["p99_ms"] / litellm[best], 3),
-                0.7,
-                f"p2c_ect p99 {corral['p99_ms']} ms, best LiteLLM strategy {best} p99 {litellm[best]} ms.",
-            )
-        )
+        ratio(
+            "heterogeneous: Corral default p99 / LiteLLM's best p99", "p99_ms", litellm[best], 0.5,
+            f"{default} p99 {corral['p99_ms']} ms, best LiteLLM strategy {best} p99 {litellm[best]} ms.",
+        )  # fmt: skip
     yardstick = systems.get("oracle", {})
     for key, label, limit in (("p99_ms", "p99", 1.3), ("p50_ms", "p50", 1.1)):
-        if corral[key] is not None and yardstick.get(key):
-            targets.append(
-                report.Target(
-                    f"heterogeneous: Corral default {label} / oracle {label}",
-                    round(corral[key] / yardstick[key], 3),
-                    limit,
-                    f"p2c_ect {label} {corral[key]} ms, oracle {label} {yardstick[key]} ms (same arrivals).",
-                )
-            )
+        ratio(
+            f"heterogeneous: Corral default {label} / oracle {label}", key, yardstick.get(key), limit,
+            f"{default} {label} {corral[key]} ms, oracle {label} {yardstick.get(key)} ms (same arrivals).",
+        )  # fmt: skip
     targets.append(
         report.Target(
             "heterogeneous: Corral default client-visible errors",
