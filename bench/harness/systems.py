@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import aiohttp
 
+from services.router.config import RouterConfig
 from tests.helpers.procs import ROOT, ServiceProcess, base_env, free_port
 
 MODEL = "llama3.2:1b"
@@ -22,6 +23,8 @@ EMBED_MODEL = "nomic-embed-text:v1.5"
 LITELLM_VERSION = "1.108.7"
 LITELLM_VENV = ROOT / "bench" / ".venv-litellm"
 LITELLM_KEY = "sk-corral-bench"
+# NOTE: the scenarios label and judge "the default" by what a router runs with no configuration.
+DEFAULT_STRATEGY = str(RouterConfig.model_fields["strategy"].default)
 LITELLM_STRATEGIES = ("simple-shuffle", "least-busy", "latency-based-routing", "usage-based-routing-v2")
 _ADMIN = re.compile(r"admin (\d+)")
 
@@ -165,7 +168,7 @@ def _router_module() -> str:
 
 async def start_corral(
     nodes: list[Node],
-    strategy: str = "p2c_ect",
+    strategy: str = DEFAULT_STRATEGY,
     cache_env: dict[str, str] | None = None,
     router_env: dict[str, str] | None = None,
     prewarm: bool = False,

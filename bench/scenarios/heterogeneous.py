@@ -9,6 +9,7 @@ from bench.harness import report, stats
 from bench.harness.context import Context, poisson_spec
 from bench.harness.rounds import run_rounds
 from bench.harness.systems import (
+    DEFAULT_STRATEGY,
     LITELLM_STRATEGIES,
     Gateway,
     start_corral,
@@ -17,7 +18,6 @@ from bench.harness.systems import (
     target_of,
     warm,
 )
-from services.router.config import RouterConfig
 
 TITLE = "Heterogeneous fleet at 70 % load"
 SPEEDS = [1.0, 1.0, 0.5, 0.25]
@@ -64,7 +64,7 @@ async def run(ctx: Context) -> dict[str, Any]:
     latencies: dict[str, list[float]] = {}
     names = {n.url: n.node_id for n in nodes}
     # NOTE: a smoke run checks the harness: two strategies per system are enough for that.
-    corral_strategies = ctx.pick(("p2c_ect", "ect", "round_robin", "least_inflight"), ("p2c_ect", "ect"))
+    corral_strategies = ctx.pick(("ect", "p2c_ect", "round_robin", "least_inflight"), ("ect", "p2c_ect"))
     litellm_strategies = ctx.pick(LITELLM_STRATEGIES, LITELLM_STRATEGIES[:1]) if ctx.litellm else ()
     gateways: list[Gateway] = []
     try:
@@ -155,7 +155,7 @@ async def run(ctx: Context) -> dict[str, Any]:
 
 
 def _targets(systems: dict[str, dict[str, Any]]) -> list[report.Target]:
-    default = str(RouterConfig.model_fields["strategy"].default)
+    default = DEFAULT_STRATEGY
     corral = systems[f"corral/{default}"]
     targets = []
 

@@ -8,10 +8,18 @@ from typing import Any
 from bench.harness import report, stats
 from bench.harness.context import Context, poisson_spec
 from bench.harness.rounds import run_rounds
-from bench.harness.systems import Gateway, start_corral, start_litellm, start_nodes, target_of, warm
+from bench.harness.systems import (
+    DEFAULT_STRATEGY,
+    Gateway,
+    start_corral,
+    start_litellm,
+    start_nodes,
+    target_of,
+    warm,
+)
 
 TITLE = "Multi-turn chat sessions: TTFT with and without affinity"
-AFFINITY = "corral/p2c_ect (affinity)"
+AFFINITY = f"corral/{DEFAULT_STRATEGY} (affinity)"
 NO_AFFINITY = "corral/least_inflight (no affinity)"
 
 
@@ -31,7 +39,7 @@ async def run(ctx: Context) -> dict[str, Any]:
     }
     work = ctx.scratch("multi-turn")
     nodes = await start_nodes([1.0] * 4, time_scale, extra_args=("--models", "llama3.2:1b"))
-    runs: list[tuple[str, str]] = [(AFFINITY, "p2c_ect"), (NO_AFFINITY, "least_inflight")]
+    runs: list[tuple[str, str]] = [(AFFINITY, DEFAULT_STRATEGY), (NO_AFFINITY, "least_inflight")]
     if ctx.litellm:
         runs.append(("litellm/simple-shuffle", "simple-shuffle"))
     systems: dict[str, dict[str, Any]] = {}
@@ -80,7 +88,8 @@ async def run(ctx: Context) -> dict[str, Any]:
             "multi-turn: mean TTFT with affinity / without",
             round(with_aff / without, 3) if with_aff and without else None,
             0.5,
-            f"mean TTFT {with_aff} ms with affinity (p2c_ect), {without} ms without (least_inflight).",
+            f"mean TTFT {with_aff} ms with affinity ({DEFAULT_STRATEGY}), "
+            f"{without} ms without (least_inflight).",
         )
     ]
     result_doc = report.Result(

@@ -12,6 +12,7 @@ import grpc
 from bench.harness import report, stats
 from bench.harness.context import Context, poisson_spec
 from bench.harness.systems import (
+    DEFAULT_STRATEGY,
     Gateway,
     Node,
     node_stats,
@@ -143,7 +144,7 @@ async def run(ctx: Context) -> dict[str, Any]:
     }
     extra = ("--models", "llama3.2:1b", "--num-parallel", str(NUM_PARALLEL))
     nodes = await start_nodes(SPEEDS, time_scale, extra_args=extra)
-    runs = ["corral/p2c_ect"] + (["litellm/simple-shuffle"] if ctx.litellm else [])
+    runs = [f"corral/{DEFAULT_STRATEGY}"] + (["litellm/simple-shuffle"] if ctx.litellm else [])
     systems: dict[str, dict[str, Any]] = {}
     try:
         for name in runs:
@@ -153,7 +154,7 @@ async def run(ctx: Context) -> dict[str, Any]:
         for node in nodes:
             await node.kill()
     timelines = {name: f.pop("_timeline") for name, f in systems.items()}
-    corral = systems["corral/p2c_ect"]
+    corral = systems[f"corral/{DEFAULT_STRATEGY}"]
     targets = [
         report.Target(
             "node-failure: failed unary requests (Corral)",

@@ -94,7 +94,7 @@ class EctConfig(Section):
 
 
 class BalancerConfig(Section):
-    """Tuning of the balancers, `p2c_ect` (the default) and `ect` (see services/router/balancer.py).
+    """Tuning of the balancers, `ect` (the default) and `p2c_ect` (see services/router/balancer.py).
 
     Attributes:
         default_service_ms: Service time assumed for a (node, model) with no EWMA yet.
@@ -216,7 +216,7 @@ class RouterConfig(ServiceConfig):
         http_port: Port of the Ollama/OpenAI-compatible HTTP API (served by the same process).
         health_addr: The health service ("host:port"); empty disables the score feed.
         cache_addr: The cache service ("host:port"); empty disables caching.
-        strategy: The balancer: p2c_ect (default), ect (learned expected completion time), round_robin,
+        strategy: The balancer: ect (default: learned expected completion time), p2c_ect, round_robin,
             random or least_inflight.
         ttft_timeout_s: An attempt that has produced no token after this long moves to another node;
             also the longest silence allowed between two chunks of a stream.
@@ -268,7 +268,7 @@ class RouterConfig(ServiceConfig):
     http_port: int = Field(default=11400, ge=0, le=65535)
     health_addr: str = "127.0.0.1:50053"
     cache_addr: str = "127.0.0.1:50052"
-    strategy: Strategy = "p2c_ect"
+    strategy: Strategy = "ect"
     ttft_timeout_s: float = Field(default=10.0, gt=0)
     ttft_cold_extra_s: float = Field(default=60.0, ge=0)
     request_timeout_s: float = Field(default=600.0, gt=0)
