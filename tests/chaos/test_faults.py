@@ -13,12 +13,15 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import grpc
 import pytest
 import pytest_asyncio
+from corral.v1 import common_pb2, router_service_pb2, router_service_pb2_grpc
 
 from tests.chaos.harness import Corral, poll, start_corral
 from tests.chaos.report import output_dir, write_report
 from tests.chaos.traffic import Call, Traffic, make_prompts, summarize
+from tests.router.stack import MODEL
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.asyncio(loop_scope="module")]
 
@@ -161,16 +164,35 @@ async def test_node_slow(corral: Corral) -> None:
     assert_no_loss(record, traffic)
 
 
+async def preferred_node(corral: Corral) -> str:
+    """The node the router picks for a new question now (a unique prompt: no cache hit)."""
+    async with grpc.aio.insecure_channel(corral.router_addr) as channel:
+        reply = await router_service_pb2_grpc.RouterServiceStub(channel).Generate(
+            router_service_pb2.GenerateRequest(
+                spec=common_pb2.GenerateSpec(model=MODEL, prompt=f"which node now {time.monotonic_ns()}")
+            ),
+            timeout=10,
+        )
+    assert reply.routing.node_id, reply.routing
+    return reply.routing.node_id
+
+
 async def test_streams_cut_midway(corral: Corral) -> None:
+    # NOTE: the fault goes to the node the router prefers at that moment: the earlier tests taught
+    # the learned strategy to avoid nodes that were slow or failing, and a cut nobody meets checks nothing.
+    victim = ""
+
+    async def cut() -> None:
+        nonlocal victim
+        victim = await preferred_node(corral)
+        await corral.set_fault(victim, cut_after_tokens=5)
+
     record, traffic = await run_fault(
-        corral,
-        "node cuts every answer after 5 tokens",
-        lambda: corral.set_fault("node-1", cut_after_tokens=5),
-        lambda: corral.clear_faults("node-1"),
+        corral, "node cuts every answer after 5 tokens", cut, lambda: corral.clear_faults(victim)
     )
     assert_no_loss(record, traffic)
-    # Every cut answer was continued, and node-1's records show it had sent exactly the partial
-    # answer each continuation followed.
+    # Every cut answer was continued, and the cut node's records show it had sent exactly the
+    # partial answer each continuation followed.
     continued = record["continued"]
     assert continued["checked"] > 0 and continued["exact"] == continued["checked"], continued
 

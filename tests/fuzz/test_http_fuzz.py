@@ -180,7 +180,11 @@ async def test_get_routes(
 
 @given(
     method=st.sampled_from(("PUT", "PATCH", "DELETE", "OPTIONS", "GET", "POST")),
-    path=st.one_of(st.sampled_from(POST_ROUTES + GET_ROUTES), st.text(max_size=20).map(lambda s: "/" + s)),
+    # NOTE: a path that starts with "//" reads as a scheme-relative URL ("//host/..."), which the test
+    # client refuses to send; the slashes after the first are kept.
+    path=st.one_of(
+        st.sampled_from(POST_ROUTES + GET_ROUTES), st.text(max_size=20).map(lambda s: "/" + s.lstrip("/"))
+    ),
 )
 async def test_any_method_on_any_path(client: TestClient[Any, Any], method: str, path: str) -> None:
     if any(c in path for c in "?#%\\") or not path.isprintable():
