@@ -194,6 +194,10 @@ async def test_failover_when_a_node_is_killed_mid_stream(stack: LiveStack) -> No
         await stack.drain(others, True)
         try:
             await wait_until(lambda: routed(True), timeout_s=10)
+            # NOTE: the stream has to outlive the undrain and the wait for routing to come back below; a
+            # natural answer (20-60 tokens) takes 0.3-1 s at time scale 1, 17-50 s at 50x slower.
+            async with http.post(solo.admin_url + "/_sim/faults", json={"slow_factor": 50}) as resp:
+                assert resp.status == 200, await resp.text()
             stream = await client.chat(
                 model=MODEL,
                 messages=[{"role": "user", "content": "write a long essay about failover"}],
