@@ -142,9 +142,16 @@ async def test_second_run_is_refused_naming_the_first_or_joins_its_stream(servic
     assert status.current.run_id in refused.value.details()
     info = error_info(rpc_status.from_call(refused.value))
     assert info is not None and info.reason == "RUN_IN_PROGRESS" and info.domain == "prewarm.corral"
-    joined = asyncio.create_task(events_of(stub.StartRun(pb.StartRunRequest(join_if_running=True))))
+    # NOTE: the joiner's first event (the first run's, replayed) shows it has joined; the gate opens only
+    # then, or on a busy machine the first run could end before the join arrives and a new run start.
+    joined = stub.StartRun(pb.StartRunRequest(join_if_running=True))
+    async with asyncio.timeout(WAIT_S):
+        theirs = [(await joined.read()).event]
     gated.gate.set()
-    ours, theirs = await first_events, await joined
+    ours = await first_events
+    async with asyncio.timeout(WAIT_S):
+        while (reply := await joined.read()) is not grpc.aio.EOF:
+            theirs.append(reply.event)
     assert [e.SerializeToString() for e in ours] == [e.SerializeToString() for e in theirs]
     assert {e.run_id for e in ours} == {status.current.run_id}
     ok = [e for e in ours if e.outcome == pb.STEP_OUTCOME_OK and not e.run_finished]
