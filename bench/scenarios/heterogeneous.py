@@ -154,36 +154,37 @@ async def run(ctx: Context) -> dict[str, Any]:
     return report.write(result_doc, ctx.out_dir, plot)
 
 
+def _best_p99(systems: dict[str, dict[str, Any]], prefix: str, skip: str = "") -> tuple[str, float] | None:
+    """The system whose name starts with `prefix` (other than `skip`) with the lowest p99, and that p99."""
+    p99s = {n: f["p99_ms"] for n, f in systems.items() if n.startswith(prefix) and n != skip and f["p99_ms"]}
+    if not p99s:
+        return None
+    best = min(p99s, key=lambda n: p99s[n])
+    return best, p99s[best]
+
+
 def _targets(systems: dict[str, dict[str, Any]]) -> list[report.Target]:
     default = DEFAULT_STRATEGY
-    corral = systems[f"corral/{default}"]
+    mine = f"corral/{default}"
+    corral = systems[mine]
     targets = []
 
     def ratio(name: str, key: str, other: float | None, limit: float, detail: str) -> None:
         if corral[key] is not None and other:
             targets.append(report.Target(name, round(corral[key] / other, 3), limit, detail))
 
-    mine = f"corral/{default}"
-    others = {n: f["p99_ms"] for n, f in systems.items() if n.startswith("corral/") and n != mine}
-    others = {n: p99 for n, p99 in others.items() if p99}
-    if others:
-        best = min(others, key=lambda n: others[n])
-        ratio(
-            "heterogeneous: Corral default p99 / best other Corral strategy's p99", "p99_ms",
-            others[best], 0.8, f"{default} p99 {corral['p99_ms']} ms, {best} p99 {others[best]} ms.",
-        )  # fmt: skip
     rr = systems.get("corral/round_robin", {}).get("p99_ms")
-    ratio(
-        "heterogeneous: Corral default p99 / round-robin p99", "p99_ms", rr, 0.5,
-        f"{default} p99 {corral['p99_ms']} ms, round_robin p99 {rr} ms.",
-    )  # fmt: skip
-    litellm = {n: f["p99_ms"] for n, f in systems.items() if n.startswith("litellm") and f["p99_ms"]}
-    if litellm:
-        best = min(litellm, key=lambda n: litellm[n])
-        ratio(
-            "heterogeneous: Corral default p99 / LiteLLM's best p99", "p99_ms", litellm[best], 0.5,
-            f"{default} p99 {corral['p99_ms']} ms, best LiteLLM strategy {best} p99 {litellm[best]} ms.",
-        )  # fmt: skip
+    for label, found, limit in (
+        ("best other Corral strategy's", _best_p99(systems, "corral/", skip=mine), 0.8),
+        ("round-robin", ("round_robin", rr) if rr else None, 0.5),
+        ("LiteLLM's best", _best_p99(systems, "litellm"), 0.5),
+    ):
+        if found is not None:
+            name, p99 = found
+            ratio(
+                f"heterogeneous: Corral default p99 / {label} p99", "p99_ms", p99, limit,
+                f"{default} p99 {corral['p99_ms']} ms, {name} p99 {p99} ms.",
+            )  # fmt: skip
     yardstick = systems.get("oracle", {})
     for key, label, limit in (("p99_ms", "p99", 1.3), ("p50_ms", "p50", 1.1)):
         ratio(
