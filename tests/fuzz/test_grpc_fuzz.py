@@ -9,6 +9,7 @@ import pytest
 import pytest_asyncio
 from corral.v1 import (
     cache_service_pb2,
+    cache_service_pb2_grpc,
     health_service_pb2,
     prewarm_service_pb2,
     router_service_pb2,
@@ -96,13 +97,11 @@ async def _release_flights(channel: grpc.aio.Channel, reply: object) -> None:
         tokens = [reply.flight_token] if reply.flight_token else []
     else:
         return
-    abandon = channel.unary_unary(
-        _path("cache", SERVICES["cache"].methods_by_name["AbandonFlight"]),
-        request_serializer=cache_service_pb2.AbandonFlightRequest.SerializeToString,
-        response_deserializer=cache_service_pb2.AbandonFlightResponse.FromString,
-    )
+    cache = cache_service_pb2_grpc.CacheServiceStub(channel)
     for token in tokens:
-        await abandon(cache_service_pb2.AbandonFlightRequest(flight_token=token), timeout=CALL_TIMEOUT_S)
+        await cache.AbandonFlight(
+            cache_service_pb2.AbandonFlightRequest(flight_token=token), timeout=CALL_TIMEOUT_S
+        )
 
 
 def check_status(exc: grpc.aio.AioRpcError, path: str) -> None:
