@@ -15,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.harness import report
 from bench.harness.context import Context
 from bench.harness.systems import litellm_installed
 from tests.helpers.procs import ROOT
@@ -27,6 +28,7 @@ async def _one(name: str, ctx: Context) -> bool:
     module = importlib.import_module(f"bench.scenarios.{name.replace('-', '_')}")
     started = time.monotonic()
     print(f"== {name} ({'smoke' if ctx.smoke else 'full'})", flush=True)
+    report.mark_start(name)
     try:
         doc = await module.run(ctx)
     except Exception:

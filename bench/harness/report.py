@@ -83,13 +83,24 @@ def _cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def machine() -> dict[str, Any]:
-    """The machine the run was on."""
+# The 1-minute load average when each scenario started (mark_start), so that a result shows whether
+# its run began on a quiet machine; the load at the end also holds the run's own work.
+_LOAD_AT_START: dict[str, float] = {}
+
+
+def mark_start(scenario: str) -> None:
+    """Record the load average as `scenario` starts (bench.run calls it before the scenario runs)."""
+    _LOAD_AT_START[scenario] = round(os.getloadavg()[0], 2)
+
+
+def machine(scenario: str | None = None) -> dict[str, Any]:
+    """The machine the run was on, with the load average at the start of `scenario` when recorded."""
     return {
         "cpus": os.cpu_count(),
         "cpu_model": _cpu_model(),
         "platform": platform.platform(),
         "python": platform.python_version(),
+        "load_average_1m_at_start": _LOAD_AT_START.get(scenario) if scenario else None,
         "load_average_1m": round(os.getloadavg()[0], 2),
     }
 
@@ -114,7 +125,7 @@ def to_json(result: Result) -> dict[str, Any]:
         "title": result.title,
         "smoke": result.smoke,
         "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "machine": machine(),
+        "machine": machine(result.scenario),
         "versions": versions(),
         "litellm_included": result.with_litellm,
         "parameters": result.parameters,
@@ -156,12 +167,16 @@ def to_markdown(result: Result, doc: dict[str, Any]) -> str:
     if result.notes:
         lines += ["", "## Notes", ""] + [f"- {note}" for note in result.notes]
     m, v = doc["machine"], doc["versions"]
+    start = m.get("load_average_1m_at_start")
+    load = f"load average {m['load_average_1m']} at the end"
+    if start is not None:
+        load = f"load average {start} at the start, {m['load_average_1m']} at the end"
     lines += [
         "",
         "## Run",
         "",
         f"- {doc['date_utc']}, {m['cpus']} × {m['cpu_model']}, Python {m['python']}, "
-        f"load average {m['load_average_1m']} at the end; Corral {v['corral_commit']}, "
+        f"{load}; Corral {v['corral_commit']}, "
         f"LiteLLM {v['litellm'] or 'not installed'}.",
         f"- Parameters: `{json.dumps(result.parameters, sort_keys=True)}`",
         f"- Raw figures: [{result.scenario}.json]({result.scenario}.json); plot: "

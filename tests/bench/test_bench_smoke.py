@@ -36,6 +36,9 @@ async def test_every_scenario_writes_json_markdown_and_png(tmp_path: Path) -> No
         check_schema(doc)
         assert doc["scenario"] == name and doc["smoke"] is True
         assert {"machine", "versions", "parameters"} <= doc.keys()
+        # The load as the scenario began is what tells a quiet run from a busy one.
+        assert doc["machine"]["load_average_1m_at_start"] >= 0
+        assert "at the start" in (tmp_path / f"{name}.md").read_text()
         docs[name] = doc
     block = render(docs)
     assert all(f"bench/results/{name}.md" in block for name in SCENARIOS)
