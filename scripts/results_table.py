@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 README = ROOT / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-SCENARIOS = ("overhead", "heterogeneous", "node-failure", "multi-turn", "cache", "cold-start")
+SCENARIOS = ("overhead", "heterogeneous", "node-failure", "multi-turn", "cache", "cold-start", "rag")
 # The scenario-specific figure shown next to the common ones.
 EXTRA: dict[str, tuple[str, str]] = {
     "overhead": ("added_p99_ms", "added p99 {} ms"),
@@ -27,6 +27,7 @@ EXTRA: dict[str, tuple[str, str]] = {
     "multi-turn": ("ttft_mean_ms", "TTFT mean {} ms"),
     "cache": ("hit_rate", "hit rate {}"),
     "cold-start": ("ttft_mean_ms", "TTFT mean {} ms"),
+    "rag": ("answer_hit_rate", "answer hits {}"),
 }
 
 
