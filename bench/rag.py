@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import shutil
 import sys
 import tempfile
@@ -651,7 +650,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
 
     started = time.monotonic()
     smoke = args.smoke
-    load_start = round(os.getloadavg()[0], 2)
+    load_start = report.mark_start(SCENARIO)
     minilm = {"minilm": True, "hash": False}.get(args.embeddings, minilm_available() and not smoke)
     if minilm and not minilm_available():
         raise SystemExit("--embeddings minilm: the simulator's MiniLM backend needs the eval extra")

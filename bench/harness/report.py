@@ -88,9 +88,11 @@ def _cpu_model() -> str:
 _LOAD_AT_START: dict[str, float] = {}
 
 
-def mark_start(scenario: str) -> None:
-    """Record the load average as `scenario` starts (bench.run calls it before the scenario runs)."""
-    _LOAD_AT_START[scenario] = round(os.getloadavg()[0], 2)
+def mark_start(scenario: str) -> float:
+    """Record, and return, the load average as `scenario` starts (bench.run calls it before each
+    scenario; a benchmark with its own entry point, such as bench/rag.py, calls it itself)."""
+    load = _LOAD_AT_START[scenario] = round(os.getloadavg()[0], 2)
+    return load
 
 
 def machine(scenario: str | None = None) -> dict[str, Any]:
