@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass
 
@@ -13,6 +14,7 @@ from corral.v1 import cache_service_pb2, cache_service_pb2_grpc, common_pb2
 from google.protobuf.message import Message
 
 from services.common.wire import CACHE_MAX_BATCH
+from services.router.lookup_budget import LookupBudget
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +108,8 @@ _EXPIRED = cache_service_pb2.LookupResponse(
     outcome=common_pb2.CACHE_OUTCOME_DEGRADED, reason="cache lookup over the router's budget"
 )
 _Reply = asyncio.Future[cache_service_pb2.LookupResponse | None]
+# NOTE: a queued lookup: the request, its caller's future, when it asked and the budget it was given.
+_Queued = tuple[cache_service_pb2.LookupRequest, _Reply, float, float]
 
 
 def _expire(future: _Reply) -> None:
@@ -121,22 +125,26 @@ class _LookupLane:
     under load one RPC carries many lookups, which is what the router's and the cache's CPU pay for.
     """
 
-    def __init__(self, client: CacheClient, timeout_s: float, calls: int, batch_max: int) -> None:
+    def __init__(self, client: CacheClient, budget: LookupBudget, calls: int, batch_max: int) -> None:
         self._client = client
-        self._timeout_s = timeout_s
+        self.budget = budget
+        # NOTE: a call lives until the ceiling, past its callers' budget, so that the reply times the
+        # budget learns from are the cache's, not the budget's.
+        self._timeout_s = budget.ceiling_s
         self._calls = max(1, calls)
         self._batch_max = max(1, batch_max)
-        self._queue: deque[tuple[cache_service_pb2.LookupRequest, _Reply]] = deque()
-        self._in_flight = 0
+        self._queue: deque[_Queued] = deque()
+        self.in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def ask(self, request: cache_service_pb2.LookupRequest) -> cache_service_pb2.LookupResponse | None:
         """The cache's reply, `_EXPIRED` when the budget ran out, None when the call failed."""
         loop = asyncio.get_running_loop()
         future: _Reply = loop.create_future()
-        timer = loop.call_later(self._timeout_s, _expire, future)
-        self._queue.append((request, future))
-        if self._in_flight < self._calls:
+        budget_s = self.budget.seconds()
+        timer = loop.call_later(budget_s, _expire, future)
+        self._queue.append((request, future, time.perf_counter(), budget_s))
+        if self.in_flight < self._calls:
             self._launch()
         try:
             return await future
@@ -144,31 +152,39 @@ class _LookupLane:
             timer.cancel()
 
     def _launch(self) -> None:
-        batch: list[tuple[cache_service_pb2.LookupRequest, _Reply]] = []
+        batch: list[_Queued] = []
         while self._queue and len(batch) < self._batch_max:
             item = self._queue.popleft()
             if not item[1].done():
                 batch.append(item)
+            else:
+                self.budget.unsent(item[3])
         if not batch:
             return
-        self._in_flight += 1
+        self.in_flight += 1
         task = asyncio.get_running_loop().create_task(self._send(batch))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _send(self, batch: list[tuple[cache_service_pb2.LookupRequest, _Reply]]) -> None:
+    async def _send(self, batch: list[_Queued]) -> None:
         try:
-            replies = await self._client.call_lookups([request for request, _ in batch], self._timeout_s)
+            replies = await self._client.call_lookups([item[0] for item in batch], self._timeout_s)
         finally:
-            self._in_flight -= 1
-            while self._queue and self._in_flight < self._calls:
+            self.in_flight -= 1
+            while self._queue and self.in_flight < self._calls:
                 self._launch()
+        now = time.perf_counter()
+        for (_, _, asked, _), reply in zip(batch, replies, strict=True):
+            if reply is None:
+                self.budget.failed()
+            else:
+                self.budget.replied(now - asked)
         # NOTE: a late reply (the waiter's budget ran out) may have made it a flight's leader. Its
         # lease is not released here: the request goes on as a miss and its Store completes the
         # flight by key; only a request that fails leaves the lease to expire (`flight_lease_s`),
         # and identical lookups wait for it no longer than their own budget. An AbandonFlight call
         # per late reply would add RPCs exactly when the cache is too slow already.
-        for (_, future), reply in zip(batch, replies, strict=True):
+        for (_, future, _, _), reply in zip(batch, replies, strict=True):
             if not future.done():
                 future.set_result(reply)
 
@@ -187,7 +203,9 @@ class CacheClient:
     The cache fails open by contract, and so does this client: an error or a lookup slower than
     the budget is a DEGRADED miss; a store that cannot be queued or sent is dropped. Lookups that
     arrive while `lookup_calls` RPCs are in flight are sent together as one LookupBatch (up to
-    `lookup_batch_max`; 1 sends every lookup as its own Lookup call).
+    `lookup_batch_max`; 1 sends every lookup as its own Lookup call). Each budget is a floor: while
+    the cache answers, it follows the measured reply times up to `lookup_budget_max_ms`
+    (services/router/lookup_budget.py; None keeps it fixed).
     """
 
     def __init__(
@@ -200,9 +218,11 @@ class CacheClient:
         store_batch_wait_ms: float = 2.0,
         lookup_calls: int = 2,
         lookup_batch_max: int = 1,
+        lookup_budget_max_ms: float | None = None,
     ) -> None:
         self._stub = cache_service_pb2_grpc.CacheServiceStub(channel)
         self._budget_s = lookup_budget_ms / 1000
+        self._ceiling_s = (lookup_budget_max_ms or lookup_budget_ms) / 1000
         self._lookup_calls = lookup_calls
         self._lookup_batch_max = lookup_batch_max
         self._lanes: dict[float, _LookupLane] = {}
@@ -260,7 +280,9 @@ class CacheClient:
         budget = budget_s if budget_s is not None else self._budget_s
         lane = self._lanes.get(budget)
         if lane is None:
-            lane = self._lanes[budget] = _LookupLane(self, budget, self._lookup_calls, self._lookup_batch_max)
+            learned = LookupBudget(budget, max(budget, self._ceiling_s))
+            lane = _LookupLane(self, learned, self._lookup_calls, self._lookup_batch_max)
+            self._lanes[budget] = lane
         reply = await lane.ask(request)
         if reply is None:
             return LookupResult(outcome=common_pb2.CACHE_OUTCOME_DEGRADED, reason="cache unreachable")
@@ -274,6 +296,14 @@ class CacheClient:
             )
         outcome = reply.outcome or common_pb2.CACHE_OUTCOME_MISS
         return LookupResult(outcome=outcome, flight_token=reply.flight_token, reason=reply.reason)
+
+    def lookup_calls_in_flight(self) -> int:
+        """Lookup RPCs sent and not returned yet, across budgets."""
+        return sum(lane.in_flight for lane in self._lanes.values())
+
+    def lookup_budgets(self) -> dict[float, float]:
+        """Each lane's configured budget and the budget it gives a lookup now, in seconds."""
+        return {base: lane.budget.seconds() for base, lane in self._lanes.items()}
 
     async def call_lookups(
         self, requests: list[cache_service_pb2.LookupRequest], timeout_s: float

@@ -123,6 +123,15 @@ class RouterCollector(Collector):
                 "Lookups that went to the cache inside a LookupBatch call.",
                 cache.lookups_batched,
             )
+            budgets = GaugeMetricFamily(
+                "corral_router_cache_lookup_budget_seconds",
+                "The time a lookup may take now, per configured budget (it follows the cache's reply "
+                "times up to lookup_budget_max_ms).",
+                labels=["configured_ms"],
+            )
+            for base, current in sorted(cache.lookup_budgets().items()):
+                budgets.add_metric([f"{base * 1000:g}"], current)
+            yield budgets
         near = core.near
         if near is not None:
             yield from _near_cache(near)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from services.common.settings import Section, ServiceConfig, read_secret
 
@@ -223,7 +223,14 @@ class RouterConfig(ServiceConfig):
         ttft_cold_extra_s: Added to the TTFT budget when the model is not loaded on the chosen node.
         request_timeout_s: Upper bound of one request when the client sets no deadline.
         embed_timeout_s: Upper bound of one embedding attempt (embeddings do not stream).
-        lookup_budget_ms: Time the cache lookup may take before the request goes on as a miss.
+        lookup_budget_ms: Time the cache lookup may take before the request goes on as a miss, while
+            the cache answers quickly or not at all.
+        lookup_budget_max_ms: The ceiling of that time while the cache answers but slowly (a busy
+            host): the budget follows twice the 95th percentile of the recent lookups' reply times
+            between `lookup_budget_ms` (or `semantic_lookup_budget_ms`) and this, so a loaded host
+            keeps serving hits instead of turning them into node calls. Set it to `lookup_budget_ms`
+            for a fixed budget; left at its default under a larger `lookup_budget_ms`, it follows
+            that budget (fixed). Docs: docs/router.md, "The lookup budget".
         semantic_lookup_budget_ms: The same for a request the semantic tier may answer (temperature
             0 or CACHE_MODE_SEMANTIC): its lookup first embeds the prompt on a node (90-190 ms on a
             real CPU Ollama), which the exact-tier budget could never fit.
@@ -275,6 +282,7 @@ class RouterConfig(ServiceConfig):
     embed_timeout_s: float = Field(default=120.0, gt=0)
     lookup_budget_ms: float = Field(default=15.0, gt=0)
     semantic_lookup_budget_ms: float = Field(default=250.0, gt=0)
+    lookup_budget_max_ms: float = Field(default=250.0, gt=0)
     lookup_calls: int = Field(default=2, ge=1)
     lookup_batch_max: int = Field(default=1, ge=1)
     unary_node_stream: bool = True
@@ -305,3 +313,23 @@ class RouterConfig(ServiceConfig):
     reporter: str = ""
     model_admin_parallel: int = Field(default=4, ge=1)
     model_pull_read_timeout_s: float = Field(default=300.0, gt=0)
+
+    @property
+    def lookup_budget_ceiling_ms(self) -> float:
+        """`lookup_budget_max_ms`, or `lookup_budget_ms` when that is larger and no ceiling was given
+        (a budget raised above the default ceiling stays fixed)."""
+        if "lookup_budget_max_ms" in self.model_fields_set:
+            return self.lookup_budget_max_ms
+        return max(self.lookup_budget_max_ms, self.lookup_budget_ms)
+
+    @model_validator(mode="after")
+    def _budget_ceiling(self) -> RouterConfig:
+        if (
+            "lookup_budget_max_ms" in self.model_fields_set
+            and self.lookup_budget_max_ms < self.lookup_budget_ms
+        ):
+            raise ValueError(
+                f"lookup_budget_max_ms ({self.lookup_budget_max_ms:g}) is below lookup_budget_ms "
+                f"({self.lookup_budget_ms:g}): the ceiling of the lookup budget cannot be under the budget"
+            )
+        return self

@@ -106,6 +106,7 @@ async def start_router(cfg: RouterConfig, observer: Observer | None = None) -> R
             cfg.store_queue_size,
             lookup_calls=cfg.lookup_calls,
             lookup_batch_max=cfg.lookup_batch_max,
+            lookup_budget_max_ms=cfg.lookup_budget_ceiling_ms,
         )
     core = RouterCore(cfg, board=board, transport=transport, cache=cache, observer=observer)
     near = cfg.near_cache

@@ -242,3 +242,65 @@ async def test_a_failed_mget_fails_every_get_of_it(tenant: str) -> None:
         assert all(isinstance(r, redis_exceptions.ConnectionError) for r in results), results
     finally:
         await store_.close()
+
+
+class _Slow(_Gated):
+    """The real servicer, each Lookup answered `delay_s` late (a cache on a busy host)."""
+
+    def __init__(self, inner: CacheServicer, delay_s: float) -> None:
+        super().__init__(inner)
+        self._delay_s = delay_s
+
+    async def Lookup(self, request: pb.LookupRequest, context: grpc.aio.ServicerContext) -> pb.LookupResponse:
+        # NOTE: the delay is the behaviour under test (a slow cache), not a wait for an event.
+        await asyncio.sleep(self._delay_s)
+        return await super().Lookup(request, context)
+
+
+async def test_a_cache_that_answers_slower_than_the_budget_gets_a_longer_one_and_its_hits_are_served(
+    tenant: str, cache: RunningCache
+) -> None:
+    delay_s, base_ms = 0.03, 5.0
+    servicer = _Slow(CacheServicer(cache.engine), delay_s)  # type: ignore[abstract]
+    server, address = await _serve(servicer)
+    spec = gen("an answer held by a slow cache", temperature=0.7)
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            await cache_service_pb2_grpc.CacheServiceStub(channel).Store(
+                store(tenant, spec, b"held", policy=POLICY)
+            )
+            # NOTE: 32 call slots, so every lookup of a round is sent (with 2, most would give up
+            # waiting for a slot and teach the budget only that they waited 5 ms). The ceiling bounds
+            # a call: on a loaded host a lookup whose Redis GET times out joins a single flight whose
+            # leader never stores, and waits for it until the call's deadline.
+            client = CacheClient(
+                channel,
+                lookup_budget_ms=base_ms,
+                queue_size=100,
+                lookup_calls=32,
+                lookup_budget_max_ms=2_000,
+            )
+            first = await client.lookup(tenant, spec, POLICY)
+            assert first.outcome == c.CACHE_OUTCOME_DEGRADED, "a 30 ms reply is past a 5 ms budget"
+            # NOTE: the calls outlive the budget (up to the ceiling), so the client learns how long
+            # the cache takes even while it gives up on every answer. Each round waits for the calls
+            # before it to return, so the next round's lookups all find a free call slot.
+            for _ in range(4):
+                await wait_for(
+                    lambda: client.lookup_calls_in_flight() == 0, 10, 0.01, what="the lookup calls returned"
+                )
+                await asyncio.gather(*(client.lookup(tenant, spec, POLICY) for _ in range(32)))
+            await wait_for(
+                lambda: client.lookup_budgets()[base_ms / 1000] >= 2 * delay_s,
+                10,
+                0.01,
+                what="the budget following the cache's 30 ms replies",
+            )
+            later = [await client.lookup(tenant, spec, POLICY) for _ in range(10)]
+            assert any(r.outcome == c.CACHE_OUTCOME_EXACT_HIT for r in later), [r.outcome for r in later]
+            fixed = CacheClient(channel, lookup_budget_ms=base_ms, queue_size=100, lookup_calls=32)
+            for _ in range(3):
+                await asyncio.gather(*(fixed.lookup(tenant, spec, POLICY) for _ in range(32)))
+            assert fixed.lookup_budgets() == {base_ms / 1000: base_ms / 1000}, "without a ceiling it is fixed"
+    finally:
+        await server.stop(None)
