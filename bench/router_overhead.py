@@ -12,13 +12,16 @@ Hit rows: HIT_CHATS (96) chats, each sent until its answer is stored and then re
 the clients cycling through them, so the exact tier answers every measured request and the requests
 in flight together differ (one chat repeated by 32 clients at once is mostly answered by the
 router's coalescing instead, without a lookup). `router_exact_hit` (gRPC `Chat`) and
-`router_exact_hit_http` (`POST /api/chat`) go through the router with the cache; `floor_hit_http` is
+`router_exact_hit_http` (`POST /api/chat`) go through the router with the cache; `router_near_hit`
+and `_http` through a router whose near cache is on (it subscribes to the cache's Redis and keeps
+the exact hits it was given in process, so after the first round the cache is not asked);
+`floor_hit_http` is
 bench/floor_hit.py, an aiohttp handler doing one Redis GET of a prepared answer (the cheapest server
 that can answer an exact hit); `litellm_exact_hit` is LiteLLM's proxy with its Redis cache answering
 the same chats on `/v1/chat/completions` (skipped, with the reason in the table, when
 bench/litellm/install.sh has not installed it or it does not start). All of them use the same Redis,
 which requires a password as in the deployments (the cache reads it from `password_file`). Every hit
-row counts what answered: `X-Corral-Cache` / `RoutingInfo.cache_outcome` for the router,
+row counts what answered: `X-Corral-Cache` / `RoutingInfo.cache_outcome` (and `near_cache`) for the router,
 `x-litellm-cache-key` (sent on LiteLLM's cache hits only) for LiteLLM, the status for the floor, and
 for all of them the chat calls the simulated node received during the measured phase.
 
@@ -71,7 +74,8 @@ CACHE_VARIANTS: tuple[tuple[str, dict[str, str]], ...] = (
 )
 HTTP_ROWS = ("router_no_cache", "router_cache_miss")
 # NOTE: the exact-hit rows (module docstring); the router's run with its and the cache's defaults.
-HIT_ROWS = ("router_exact_hit", "router_exact_hit_http", "floor_hit_http", "litellm_exact_hit")
+NEAR_ROWS = ("router_near_hit", "router_near_hit_http")
+HIT_ROWS = ("router_exact_hit", "router_exact_hit_http", *NEAR_ROWS, "floor_hit_http", "litellm_exact_hit")
 SCENARIOS = (
     "direct",
     "grpc_floor",
@@ -189,7 +193,10 @@ async def _grpc_load(
             reply = await stub.Chat(chat, timeout=30)
             latencies.append((time.perf_counter() - started) * 1000)
             label = name(reply.routing.cache_outcome).removeprefix("CACHE_OUTCOME_")
-            counts[label.lower().replace("_", "-")] += 1
+            near = (
+                reply.routing.near_cache and reply.routing.cache_outcome == common_pb2.CACHE_OUTCOME_EXACT_HIT
+            )
+            counts["near-hit" if near else label.lower().replace("_", "-")] += 1
 
     if outcomes is None:
         await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -597,6 +604,8 @@ async def _run_once(
                         rows.update(await stack.router_rows(name, extra, wanted))
                     if "router_exact_hit" in hit_rows or "router_exact_hit_http" in hit_rows:
                         rows.update(await stack.router_hit_rows(wanted))
+                    if any(name in hit_rows for name in NEAR_ROWS):
+                        rows.update(await stack.router_hit_rows(wanted, near=True))
                     if "floor_hit_http" in hit_rows:
                         rows["floor_hit_http"] = await stack.floor_hit_rows()
                     if "litellm_exact_hit" in hit_rows:
@@ -734,12 +743,17 @@ class _Stack:
         await router.kill()
         return rows
 
-    async def router_hit_rows(self, wanted: list[str]) -> dict[str, list[dict[str, Any]]]:
+    async def router_hit_rows(self, wanted: list[str], near: bool = False) -> dict[str, list[dict[str, Any]]]:
         """The repeated chats through a router with the defaults (smoke runs: a lookup budget of
-        `--hit-lookup-budget-ms`, so a busy machine's slow lookups do not turn the hits into misses)."""
+        `--hit-lookup-budget-ms`, so a busy machine's slow lookups do not turn the hits into misses);
+        `near`: with its near cache on, over the cache's Redis."""
         budget = self.args.hit_lookup_budget_ms
         extra = {"CORRAL_ROUTER__LOOKUP_BUDGET_MS": str(budget)} if budget else {}
-        return await self.router_rows("router_exact_hit", extra, wanted, hits=True)
+        if near:
+            extra["CORRAL_ROUTER__NEAR_CACHE__REDIS_URL"] = self.redis_url
+            extra["CORRAL_ROUTER__NEAR_CACHE__REDIS_PASSWORD_FILE"] = str(self.password_file)
+        name = "router_near_hit" if near else "router_exact_hit"
+        return await self.router_rows(name, extra, wanted, hits=True)
 
     async def floor_hit_rows(self) -> list[dict[str, Any]]:
         """bench/floor_hit.py over the same Redis, its values the node's own answers to the chats."""
@@ -866,7 +880,7 @@ def _ratios(summary: dict[str, Any]) -> list[str]:
             f"- exact hit over HTTP, c32 throughput: {hit_http['rps'] / litellm['rps']:.2f}x "
             "LiteLLM's cached answer"
         )
-    for name in ("router_exact_hit", "router_exact_hit_http", "router_cache_miss"):
+    for name in ("router_exact_hit", "router_exact_hit_http", *NEAR_ROWS, "router_cache_miss"):
         row = pick(name)
         if row and grpc_floor and server_cpu(grpc_floor) > 0:
             ratio = server_cpu(row) / server_cpu(grpc_floor)
@@ -897,15 +911,14 @@ def _markdown(
         "CPU is summed over every process of the row (load generator, node, router, and cache, health,",
         "Redis, PostgreSQL where present). `exact hits` is the share of measured answers the row's exact",
         "tier gave (`X-Corral-Cache`/`RoutingInfo`, LiteLLM's `x-litellm-cache-key`, the floor's status)",
-        "and the chat calls the node received meanwhile.",
+        "and the chat calls the node received meanwhile; `near` the share the router's near cache answered.",
         f"Load average (1, 5, 15 min) at the start: {', '.join(f'{v:.2f}' for v in load_start)}.",
-        *(
-            [
-                f"The hit rows' router ran with `lookup_budget_ms: {args.hit_lookup_budget_ms:g}` "
-                "(not the default)."
-            ]
+        (
+            f"The hit rows' router ran with `lookup_budget_ms: {args.hit_lookup_budget_ms:g}` "
+            "(not the default)."
             if args.hit_lookup_budget_ms
-            else []
+            else "Every router ran with its default lookup budget: `lookup_budget_ms` 15, following the "
+            'cache\'s reply times up to `lookup_budget_max_ms` 250 (docs/router.md, "The lookup budget").'
         ),
         "Reproduce: `PYTHONPATH=.:gen/python .venv/bin/python bench/router_overhead.py --repeat 3`.",
         "",
@@ -922,6 +935,8 @@ def _markdown(
             degraded = f"{counts['degraded_lookups'] / r['requests']:.0%}" if counts else "–"
             hits = r.get("hits")
             hit_cell = f"{hits['hit_fraction']:.0%} ({hits['node_chat_calls']})" if hits else "–"
+            if hits and "near-hit" in hits["outcomes"]:
+                hit_cell += f", {hits['outcomes']['near-hit'] / r['requests']:.0%} near"
             added = f"{r['added_p50_ms']:.2f}" if "added_p50_ms" in r else "–"
             store_cpu = cpu.get("cache", 0) + cpu.get("redis", 0)
             lines.append(

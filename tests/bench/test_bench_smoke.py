@@ -69,7 +69,8 @@ async def test_router_overhead_rows_run_and_are_tabulated(tmp_path: Path) -> Non
     assert proc.returncode == 0, out.decode()[-4000:]
     doc = json.loads((tmp_path / "router_overhead.json").read_text())
     summary = doc["summary"]
-    hit_rows = {"router_exact_hit", "router_exact_hit_http", "floor_hit_http"}
+    near_rows = {"router_near_hit", "router_near_hit_http"}
+    hit_rows = {"router_exact_hit", "router_exact_hit_http", *near_rows, "floor_hit_http"}
     assert set(summary) == {"direct", "grpc_floor", "router_no_cache", "router_no_cache_http", *hit_rows}
     assert doc["skipped"] == {"litellm_exact_hit": "disabled (--no-litellm)"}
     for name, levels in summary.items():
@@ -94,8 +95,13 @@ async def test_router_overhead_rows_run_and_are_tabulated(tmp_path: Path) -> Non
                 # NOTE: a busy machine may still let a lookup outlive the smoke run's 1 s budget. A hit
                 # is `exact-hit` or any later exact-tier outcome (bench/router_overhead.py, is_hit).
                 assert hits["hit_fraction"] >= 0.5, (name, level, hits)
+            if name in near_rows:
+                assert hits["outcomes"].get("near-hit", 0) > 0, (name, level, hits)
+            else:
+                assert "near-hit" not in hits["outcomes"], (name, level, hits)
     table = (tmp_path / "router_overhead.md").read_text()
     assert "| router_no_cache_http | 32 |" in table
     assert "| router_exact_hit_http | 32 |" in table and "| floor_hit_http | 32 | " in table
+    assert "| router_near_hit_http | 32 |" in table and "% near |" in table
     assert "| litellm_exact_hit | – | not run: disabled (--no-litellm) |" in table
     assert "x the floor row" in table
