@@ -161,6 +161,13 @@ _WAY_TO = re.compile(
 _NOT_ANYMORE = re.compile(r"\bnot\s+((?:\w+\s+){0,3}?\w+)\s+(?:anymore|any more|any longer)\b", re.I)
 _PARTICLES = frozenset("on up out off down in over away during at for with from by".split())
 _BE = frozenset("be is are was were been being".split())
+# NOTE: what may follow a particle that ends its clause ("switch it off *after* a fault"), and how far
+# back its verb may be ("switch *the Helio S4 back* on": five words between them).
+_AFTER_SPLIT_PARTICLE = _PARTICLES | frozenset(
+    "after before when whenever while if again then and or so because until unless first now later "
+    "safely remotely automatically properly correctly completely manually".split()
+)
+_PARTICLE_REACH = 7
 # NOTE: "the ancient Egyptians", "cat owners", "chameleons": longer subjects are rare in questions.
 _MAX_SUBJECT = 3
 _IRREGULAR_PARTICIPLES = frozenset(
@@ -187,6 +194,26 @@ def _after_subject(words: list[str], at: int) -> bool:
         # NOTE: a question ending after two words may end on the object ("how do cats see *colours*").
         return at == head + 1
     return words[at + 1] in DETERMINERS or words[at + 1] in _PARTICLES
+
+
+def _separated_particles(
+    words: list[str], stems: list[str], verbs_at: list[int]
+) -> frozenset[tuple[str, str]]:
+    """(verb stem, particle) of a particle verb split by its object: "switch the Helio S4 *off*",
+    "turn the heating back *on* after a fault". The particle must end its clause (the last word, or
+    followed by a preposition or a clause word such as "after"), so a preposition with its own
+    object ("install Python *on* Ubuntu") is not read as one; its verb is the nearest word in a verb
+    slot at most _PARTICLE_REACH words before it."""
+    found: set[tuple[str, str]] = set()
+    for index, word in enumerate(words):
+        if not any(word in pair for pair in PARTICLE_PAIRS):
+            continue
+        if index + 1 < len(words) and words[index + 1] not in _AFTER_SPLIT_PARTICLE:
+            continue
+        verb = next((at for at in reversed(verbs_at) if index - _PARTICLE_REACH <= at < index - 1), None)
+        if verb is not None:
+            found.add((stems[verb], word))
+    return frozenset(found)
 
 
 def _passive(words: list[str], entities: set[str]) -> bool:
@@ -226,7 +253,8 @@ class Analysis:
         directions: (from, to) topic pairs around "to"/"into".
         sequence: Topic stems, numbers and role prepositions ("@from", "@to", "@than") in order.
         scalars: Scale words (superlatives, most/least, min/max), stemmed.
-        particles: (verb stem, particle) of particle verbs ("power on" → ("power", "on")).
+        particles: (verb stem, particle) of particle verbs ("power on" → ("power", "on")), also split
+            by their object ("switch the S4 off" → ("switch", "off")).
         verb_slots: Indexes into topic of the words in a verb slot ("how do I *move*").
         wh_do: The first wh-word and whether an auxiliary follows it ("who did X teach"), else None.
         topic_words: The words behind topic, in the same order.
@@ -375,7 +403,7 @@ def analyse(text: str) -> Analysis:
         (stems[index - 1], word)
         for index, word in enumerate(words)
         if index and any(word in pair for pair in PARTICLE_PAIRS)
-    )
+    ) | _separated_particles(words, stems, sorted(topic_at[slot] for slot in verb_slots))
     wh_do: tuple[str, bool] | None = None
     for index, word in enumerate(words):
         if word in WH_WORDS or word == "whom":

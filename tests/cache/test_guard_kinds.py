@@ -164,6 +164,36 @@ def test_an_opposite_action_is_refused(a: str, b: str) -> None:
 @pytest.mark.parametrize(
     ("a", "b"),
     [
+        (
+            "In what order do I switch the Helio S4 off after a fault?",
+            "In what order do I switch the Helio S4 back on after a fault?",
+        ),
+        ("How do I turn the office printer off at night?", "How do I turn the office printer on at night?"),
+        ("Should I log the shared kiosk account out?", "Should I log the shared kiosk account in?"),
+        ("How do I scale the worker deployment down?", "How do I scale the worker deployment up?"),
+        ("Can you zoom the floor plan in?", "Can you zoom the floor plan out?"),
+    ],
+)
+def test_a_particle_verb_split_by_its_object_and_reversed_is_refused(a: str, b: str) -> None:
+    assert_refused(a, b, "antonym")
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("How do I install Python on Ubuntu?", "How do I set up Python on Ubuntu?"),
+        ("How do I turn the heating on?", "How do I switch on the heating?"),
+        ("Can I leave the space heater on overnight?", "Is it safe to leave the space heater on overnight?"),
+        ("How do I switch the router off safely?", "What is the safe way to turn off the router?"),
+    ],
+)
+def test_a_preposition_with_its_object_or_the_same_split_particle_is_not_an_opposite(a: str, b: str) -> None:
+    assert_passes(a, b)
+
+
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
         ("Why does the build pass on CI?", "Why does the build not pass on CI?"),
         ("Which tables have a primary key?", "Which tables have no primary key?"),
         ("Which employees completed the training?", "Which employees never completed the training?"),
