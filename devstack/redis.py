@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from urllib.parse import quote
@@ -73,6 +74,8 @@ class RedisServer:
         maxmemory: Redis `maxmemory` (e.g. "256mb").
         maxmemory_policy: Redis eviction policy.
         password: Require this password from every client (`requirepass`); None for none. `url` carries it.
+        users: More ACL users, name → (password, rules), e.g. a subscribe-only user:
+            {"corral-events": ("secret", "resetchannels &corral:cache:events -@all +subscribe")}.
     """
 
     def __init__(
@@ -82,6 +85,7 @@ class RedisServer:
         maxmemory: str = config.DEFAULT_REDIS_MAXMEMORY,
         maxmemory_policy: str = "allkeys-lru",
         password: str | None = None,
+        users: Mapping[str, tuple[str, str]] | None = None,
     ) -> None:
         self.port = check_port(port, "port")
         self._auto_port = port == 0
@@ -89,6 +93,7 @@ class RedisServer:
         self.maxmemory = maxmemory
         self.maxmemory_policy = maxmemory_policy
         self.password = password or None
+        self.users = dict(users or {})
         self.pid: int | None = None
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -165,6 +170,9 @@ class RedisServer:
         ]
         if self.password:
             lines.append(f"requirepass {_quote(self.password)}")
+        for name, (password, rules) in self.users.items():
+            quoted = " ".join(_quote(rule) for rule in rules.split())
+            lines.append(f"user {_quote(name)} on {_quote('>' + password)} {quoted}")
         conf.write_text("\n".join(lines) + "\n")
         return conf
 

@@ -26,11 +26,18 @@ KUBERNETES_DIR = ROOT / "deploy" / "kubernetes" / "overlays" / "example" / "secr
 KEYS_FILE = "api-keys.yaml"
 SERVICE_KEY_FILE = "service-key"
 REDIS_PASSWORD_FILE = "redis-password"
+# NOTE: the routers' near caches: Redis's subscribe-only user (services/cache/exact_store.py, EVENTS_USER).
+REDIS_EVENTS_PASSWORD_FILE = "redis-events-password"
 POSTGRES_PASSWORD_FILE = "postgres-password"
 GRAFANA_PASSWORD_FILE = "grafana-admin-password"
 # Which password files each example reads (docker-compose.yml's `secrets`, the overlay's secretGenerator).
-COMPOSE_PASSWORDS = (REDIS_PASSWORD_FILE, POSTGRES_PASSWORD_FILE, GRAFANA_PASSWORD_FILE)
-KUBERNETES_PASSWORDS = (REDIS_PASSWORD_FILE, POSTGRES_PASSWORD_FILE)
+COMPOSE_PASSWORDS = (
+    REDIS_PASSWORD_FILE,
+    REDIS_EVENTS_PASSWORD_FILE,
+    POSTGRES_PASSWORD_FILE,
+    GRAFANA_PASSWORD_FILE,
+)
+KUBERNETES_PASSWORDS = (REDIS_PASSWORD_FILE, REDIS_EVENTS_PASSWORD_FILE, POSTGRES_PASSWORD_FILE)
 # NOTE: the services run as uid 10001 in the image, not as the host user who owns a bind mount, so the
 # files must be readable by others; keep the folder itself private to the host's trusted users.
 FILE_MODE = 0o644

@@ -15,6 +15,7 @@ from devstack import migrate
 from devstack.config import make_temp_state_dir
 from devstack.postgres import PostgresServer
 from devstack.redis import RedisServer
+from services.cache.exact_store import EVENTS_ACL, EVENTS_USER
 
 # NOTE: the simulator-node factory is shared by the sim and prewarm suites.
 pytest_plugins = ["tests.helpers.simnodes"]
@@ -32,9 +33,13 @@ def stack_state_dir() -> Iterator[Path]:
 def redis_server(stack_state_dir: Path) -> Iterator[RedisServer]:
     """A Redis on a free port, shared by the session: do not stop it (start your own instead).
 
-    It requires a password, as the deployments' Redis does: `url` carries it, `password` is it.
+    It requires a password, as the deployments' Redis does: `url` carries it, `password` is it. As
+    there, it also has the near caches' subscribe-only user (tests/helpers/stores.py, `events_url`).
     """
-    with RedisServer(port=0, state_dir=stack_state_dir, password=secrets.token_urlsafe(24)) as server:
+    users = {EVENTS_USER: (secrets.token_urlsafe(24), EVENTS_ACL)}
+    with RedisServer(
+        port=0, state_dir=stack_state_dir, password=secrets.token_urlsafe(24), users=users
+    ) as server:
         yield server
 
 

@@ -22,6 +22,11 @@ PENDING_SET = "cxp-queue"
 # (services/router/near_cache.py): one JSON message {"tenant", "model", "key"} per store (all three
 # set) and per invalidation (null selects every tenant, model or key).
 EVENTS_CHANNEL = "corral:cache:events"
+# NOTE: the Redis user the deployments give the routers' near caches (docker-compose.yml,
+# deploy/kubernetes/base/stores.yaml): it may subscribe to EVENTS_CHANNEL and nothing else, so a
+# router holds no password that reads, writes or publishes cached answers.
+EVENTS_USER = "corral-events"
+EVENTS_ACL = f"resetchannels &{EVENTS_CHANNEL} -@all +subscribe +unsubscribe +ping"
 _SCAN_COUNT = 1000
 _UNLINK_BATCH = 500
 

@@ -215,6 +215,7 @@ def test_kubernetes_example_overlay_generates_the_secrets() -> None:
         "corral-api-keys": "api-keys.yaml",
         "corral-service-key": "service-key",
         "corral-redis": "password",
+        "corral-redis-events": "password",
         "corral-postgres": "password",
     }
     assert set(generated) == set(wanted)

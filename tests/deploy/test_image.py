@@ -17,12 +17,15 @@ from typing import Any
 import grpc
 import psycopg
 import pytest
+import redis
 import yaml
 from corral.v1 import router_service_pb2, router_service_pb2_grpc
 
 from devstack.redis import RedisServer
 from scripts.make_compose_keys import make_compose_keys, write_passwords
+from services.cache.exact_store import EVENTS_CHANNEL, EVENTS_USER
 from tests.deploy.conftest import IMAGE_VENV, ImageEnv
+from tests.helpers.polling import wait_for
 from tests.helpers.procs import ROOT, free_port
 
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))["services"]
@@ -209,20 +212,27 @@ async def test_compose_services_start_serve_and_stop_from_the_image_env(
     write_passwords(secrets)
     assert redis_server.password is not None
     (secrets / "redis-password").write_text(redis_server.password, encoding="utf-8")
+    # NOTE: the router's near cache signs in as the session Redis's subscribe-only user, as in compose.
+    (secrets / "redis-events-password").write_text(redis_server.users[EVENTS_USER][0], encoding="utf-8")
     mounted = {
         "CORRAL_AUTH__KEYS_FILE": keys.keys_file,
         "CORRAL_AUTH__SERVICE_KEY_FILE": keys.service_key_file,
         "CORRAL_REDIS__PASSWORD_FILE": secrets / "redis-password",
         "CORRAL_POSTGRES__PASSWORD_FILE": secrets / "postgres-password",
+        "CORRAL_ROUTER__NEAR_CACHE__REDIS_PASSWORD_FILE": secrets / "redis-events-password",
     }
     for env in envs.values():
         for name, path in mounted.items():
             if name in env:
                 assert env[name] == f"{_COMPOSE_SECRETS}/{path.name}", name
                 env[name] = str(path)
-    assert set(mounted) <= set(envs["cache"])
+    assert {k for k in mounted if not k.startswith("CORRAL_ROUTER__")} <= set(envs["cache"])
+    assert "CORRAL_ROUTER__NEAR_CACHE__REDIS_PASSWORD_FILE" in envs["router"]
     # NOTE: the session's PostgreSQL trusts loopback connections, so the password file is sent and ignored.
     envs["cache"] |= {"CORRAL_REDIS__URL": f"redis://127.0.0.1:{redis_server.port}/0"}
+    near_url = f"redis://{EVENTS_USER}@127.0.0.1:{redis_server.port}/0"
+    assert envs["router"]["CORRAL_ROUTER__NEAR_CACHE__REDIS_URL"] == f"redis://{EVENTS_USER}@redis:6379/0"
+    envs["router"] |= {"CORRAL_ROUTER__NEAR_CACHE__REDIS_URL": near_url}
     envs["cache"] |= {"CORRAL_POSTGRES__DSN": fresh_database}
     assert envs["health"]["CORRAL_POSTGRES__PASSWORD_FILE"] == str(secrets / "postgres-password")
     envs["health"] |= {"CORRAL_POSTGRES__DSN": fresh_database}
@@ -241,6 +251,7 @@ async def test_compose_services_start_serve_and_stop_from_the_image_env(
     for name in envs:
         envs[name] |= env
 
+    subscribers_before = _event_subscribers(redis_server)
     sim_args = _command("sim-1", {"0.0.0.0": "127.0.0.1", "11434": str(ports["sim-1"])})
     sim = Container(image_env, "sim-1", sim_args, {})
     containers.append(sim)
@@ -254,12 +265,27 @@ async def test_compose_services_start_serve_and_stop_from_the_image_env(
         code, out = await _healthcheck(image_env, name, ports[name])
         assert code == 0 and "SERVING" in out, out
     await _check_router_requires_a_key(ports["router"], keys.tenant_key)
+    await wait_for(
+        lambda: _event_subscribers(redis_server) > subscribers_before,
+        timeout_s=30,
+        what="the router's near cache subscribed as the compose Redis user",
+    )
     for container in reversed(containers):
         name = container.name
         assert await container.stop() == 0, f"{name}:\n{''.join(container.output[-30:])}"
         if name in _COMPOSE_PORTS:
             code, out = await _healthcheck(image_env, name, ports[name])
             assert code == 1 and "UNAVAILABLE" in out, out
+
+
+def _event_subscribers(server: RedisServer) -> int:
+    """How many clients listen on the cache's event channel (the routers' near caches)."""
+    client = redis.Redis(host="127.0.0.1", port=server.port, password=server.password)
+    try:
+        counts = client.pubsub_numsub(EVENTS_CHANNEL)
+    finally:
+        client.close()
+    return int(counts[0][1])
 
 
 async def _check_router_requires_a_key(port: int, tenant_key: str) -> None:

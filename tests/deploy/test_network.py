@@ -27,7 +27,7 @@ EXPECTED: dict[tuple[str, int], set[str]] = {
     ("cache", 50052): {"router", "prewarm"},
     ("health", 50053): {"router", "prewarm"},
     ("ollama", 11434): {"router", "cache", "health", "prewarm", "ollama-pull"},
-    ("redis", 6379): {"cache"},
+    ("redis", 6379): {"cache", "router"},
     ("postgres", 5432): {"cache", "health", "prewarm"},
     ("router", 9101): {PROMETHEUS},
     ("cache", 9102): {PROMETHEUS},

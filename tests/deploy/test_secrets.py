@@ -3,16 +3,23 @@ client of a store gets its password from the same place as the store."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
+import re
 import subprocess
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
+import redis.exceptions as redis_exceptions
 import yaml
 
+from devstack.redis import find_redis_server
 from scripts.make_compose_keys import COMPOSE_PASSWORDS, KUBERNETES_PASSWORDS, main
+from services.cache.exact_store import EVENTS_ACL, EVENTS_CHANNEL, EVENTS_USER
 from services.common.auth import AuthConfig, AuthSetupError, build_authenticator, service_key
 from services.common.settings import PostgresConfig, RedisConfig, SecretError
 from tests.deploy.render import (
@@ -25,7 +32,8 @@ from tests.deploy.render import (
     kustomize,
     pod_templates,
 )
-from tests.helpers.procs import ROOT
+from tests.helpers.polling import wait_for
+from tests.helpers.procs import ROOT, free_port
 
 OVERLAY_SECRETS = ROOT / "deploy" / "kubernetes" / EXAMPLE_OVERLAY / "secrets"
 COMPOSE_SECRETS = ROOT / "deploy" / "compose" / "secrets"
@@ -34,13 +42,22 @@ OVERLAY_FILES = {
     "api-keys.yaml": ("corral-api-keys", "api-keys.yaml"),
     "service-key": ("corral-service-key", "service-key"),
     "redis-password": ("corral-redis", "password"),
+    "redis-events-password": ("corral-redis-events", "password"),
     "postgres-password": ("corral-postgres", "password"),
 }
-# Store -> the pods that may hold its password: the store and its only client.
+# Store -> the pods that may hold its password: the store and its clients. The router holds only the
+# password of Redis's subscribe-only user (its near cache), never one that reads or writes answers.
 STORE_SECRETS = {
     "corral-redis": {"redis", "cache"},
+    "corral-redis-events": {"redis", "router"},
     "corral-postgres": {"postgres", "cache", "health", "prewarm"},
 }
+
+
+def _shell_rules() -> str:
+    """EVENTS_ACL as the deployments' shell commands write it: a channel pattern quoted (`&` is a shell
+    operator)."""
+    return " ".join(f'"{rule}"' if rule.startswith("&") else rule for rule in EVENTS_ACL.split())
 
 
 def _git(*args: str) -> subprocess.CompletedProcess[str]:
@@ -172,7 +189,9 @@ def test_only_the_stores_the_cache_health_and_prewarm_get_the_store_passwords(
         pod = template["metadata"]["labels"]["app.kubernetes.io/name"]
         text = yaml.safe_dump(template["spec"])
         for secret in STORE_SECRETS:
-            if f"{secret}-" in text:
+            # NOTE: a generated Secret's name is the name and a hash suffix; corral-redis-events is
+            # not corral-redis.
+            if re.search(rf"\b{secret}-[a-z0-9]{{10}}\b", text):
                 seen[secret].add(pod)
     assert seen == STORE_SECRETS
     # The cache reads both as files, never from an environment variable or the DSN.
@@ -183,11 +202,18 @@ def test_only_the_stores_the_cache_health_and_prewarm_get_the_store_passwords(
     assert env["CORRAL_POSTGRES__PASSWORD_FILE"] == "/etc/corral-secrets/postgres-password"
     assert "CORRAL_POSTGRES__DSN" not in env
     router = deployments["router"]["spec"]["template"]["spec"]["containers"][0]
-    assert not [e for e in router["env"] if "POSTGRES" in e["name"] or "REDIS" in e["name"]]
+    router_env = {e["name"]: e.get("value") for e in router["env"]}
+    assert not [n for n in router_env if n.startswith(("CORRAL_REDIS__", "CORRAL_POSTGRES__"))]
+    assert router_env["CORRAL_ROUTER__NEAR_CACHE__REDIS_URL"] == f"redis://{EVENTS_USER}@redis:6379/0"
+    assert (
+        router_env["CORRAL_ROUTER__NEAR_CACHE__REDIS_PASSWORD_FILE"]
+        == "/etc/corral-secrets/redis-events-password"
+    )
     # Redis cannot start without a password: requirepass from the mounted Secret, probes with it.
     redis = deployments["redis"]["spec"]["template"]["spec"]["containers"][0]
     assert '--requirepass "$password"' in redis["args"][0]
     assert 'password="$(cat /etc/redis-secret/password)"' in redis["args"][0]
+    assert f'--user {EVENTS_USER} on ">$events" {_shell_rules()}' in redis["args"][0]
     assert "REDISCLI_AUTH" in " ".join(redis["readinessProbe"]["exec"]["command"])
     postgres = by_kind(rendered, "StatefulSet")["postgres"]["spec"]["template"]["spec"]["containers"][0]
     pg_env = {e["name"]: e for e in postgres["env"]}
@@ -200,7 +226,7 @@ def test_compose_stores_take_their_passwords_from_the_secrets_folder() -> None:
     services = config["services"]
     for name in COMPOSE_PASSWORDS:
         assert Path(config["secrets"][name]["file"]) == COMPOSE_SECRETS / name
-    assert [s["source"] for s in services["redis"]["secrets"]] == ["redis-password"]
+    assert [s["source"] for s in services["redis"]["secrets"]] == ["redis-password", "redis-events-password"]
     assert [s["source"] for s in services["postgres"]["secrets"]] == ["postgres-password"]
     assert services["postgres"]["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres-password"
     assert "POSTGRES_PASSWORD" not in services["postgres"]["environment"]
@@ -221,27 +247,97 @@ def test_compose_stores_take_their_passwords_from_the_secrets_folder() -> None:
     assert not [k for k in prewarm if k.startswith("CORRAL_REDIS__")]
     router = services["router"]["environment"]
     assert not [k for k in router if k.startswith(("CORRAL_REDIS__", "CORRAL_POSTGRES__"))]
+    assert router["CORRAL_ROUTER__NEAR_CACHE__REDIS_URL"] == f"redis://{EVENTS_USER}@redis:6379/0"
+    assert (
+        router["CORRAL_ROUTER__NEAR_CACHE__REDIS_PASSWORD_FILE"]
+        == "/etc/corral/secrets/redis-events-password"
+    )
 
 
-def test_compose_redis_refuses_to_start_without_its_password(tmp_path: Path) -> None:
+def _compose_redis_script(tmp_path: Path) -> tuple[str, Path, Path]:
+    """Compose's Redis command as a shell script reading its two secrets from `tmp_path`."""
     command = compose_config()["services"]["redis"]["command"]
     assert command[:2] == ["/bin/sh", "-c"]
-    secret = tmp_path / "redis-password"
+    secret, events = tmp_path / "redis-password", tmp_path / "redis-events-password"
     script = compose_shell(command[2]).replace("/run/secrets/redis-password", str(secret))
-    # A stand-in for the image's entrypoint: prints the command it would start.
+    return script.replace("/run/secrets/redis-events-password", str(events)), secret, events
+
+
+def _entrypoint(tmp_path: Path, body: str) -> dict[str, str]:
+    """A stand-in for the image's entrypoint, first on PATH; `body` runs with the command's arguments."""
     bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
+    bin_dir.mkdir(exist_ok=True)
     entrypoint = bin_dir / "docker-entrypoint.sh"
-    entrypoint.write_text('#!/bin/sh\nprintf "%s\\n" "$@"\n', encoding="utf-8")
+    entrypoint.write_text(f"#!/bin/sh\n{body}\n", encoding="utf-8")
     entrypoint.chmod(0o755)
-    env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    return {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+
+
+def test_compose_redis_refuses_to_start_without_its_passwords(tmp_path: Path) -> None:
+    script, secret, events = _compose_redis_script(tmp_path)
+    env = _entrypoint(tmp_path, 'printf "%s\\n" "$@"')
+    events.write_text("ev3nts-pw\n", encoding="utf-8")
     for content in (None, ""):
         if content is not None:
             secret.write_text(content, encoding="utf-8")
         done = subprocess.run(["/bin/sh", "-c", script], env=env, capture_output=True, text=True, check=False)
-        assert done.returncode == 1 and "make compose-keys" in done.stderr, done
+        assert done.returncode == 1 and "redis-password is missing" in done.stderr, done
+        assert "make compose-keys" in done.stderr
     secret.write_text("s3cret-pw\n", encoding="utf-8")
+    for content in (None, ""):
+        events.unlink(missing_ok=True)
+        if content is not None:
+            events.write_text(content, encoding="utf-8")
+        done = subprocess.run(["/bin/sh", "-c", script], env=env, capture_output=True, text=True, check=False)
+        assert done.returncode == 1 and "redis-events-password is missing" in done.stderr, done
+    events.write_text("ev3nts-pw\n", encoding="utf-8")
     done = subprocess.run(["/bin/sh", "-c", script], env=env, capture_output=True, text=True, check=False)
     assert done.returncode == 0, done.stderr
     args = done.stdout.splitlines()
     assert args[:3] == ["redis-server", "--requirepass", "s3cret-pw"]
+    user = args.index("--user")
+    assert args[user + 1 : user + 4] == [EVENTS_USER, "on", ">ev3nts-pw"]
+    assert args[user + 4 : user + 4 + len(EVENTS_ACL.split())] == EVENTS_ACL.split()
+
+
+async def test_compose_redis_command_gives_the_near_cache_user_only_the_event_channel(tmp_path: Path) -> None:
+    """Compose's Redis command line run by a real redis-server (the wheel's 6.2 here, 7.4 in compose)."""
+    script, secret, events = _compose_redis_script(tmp_path)
+    secret.write_text("s3cret-pw", encoding="utf-8")
+    events.write_text("ev3nts-pw", encoding="utf-8")
+    port = free_port()
+    server = find_redis_server()
+    env = _entrypoint(
+        tmp_path, f'shift; exec "{server}" "$@" --port {port} --bind 127.0.0.1 --dir "{tmp_path}"'
+    )
+    proc = await asyncio.create_subprocess_exec(
+        "/bin/sh", "-c", script, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL
+    )
+    admin = aioredis.Redis(host="127.0.0.1", port=port, password="s3cret-pw")
+    near = aioredis.Redis(host="127.0.0.1", port=port, username=EVENTS_USER, password="ev3nts-pw")
+    pubsub = near.pubsub()
+    try:
+        await wait_for(_answers(admin), timeout_s=20, what="the compose Redis command serving")
+        await pubsub.subscribe(EVENTS_CHANNEL)
+        assert (await pubsub.get_message(timeout=5) or {}).get("type") == "subscribe"
+        assert await admin.publish(EVENTS_CHANNEL, "event") == 1
+        with pytest.raises(redis_exceptions.NoPermissionError):
+            await near.get("cx:any")
+        with pytest.raises(redis_exceptions.NoPermissionError):
+            await near.publish(EVENTS_CHANNEL, "forged")
+    finally:
+        await pubsub.aclose()
+        await near.aclose()
+        await admin.aclose()
+        proc.terminate()
+        await proc.wait()
+
+
+def _answers(client: aioredis.Redis) -> Callable[[], Awaitable[bool]]:
+    async def ping() -> bool:
+        try:
+            return bool(await client.ping())
+        except redis_exceptions.ConnectionError:
+            return False
+
+    return ping

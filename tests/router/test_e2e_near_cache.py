@@ -22,6 +22,7 @@ from services.cache.exact_store import EVENTS_CHANNEL, redis_key
 from services.cache.keys import derive
 from tests.helpers.polling import wait_for
 from tests.helpers.procs import ServiceProcess, free_port, run_cli
+from tests.helpers.stores import events_url
 from tests.router.stack import MODEL, Stack, embedder_nodes_env, gen_request, redis_cache_env, start_stack
 from tests.security.helpers import SERVICE_KEY, TENANT_A_KEY, TENANT_B_KEY, bearer, keys_env
 
@@ -55,6 +56,7 @@ class Routers:
 
 
 def near_env(redis_url: str) -> dict[str, str]:
+    """A router with its near cache on `redis_url`: the subscribe-only user, as in the deployments."""
     return {
         "CORRAL_ROUTER__NEAR_CACHE__REDIS_URL": redis_url,
         "CORRAL_ROUTER__NEAR_CACHE__PING_INTERVAL_S": "0.5",
@@ -77,7 +79,7 @@ async def routers(redis_server: RedisServer, migrated_dsn: str) -> AsyncIterator
         node_count=2,
         cache_env=redis_cache_env(redis_server.url, migrated_dsn),
         cache_env_from_nodes=embedder_nodes_env,
-        router_env={**near_env(redis_server.url), "CORRAL_ROUTER__HTTP_PORT": str(http_port)},
+        router_env={**near_env(events_url(redis_server)), "CORRAL_ROUTER__HTTP_PORT": str(http_port)},
     )
     second: ServiceProcess | None = None
     channel: grpc.aio.Channel | None = None
@@ -95,7 +97,7 @@ async def routers(redis_server: RedisServer, migrated_dsn: str) -> AsyncIterator
                 "CORRAL_AUTH__ENABLED": "true",
                 "CORRAL_AUTH__KEYS": keys_env(),
                 "CORRAL_AUTH__SERVICE_KEY": SERVICE_KEY,
-                **near_env(redis_server.url),
+                **near_env(events_url(redis_server)),
             },
         )
         await second.start()
