@@ -46,6 +46,7 @@ class ServiceContext:
         auth: The API-key authenticator when `auth.enabled` (the router's HTTP API shares it).
         ready: Awaited once the server has started and before it reports SERVING (NOT_SERVING until
             then; a shutdown signal ends the wait), e.g. the cache warming its embedder.
+        reuse_port: The ports are shared with sibling processes (SO_REUSEPORT: the router's workers).
     """
 
     server: grpc.aio.Server
@@ -57,6 +58,7 @@ class ServiceContext:
     on_shutdown: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     auth: Authenticator | None = None
     ready: Callable[[], Awaitable[None]] | None = None
+    reuse_port: bool = False
 
 
 def build_server(
@@ -66,6 +68,7 @@ def build_server(
     domain: str,
     access_log: bool = True,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    reuse_port: bool = False,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """Builds a grpc.aio server with the shared interceptors, standard health and reflection.
 
@@ -75,6 +78,8 @@ def build_server(
         domain: The ErrorInfo domain, e.g. "router.corral".
         access_log: Write one access line per call.
         interceptors: Extra interceptors placed before the shared ones (e.g. tracing, auth).
+        reuse_port: Share the port with sibling processes (SO_REUSEPORT). Off by default, so a port
+            another process holds is an error rather than a port silently split between two servers.
 
     Returns:
         The server (not started), the bound port and the health servicer (every name NOT_SERVING).
@@ -82,7 +87,7 @@ def build_server(
     options = [
         ("grpc.max_receive_message_length", service_cfg.max_message_bytes),
         ("grpc.max_send_message_length", service_cfg.max_message_bytes),
-        ("grpc.so_reuseport", 0),
+        ("grpc.so_reuseport", 1 if reuse_port else 0),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
     ]
@@ -157,6 +162,7 @@ async def run_service(
     service_cfg: ServiceConfig,
     service_names: Sequence[str],
     setup: Callable[[ServiceContext], Awaitable[Cleanup]],
+    reuse_port: bool = False,
 ) -> None:
     """Runs one service until SIGTERM or SIGINT, then drains in-flight calls and returns.
 
@@ -166,6 +172,7 @@ async def run_service(
         service_cfg: This service's section.
         service_names: Full names of the gRPC services it serves.
         setup: Adds servicers and starts background work; returns the cleanup to run at shutdown.
+        reuse_port: Share the ports with sibling processes (the router's workers).
     """
     setup_logging(name, cfg.logging)
     setup_tracing(name, cfg.tracing)
@@ -177,10 +184,17 @@ async def run_service(
         domain=f"{name}.corral",
         access_log=cfg.logging.access_log,
         interceptors=auth_interceptors,
+        reuse_port=reuse_port,
     )
     await set_serving(health_servicer, service_names, False)
     ctx = ServiceContext(
-        server=server, cfg=cfg, service_cfg=service_cfg, health=health_servicer, port=port, auth=authenticator
+        server=server,
+        cfg=cfg,
+        service_cfg=service_cfg,
+        health=health_servicer,
+        port=port,
+        auth=authenticator,
+        reuse_port=reuse_port,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

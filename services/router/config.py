@@ -267,6 +267,9 @@ class RouterConfig(ServiceConfig):
         reporter: This router's name in outcome reports ("" picks router-<pid>).
         model_admin_parallel: Nodes a fleet-wide pull, delete or copy works on at once; the others wait.
         model_pull_read_timeout_s: A node's pull fails when it sends no progress line for this long.
+        workers: Router processes serving the same ports (SO_REUSEPORT; the kernel spreads connections
+            over them), each with its own streams to health and the cache: one host or pod can use
+            several cores. Worker i serves its metrics on `metrics_port` + i. docs/router.md, "Workers".
         admission: The bounded, tenant-fair queue of requests waiting for a free node slot.
         stall: Stall detection from each node's learned pace (below the fixed timeouts).
     """
@@ -313,6 +316,7 @@ class RouterConfig(ServiceConfig):
     reporter: str = ""
     model_admin_parallel: int = Field(default=4, ge=1)
     model_pull_read_timeout_s: float = Field(default=300.0, gt=0)
+    workers: int = Field(default=1, ge=1, le=64)
 
     @property
     def lookup_budget_ceiling_ms(self) -> float:

@@ -12,7 +12,7 @@ import grpc
 from corral.v1 import model_service_pb2, model_service_pb2_grpc, router_service_pb2, router_service_pb2_grpc
 
 from services.common.channels import make_channel
-from services.common.config import load_config_or_exit
+from services.common.config import CorralConfig, load_config_or_exit
 from services.common.server import Cleanup, ServiceContext, run_service
 from services.router.cache_client import CacheClient
 from services.router.config import RouterConfig
@@ -27,6 +27,7 @@ from services.router.scores import ScoreBoard
 from services.router.servicer import RouterServicer
 from services.router.telemetry import install as install_telemetry
 from services.router.transport import NodeTransport
+from services.router.workers import worker_config
 
 logger = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ async def setup(ctx: ServiceContext) -> Cleanup:
     )
     if cfg.http_port == 0:
         return runtime.close
-    runner, http_port = await start_http_server(runtime.core, cfg, auth=ctx.auth)
+    runner, http_port = await start_http_server(runtime.core, cfg, auth=ctx.auth, reuse_port=ctx.reuse_port)
     print(f"corral-router: http api on {cfg.host}:{http_port}", flush=True)
     http_drain: list[asyncio.Task[None]] = []
 
@@ -175,9 +176,17 @@ async def setup(ctx: ServiceContext) -> Cleanup:
     return cleanup
 
 
-async def serve() -> None:
-    """Loads the configuration and runs the service until SIGTERM."""
-    cfg = load_config_or_exit("router")
+async def serve(cfg: CorralConfig | None = None, worker: int | None = None) -> None:
+    """Runs the service until SIGTERM, with `cfg` or the loaded configuration; `worker` is this process's
+    index among `router.workers` (services/router/workers.py): it then shares the ports."""
+    cfg = cfg or load_config_or_exit("router")
+    if worker is not None:
+        cfg = worker_config(cfg, worker)
     await run_service(
-        name="router", cfg=cfg, service_cfg=cfg.router, service_names=SERVICE_NAMES, setup=setup
+        name="router",
+        cfg=cfg,
+        service_cfg=cfg.router,
+        service_names=SERVICE_NAMES,
+        setup=setup,
+        reuse_port=worker is not None,
     )

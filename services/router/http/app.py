@@ -137,9 +137,10 @@ def build_http_app(
 
 
 async def start_http_server(
-    core: RouterCoreProtocol, cfg: RouterConfig, auth: Authenticator | None = None
+    core: RouterCoreProtocol, cfg: RouterConfig, auth: Authenticator | None = None, reuse_port: bool = False
 ) -> tuple[web.AppRunner, int]:
-    """Starts the HTTP API on `cfg.host:cfg.http_port` (0 picks a free port), over TLS when `cfg.tls` is set.
+    """Starts the HTTP API on `cfg.host:cfg.http_port` (0 picks a free port), over TLS when `cfg.tls` is set;
+    `reuse_port` shares the port with the router's other workers (SO_REUSEPORT).
 
     Returns:
         The runner (call `await runner.cleanup()` on shutdown, after the gRPC drain) and the bound port.
@@ -153,7 +154,9 @@ async def start_http_server(
     )
     await runner.setup()
     ssl_context = tls.server_ssl_context(cfg.tls, "router.tls") if cfg.tls is not None else None
-    site = web.TCPSite(runner, cfg.host, cfg.http_port, ssl_context=ssl_context)
+    site = web.TCPSite(
+        runner, cfg.host, cfg.http_port, ssl_context=ssl_context, reuse_port=reuse_port or None
+    )
     await site.start()
     addresses = runner.addresses
     port = int(addresses[0][1]) if addresses else cfg.http_port
