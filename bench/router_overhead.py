@@ -880,6 +880,17 @@ def _ratios(summary: dict[str, Any]) -> list[str]:
             f"- exact hit over HTTP, c32 throughput: {hit_http['rps'] / litellm['rps']:.2f}x "
             "LiteLLM's cached answer"
         )
+    near_http = pick("router_near_hit_http")
+    if near_http and floor:
+        lines.append(
+            f"- near-cache hit over HTTP, c32 throughput: {near_http['rps'] / floor['rps']:.2f}x "
+            "the floor row"
+        )
+    if near_http and litellm:
+        lines.append(
+            f"- near-cache hit over HTTP, c32 throughput: {near_http['rps'] / litellm['rps']:.2f}x "
+            "LiteLLM's cached answer"
+        )
     for name in ("router_exact_hit", "router_exact_hit_http", *NEAR_ROWS, "router_cache_miss"):
         row = pick(name)
         if row and grpc_floor and server_cpu(grpc_floor) > 0:
