@@ -440,8 +440,27 @@ async def _cache_counts(port: int) -> dict[str, int]:
     }
 
 
-def _router_env(http_port: int, **extra: str) -> dict[str, str]:
-    return {"CORRAL_ROUTER__PORT": "0", "CORRAL_ROUTER__HTTP_PORT": str(http_port), **LOGGING_ENV, **extra}
+def _router_env(http_port: int, args: argparse.Namespace, **extra: str) -> dict[str, str]:
+    """A router's environment: the row's settings, then every `--router-setting` of the run."""
+    settings = {f"CORRAL_ROUTER__{key.upper()}": value for key, value in _router_settings(args).items()}
+    return {
+        "CORRAL_ROUTER__PORT": "0",
+        "CORRAL_ROUTER__HTTP_PORT": str(http_port),
+        **LOGGING_ENV,
+        **extra,
+        **settings,
+    }
+
+
+def _router_settings(args: argparse.Namespace) -> dict[str, str]:
+    """`--router-setting KEY=VALUE` as a mapping (KEY as in `CORRAL_ROUTER__KEY`, e.g. lookup_calls)."""
+    settings = {}
+    for item in getattr(args, "router_setting", None) or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"--router-setting {item!r}: expected KEY=VALUE, e.g. lookup_calls=32")
+        settings[key.strip()] = value
+    return settings
 
 
 def _hit_spec(system: str) -> dict[str, Any]:
@@ -556,6 +575,7 @@ async def _run_once(
                 "services.router",
                 env=_router_env(
                     http_port,
+                    args,
                     CORRAL_ROUTER__HEALTH_ADDR="",
                     CORRAL_ROUTER__CACHE_ADDR="",
                     CORRAL_ROUTER__NODES=nodes,
@@ -693,6 +713,7 @@ class _Stack:
             "services.router",
             env=_router_env(
                 http_port,
+                self.args,
                 CORRAL_ROUTER__HEALTH_ADDR=f"127.0.0.1:{self.health_port}",
                 CORRAL_ROUTER__CACHE_ADDR=f"127.0.0.1:{self.cache_port}",
                 CORRAL_ROUTER__NODES="[]",
@@ -931,6 +952,15 @@ def _markdown(
             else "Every router ran with its default lookup budget: `lookup_budget_ms` 15, following the "
             'cache\'s reply times up to `lookup_budget_max_ms` 250 (docs/router.md, "The lookup budget").'
         ),
+        *(
+            [
+                "Every router also ran with "
+                + ", ".join(f"`{k}: {v}`" for k, v in _router_settings(args).items())
+                + " (`--router-setting`; not the defaults)."
+            ]
+            if _router_settings(args)
+            else []
+        ),
         "Reproduce: `PYTHONPATH=.:gen/python .venv/bin/python bench/router_overhead.py --repeat 3`.",
         "",
         "| scenario | conc. | requests/s | p50 ms | p90 ms | p99 ms | added p50 ms | server CPU ms/req "
@@ -985,6 +1015,7 @@ async def main(args: argparse.Namespace) -> None:
         "service_env": LOGGING_ENV,
         "parameters": {
             "hit_lookup_budget_ms": args.hit_lookup_budget_ms,
+            "router_settings": _router_settings(args),
             "hit_chats": HIT_CHATS,
             "requests": args.requests,
             "warmup": args.warmup,
@@ -1022,6 +1053,13 @@ if __name__ == "__main__":
         type=float,
         default=None,
         help="the hit rows' router lookup budget (default: the router's; smoke: 1000)",
+    )
+    parser.add_argument(
+        "--router-setting",
+        action="append",
+        metavar="KEY=VALUE",
+        help="a router setting for every router of the run (as CORRAL_ROUTER__KEY), e.g. lookup_calls=32; "
+        "repeatable, recorded in the results",
     )
     parser.add_argument("--worker", dest="kind", default=None)
     parser.add_argument("--floor-server", action="store_true", help=argparse.SUPPRESS)
