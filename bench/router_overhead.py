@@ -440,8 +440,9 @@ async def _cache_counts(port: int) -> dict[str, int]:
     }
 
 
-def _router_env(http_port: int, args: argparse.Namespace, **extra: str) -> dict[str, str]:
-    """A router's environment: the row's settings, then every `--router-setting` of the run."""
+def _router_env(http_port: int, args: argparse.Namespace | None = None, **extra: str) -> dict[str, str]:
+    """A router's environment: the row's settings, then every `--router-setting` of the run (`args`;
+    None for a caller without them, such as bench/tracing_overhead.py)."""
     settings = {f"CORRAL_ROUTER__{key.upper()}": value for key, value in _router_settings(args).items()}
     return {
         "CORRAL_ROUTER__PORT": "0",
@@ -452,15 +453,17 @@ def _router_env(http_port: int, args: argparse.Namespace, **extra: str) -> dict[
     }
 
 
-def _router_settings(args: argparse.Namespace) -> dict[str, str]:
-    """`--router-setting KEY=VALUE` as a mapping (KEY as in `CORRAL_ROUTER__KEY`, e.g. lookup_calls)."""
-    settings = {}
-    for item in getattr(args, "router_setting", None) or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"--router-setting {item!r}: expected KEY=VALUE, e.g. lookup_calls=32")
-        settings[key.strip()] = value
-    return settings
+def _router_settings(args: argparse.Namespace | None) -> dict[str, str]:
+    """`--router-setting KEY=VALUE` of the run as a mapping (KEY as in `CORRAL_ROUTER__KEY`)."""
+    return dict(getattr(args, "router_setting", None) or [])
+
+
+def _setting(item: str) -> tuple[str, str]:
+    """One `--router-setting` argument, checked when the command line is read."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"{item!r}: expected KEY=VALUE, e.g. lookup_calls=32")
+    return key.strip(), value
 
 
 def _hit_spec(system: str) -> dict[str, Any]:
@@ -955,10 +958,10 @@ def _markdown(
         *(
             [
                 "Every router also ran with "
-                + ", ".join(f"`{k}: {v}`" for k, v in _router_settings(args).items())
+                + ", ".join(f"`{k}: {v}`" for k, v in settings.items())
                 + " (`--router-setting`; not the defaults)."
             ]
-            if _router_settings(args)
+            if (settings := _router_settings(args))
             else []
         ),
         "Reproduce: `PYTHONPATH=.:gen/python .venv/bin/python bench/router_overhead.py --repeat 3`.",
@@ -1057,6 +1060,7 @@ if __name__ == "__main__":
     parser.add_argument(
         "--router-setting",
         action="append",
+        type=_setting,
         metavar="KEY=VALUE",
         help="a router setting for every router of the run (as CORRAL_ROUTER__KEY), e.g. lookup_calls=32; "
         "repeatable, recorded in the results",

@@ -103,6 +103,11 @@ class RedisServer:
         auth = f":{quote(self.password, safe='')}@" if self.password else ""
         return f"redis://{auth}{LOCALHOST}:{self.port}/0"
 
+    def user_url(self, name: str) -> str:
+        """The URL of the ACL user `name` (one of `users`), its password in it."""
+        password, _ = self.users[name]
+        return f"redis://{quote(name, safe='')}:{quote(password, safe='')}@{LOCALHOST}:{self.port}/0"
+
     @property
     def log_path(self) -> Path:
         """The server's log file."""

@@ -34,7 +34,7 @@ def redis_server(stack_state_dir: Path) -> Iterator[RedisServer]:
     """A Redis on a free port, shared by the session: do not stop it (start your own instead).
 
     It requires a password, as the deployments' Redis does: `url` carries it, `password` is it. As
-    there, it also has the near caches' subscribe-only user (tests/helpers/stores.py, `events_url`).
+    there, it also has the near caches' subscribe-only user (`RedisServer.user_url(EVENTS_USER)`).
     """
     users = {EVENTS_USER: (secrets.token_urlsafe(24), EVENTS_ACL)}
     with RedisServer(

@@ -168,6 +168,8 @@ _AFTER_SPLIT_PARTICLE = _PARTICLES | frozenset(
     "safely remotely automatically properly correctly completely manually".split()
 )
 _PARTICLE_REACH = 7
+# NOTE: every word of PARTICLE_PAIRS ("on", "off", "in", …), for the lookups of each word of a prompt.
+_PARTICLE_WORDS = frozenset(word for pair in PARTICLE_PAIRS for word in pair)
 # NOTE: "the ancient Egyptians", "cat owners", "chameleons": longer subjects are rare in questions.
 _MAX_SUBJECT = 3
 _IRREGULAR_PARTICIPLES = frozenset(
@@ -206,7 +208,7 @@ def _separated_particles(
     slot at most _PARTICLE_REACH words before it."""
     found: set[tuple[str, str]] = set()
     for index, word in enumerate(words):
-        if not any(word in pair for pair in PARTICLE_PAIRS):
+        if word not in _PARTICLE_WORDS:
             continue
         if index + 1 < len(words) and words[index + 1] not in _AFTER_SPLIT_PARTICLE:
             continue
@@ -400,9 +402,7 @@ def analyse(text: str) -> Analysis:
         or _after_subject(words, at)
     )
     particles = frozenset(
-        (stems[index - 1], word)
-        for index, word in enumerate(words)
-        if index and any(word in pair for pair in PARTICLE_PAIRS)
+        (stems[index - 1], word) for index, word in enumerate(words) if index and word in _PARTICLE_WORDS
     ) | _separated_particles(words, stems, sorted(topic_at[slot] for slot in verb_slots))
     wh_do: tuple[str, bool] | None = None
     for index, word in enumerate(words):

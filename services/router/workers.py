@@ -20,7 +20,6 @@ router replicas.
 from __future__ import annotations
 
 import ctypes
-import logging
 import os
 import signal
 import socket
@@ -29,8 +28,6 @@ import sys
 from types import FrameType
 
 from services.common.config import CorralConfig
-
-logger = logging.getLogger(__name__)
 
 # NOTE: prctl(2): the signal a process gets when its parent dies.
 _PR_SET_PDEATHSIG = 1

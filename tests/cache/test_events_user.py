@@ -9,12 +9,11 @@ import redis.asyncio as aioredis
 import redis.exceptions as redis_exceptions
 
 from devstack.redis import RedisServer
-from services.cache.exact_store import EVENTS_CHANNEL, ExactStore
-from tests.helpers.stores import events_url
+from services.cache.exact_store import EVENTS_CHANNEL, EVENTS_USER, ExactStore
 
 
 async def test_the_events_user_hears_a_store_announced_by_the_cache(redis_server: RedisServer) -> None:
-    listener = aioredis.Redis.from_url(events_url(redis_server))
+    listener = aioredis.Redis.from_url(redis_server.user_url(EVENTS_USER))
     store = ExactStore(redis_server.url, timeout_s=2)
     pubsub = listener.pubsub()
     try:
@@ -50,7 +49,7 @@ async def test_the_events_user_hears_a_store_announced_by_the_cache(redis_server
 async def test_the_events_user_can_neither_read_write_nor_publish(
     redis_server: RedisServer, command: tuple[str, ...]
 ) -> None:
-    client = aioredis.Redis.from_url(events_url(redis_server))
+    client = aioredis.Redis.from_url(redis_server.user_url(EVENTS_USER))
     try:
         with pytest.raises(redis_exceptions.NoPermissionError):
             await client.execute_command(*command)
@@ -59,7 +58,7 @@ async def test_the_events_user_can_neither_read_write_nor_publish(
 
 
 async def test_the_events_user_cannot_subscribe_to_another_channel(redis_server: RedisServer) -> None:
-    client = aioredis.Redis.from_url(events_url(redis_server))
+    client = aioredis.Redis.from_url(redis_server.user_url(EVENTS_USER))
     pubsub = client.pubsub()
     try:
         with pytest.raises(redis_exceptions.NoPermissionError):

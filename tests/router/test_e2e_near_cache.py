@@ -18,11 +18,10 @@ from corral.v1 import cache_service_pb2, cache_service_pb2_grpc, common_pb2, rou
 from corral.v1 import router_service_pb2_grpc as rpc
 
 from devstack.redis import RedisServer
-from services.cache.exact_store import EVENTS_CHANNEL, redis_key
+from services.cache.exact_store import EVENTS_CHANNEL, EVENTS_USER, redis_key
 from services.cache.keys import derive
 from tests.helpers.polling import wait_for
 from tests.helpers.procs import ServiceProcess, free_port, run_cli
-from tests.helpers.stores import events_url
 from tests.router.stack import MODEL, Stack, embedder_nodes_env, gen_request, redis_cache_env, start_stack
 from tests.security.helpers import SERVICE_KEY, TENANT_A_KEY, TENANT_B_KEY, bearer, keys_env
 
@@ -79,7 +78,10 @@ async def routers(redis_server: RedisServer, migrated_dsn: str) -> AsyncIterator
         node_count=2,
         cache_env=redis_cache_env(redis_server.url, migrated_dsn),
         cache_env_from_nodes=embedder_nodes_env,
-        router_env={**near_env(events_url(redis_server)), "CORRAL_ROUTER__HTTP_PORT": str(http_port)},
+        router_env={
+            **near_env(redis_server.user_url(EVENTS_USER)),
+            "CORRAL_ROUTER__HTTP_PORT": str(http_port),
+        },
     )
     second: ServiceProcess | None = None
     channel: grpc.aio.Channel | None = None
@@ -97,7 +99,7 @@ async def routers(redis_server: RedisServer, migrated_dsn: str) -> AsyncIterator
                 "CORRAL_AUTH__ENABLED": "true",
                 "CORRAL_AUTH__KEYS": keys_env(),
                 "CORRAL_AUTH__SERVICE_KEY": SERVICE_KEY,
-                **near_env(events_url(redis_server)),
+                **near_env(redis_server.user_url(EVENTS_USER)),
             },
         )
         await second.start()

@@ -100,39 +100,41 @@ async def workers_stack() -> AsyncIterator[tuple[Stack, list[int]]]:
                 os.kill(pid, signal.SIGKILL)
 
 
-async def _spread(stack: Stack, pids: list[int]) -> list[grpc.aio.Channel]:
-    """New connections, each with a call made, until every worker holds one (the kernel picks)."""
+@contextlib.asynccontextmanager
+async def _spread(stack: Stack, pids: list[int]) -> AsyncIterator[list[grpc.aio.Channel]]:
+    """New connections, each with a call made, until every worker holds one (the kernel picks);
+    closed on the way out."""
     assert stack.router is not None
     channels: list[grpc.aio.Channel] = []
-    for n in range(64):
-        channel = grpc.aio.insecure_channel(
-            f"127.0.0.1:{stack.router.port}", options=[("grpc.use_local_subchannel_pool", 1)]
-        )
-        channels.append(channel)
-        await rpc.RouterServiceStub(channel).ListModels(router_service_pb2.ListModelsRequest(), timeout=10)
-        if n >= 1 and _holding(pids, stack.router.port, "01") == set(pids):
-            return channels
-    raise AssertionError("64 connections all went to one worker")
-
-
-async def test_workers_share_the_port_and_each_serves(workers_stack: tuple[Stack, list[int]]) -> None:
-    stack, pids = workers_stack
-    channels = await _spread(stack, pids)
     try:
-        for channel in channels:
-            request = gen_request("hello", options=common_pb2.ModelOptions(num_predict=4))
-            reply = await rpc.RouterServiceStub(channel).Generate(request, timeout=30)
-            assert reply.response
+        while _holding(pids, stack.router.port, "01") != set(pids):
+            if len(channels) == 64:
+                raise AssertionError("64 connections all went to one worker")
+            channel = grpc.aio.insecure_channel(
+                f"127.0.0.1:{stack.router.port}", options=[("grpc.use_local_subchannel_pool", 1)]
+            )
+            channels.append(channel)
+            await rpc.RouterServiceStub(channel).ListModels(
+                router_service_pb2.ListModelsRequest(), timeout=10
+            )
+        yield channels
     finally:
         for channel in channels:
             await channel.close()
 
 
+async def test_workers_share_the_port_and_each_serves(workers_stack: tuple[Stack, list[int]]) -> None:
+    stack, pids = workers_stack
+    async with _spread(stack, pids) as channels:
+        for channel in channels:
+            request = gen_request("hello", options=common_pb2.ModelOptions(num_predict=4))
+            reply = await rpc.RouterServiceStub(channel).Generate(request, timeout=30)
+            assert reply.response
+
+
 async def test_each_worker_drains_its_streams_on_sigterm(workers_stack: tuple[Stack, list[int]]) -> None:
     stack, pids = workers_stack
     assert stack.router is not None
-    channels = await _spread(stack, pids)
-    started = [asyncio.Event() for _ in channels]
 
     async def stream(channel: grpc.aio.Channel, first: asyncio.Event) -> bool:
         done = False
@@ -145,7 +147,8 @@ async def test_each_worker_drains_its_streams_on_sigterm(workers_stack: tuple[St
             done = done or chunk.done
         return done
 
-    try:
+    async with _spread(stack, pids) as channels:
+        started = [asyncio.Event() for _ in channels]
         streams = [asyncio.create_task(stream(ch, ev)) for ch, ev in zip(channels, started, strict=True)]
         await asyncio.wait_for(asyncio.gather(*(ev.wait() for ev in started)), 30)
         assert not any(task.done() for task in streams), "the streams are still running at SIGTERM"
@@ -153,9 +156,6 @@ async def test_each_worker_drains_its_streams_on_sigterm(workers_stack: tuple[St
         assert all(await asyncio.gather(*streams)), "every stream ends with its final chunk"
         assert await stack.router.wait(30) == 0
         await wait_for(lambda: not _alive(pids), 10, 0.05, what="the workers gone")
-    finally:
-        for channel in channels:
-            await channel.close()
 
 
 async def test_a_worker_that_dies_stops_the_router(workers_stack: tuple[Stack, list[int]]) -> None:

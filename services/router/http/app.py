@@ -154,9 +154,7 @@ async def start_http_server(
     )
     await runner.setup()
     ssl_context = tls.server_ssl_context(cfg.tls, "router.tls") if cfg.tls is not None else None
-    site = web.TCPSite(
-        runner, cfg.host, cfg.http_port, ssl_context=ssl_context, reuse_port=reuse_port or None
-    )
+    site = web.TCPSite(runner, cfg.host, cfg.http_port, ssl_context=ssl_context, reuse_port=reuse_port)
     await site.start()
     addresses = runner.addresses
     port = int(addresses[0][1]) if addresses else cfg.http_port
