@@ -93,6 +93,8 @@ class NodeModel:
         seed: The simulator's --seed (the answer length of a prompt depends on it).
         prompt_tok_s: Prompt evaluation rate at speed 1.
         eval_tok_s: Generation rate at speed 1.
+        slow: Windows (from, until, factor) in trace seconds during which the node runs `factor`
+            times slower: the simulator's `slow` fault, set and cleared at those times.
     """
 
     node_id: str
@@ -101,12 +103,26 @@ class NodeModel:
     seed: int
     prompt_tok_s: float = PROMPT_TOK_S
     eval_tok_s: float = EVAL_TOK_S
+    slow: tuple[tuple[float, float, float], ...] = ()
 
-    def service_s(self, prompt_tokens: float, output_tokens: float, time_scale: float) -> float:
-        """Seconds a request holds a slot (sim/completion.py: prompt evaluation, then generation)."""
-        nominal = prompt_tokens / (self.prompt_tok_s * self.speed) + output_tokens / (
-            self.eval_tok_s * self.speed
-        )
+    def speed_at(self, at: float | None) -> float:
+        """The node's speed at trace time `at` (its nominal speed when `at` is None)."""
+        if at is not None:
+            for since, until, factor in self.slow:
+                if since <= at < until:
+                    return self.speed / factor
+        return self.speed
+
+    def service_s(
+        self, prompt_tokens: float, output_tokens: float, time_scale: float, at: float | None = None
+    ) -> float:
+        """Seconds a request holds a slot (sim/completion.py: prompt evaluation, then generation).
+
+        With `at`, the speed in force then: the simulator reads its slow factor when a request's
+        prompt evaluation and generation begin, so a request that starts in a window runs slow.
+        """
+        speed = self.speed_at(at)
+        nominal = prompt_tokens / (self.prompt_tok_s * speed) + output_tokens / (self.eval_tok_s * speed)
         return nominal * time_scale
 
 
@@ -127,9 +143,24 @@ class Job:
     measured: bool = True
 
 
-def sim_fleet(speeds: Sequence[float], num_parallel: int) -> list[NodeModel]:
+Slowdown = tuple[int, float, float, float]
+"""A node made slower for a while: (node index, from s, until s, factor), in trace seconds."""
+
+
+def sim_fleet(
+    speeds: Sequence[float], num_parallel: int, slowdowns: Sequence[Slowdown] = ()
+) -> list[NodeModel]:
     """The nodes as bench/harness/systems.py `start_nodes` starts them (ids node-1.., seeds 1..)."""
-    return [NodeModel(f"node-{i + 1}", speed, num_parallel, seed=i + 1) for i, speed in enumerate(speeds)]
+    return [
+        NodeModel(
+            f"node-{i + 1}",
+            speed,
+            num_parallel,
+            seed=i + 1,
+            slow=tuple((since, until, factor) for n, since, until, factor in slowdowns if n == i),
+        )
+        for i, speed in enumerate(speeds)
+    ]
 
 
 def natural_tokens(key: str, seed: int, lo: int = ANSWER_MIN, hi: int = ANSWER_MAX) -> int:
@@ -256,8 +287,9 @@ def _outcome(node: NodeModel, visit: InFlight, time_scale: float) -> Outcome:
     The simulator reports nominal durations (time scale 1) and 5 ms of load_duration for a loaded
     model; its total_duration holds the queue wait.
     """
-    prompt_ms = 1000 * visit.prompt_tokens / (node.prompt_tok_s * node.speed)
-    eval_ms = 1000 * visit.output_tokens / (node.eval_tok_s * node.speed)
+    speed = node.speed_at(visit.start)
+    prompt_ms = 1000 * visit.prompt_tokens / (node.prompt_tok_s * speed)
+    eval_ms = 1000 * visit.output_tokens / (node.eval_tok_s * speed)
     real_ms = 1000 * (visit.done - visit.sent)
     return Outcome(
         node_id=node.node_id,
@@ -280,22 +312,25 @@ def make_policy(name: str, knowledge: Knowledge, rng: random.Random) -> Policy:
     q = knowledge.queue_weight
     counter = itertools.count()
 
-    def expected(state: NodeState, job: Job) -> float:
-        return state.model.service_s(job.prompt_tokens, mean_out, ts)
+    # NOTE: the idealised policies know each node's speed at the moment they route (a slowdown
+    # included); only `ect_learned` has to find it out from outcomes.
+    def expected(state: NodeState, job: Job, now: float) -> float:
+        return state.model.service_s(job.prompt_tokens, mean_out, ts, at=now)
 
     def oracle(now: float, job: Job, nodes: list[NodeState]) -> int:
         ends = [
-            q * max(0.0, s.free[0] - now) + s.model.service_s(job.prompt_tokens, job.output_tokens[i], ts)
+            q * max(0.0, s.free[0] - now)
+            + s.model.service_s(job.prompt_tokens, job.output_tokens[i], ts, at=max(now, s.free[0]))
             for i, s in enumerate(nodes)
         ]
         return min(range(len(nodes)), key=lambda i: (ends[i], i))
 
     def oracle_state(now: float, job: Job, nodes: list[NodeState]) -> int:
-        ends = [q * max(0.0, s.free[0] - now) + expected(s, job) for s in nodes]
+        ends = [q * max(0.0, s.free[0] - now) + expected(s, job, max(now, s.free[0])) for s in nodes]
         return min(range(len(nodes)), key=lambda i: (ends[i], i))
 
     def sed(now: float, job: Job, nodes: list[NodeState]) -> int:
-        scores = [(s.count(now) + 1) * expected(s, job) / s.model.slots for s in nodes]
+        scores = [(s.count(now) + 1) * expected(s, job, now) / s.model.slots for s in nodes]
         return min(range(len(nodes)), key=lambda i: (scores[i], i))
 
     def ect(now: float, job: Job, nodes: list[NodeState]) -> int:
@@ -303,6 +338,7 @@ def make_policy(name: str, knowledge: Knowledge, rng: random.Random) -> Policy:
         scores = []
         for i, s in enumerate(nodes):
             m = s.model
+            speed = m.speed_at(now)
             inflight = s.count(now)
             estimate = score(
                 m.node_id,
@@ -310,9 +346,9 @@ def make_policy(name: str, knowledge: Knowledge, rng: random.Random) -> Policy:
                 slots=m.slots,
                 prompt_tokens=job.prompt_tokens,
                 output_tokens=mean_out,
-                prompt_ms_per_token=1000 * ts / (m.prompt_tok_s * m.speed),
-                eval_ms_per_token=1000 * ts / (m.eval_tok_s * m.speed),
-                typical_service_ms=1000 * expected(s, job),
+                prompt_ms_per_token=1000 * ts / (m.prompt_tok_s * speed),
+                eval_ms_per_token=1000 * ts / (m.eval_tok_s * speed),
+                typical_service_ms=1000 * expected(s, job, now),
                 queue_weight=q,
             )
             scores.append((estimate.total_ms, inflight, i))
@@ -323,15 +359,15 @@ def make_policy(name: str, knowledge: Knowledge, rng: random.Random) -> Policy:
         for s in nodes:
             s.count(now)
             wait = _projected_start(s, now, knowledge, job.prompt_tokens)
-            scores.append(q * wait + expected(s, job))
+            scores.append(q * wait + expected(s, job, now))
         return min(range(len(nodes)), key=lambda i: (scores[i], i))
 
     def p2c_ect(now: float, job: Job, nodes: list[NodeState]) -> int:
         if len(nodes) == 1:
             return 0
         a, b = rng.sample(range(len(nodes)), 2)
-        score_a = (nodes[a].count(now) + 1) * expected(nodes[a], job)
-        score_b = (nodes[b].count(now) + 1) * expected(nodes[b], job)
+        score_a = (nodes[a].count(now) + 1) * expected(nodes[a], job, now)
+        score_b = (nodes[b].count(now) + 1) * expected(nodes[b], job, now)
         return a if score_a <= score_b else b
 
     def least_inflight(now: float, job: Job, nodes: list[NodeState]) -> int:
@@ -416,12 +452,12 @@ def replay(
         now = job.at_s
         index = choose(now, job, states)
         state = states[index]
-        service = state.model.service_s(job.prompt_tokens, job.output_tokens[index], time_scale)
         concurrency = state.count(now) + 1
         start = max(now, heapq.heappop(state.free))
+        service = state.model.service_s(job.prompt_tokens, job.output_tokens[index], time_scale, at=start)
         done = start + service
         heapq.heappush(state.free, done)
-        expected = state.model.service_s(job.prompt_tokens, mean_out, time_scale)
+        expected = state.model.service_s(job.prompt_tokens, mean_out, time_scale, at=now)
         visit = InFlight(
             done, seq, now, expected, start, job.prompt_tokens, job.output_tokens[index], concurrency
         )
@@ -462,13 +498,17 @@ def scenario_rows(
     rounds: int,
     policies: Sequence[str] = ("oracle",),
     tag: str = "oracle",
+    slowdowns: Sequence[Slowdown] = (),
+    replays: dict[str, list[tuple[list[Job], Replay]]] | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Rows for a scenario report: each policy on the arrival trace of the live run's rounds.
 
     Round r replays the load generator's trace with seed r + 1, `duration_s / rounds` long after
     `warmup_s` of warm-up, as bench/scenarios/heterogeneous.py runs it; the rounds are pooled.
+    `slowdowns` repeat in every round (trace seconds, warm-up included). When `replays` is given,
+    each policy's per-round (trace, replay) pairs are put there, for timelines.
     """
-    nodes = sim_fleet(speeds, num_parallel)
+    nodes = sim_fleet(speeds, num_parallel, slowdowns)
     traces = [
         chat_trace(nodes, rate_rps, duration_s / rounds, warmup_s, seed=r + 1, tag=f"{tag}-{r}")
         for r in range(rounds)
@@ -482,6 +522,8 @@ def scenario_rows(
             pooled.latencies_s += one.latencies_s
             pooled.served_by += one.served_by
             jobs += trace
+            if replays is not None:
+                replays.setdefault(policy, []).append((trace, one))
         rows[policy] = figures(pooled, jobs, nodes)
     return rows
 
@@ -496,9 +538,10 @@ def long_run(
     policies: Sequence[str] = POLICIES,
     queue_weight: float = EctConfig().queue_weight,
     per_node_answers: bool = False,
+    slowdowns: Sequence[Slowdown] = (),
 ) -> dict[str, dict[str, Any]]:
     """Each policy on one trace of about `requests` arrivals (enough samples for a stable p99)."""
-    nodes = sim_fleet(speeds, num_parallel)
+    nodes = sim_fleet(speeds, num_parallel, slowdowns)
     jobs = chat_trace(
         nodes, rate_rps, requests / rate_rps, 0.0, seed=seed, tag="oracle", per_node_answers=per_node_answers
     )

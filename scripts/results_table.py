@@ -18,11 +18,21 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
 README = ROOT / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-SCENARIOS = ("overhead", "heterogeneous", "node-failure", "multi-turn", "cache", "cold-start", "rag")
+SCENARIOS = (
+    "overhead",
+    "heterogeneous",
+    "slowdown",
+    "node-failure",
+    "multi-turn",
+    "cache",
+    "cold-start",
+    "rag",
+)
 # The scenario-specific figure shown next to the common ones.
 EXTRA: dict[str, tuple[str, str]] = {
     "overhead": ("added_p99_ms", "added p99 {} ms"),
     "heterogeneous": ("requests_by_node", "{}"),
+    "slowdown": ("time_to_halve_s", "share to the slowed node halved in {} s"),
     "node-failure": ("time_to_readmit_s", "re-admitted after {} s"),
     "multi-turn": ("ttft_mean_ms", "TTFT mean {} ms"),
     "cache": ("hit_rate", "hit rate {}"),

@@ -7,6 +7,10 @@ The spec names the target (`protocol`: `ollama` for /api/chat, `openai` for /v1/
 with `concurrency` for a saturation measurement), the duration, a warm-up, a cap on outstanding
 requests (arrivals beyond it are dropped and counted, never queued in the client) and the requests
 (`unique` questions, a `script` of items, or chat `sessions` whose turns carry the growing history).
+A Poisson run may also carry `events`: HTTP calls made at set times of the trace (`at_s`, the same
+clock as the arrivals, warm-up included; `method`, `url`, optional `json`), e.g. a simulator fault
+set and cleared mid-run. The result keeps `t0`, the wall time of the trace's zero, and each event's
+wall time and status.
 """
 
 from __future__ import annotations
@@ -226,6 +230,8 @@ class Run:
         self.dropped = 0
         self.outstanding = 0
         self.tasks: set[asyncio.Task[None]] = set()
+        self.t0: float | None = None
+        self.events: list[dict[str, Any]] = []
 
     async def one(self, rec: Record, messages: list[dict[str, str]], session_id: str = "") -> None:
         self.outstanding += 1
@@ -265,6 +271,8 @@ class Run:
         cap = int(spec.get("max_outstanding", 1000))
         items = requests.get("items", [])
         start = time.perf_counter()
+        self.t0 = time.time()
+        events = asyncio.create_task(self._events(start, spec.get("events", [])))
         i = 0
         trace = poisson_arrivals(float(spec["rate_rps"]), duration_s, warmup_s, int(spec.get("seed", 1)))
         for arrival in trace:
@@ -289,8 +297,25 @@ class Run:
                 rec = Record(t=time.time(), phase=phase)
                 self._spawn(self.one(rec, [{"role": "user", "content": question}]))
             i += 1
+        await events
         if self.tasks:
             await asyncio.wait(set(self.tasks))
+
+    async def _events(self, start: float, events: list[dict[str, Any]]) -> None:
+        """Makes each event's HTTP call at its trace time; a failed call is recorded, not raised."""
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            for event in sorted(events, key=lambda e: float(e["at_s"])):
+                delay = start + float(event["at_s"]) - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                done = {**event, "t": time.time(), "status": 0, "error": ""}
+                try:
+                    method = event.get("method", "POST")
+                    async with http.request(method, event["url"], json=event.get("json")) as resp:
+                        done["status"] = resp.status
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    done["error"] = f"{type(exc).__name__}: {exc}"[:200]
+                self.events.append(done)
 
     async def closed(self) -> None:
         spec = self.spec
@@ -320,7 +345,14 @@ class Run:
         records = [asdict(r) for r in self.records]
         for r in records:
             r.pop("answer", None)
-        return {"started_at": started, "ended_at": time.time(), "dropped": self.dropped, "records": records}
+        return {
+            "started_at": started,
+            "ended_at": time.time(),
+            "t0": self.t0,
+            "events": self.events,
+            "dropped": self.dropped,
+            "records": records,
+        }
 
 
 def main() -> None:

@@ -21,6 +21,9 @@ async def run_rounds(
 ) -> dict[str, dict[str, Any]]:
     """Runs `rounds` rounds of one load segment per system; returns each system's merged records.
 
+    Each system's result also lists its `segments`: per round, the wall time of the trace's zero
+    (`t0`) and the events the load generator made (bench/harness/loadgen.py).
+
     Args:
         targets: System name to its load-generator target.
         spec_for: Builds the load spec of (system, target, round); vary seeds and tags per round.
@@ -28,7 +31,9 @@ async def run_rounds(
         work: Scratch folder for specs and raw records.
         label: Prefix of the raw files (when a scenario runs several kinds of rounds).
     """
-    merged: dict[str, dict[str, Any]] = {name: {"records": [], "dropped": 0} for name in targets}
+    merged: dict[str, dict[str, Any]] = {
+        name: {"records": [], "dropped": 0, "segments": []} for name in targets
+    }
     for round_no in range(rounds):
         # NOTE: the order rotates so that no system always follows the same one.
         names = list(targets)
@@ -40,4 +45,7 @@ async def run_rounds(
                 record["round"] = round_no
             merged[name]["records"] += result["records"]
             merged[name]["dropped"] += result["dropped"]
+            merged[name]["segments"].append(
+                {"round": round_no, "t0": result.get("t0"), "events": result.get("events", [])}
+            )
     return merged

@@ -100,3 +100,46 @@ def cdf_points(values: list[float], points: int = 200) -> tuple[list[float], lis
     xs = [*ordered[::step], ordered[-1]]
     ys = [min(1.0, (i * step + 1) / len(ordered)) for i in range(len(xs) - 1)] + [1.0]
     return xs, ys
+
+
+def share_timeline(
+    sends: list[tuple[float, bool]], until_s: float, window_s: float = 2.0, step_s: float = 0.5
+) -> list[tuple[float, float | None]]:
+    """The share of requests that went to one node, in sliding windows over a run.
+
+    Args:
+        sends: (seconds into the run, sent to the node) per request, in any order.
+        until_s: The run's length.
+        window_s: Each point counts the requests sent in the `window_s` seconds before it.
+        step_s: Distance between points.
+
+    Returns:
+        (end of the window, share or None when no request was sent in it) every `step_s` seconds.
+    """
+    points = []
+    ordered = sorted(sends)
+    lo = hi = hits = 0
+    end = window_s
+    while end <= until_s + 1e-9:
+        while hi < len(ordered) and ordered[hi][0] < end:
+            hits += ordered[hi][1]
+            hi += 1
+        while lo < hi and ordered[lo][0] < end - window_s:
+            hits -= ordered[lo][1]
+            lo += 1
+        points.append((round(end, 3), hits / (hi - lo) if hi > lo else None))
+        end += step_s
+    return points
+
+
+def time_to_share(
+    timeline: list[tuple[float, float | None]], since_s: float, below: bool, level: float
+) -> float | None:
+    """Seconds from `since_s` to the end of the first window ending after it whose share is at or
+    below (or, with `below` False, at or above) `level`; None when none is."""
+    for end, share in timeline:
+        if share is None or end <= since_s:
+            continue
+        if (share <= level) if below else (share >= level):
+            return round(end - since_s, 2)
+    return None

@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from bench import oracle
-from bench.harness import report, stats
+from bench.harness import report, routing, stats
 from bench.harness.context import Context, poisson_spec
 from bench.harness.rounds import run_rounds
 from bench.harness.systems import (
-    DEFAULT_STRATEGY,
     LITELLM_STRATEGIES,
     Gateway,
     start_corral,
@@ -126,7 +125,7 @@ async def run(ctx: Context) -> dict[str, Any]:
             ("errors", "errors"),
             ("requests_by_node", "served by node"),
         ],
-        targets=_targets(systems),
+        targets=routing.targets("heterogeneous", systems),
         notes=[
             "oracle: bench/oracle.py replays each round's arrival trace offline through the simulator's "
             "cost model (same fleet, slots and speeds; no network, no failures) and routes every request "
@@ -152,51 +151,3 @@ async def run(ctx: Context) -> dict[str, Any]:
         ax.legend(fontsize=8)
 
     return report.write(result_doc, ctx.out_dir, plot)
-
-
-def _best_p99(systems: dict[str, dict[str, Any]], prefix: str, skip: str = "") -> tuple[str, float] | None:
-    """The system whose name starts with `prefix` (other than `skip`) with the lowest p99, and that p99."""
-    p99s = {n: f["p99_ms"] for n, f in systems.items() if n.startswith(prefix) and n != skip and f["p99_ms"]}
-    if not p99s:
-        return None
-    best = min(p99s, key=lambda n: p99s[n])
-    return best, p99s[best]
-
-
-def _targets(systems: dict[str, dict[str, Any]]) -> list[report.Target]:
-    default = DEFAULT_STRATEGY
-    mine = f"corral/{default}"
-    corral = systems[mine]
-    targets = []
-
-    def ratio(name: str, key: str, other: float | None, limit: float, detail: str) -> None:
-        if corral[key] is not None and other:
-            targets.append(report.Target(name, round(corral[key] / other, 3), limit, detail))
-
-    rr = systems.get("corral/round_robin", {}).get("p99_ms")
-    for label, found, limit in (
-        ("best other Corral strategy's", _best_p99(systems, "corral/", skip=mine), 0.8),
-        ("round-robin", ("round_robin", rr) if rr else None, 0.5),
-        ("LiteLLM's best", _best_p99(systems, "litellm"), 0.5),
-    ):
-        if found is not None:
-            name, p99 = found
-            ratio(
-                f"heterogeneous: Corral default p99 / {label} p99", "p99_ms", p99, limit,
-                f"{default} p99 {corral['p99_ms']} ms, {name} p99 {p99} ms.",
-            )  # fmt: skip
-    yardstick = systems.get("oracle", {})
-    for key, label, limit in (("p99_ms", "p99", 1.3), ("p50_ms", "p50", 1.1)):
-        ratio(
-            f"heterogeneous: Corral default {label} / oracle {label}", key, yardstick.get(key), limit,
-            f"{default} {label} {corral[key]} ms, oracle {label} {yardstick.get(key)} ms (same arrivals).",
-        )  # fmt: skip
-    targets.append(
-        report.Target(
-            "heterogeneous: Corral default client-visible errors",
-            float(corral["errors"]),
-            0,
-            f"{corral['errors']} of {corral['requests']} requests failed at the client.",
-        )
-    )
-    return targets

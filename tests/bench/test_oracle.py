@@ -154,3 +154,38 @@ def test_the_command_line_writes_the_run_as_json(tmp_path: Path) -> None:
         " --policies oracle,ect --queue-weight 1.5"
     )
     assert "load_average_1m" in run["machine"]
+
+
+def test_a_slowed_node_is_slow_only_inside_its_window() -> None:
+    node = oracle.sim_fleet([1.0, 1.0], 2, slowdowns=[(1, 10.0, 20.0, 4.0)])[1]
+    assert oracle.sim_fleet([1.0], 2, slowdowns=[(1, 10.0, 20.0, 4.0)])[0].slow == ()
+    normal = node.service_s(30, 40, 1.0)
+    assert node.service_s(30, 40, 1.0, at=9.99) == normal
+    assert node.service_s(30, 40, 1.0, at=10.0) == pytest.approx(4 * normal)
+    assert node.service_s(30, 40, 1.0, at=19.99) == pytest.approx(4 * normal)
+    assert node.service_s(30, 40, 1.0, at=20.0) == normal
+
+
+def test_the_oracle_and_the_learning_router_move_traffic_off_a_slowed_node() -> None:
+    since, until = 20.0, 40.0
+    nodes = oracle.sim_fleet([1.0] * 4, 2, slowdowns=[(1, since, until, 4.0)])
+    rate = 0.7 * 4 * 2 / (40 / 60 + 30 / 600)
+    jobs = oracle.chat_trace(nodes, rate, 60.0, 0.0, seed=1, tag="slow")
+
+    def share(served: list[int], lo: float, hi: float) -> float:
+        picked = [n for job, n in zip(jobs, served, strict=True) if lo <= job.at_s < hi]
+        return sum(n == 1 for n in picked) / len(picked)
+
+    for policy in ("oracle", "ect_learned"):
+        served = oracle.replay(jobs, nodes, policy).served_by
+        before, during, after = (
+            share(served, 5, since),
+            share(served, since + 5, until),
+            share(served, until + 5, 60),
+        )
+        assert before > 0.15, policy
+        assert during < before / 3, policy
+        assert after > before / 2, policy
+    # Without the slowdown the same trace keeps the node's share.
+    steady = oracle.replay(jobs, oracle.sim_fleet([1.0] * 4, 2), "oracle").served_by
+    assert share(steady, since + 5, until) > 0.15

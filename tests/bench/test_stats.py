@@ -1,0 +1,25 @@
+"""Unit tests of the benchmark summaries that scenario tables rest on (bench/harness/stats.py)."""
+
+from __future__ import annotations
+
+from bench.harness import stats
+
+
+def test_share_timeline_counts_the_sends_in_each_window() -> None:
+    # Ten requests a second; the node gets every other one until 5 s, then none, then all from 8 s.
+    sends = [(i / 10, (i / 10 < 5 and i % 2 == 0) or i / 10 >= 8) for i in range(100)]
+    timeline = dict(stats.share_timeline(sends, 10.0, window_s=1.0, step_s=0.5))
+    assert timeline[1.0] == 0.5
+    assert timeline[6.0] == 0.0
+    assert timeline[5.5] == 0.2  # 4.5-5.4 s: 4.6 and 4.8 went to the node, none after 5 s
+    assert timeline[9.0] == 1.0
+    assert stats.share_timeline([], 3.0, window_s=1.0)[0] == (1.0, None)
+
+
+def test_time_to_share_is_measured_from_the_change_to_the_first_window_past_the_level() -> None:
+    sends = [(i / 10, (i / 10 < 5 and i % 2 == 0) or i / 10 >= 8) for i in range(100)]
+    timeline = stats.share_timeline(sends, 10.0, window_s=1.0, step_s=0.5)
+    assert stats.time_to_share(timeline, 5.0, below=True, level=0.25) == 0.5
+    assert stats.time_to_share(timeline, 5.0, below=True, level=0.0) == 1.0
+    assert stats.time_to_share(timeline, 8.0, below=False, level=0.25) == 0.5
+    assert stats.time_to_share(timeline, 0.0, below=False, level=1.5) is None
