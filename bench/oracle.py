@@ -56,7 +56,7 @@ from typing import Any, NamedTuple
 
 from bench.harness.report import machine
 from bench.harness.stats import percentile
-from bench.harness.workload import poisson_arrivals, unique_question
+from bench.harness.workload import RateProfile, poisson_arrivals, unique_question
 from services.router.balancer import Candidate, Ect, PickContext
 from services.router.config import BalancerConfig, EctConfig
 from services.router.learning import Outcome, score
@@ -183,6 +183,7 @@ def chat_trace(
     tag: str,
     model: str = MODEL,
     per_node_answers: bool = False,
+    profile: RateProfile = (),
 ) -> list[Job]:
     """The load generator's trace of unique one-question chats (bench/harness/loadgen.py, kind "unique").
 
@@ -194,7 +195,7 @@ def chat_trace(
     simulator's per-node draws.
     """
     jobs = []
-    for i, arrival in enumerate(poisson_arrivals(rate_rps, duration_s, warmup_s, seed)):
+    for i, arrival in enumerate(poisson_arrivals(rate_rps, duration_s, warmup_s, seed, profile)):
         question = unique_question(i, tag)
         # NOTE: sim/api_infer.py render_chat: a role marker, the content's tokens, the assistant marker.
         prompt_tokens = textgen.count_tokens(question) + 2
@@ -500,17 +501,21 @@ def scenario_rows(
     tag: str = "oracle",
     slowdowns: Sequence[Slowdown] = (),
     replays: dict[str, list[tuple[list[Job], Replay]]] | None = None,
+    profile: RateProfile = (),
 ) -> dict[str, dict[str, Any]]:
     """Rows for a scenario report: each policy on the arrival trace of the live run's rounds.
 
     Round r replays the load generator's trace with seed r + 1, `duration_s / rounds` long after
     `warmup_s` of warm-up, as bench/scenarios/heterogeneous.py runs it; the rounds are pooled.
-    `slowdowns` repeat in every round (trace seconds, warm-up included). When `replays` is given,
-    each policy's per-round (trace, replay) pairs are put there, for timelines.
+    `slowdowns` and the rate `profile` repeat in every round (trace seconds, warm-up included).
+    When `replays` is given, each policy's per-round (trace, replay) pairs are put there, for
+    timelines.
     """
     nodes = sim_fleet(speeds, num_parallel, slowdowns)
     traces = [
-        chat_trace(nodes, rate_rps, duration_s / rounds, warmup_s, seed=r + 1, tag=f"{tag}-{r}")
+        chat_trace(
+            nodes, rate_rps, duration_s / rounds, warmup_s, seed=r + 1, tag=f"{tag}-{r}", profile=profile
+        )
         for r in range(rounds)
     ]
     rows = {}

@@ -20,7 +20,16 @@ from bench.harness.context import Context
 from bench.harness.systems import litellm_installed
 from tests.helpers.procs import ROOT
 
-SCENARIOS = ("overhead", "heterogeneous", "slowdown", "node-failure", "multi-turn", "cache", "cold-start")
+SCENARIOS = (
+    "overhead",
+    "heterogeneous",
+    "slowdown",
+    "bursty",
+    "node-failure",
+    "multi-turn",
+    "cache",
+    "cold-start",
+)
 RESULTS = ROOT / "bench" / "results"
 
 

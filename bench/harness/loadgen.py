@@ -7,7 +7,8 @@ The spec names the target (`protocol`: `ollama` for /api/chat, `openai` for /v1/
 with `concurrency` for a saturation measurement), the duration, a warm-up, a cap on outstanding
 requests (arrivals beyond it are dropped and counted, never queued in the client) and the requests
 (`unique` questions, a `script` of items, or chat `sessions` whose turns carry the growing history).
-A Poisson run may also carry `events`: HTTP calls made at set times of the trace (`at_s`, the same
+A Poisson run may follow a `rate_profile` ((from s, factor) steps of its rate, bench/harness/workload.py)
+and carry `events`: HTTP calls made at set times of the trace (`at_s`, the same
 clock as the arrivals, warm-up included; `method`, `url`, optional `json`), e.g. a simulator fault
 set and cleared mid-run. The result keeps `t0`, the wall time of the trace's zero, and each event's
 wall time and status.
@@ -274,7 +275,10 @@ class Run:
         self.t0 = time.time()
         events = asyncio.create_task(self._events(start, spec.get("events", [])))
         i = 0
-        trace = poisson_arrivals(float(spec["rate_rps"]), duration_s, warmup_s, int(spec.get("seed", 1)))
+        profile = [(float(t), float(f)) for t, f in spec.get("rate_profile", [])]
+        trace = poisson_arrivals(
+            float(spec["rate_rps"]), duration_s, warmup_s, int(spec.get("seed", 1)), profile
+        )
         for arrival in trace:
             if kind == "script" and i >= len(items):
                 break

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -132,16 +133,51 @@ class Arrival:
     phase: str
 
 
-def poisson_arrivals(rate_rps: float, duration_s: float, warmup_s: float, seed: int) -> Iterator[Arrival]:
+RateProfile = Sequence[tuple[float, float]]
+"""(from s, factor) steps of a time-varying rate: from each step's time on, the rate is the base
+rate times its factor (1 before the first step; 0 is an off period)."""
+
+
+def poisson_arrivals(
+    rate_rps: float, duration_s: float, warmup_s: float, seed: int, profile: RateProfile = ()
+) -> Iterator[Arrival]:
     """The arrivals of one load run: Poisson at `rate_rps` for `warmup_s` + `duration_s` seconds.
 
-    The load generator sends these; bench/oracle.py replays the same trace offline, so both see the
-    same arrival times for a seed.
+    With a `profile`, a Poisson process whose rate follows it (bursts, off periods, an overload):
+    each arrival consumes one unit-rate exponential draw of the seed's stream, spent at the rate in
+    force. The load generator sends these; bench/oracle.py replays the same trace offline, so both
+    see the same arrival times for a seed.
     """
-    at_s = 0.0
-    for gap in poisson_gaps(rate_rps, seed):
-        at_s += gap
-        if at_s >= warmup_s + duration_s:
+    end = warmup_s + duration_s
+    if not profile:
+        at_s = 0.0
+        for gap in poisson_gaps(rate_rps, seed):
+            at_s += gap
+            if at_s >= end:
+                return
+            yield Arrival(at_s, "warmup" if at_s < warmup_s else "measure")
+        return
+    steps = sorted((float(t), float(f)) for t, f in profile)
+    if any(f < 0 for _, f in steps):
+        raise ValueError("rate profile: factors must be >= 0")
+    bounds = [(0.0, 1.0)] + [(t, f) for t, f in steps if t > 0]
+    if steps and steps[0][0] <= 0:
+        bounds[0] = (0.0, [f for t, f in steps if t <= 0][-1])
+    rng = random.Random(seed)
+    at_s, i = 0.0, 0
+    while True:
+        need = rng.expovariate(1.0)
+        while True:
+            rate = rate_rps * bounds[i][1]
+            until = bounds[i + 1][0] if i + 1 < len(bounds) else math.inf
+            if rate > 0 and at_s + need / rate < until:
+                at_s += need / rate
+                break
+            if until == math.inf:
+                return
+            need -= (until - at_s) * rate
+            at_s, i = until, i + 1
+        if at_s >= end:
             return
         yield Arrival(at_s, "warmup" if at_s < warmup_s else "measure")
 

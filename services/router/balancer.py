@@ -14,6 +14,7 @@ import logging
 import math
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
@@ -22,6 +23,10 @@ from services.router.config import BalancerConfig, Strategy
 from services.router.learning import Clock, Estimate, Learner, Outcome, add_penalty
 
 logger = logging.getLogger(__name__)
+
+# NOTE: affinity keys are "s:<session id>" for a client's session and "p:<digest>" for a
+# conversation's prefix (services/router/core.py `affinity_key`).
+SESSION_PREFIX = "s:"
 
 
 @dataclass(slots=True)
@@ -39,6 +44,8 @@ class Candidate:
         busy_rate: Recent share of 503 answers (0..1).
         interactive_inflight: Interactive requests this router has in flight on the node.
         size_bytes: The model's size on disk (its load cost when not loaded), 0 when unknown.
+        full: The node has as many requests from this router as it takes at once (offered only to
+            a balancer that weighs waiting for it, `ect`; picking it means: wait for a slot).
         estimate: Set by the `ect` balancer on the node it picks: why, term by term.
     """
 
@@ -52,6 +59,7 @@ class Candidate:
     busy_rate: float = 0.0
     interactive_inflight: int = 0
     size_bytes: int = 0
+    full: bool = False
     estimate: Estimate | None = None
 
     @property
@@ -74,6 +82,9 @@ class PickContext:
         background: A background (prewarm) request.
         prompt_chars: Characters of the prompt (0 when not measured; only `ect` uses it).
         num_predict: The request's limit on the answer length, if any (only `ect` uses it).
+        follow_up: The request continues a conversation (a chat with an earlier answer in it, or a
+            keyed generate); False for a conversation's first turn, which no node holds yet
+            (only `ect` uses it).
     """
 
     model: str
@@ -81,6 +92,7 @@ class PickContext:
     background: bool = False
     prompt_chars: int = 0
     num_predict: int | None = None
+    follow_up: bool = True
 
 
 class Balancer(Protocol):
@@ -235,17 +247,28 @@ class Ect:
     node's learned generation speed + the learned attempt overhead + error rate x (time to fail +
     the best other node's time) + busy rate x `busy_penalty_ms`. With a handful of nodes every
     candidate is scored (power of two choices pays off with large fleets or stale data, DESIGN.md).
-    A request with an affinity key keeps to its bounded-load rendezvous node while that node's
-    expected completion is within `ect.affinity_slack` x the best (Ollama's KV cache then saves the
-    prompt evaluation). Ties go to the node with fewer requests in flight, then the lower node id.
-    The chosen candidate carries its `Estimate`, and the debug log has the breakdown.
+    Affinity keeps a keyed request on its node while that node's expected completion is within
+    `ect.affinity_slack` x the best (Ollama's KV cache then saves the prompt evaluation). A session
+    (the client's `session_id`) keeps to its bounded-load rendezvous node, the same on every router.
+    A conversation keyed by its prefix: its first turn goes to the best node like any request (no
+    node holds it yet) and the router remembers where (the latest `ect.affinity_memory`
+    conversations); a follow-up keeps to that node, or to its rendezvous node when the conversation
+    is not remembered (another router served it, or it was forgotten). Ties go to the node with
+    fewer requests in flight, then the lower node id. The chosen candidate carries its `Estimate`,
+    and the debug log has the breakdown.
     """
 
     name = "ect"
+    # NOTE: full nodes are scored too: when one of them is still the best place for the request
+    # (its queue is worth waiting for rather than a slower free node), the request waits in the
+    # router's admission queue and is placed again when a slot frees (docs/router.md).
+    weighs_full = True
 
     def __init__(self, cfg: BalancerConfig | None = None, clock: Clock = time.monotonic) -> None:
         self._cfg = cfg or BalancerConfig()
         self.learner = Learner(self._cfg.ect, clock)
+        # Conversation key to the node that served its latest turn, least recently used first.
+        self.placed: OrderedDict[str, str] = OrderedDict()
 
     def observe(self, outcome: Outcome) -> None:
         """Learns from one finished attempt."""
@@ -294,23 +317,44 @@ class Ect:
             key=lambda i: (ests[i].total_ms, candidates[i].load, candidates[i].node_id),
         )
         chosen = best
+        key = ctx.affinity_key
         if len(candidates) == 1:
             ests[0].reason = "only candidate"
-        elif ctx.affinity_key:
-            preferred = bounded_load_pick(ctx.affinity_key, candidates, self._cfg.load_bound_c)
-            index = next(i for i, c in enumerate(candidates) if c is preferred)
+        elif key and (ctx.follow_up or key.startswith(SESSION_PREFIX)):
+            index = self._affinity_node(key, candidates)
             slack = self._cfg.ect.affinity_slack
             if index != best and ests[index].total_ms <= slack * ests[best].total_ms:
                 chosen = index
                 ests[index].reason = f"affinity (within {slack:g}x of the best, {ests[best].node_id})"
             elif index == best:
                 ests[index].reason = "affinity and lowest expected completion"
+        elif key:
+            ests[best].reason = "first turn: lowest expected completion"
         picked = candidates[chosen]
         picked.estimate = ests[chosen]
+        if key and not key.startswith(SESSION_PREFIX):
+            self._remember(key, picked.node_id)
         if logger.isEnabledFor(logging.DEBUG):
             others = ", ".join(f"{e.node_id} {e.total_ms:.0f} ms" for e in ests if e is not ests[chosen])
             logger.debug("ect %s: %s; others: %s", ctx.model, ests[chosen].explain(), others or "none")
         return picked
+
+    def _affinity_node(self, key: str, candidates: Sequence[Candidate]) -> int:
+        """The index of the candidate a follow-up prefers: where its conversation was last served,
+        else its bounded-load rendezvous node."""
+        placed = None if key.startswith(SESSION_PREFIX) else self.placed.get(key)
+        for i, cand in enumerate(candidates):
+            if cand.node_id == placed:
+                return i
+        preferred = bounded_load_pick(key, candidates, self._cfg.load_bound_c)
+        return next(i for i, c in enumerate(candidates) if c is preferred)
+
+    def _remember(self, key: str, node_id: str) -> None:
+        placed = self.placed
+        placed[key] = node_id
+        placed.move_to_end(key)
+        while len(placed) > self._cfg.ect.affinity_memory:
+            placed.popitem(last=False)
 
 
 def make_balancer(strategy: Strategy, cfg: BalancerConfig | None = None, seed: int | None = None) -> Balancer:

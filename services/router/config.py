@@ -60,6 +60,9 @@ class EctConfig(Section):
         node_slots: The slots of the nodes whose num_parallel the operator knows (node id to slots);
             these are not learned.
         max_slots: Upper bound of the learned slots.
+        slot_evidence: Outcomes that found a free slot at a concurrency above the learned slots
+            needed (with no wait among them) before the slots are raised: the router's count runs
+            ahead of the node's while answers wait to be read, so one such outcome proves little.
         wait_tolerance_ms: Node-side queue time (total_duration minus load, prompt and generation)
             below this (or 10 % of the service time) means the request found a free slot.
         default_prompt_tok_s: Prompt evaluation speed assumed before any outcome of the model.
@@ -70,8 +73,11 @@ class EctConfig(Section):
             `load_ms_per_gb` x its size (when the size is unknown: `not_loaded_penalty_ms`).
         load_ms_per_gb: See `load_base_ms`.
         failure_ms: Time a failed attempt is assumed to cost before the node's failures are seen.
-        affinity_slack: A request with an affinity key stays on its rendezvous node while that
-            node's expected completion is at most this many times the best one.
+        affinity_slack: A conversation's follow-up stays on the node that served it (else its
+            rendezvous node) while that node's expected completion is at most this many times
+            the best one.
+        affinity_memory: Conversations whose latest node the router remembers (least recently
+            used forgotten first); a conversation's first turn goes to the best node.
     """
 
     alpha: float = Field(default=0.3, gt=0, le=1)
@@ -82,6 +88,7 @@ class EctConfig(Section):
     default_slots: int = Field(default=4, ge=1)
     node_slots: dict[str, int] = Field(default_factory=dict)
     max_slots: int = Field(default=64, ge=1)
+    slot_evidence: int = Field(default=3, ge=1)
     wait_tolerance_ms: float = Field(default=50.0, ge=0)
     default_prompt_tok_s: float = Field(default=600.0, gt=0)
     default_eval_tok_s: float = Field(default=60.0, gt=0)
@@ -91,6 +98,7 @@ class EctConfig(Section):
     load_ms_per_gb: float = Field(default=2000.0, ge=0)
     failure_ms: float = Field(default=500.0, ge=0)
     affinity_slack: float = Field(default=2.0, ge=1.0)
+    affinity_memory: int = Field(default=65_536, ge=0)
 
 
 class BalancerConfig(Section):

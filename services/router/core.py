@@ -28,7 +28,7 @@ from services.router.answers import (
     generate_chunk,
     generate_chunks,
 )
-from services.router.balancer import make_balancer
+from services.router.balancer import Ect, make_balancer
 from services.router.cache_client import CacheClient, reason_without_lookup, semantic_tier_may_answer
 from services.router.config import RouterConfig
 from services.router.embed import Embedder
@@ -151,6 +151,8 @@ class RouterCore:
         self.limit = ConcurrencyLimit(cfg.max_concurrent_requests)
         self.gate = BackgroundGate(cfg.background_max_inflight, cfg.background_wait_s)
         self.balancer = make_balancer(cfg.strategy, cfg.balancer)
+        if isinstance(self.balancer, Ect):
+            board.learned_slots = self.balancer.learner.confirmed_slots
         self.admission = AdmissionQueue(
             cfg.admission.max_waiting, cfg.admission.max_wait_s, cfg.admission.retry_after_s
         )

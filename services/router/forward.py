@@ -67,6 +67,14 @@ class Job:
         return isinstance(self.spec, common_pb2.ChatSpec)
 
     @property
+    def follow_up(self) -> bool:
+        """True unless this is a chat's first turn (no earlier answer in it): a node may hold the
+        conversation's prompt in its KV cache only from an earlier turn."""
+        if not isinstance(self.spec, common_pb2.ChatSpec):
+            return True
+        return any(m.role.lower() in ("assistant", "tool") for m in self.spec.messages)
+
+    @property
     def kind(self) -> str:
         """ "chat" or "generate"."""
         return "chat" if self.is_chat else "generate"
@@ -227,10 +235,12 @@ class Forwarder:
         deadline: float | None,
         size: tuple[int, int | None] = (0, None),
         tenant: str = "",
+        follow_up: bool = True,
     ) -> Candidate:
         """Picks a node, waiting in the admission queue while every node that could serve is full.
 
-        `size` is the request's (prompt characters, num_predict) for a balancer that scores them.
+        `size` is the request's (prompt characters, num_predict) for a balancer that scores them;
+        `follow_up` False marks a conversation's first turn (see `Job.follow_up`).
 
         Raises:
             Unavailable: No node can serve the model (none installed it, all failed or ejected).
@@ -243,17 +253,29 @@ class Forwarder:
             background=background,
             prompt_chars=size[0],
             num_predict=size[1],
+            follow_up=follow_up,
         )
         waiter: Waiter | None = None
+        # NOTE: a balancer that weighs full nodes (`ect`) sees them too; when it picks one, waiting
+        # for that node's slot beats the free nodes, so the request waits in the admission queue
+        # and is placed again when a slot frees. Background requests take what is free.
+        weigh_full = getattr(self.balancer, "weighs_full", False) and not background
         try:
             while True:
                 candidates = self.board.candidates(
-                    model, exclude=exclude, background=background, background_threshold=self._bg_threshold
+                    model,
+                    exclude=exclude,
+                    background=background,
+                    background_threshold=self._bg_threshold,
+                    include_full=weigh_full,
                 )
                 # NOTE: a newcomer queues behind earlier waiters for the model instead of taking the
                 # slot just handed to one of them.
                 held = waiter is None and self.admission.holds(model, background)
                 picked = None if held else self.balancer.pick(ctx, candidates)
+                better_full = picked is not None and picked.full
+                if better_full:
+                    picked = None
                 if picked is not None:
                     if waiter is not None:
                         self.admission.taken(waiter)
@@ -269,7 +291,7 @@ class Forwarder:
                     raise Unavailable(
                         "background request yielded: every node is busy with interactive traffic"
                     )
-                if held or self.board.candidates(model, exclude=exclude, include_full=True):
+                if held or better_full or self.board.candidates(model, exclude=exclude, include_full=True):
                     if waiter is None:
                         waiter = await self.admission.wait(tenant, model, background, deadline)
                     else:
@@ -361,7 +383,14 @@ class Forwarder:
                 )
             try:
                 node = await self.choose(
-                    job.model, failed, job.affinity_key, job.background, job.deadline, size, job.tenant
+                    job.model,
+                    failed,
+                    job.affinity_key,
+                    job.background,
+                    job.deadline,
+                    size,
+                    job.tenant,
+                    job.follow_up,
                 )
             except Unavailable as exc:
                 if attempts == 0 and not failed:

@@ -190,6 +190,8 @@ class NodeLearned:
 
     slots: int
     failure_ms: Mean = field(default_factory=Mean)
+    raise_votes: int = 0
+    full_seen: bool = False
 
 
 @dataclass(slots=True)
@@ -339,6 +341,12 @@ class Learner:
             state = self.nodes[node_id] = NodeLearned(slots=max(1, slots))
         return state
 
+    def confirmed_slots(self, node_id: str) -> int | None:
+        """The node's learned slots once a request has been seen waiting there (an upper bound
+        observed, not the default guess); None before that."""
+        state = self.nodes.get(node_id)
+        return state.slots if state is not None and state.full_seen else None
+
     def model(self, model: str) -> ModelLearned:
         """The model's learned state."""
         state = self.models.get(model)
@@ -396,10 +404,20 @@ class Learner:
         """
         waited_ms = o.total_ms - o.load_ms - o.prompt_ms - o.eval_ms
         if waited_ms <= max(self.cfg.wait_tolerance_ms, 0.1 * service_ms):
-            # NOTE: the lower bound of the occupancy (this router's own count) for "at least c slots"...
-            node.slots = min(self.cfg.max_slots, max(node.slots, o.concurrency))
+            # NOTE: the lower bound of the occupancy (this router's own count) for "at least c slots".
+            # That count can run ahead of the node's: a request the node has finished stays in it
+            # until the router reads the answer, so on a busy router a request can find a free slot
+            # at a count above the slots. One such outcome is weak evidence; a raise needs
+            # `slot_evidence` of them with no wait in between.
+            if o.concurrency > node.slots:
+                node.raise_votes += 1
+                if node.raise_votes >= self.cfg.slot_evidence:
+                    node.slots = min(self.cfg.max_slots, o.concurrency)
+                    node.raise_votes = 0
             return
-        # ...and the upper bound (every router's, per health) for "fewer than c slots".
+        # The upper bound (every router's, per health) for "fewer than c slots": a wait is sure.
+        node.raise_votes = 0
+        node.full_seen = True
         busy = max(o.concurrency, o.fleet_concurrency)
         if busy <= node.slots:
             node.slots = max(1, busy - 1)

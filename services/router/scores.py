@@ -139,6 +139,9 @@ class ScoreBoard:
         self.stale_after_s = 15.0
         self.connected = False
         self._local: dict[str, _Local] = {}
+        # NOTE: the balancer's learned slots of a node (services/router/learning.py), when it
+        # learns them; set by the router core.
+        self.learned_slots: Callable[[str], int | None] | None = None
 
     # --- feed -------------------------------------------------------------------------------
     def use_static(self, nodes: Iterable[NodeView]) -> None:
@@ -270,7 +273,8 @@ class ScoreBoard:
             self._decay(local, now)
             if local.cooldown_until > now or model in local.missing_models:
                 continue
-            if local.inflight >= self.inflight_limit(node) and not include_full:
+            full = local.inflight >= self.inflight_limit(node)
+            if full and not include_full:
                 continue
             if background and local.interactive >= background_threshold:
                 continue
@@ -296,14 +300,22 @@ class ScoreBoard:
                     busy_rate=max(view.busy_rate if view else 0.0, own_busy),
                     interactive_inflight=local.interactive,
                     size_bytes=view.size_bytes if view is not None else 0,
+                    full=full,
                 )
             )
         return out
 
     def inflight_limit(self, node: NodeView) -> int:
         """Requests from this router the node takes at once: from its parallel slots when they are
-        known (its registry label `num_parallel`, else `ect.node_slots`), else `max_inflight_per_node`."""
+        known (its registry label `num_parallel`, else `ect.node_slots`, else the slots the `ect`
+        balancer learned once it saw a request wait there), else `max_inflight_per_node`.
+
+        A limit from the slots keeps the surplus in the router's admission queue, where each request
+        goes to whichever node frees a slot first, instead of in one node's queue (docs/router.md).
+        """
         slots = _positive_int(node.labels.get(SLOTS_LABEL)) or self._cfg.ect.node_slots.get(node.node_id)
+        if not slots and self.learned_slots is not None:
+            slots = self.learned_slots(node.node_id)
         if not slots:
             return self._cfg.max_inflight_per_node
         return max(1, math.ceil(slots * self._cfg.inflight_per_slot))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from bench.harness import stats
+from bench.harness import stats, workload
 
 
 def test_share_timeline_counts_the_sends_in_each_window() -> None:
@@ -23,3 +23,23 @@ def test_time_to_share_is_measured_from_the_change_to_the_first_window_past_the_
     assert stats.time_to_share(timeline, 5.0, below=True, level=0.0) == 1.0
     assert stats.time_to_share(timeline, 8.0, below=False, level=0.25) == 0.5
     assert stats.time_to_share(timeline, 0.0, below=False, level=1.5) is None
+
+
+def test_a_rate_profile_shapes_the_arrivals_and_keeps_them_reproducible() -> None:
+    profile = [(10.0, 3.0), (20.0, 0.0), (30.0, 1.0)]
+    arrivals = list(workload.poisson_arrivals(20.0, 38.0, 2.0, seed=5, profile=profile))
+    assert arrivals == list(workload.poisson_arrivals(20.0, 38.0, 2.0, seed=5, profile=profile))
+
+    def count(lo: float, hi: float) -> int:
+        return sum(lo <= a.at_s < hi for a in arrivals)
+
+    # Poisson counts: 200 expected in 0-10 s, 600 in 10-20 s, none in the off period, 200 after.
+    assert 150 < count(0, 10) < 250
+    assert 500 < count(10, 20) < 700
+    assert count(20, 30) == 0
+    assert 150 < count(30, 40) < 250
+    assert all(a.phase == ("warmup" if a.at_s < 2.0 else "measure") for a in arrivals)
+    assert max(a.at_s for a in arrivals) < 40.0
+    # A profile of one step at 1 gives the plain process's statistics (not its exact draws).
+    flat = list(workload.poisson_arrivals(20.0, 98.0, 2.0, seed=5, profile=[(0.0, 1.0)]))
+    assert 1800 < len(flat) < 2200

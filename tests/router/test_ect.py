@@ -111,7 +111,7 @@ def test_num_predict_caps_the_expected_length_and_capped_answers_are_not_learned
 
 
 def test_slots_are_learned_from_waits_at_each_concurrency() -> None:
-    learner = Learner(EctConfig(default_slots=1), clock=Clock())
+    learner = Learner(EctConfig(default_slots=1, slot_evidence=1), clock=Clock())
     learner.observe(served("a", concurrency=3))
     assert learner.node("a").slots == 3  # three at once and none waited: at least three slots
     learner.observe(served("a", concurrency=3, waited_ms=400))
@@ -127,6 +127,27 @@ def test_slots_are_learned_from_waits_at_each_concurrency() -> None:
     fixed = Learner(EctConfig(node_slots={"a": 8}), clock=Clock())
     fixed.observe(served("a", concurrency=3, waited_ms=400))
     assert fixed.node("a").slots == 8  # configured num_parallel is not second-guessed
+
+
+def test_a_raise_of_the_slots_needs_repeated_evidence_and_a_wait_cancels_it() -> None:
+    # The router's count runs ahead of the node's while finished answers wait to be read, so a
+    # request can find a free slot at a count above the true slots: once is not enough to raise.
+    learner = Learner(EctConfig(default_slots=2, slot_evidence=3), clock=Clock())
+    node = learner.node("a")
+    learner.observe(served("a", concurrency=3))
+    learner.observe(served("a", concurrency=3))
+    assert node.slots == 2
+    learner.observe(served("a", concurrency=3, waited_ms=400))  # the node was full after all
+    assert node.slots == 2
+    learner.observe(served("a", concurrency=3))
+    learner.observe(served("a", concurrency=2))  # within the slots: no evidence either way
+    learner.observe(served("a", concurrency=4))
+    assert node.slots == 2
+    learner.observe(served("a", concurrency=3))
+    assert node.slots == 3  # three in a row without a wait
+    # Lowering needs one wait: a request that waited shows the node full.
+    learner.observe(served("a", concurrency=3, waited_ms=400))
+    assert node.slots == 2
 
 
 def test_failures_teach_the_time_a_failed_attempt_costs() -> None:
@@ -323,17 +344,48 @@ def test_ties_are_broken_by_load_then_node_id_whatever_the_order() -> None:
 
 
 def test_affinity_keeps_its_node_within_the_slack_only() -> None:
-    balancer = trained(affinity_slack=2.0)
     key = next(k for k in (f"s:{i}" for i in range(100)) if _rendezvous_first(k, ["f", "s"]) == "s")
     ctx = PickContext(model=MODEL, prompt_chars=80, affinity_key=key)
-    # s takes 1,640 ms against f's 440 ms idle: more than 2x, so the key goes to f.
-    picked = balancer.pick(ctx, cands("f", "s"))
+    # A follow-up of a conversation this router has not seen prefers its rendezvous node, s: it takes
+    # 1,640 ms against f's 440 ms idle, more than 2x, so the key goes to f.
+    picked = trained(affinity_slack=2.0).pick(ctx, cands("f", "s"))
     assert picked is not None and picked.node_id == "f"
     # With f busy (4 in flight: 1.5 x 3 x 440 / 2 = 990 ms of queue) s is within 2x: the key stays.
     busy_f = Candidate("f", "http://f", local_inflight=4)
-    picked = balancer.pick(ctx, [busy_f, Candidate("s", "http://s")])
+    picked = trained(affinity_slack=2.0).pick(ctx, [busy_f, Candidate("s", "http://s")])
     assert picked is not None and picked.node_id == "s"
     assert picked.estimate is not None and picked.estimate.reason.startswith("affinity")
+
+
+def test_a_first_turn_goes_to_the_best_node_and_its_follow_ups_follow_it() -> None:
+    balancer = trained(affinity_slack=2.0)
+    key = next(k for k in (f"p:{i}" for i in range(100)) if _rendezvous_first(k, ["f", "s"]) == "s")
+    first = PickContext(model=MODEL, prompt_chars=80, affinity_key=key, follow_up=False)
+    busy_f = Candidate("f", "http://f", local_inflight=4)
+    # f busy: s is within 2x of it, yet a first turn gains nothing from s (no node holds the
+    # conversation yet), so it takes the best node.
+    picked = balancer.pick(first, [busy_f, Candidate("s", "http://s")])
+    assert picked is not None and picked.node_id == "f"
+    assert picked.estimate is not None and picked.estimate.reason.startswith("first turn")
+    assert balancer.placed[key] == "f"
+    # Its follow-ups keep to f (where the KV cache holds it) while f is within the slack...
+    follow = PickContext(model=MODEL, prompt_chars=80, affinity_key=key)
+    idle_s = Candidate("s", "http://s")
+    assert balancer.pick(follow, [Candidate("f", "http://f", local_inflight=2), idle_s]).node_id == "f"  # type: ignore[union-attr]
+    # ...and move to the best node beyond it, which then holds the conversation.
+    very_busy_f = Candidate("f", "http://f", local_inflight=12)
+    assert balancer.pick(follow, [very_busy_f, Candidate("s", "http://s")]).node_id == "s"  # type: ignore[union-attr]
+    assert balancer.placed[key] == "s"
+
+
+def test_the_remembered_conversations_are_bounded() -> None:
+    balancer = trained(affinity_memory=2)
+    for key in ("a", "b", "c"):
+        balancer.pick(PickContext(model=MODEL, affinity_key=key, follow_up=False), cands("f", "s"))
+    assert list(balancer.placed) == ["b", "c"]
+    balancer.pick(PickContext(model=MODEL, affinity_key="b"), cands("f", "s"))
+    balancer.pick(PickContext(model=MODEL, affinity_key="d", follow_up=False), cands("f", "s"))
+    assert list(balancer.placed) == ["b", "d"]  # b was used again: c was the least recent
 
 
 def _rendezvous_first(key: str, ids: list[str]) -> str:
@@ -365,3 +417,29 @@ def test_ect_is_built_by_name_and_is_the_only_learning_strategy() -> None:
         assert not isinstance(make_balancer(other), Learning)  # type: ignore[arg-type]
     assert balancer.pick(CTX, []) is None
     assert BalancerConfig().ect.queue_weight == 1.5
+
+
+def test_a_chat_is_a_follow_up_once_it_holds_an_earlier_answer() -> None:
+    from services.router.forward import Job
+
+    def chat(*roles: str) -> Job:
+        spec = common_pb2.ChatSpec(
+            model=MODEL, messages=[common_pb2.ChatMessage(role=r, content="x") for r in roles]
+        )
+        return Job(spec, MODEL)
+
+    assert not chat("system", "user").follow_up
+    assert not chat("user").follow_up
+    assert chat("user", "assistant", "user").follow_up
+    assert chat("user", "assistant", "tool").follow_up
+    assert Job(common_pb2.GenerateSpec(model=MODEL, prompt="x"), MODEL).follow_up
+
+
+def test_a_session_keeps_to_its_rendezvous_node_from_its_first_request() -> None:
+    balancer = trained(affinity_slack=2.0)
+    key = next(k for k in (f"s:{i}" for i in range(100)) if _rendezvous_first(k, ["f", "s"]) == "s")
+    # A session's requests keep to the node every router computes, first one included.
+    first = PickContext(model=MODEL, prompt_chars=80, affinity_key=key, follow_up=False)
+    busy_f = Candidate("f", "http://f", local_inflight=4)
+    assert balancer.pick(first, [busy_f, Candidate("s", "http://s")]).node_id == "s"  # type: ignore[union-attr]
+    assert key not in balancer.placed
