@@ -101,10 +101,11 @@ async def run(ctx: Context) -> dict[str, Any]:
             f"with every system up); each sends {p['turns']} turns one "
             "after the other, every turn carrying the whole history. A node re-evaluates only the part of a "
             "prompt its slots have not cached, so a session kept on one node pays for its new question only. "
-            "With affinity: Corral's default balancer, `ect` (a conversation keeps to its bounded-load "
-            "rendezvous node on its prefix while that node's expected completion time is within "
-            "`affinity_slack` times the best); without: Corral's least_inflight balancer (same router, "
-            "no affinity). Endpoints: "
+            "With affinity: Corral's default balancer, `ect` (a conversation's first turn goes to the "
+            "node with the lowest expected completion time; its follow-ups keep to the node that served "
+            "the conversation while that node's expected completion time is within `affinity_slack` "
+            "times the best); without: Corral's least_inflight balancer (same router, no affinity). "
+            "Endpoints: "
             "Corral `POST /api/chat` (stream), LiteLLM `POST /v1/chat/completions` (stream)."
         ),
         parameters=p,
