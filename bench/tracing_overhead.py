@@ -7,6 +7,9 @@ this process, so that drifting machine load hits both alike. Short non-streaming
 (num_predict 8), unique prompts. Writes bench/results/tracing_overhead.{json,md}.
 
     PYTHONPATH=.:gen/python .venv/bin/python bench/tracing_overhead.py [--requests 2000] [--rounds 3]
+
+`--smoke` (CI, tests/bench/test_bench_smoke.py) runs a few requests per row into `--out`: it checks the
+harness, not the figures.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ CONCURRENCIES = (1, 32)
 
 
 async def _round(
-    node_url: str, tracing: bool, endpoint: str, requests: int, tag: str
+    node_url: str, tracing: bool, endpoint: str, requests: int, tag: str, warmup: int = 200
 ) -> dict[int, dict[str, Any]]:
     from bench.router_overhead import _measure, _router_env
     from tests.helpers.procs import ServiceProcess
@@ -49,7 +52,7 @@ async def _round(
                 c,
                 f"{tag}c{c}",
                 {"router": router.pid},
-                argparse.Namespace(requests=requests, warmup=200),
+                argparse.Namespace(requests=requests, warmup=warmup),
                 server="router",
             )
             for c in CONCURRENCIES
@@ -113,7 +116,7 @@ async def main(args: argparse.Namespace) -> None:
             order = ("off", "on") if i % 2 == 0 else ("on", "off")
             for setting in order:
                 result = await _round(
-                    node_url, setting == "on", receiver.endpoint, args.requests, f"r{i}{setting}"
+                    node_url, setting == "on", receiver.endpoint, args.requests, f"r{i}{setting}", args.warmup
                 )
                 for c, row in result.items():
                     rows[setting].setdefault(c, []).append(row)
@@ -145,12 +148,14 @@ async def main(args: argparse.Namespace) -> None:
         "requests_per_row": args.requests,
         "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0], "loadavg_after": load},
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "tracing_overhead.json").write_text(json.dumps(results, indent=2) + "\n")
-    write_report(results)
+    if args.smoke:
+        results["smoke"] = True
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "tracing_overhead.json").write_text(json.dumps(results, indent=2) + "\n")
+    write_report(results, args.out)
 
 
-def write_report(results: dict[str, Any]) -> None:
+def write_report(results: dict[str, Any], out: Path = RESULTS) -> None:
     """Writes bench/results/tracing_overhead.md from the results (also after the fact: --report-only)."""
     summary = results["summary"]
     rounds = results["rounds"]
@@ -200,7 +205,9 @@ def write_report(results: dict[str, Any]) -> None:
         "the request path plus OTLP encoding in the exporter's thread). On a saturated machine that CPU is",
         "throughput (the concurrency-32 row): lower `tracing.sample_ratio` there (docs/observability.md).",
     ]
-    (RESULTS / "tracing_overhead.md").write_text("\n".join(lines) + "\n")
+    if results.get("smoke"):
+        lines[1:1] = ["", "**Smoke run** (a few requests per row): checks the harness, not the figures."]
+    (out / "tracing_overhead.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
@@ -209,7 +216,12 @@ if __name__ == "__main__":
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--report-only", action="store_true", help="rewrite the .md from the .json")
+    parser.add_argument("--smoke", action="store_true", help="a few requests per row, one round (CI)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="result folder (default bench/results)")
     parsed = parser.parse_args()
+    parsed.warmup = 200
+    if parsed.smoke:
+        parsed.requests, parsed.rounds, parsed.warmup = 40, 1, 10
     if parsed.report_only:
         write_report(json.loads((RESULTS / "tracing_overhead.json").read_text()))
     else:

@@ -107,7 +107,15 @@ def status_table(
         for n in rows
         if n.last_error and n.state != health_service_pb2.NODE_STATE_HEALTHY
     ]
-    return Group(header, table, *problems)
+    # NOTE: the labels the router routes by (priority, num_parallel, what pins select) under the table.
+    labelled = [
+        Text(f"  {n.node_id}: " + ", ".join(f"{k}={v}" for k, v in sorted(n.labels.items())), style="dim")
+        for n in rows
+        if n.labels
+    ]
+    if labelled:
+        labelled.insert(0, Text("labels", style="dim"))
+    return Group(header, table, *problems, *labelled)
 
 
 def models_table(models: Iterable[router_service_pb2.FleetModel]) -> RenderableType:

@@ -120,6 +120,11 @@ class BalancerConfig(Section):
         ewma_alpha: Weight of the newest sample in the router's own service-time EWMA.
         error_half_life_s: The router's own error and busy rates halve after this long without news.
         ect: Tuning of the `ect` balancer (learned expected completion time).
+        pins: A model's nodes by their registry labels: model name to the labels a node must carry
+            (every one, value for value) to serve it, e.g. {"mistral:7b": {"gpu": "true"}}. A
+            request for a pinned model that no such node can serve fails as for any model no node
+            serves. Models without a pin may go to any node. Node priority is the registry label
+            `priority` (lower first; see services/router/scores.py).
     """
 
     default_service_ms: float = Field(default=1000.0, gt=0)
@@ -132,6 +137,14 @@ class BalancerConfig(Section):
     ewma_alpha: float = Field(default=0.3, gt=0, le=1)
     error_half_life_s: float = Field(default=5.0, gt=0)
     ect: EctConfig = EctConfig()
+    pins: dict[str, dict[str, str]] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_pins(self) -> BalancerConfig:
+        for model, labels in self.pins.items():
+            if not labels:
+                raise ValueError(f"balancer.pins[{model!r}]: name at least one label a node must carry")
+        return self
 
 
 class StallConfig(Section):

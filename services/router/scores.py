@@ -43,6 +43,18 @@ class Attempt(Enum):
 
 # The registry label with a node's parallel slots (its OLLAMA_NUM_PARALLEL), set by the operator.
 SLOTS_LABEL = "num_parallel"
+# The registry label with a node's priority: nodes with a higher number take traffic only while
+# every node with a lower one that could serve is down or full (GPU boxes first, a CPU box after).
+PRIORITY_LABEL = "priority"
+
+
+def node_priority(labels: dict[str, str]) -> int:
+    """A node's priority from its labels: the `priority` label as an integer, 0 when absent or not one."""
+    text = labels.get(PRIORITY_LABEL, "").strip()
+    try:
+        return int(text)
+    except ValueError:
+        return 0
 
 
 def _positive_int(text: str | None) -> int | None:
@@ -132,6 +144,7 @@ class ScoreBoard:
     def __init__(self, cfg: BalancerConfig | None = None, clock: Clock = time.monotonic) -> None:
         self._cfg = cfg or BalancerConfig()
         self._clock = clock
+        self._pins = {normalize_model(m): labels for m, labels in self._cfg.pins.items()}
         self.nodes: dict[str, NodeView] = {}
         self.source = "none"
         self.version = 0
@@ -223,9 +236,13 @@ class ScoreBoard:
 
         Filter: routable per health, not cooling down after a recent failure, the model installed
         (or the node's models not known yet), not marked as lacking the model, not saturated, not
-        already tried by this request. When health's copy is stale and nothing passes, nodes that
-        health last called unroutable are tried as well: the router's own outcomes decide.
-        `include_full` keeps saturated nodes (the admission queue asks whether any node could serve).
+        already tried by this request, and, when the model is pinned (`balancer.pins`), carrying the
+        pin's labels. When health's copy is stale and nothing passes, nodes that health last called
+        unroutable are tried as well: the router's own outcomes decide. `include_full` keeps
+        saturated nodes (the admission queue asks whether any node could serve).
+
+        Then priority: only the nodes of the best (lowest) `priority` label among those that are
+        not full remain; when all are full, those of the best priority overall.
         """
         skip = set(exclude)
         now = self._clock()
@@ -233,8 +250,22 @@ class ScoreBoard:
         result = self._filter(*args, trust_health=True, include_full=include_full)
         if not result and self.stale:
             result = self._filter(*args, trust_health=False, include_full=include_full)
+        result = self._best_priority(result)
         self._neutral_prior(model, result)
         return result
+
+    def _best_priority(self, candidates: list[Candidate]) -> list[Candidate]:
+        """The candidates of the best priority that has a node with room (else the best overall)."""
+        if len(candidates) < 2:
+            return candidates
+        ranks = [
+            node_priority(self.nodes[c.node_id].labels) if c.node_id in self.nodes else 0 for c in candidates
+        ]
+        if len(set(ranks)) == 1:
+            return candidates
+        open_ranks = [r for r, c in zip(ranks, candidates, strict=True) if not c.full]
+        best = min(open_ranks or ranks)
+        return [c for r, c in zip(ranks, candidates, strict=True) if r == best]
 
     def _neutral_prior(self, model: str, candidates: list[Candidate]) -> None:
         """Gives nodes this router has no service time for the median of the others'.
@@ -279,6 +310,9 @@ class ScoreBoard:
             if background and local.interactive >= background_threshold:
                 continue
             own_errors, own_busy = (local.error_ewma, local.busy_ewma) if stale else (0.0, 0.0)
+            pin = self._pins.get(model)
+            if pin and any(node.labels.get(k) != v for k, v in pin.items()):
+                continue
             view: ModelView | None = None
             if node.models is not None:
                 view = node.models.get(model)

@@ -105,3 +105,25 @@ async def test_router_overhead_rows_run_and_are_tabulated(tmp_path: Path) -> Non
     assert "| router_near_hit_http | 32 |" in table and "% near |" in table
     assert "| litellm_exact_hit | – | not run: disabled (--no-litellm) |" in table
     assert "x the floor row" in table
+
+
+async def test_tracing_overhead_runs_both_settings_and_reports_them(tmp_path: Path) -> None:
+    # NOTE: `--smoke`: 40 requests per row, one round of tracing off and on, into tmp_path: this
+    # checks the harness (the router with the OTLP exporter pointed at the in-process receiver), not
+    # the figures, which need `bench/tracing_overhead.py` on a quiet machine.
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "bench/tracing_overhead.py", "--smoke", "--out", str(tmp_path),
+        cwd=str(ROOT), env=base_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0, out.decode()[-4000:]
+    doc = json.loads((tmp_path / "tracing_overhead.json").read_text())
+    assert doc["smoke"] is True and doc["requests_per_row"] == 40
+    for level in ("c1", "c32"):
+        row = doc["summary"][level]
+        assert row["off_rps"] > 0 and row["on_rps"] > 0
+        assert row["on_router_cpu_ms"] > 0 and row["off_router_cpu_ms"] > 0
+    for setting in ("off", "on"):
+        assert [r["requests"] for r in doc["rounds"][setting]["c1"]] == [40]
+    report = (tmp_path / "tracing_overhead.md").read_text()
+    assert "Smoke run" in report and "| 32 |" in report

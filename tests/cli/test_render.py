@@ -67,6 +67,19 @@ def test_status_fits_80_columns_and_keeps_what_matters() -> None:
     assert "mistral:7b-instruct" in text and "…" in text
 
 
+def test_status_lists_the_labels_the_router_routes_by() -> None:
+    nodes = _nodes()
+    nodes[0].labels.update({"priority": "0", "gpu": "true"})
+    nodes[3].labels.update({"priority": "1", "num_parallel": "2"})
+    lines = _render(status_table(nodes))
+    assert max(len(line) for line in lines) <= 80
+    assert "labels" in lines
+    assert "  node-1: gpu=true, priority=0" in lines
+    assert "  node-4: num_parallel=2, priority=1" in lines
+    assert not any(line.startswith("  node-2:") for line in lines)  # no labels, no line
+    assert "labels" not in _render(status_table(_nodes()))
+
+
 def test_status_with_no_nodes_and_unprobed_nodes() -> None:
     assert "0 nodes" in _render(status_table([]))[0]
     lines = _render(status_table([health_service_pb2.NodeScore(node_id="n1")]))

@@ -150,6 +150,15 @@ def test_a_raise_of_the_slots_needs_repeated_evidence_and_a_wait_cancels_it() ->
     assert node.slots == 2
 
 
+def test_slots_count_as_confirmed_only_once_a_request_waited() -> None:
+    learner = Learner(EctConfig(default_slots=4), clock=Clock())
+    assert learner.confirmed_slots("a") is None
+    learner.observe(served("a", concurrency=2))
+    assert learner.confirmed_slots("a") is None  # the default guess, not seen full yet
+    learner.observe(served("a", concurrency=3, waited_ms=400))
+    assert learner.confirmed_slots("a") == 2
+
+
 def test_failures_teach_the_time_a_failed_attempt_costs() -> None:
     learner = Learner(EctConfig(failure_ms=500), clock=Clock())
     assert learner.failure_ms("a") == 500
