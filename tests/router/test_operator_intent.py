@@ -12,7 +12,7 @@ MODEL = "m:latest"
 BIG = "mistral:7b"
 
 
-def _node(node_id: str, routable: bool = True, **labels: str) -> NodeView:
+def _node(node_id: str, *, routable: bool = True, **labels: str) -> NodeView:
     models = {MODEL: ModelView("m", loaded=True), BIG: ModelView(BIG, loaded=True)}
     return NodeView(node_id, f"http://{node_id}", routable=routable, models=models, labels=labels)
 
@@ -28,8 +28,11 @@ def _ids(board: ScoreBoard, model: str = MODEL, **kw: object) -> list[str]:
 
 
 def test_lower_priority_nodes_serve_only_while_the_better_ones_are_down_or_full() -> None:
-    gpu = {"num_parallel": "1", "priority": "0"}
-    board = _board(_node("gpu-1", **gpu), _node("gpu-2", **gpu), _node("cpu", num_parallel="1", priority="1"))
+    board = _board(
+        _node("gpu-1", num_parallel="1", priority="0"),
+        _node("gpu-2", num_parallel="1", priority="0"),
+        _node("cpu", num_parallel="1", priority="1"),
+    )
     assert _ids(board) == ["gpu-1", "gpu-2"]
     board.begin("gpu-1", interactive=True)
     assert _ids(board) == ["gpu-2"]  # one GPU node full: the other takes it, not the CPU box
