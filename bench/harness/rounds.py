@@ -11,7 +11,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench.harness.systems import run_load
+from bench.harness.context import Context
+from bench.harness.systems import (
+    LITELLM_STRATEGIES,
+    Gateway,
+    Node,
+    run_load,
+    start_corral,
+    start_litellm,
+    target_of,
+    warm,
+)
 
 SpecFor = Callable[[str, dict[str, Any], int], dict[str, Any]]
 
@@ -49,3 +59,31 @@ async def run_rounds(
                 {"round": round_no, "t0": result.get("t0"), "events": result.get("events", [])}
             )
     return merged
+
+
+async def every_strategy(
+    ctx: Context, nodes: list[Node], spec_for: SpecFor, rounds: int, work: Path, timeout_s: float
+) -> dict[str, dict[str, Any]]:
+    """Every Corral strategy and, when installed, every LiteLLM strategy over the same nodes, in rounds.
+
+    The nodes' model is loaded first; a smoke run takes two Corral strategies and one LiteLLM
+    strategy (it checks the harness). The gateways are closed and the nodes killed at the end,
+    also on failure. Returns `run_rounds`'s merged records per system.
+    """
+    # NOTE: a smoke run checks the harness: two strategies per system are enough for that.
+    corral_strategies = ctx.pick(("ect", "p2c_ect", "round_robin", "least_inflight"), ("ect", "p2c_ect"))
+    litellm_strategies = ctx.pick(LITELLM_STRATEGIES, LITELLM_STRATEGIES[:1]) if ctx.litellm else ()
+    gateways: list[Gateway] = []
+    try:
+        await warm(nodes)
+        for strategy in corral_strategies:
+            gateways.append(await start_corral(nodes, strategy))
+        for strategy in litellm_strategies:
+            gateways.append(await start_litellm(nodes, strategy, work))
+        endpoints = {g.name: target_of(g, timeout_s=timeout_s) for g in gateways}
+        return await run_rounds(endpoints, spec_for, rounds, work)
+    finally:
+        for gateway in gateways:
+            await gateway.close()
+        for node in nodes:
+            await node.kill()

@@ -15,7 +15,8 @@ def percentile(values: list[float], q: float) -> float | None:
     return ordered[rank - 1]
 
 
-def _r(value: float | None, digits: int = 2) -> float | None:
+def rounded(value: float | None, digits: int = 2) -> float | None:
+    """`value` rounded to `digits`, None kept."""
     return None if value is None else round(value, digits)
 
 
@@ -62,20 +63,20 @@ def summarise(result: dict[str, Any], duration_s: float | None = None) -> dict[s
         "errors": len(errors),
         "error_kinds": kinds,
         "dropped": result.get("dropped", 0),
-        "throughput_rps": _r(len(ok) / duration_s if duration_s else None, 1),
-        "p50_ms": _r(percentile(latencies, 50)),
-        "p90_ms": _r(percentile(latencies, 90)),
-        "p99_ms": _r(percentile(latencies, 99)),
-        "max_ms": _r(max(latencies) if latencies else None),
-        "mean_ms": _r(sum(latencies) / len(latencies) if latencies else None),
+        "throughput_rps": rounded(len(ok) / duration_s if duration_s else None, 1),
+        "p50_ms": rounded(percentile(latencies, 50)),
+        "p90_ms": rounded(percentile(latencies, 90)),
+        "p99_ms": rounded(percentile(latencies, 99)),
+        "max_ms": rounded(max(latencies) if latencies else None),
+        "mean_ms": rounded(sum(latencies) / len(latencies) if latencies else None),
     }
     if ttfts:
         summary.update(
             {
-                "ttft_mean_ms": _r(sum(ttfts) / len(ttfts)),
-                "ttft_p50_ms": _r(percentile(ttfts, 50)),
-                "ttft_p90_ms": _r(percentile(ttfts, 90)),
-                "ttft_p99_ms": _r(percentile(ttfts, 99)),
+                "ttft_mean_ms": rounded(sum(ttfts) / len(ttfts)),
+                "ttft_p50_ms": rounded(percentile(ttfts, 50)),
+                "ttft_p90_ms": rounded(percentile(ttfts, 90)),
+                "ttft_p99_ms": rounded(percentile(ttfts, 99)),
             }
         )
     return summary

@@ -160,9 +160,9 @@ def poisson_arrivals(
     steps = sorted((float(t), float(f)) for t, f in profile)
     if any(f < 0 for _, f in steps):
         raise ValueError("rate profile: factors must be >= 0")
-    bounds = [(0.0, 1.0)] + [(t, f) for t, f in steps if t > 0]
-    if steps and steps[0][0] <= 0:
-        bounds[0] = (0.0, [f for t, f in steps if t <= 0][-1])
+    # NOTE: (start, factor) of each stretch; steps at or before 0 set the first stretch's factor.
+    first = next((f for t, f in reversed(steps) if t <= 0), 1.0)
+    bounds = [(0.0, first), *((t, f) for t, f in steps if t > 0)]
     rng = random.Random(seed)
     at_s, i = 0.0, 0
     while True:

@@ -7,33 +7,21 @@ from typing import Any
 from bench import oracle
 from bench.harness import report, routing, stats
 from bench.harness.context import Context, poisson_spec
-from bench.harness.rounds import run_rounds
-from bench.harness.systems import (
-    DEFAULT_STRATEGY,
-    LITELLM_STRATEGIES,
-    Gateway,
-    start_corral,
-    start_litellm,
-    start_nodes,
-    target_of,
-    warm,
-)
+from bench.harness.rounds import every_strategy
+from bench.harness.systems import DEFAULT_STRATEGY, start_nodes
 from bench.harness.workload import RateProfile
+from bench.scenarios import heterogeneous
 
 TITLE = "Bursty arrivals and a 10 s overload at 150 %"
-SPEEDS = [1.0, 1.0, 0.5, 0.25]
-NUM_PARALLEL = 2
-MEAN_SERVICE_S = 40 / 60 + 30 / 600
+# NOTE: the heterogeneous scenario's fleet (its speeds, slots and capacity), without the failing node.
+SPEEDS = heterogeneous.SPEEDS
+NUM_PARALLEL = heterogeneous.NUM_PARALLEL
+capacity_rps = heterogeneous.capacity_rps
 LOAD = 0.7  # the base rate, as a share of capacity; the profile multiplies it
 ON, OFF = 1.6, 0.4  # on/off factors: 112 % and 28 % of capacity, 70 % on average
 OVERLOAD = 1.5  # share of capacity during the overload
 AFTER = 0.5  # share of capacity once the overload is over
 FAST_REFUSAL_MS = 1000.0  # a refusal is fast when the client has it within this
-
-
-def capacity_rps(time_scale: float) -> float:
-    """Requests/s the fleet completes when every slot is busy."""
-    return sum(NUM_PARALLEL * speed / (MEAN_SERVICE_S * time_scale) for speed in SPEEDS)
 
 
 def profile(
@@ -81,9 +69,9 @@ def _phases(
         "refusals_in_burst": len(refusals),
         "other_errors_in_burst": sum(not r["ok"] and not _is_refusal(r) for r in inside),
         "refusals_after_burst": sum(not r["ok"] and _is_refusal(r) for r in after),
-        "slowest_refusal_ms": None if slowest is None else round(slowest, 2),
+        "slowest_refusal_ms": stats.rounded(slowest),
         "slow_refusals": sum(r["latency_ms"] > FAST_REFUSAL_MS for r in refusals),
-        "p99_burst_ms": None if p99_burst is None else round(p99_burst, 2),
+        "p99_burst_ms": stats.rounded(p99_burst),
         "_p99_by_second": {s: stats.percentile(v, 99) for s, v in sorted(by_second.items())},
     }
 
@@ -119,29 +107,14 @@ async def run(ctx: Context) -> dict[str, Any]:
         SPEEDS, time_scale, extra_args=("--num-parallel", str(NUM_PARALLEL), "--models", "llama3.2:1b")
     )
     names = {n.url: n.node_id for n in nodes}
-    corral_strategies = ctx.pick(("ect", "p2c_ect", "round_robin", "least_inflight"), ("ect", "p2c_ect"))
-    litellm_strategies = ctx.pick(LITELLM_STRATEGIES, LITELLM_STRATEGIES[:1]) if ctx.litellm else ()
-    gateways: list[Gateway] = []
-    try:
-        await warm(nodes)
-        for strategy in corral_strategies:
-            gateways.append(await start_corral(nodes, strategy))
-        for strategy in litellm_strategies:
-            gateways.append(await start_litellm(nodes, strategy, work))
-        endpoints = {g.name: target_of(g, timeout_s=p["client_timeout_s"]) for g in gateways}
 
-        def spec_for(name: str, target: dict[str, Any], round_no: int) -> dict[str, Any]:
-            return poisson_spec(
-                target, p["rate_rps"], segment_s, warmup_s=warmup_s, seed=round_no + 1,
-                requests={"kind": "unique", "tag": f"{name}-{round_no}"}, rate_profile=steps,
-            )  # fmt: skip
+    def spec_for(name: str, target: dict[str, Any], round_no: int) -> dict[str, Any]:
+        return poisson_spec(
+            target, p["rate_rps"], segment_s, warmup_s=warmup_s, seed=round_no + 1,
+            requests={"kind": "unique", "tag": f"{name}-{round_no}"}, rate_profile=steps,
+        )  # fmt: skip
 
-        merged = await run_rounds(endpoints, spec_for, rounds, work)
-    finally:
-        for gateway in gateways:
-            await gateway.close()
-        for node in nodes:
-            await node.kill()
+    merged = await every_strategy(ctx, nodes, spec_for, rounds, work, p["client_timeout_s"])
     systems: dict[str, dict[str, Any]] = {}
     for name, result in merged.items():
         zero = {seg["round"]: seg["t0"] for seg in result["segments"]}

@@ -7,16 +7,8 @@ from typing import Any
 from bench import oracle
 from bench.harness import report, routing, stats
 from bench.harness.context import Context, poisson_spec
-from bench.harness.rounds import run_rounds
-from bench.harness.systems import (
-    LITELLM_STRATEGIES,
-    Gateway,
-    start_corral,
-    start_litellm,
-    start_nodes,
-    target_of,
-    warm,
-)
+from bench.harness.rounds import every_strategy
+from bench.harness.systems import start_nodes
 
 TITLE = "Heterogeneous fleet at 70 % load"
 SPEEDS = [1.0, 1.0, 0.5, 0.25]
@@ -62,31 +54,15 @@ async def run(ctx: Context) -> dict[str, Any]:
     systems: dict[str, dict[str, Any]] = {}
     latencies: dict[str, list[float]] = {}
     names = {n.url: n.node_id for n in nodes}
-    # NOTE: a smoke run checks the harness: two strategies per system are enough for that.
-    corral_strategies = ctx.pick(("ect", "p2c_ect", "round_robin", "least_inflight"), ("ect", "p2c_ect"))
-    litellm_strategies = ctx.pick(LITELLM_STRATEGIES, LITELLM_STRATEGIES[:1]) if ctx.litellm else ()
-    gateways: list[Gateway] = []
-    try:
-        await warm(nodes)
-        for strategy in corral_strategies:
-            gateways.append(await start_corral(nodes, strategy))
-        for strategy in litellm_strategies:
-            gateways.append(await start_litellm(nodes, strategy, work))
-        endpoints = {g.name: target_of(g, timeout_s=p["client_timeout_s"]) for g in gateways}
-        rounds = p["rounds"]
+    rounds = p["rounds"]
 
-        def spec_for(name: str, target: dict[str, Any], round_no: int) -> dict[str, Any]:
-            return poisson_spec(
-                target, p["rate_rps"], p["duration_s"] / rounds, warmup_s=p["warmup_s"], seed=round_no + 1,
-                requests={"kind": "unique", "tag": f"{name}-{round_no}"},
-            )  # fmt: skip
+    def spec_for(name: str, target: dict[str, Any], round_no: int) -> dict[str, Any]:
+        return poisson_spec(
+            target, p["rate_rps"], p["duration_s"] / rounds, warmup_s=p["warmup_s"], seed=round_no + 1,
+            requests={"kind": "unique", "tag": f"{name}-{round_no}"},
+        )  # fmt: skip
 
-        merged = await run_rounds(endpoints, spec_for, rounds, work)
-    finally:
-        for gateway in gateways:
-            await gateway.close()
-        for node in nodes:
-            await node.kill()
+    merged = await every_strategy(ctx, nodes, spec_for, rounds, work, p["client_timeout_s"])
     for name, result in merged.items():
         figures = stats.summarise(result, p["duration_s"])
         figures["requests_by_node"] = stats.by_node(stats.measured(result), names)

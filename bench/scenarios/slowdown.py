@@ -7,18 +7,8 @@ from typing import Any
 from bench import oracle
 from bench.harness import report, routing, stats
 from bench.harness.context import Context, poisson_spec
-from bench.harness.rounds import run_rounds
-from bench.harness.systems import (
-    DEFAULT_STRATEGY,
-    LITELLM_STRATEGIES,
-    Gateway,
-    Node,
-    start_corral,
-    start_litellm,
-    start_nodes,
-    target_of,
-    warm,
-)
+from bench.harness.rounds import every_strategy
+from bench.harness.systems import DEFAULT_STRATEGY, Node, start_nodes
 
 TITLE = "A node 4x slower for 30 s, then recovered"
 SPEEDS = [1.0, 1.0, 1.0, 1.0]
@@ -62,14 +52,14 @@ def adaptation(
     timeline = stats.share_timeline(sends, end_s, WINDOW_S, STEP_S)
 
     def mean_share(lo: float, hi: float) -> float | None:
-        picked = [t for t, _ in sends if lo <= t < hi]
-        return sum(hit for t, hit in sends if lo <= t < hi) / len(picked) if picked else None
+        hits = [hit for t, hit in sends if lo <= t < hi]
+        return sum(hits) / len(hits) if hits else None
 
     before = mean_share(since_s - BASELINE_S, since_s)
     figures: dict[str, Any] = {
-        "share_before": None if before is None else round(before, 3),
-        "share_during": _r(mean_share(since_s + 5, until_s)),
-        "share_after": _r(mean_share(until_s + 5, end_s)),
+        "share_before": stats.rounded(before, 3),
+        "share_during": stats.rounded(mean_share(since_s + 5, until_s), 3),
+        "share_after": stats.rounded(mean_share(until_s + 5, end_s), 3),
         "time_to_halve_s": None,
         "time_to_return_s": None,
     }
@@ -79,18 +69,15 @@ def adaptation(
     return figures, timeline
 
 
-def _r(value: float | None) -> float | None:
-    return None if value is None else round(value, 3)
-
-
 def _phase_p99s(
     points: list[tuple[float, float]], since_s: float, until_s: float, end_s: float
 ) -> dict[str, Any]:
     """p99 latency (ms) of the requests sent before, during and after the slowdown (trace seconds)."""
     found = {}
     for phase, lo, hi in (("before", 0.0, since_s), ("during", since_s, until_s), ("after", until_s, end_s)):
-        p99 = stats.percentile([ms for t, ms in points if lo <= t < hi], 99)
-        found[f"p99_{phase}_ms"] = None if p99 is None else round(p99, 2)
+        found[f"p99_{phase}_ms"] = stats.rounded(
+            stats.percentile([ms for t, ms in points if lo <= t < hi], 99)
+        )
     return found
 
 
@@ -133,29 +120,14 @@ async def run(ctx: Context) -> dict[str, Any]:
     names = {n.url: n.node_id for n in nodes}
     victim = nodes[VICTIM]
     events = fault_events(victim, since_s, until_s)
-    corral_strategies = ctx.pick(("ect", "p2c_ect", "round_robin", "least_inflight"), ("ect", "p2c_ect"))
-    litellm_strategies = ctx.pick(LITELLM_STRATEGIES, LITELLM_STRATEGIES[:1]) if ctx.litellm else ()
-    gateways: list[Gateway] = []
-    try:
-        await warm(nodes)
-        for strategy in corral_strategies:
-            gateways.append(await start_corral(nodes, strategy))
-        for strategy in litellm_strategies:
-            gateways.append(await start_litellm(nodes, strategy, work))
-        endpoints = {g.name: target_of(g, timeout_s=p["client_timeout_s"]) for g in gateways}
 
-        def spec_for(name: str, target: dict[str, Any], round_no: int) -> dict[str, Any]:
-            return poisson_spec(
-                target, p["rate_rps"], segment_s, warmup_s=warmup_s, seed=round_no + 1,
-                requests={"kind": "unique", "tag": f"{name}-{round_no}"}, events=events,
-            )  # fmt: skip
+    def spec_for(name: str, target: dict[str, Any], round_no: int) -> dict[str, Any]:
+        return poisson_spec(
+            target, p["rate_rps"], segment_s, warmup_s=warmup_s, seed=round_no + 1,
+            requests={"kind": "unique", "tag": f"{name}-{round_no}"}, events=events,
+        )  # fmt: skip
 
-        merged = await run_rounds(endpoints, spec_for, rounds, work)
-    finally:
-        for gateway in gateways:
-            await gateway.close()
-        for node in nodes:
-            await node.kill()
+    merged = await every_strategy(ctx, nodes, spec_for, rounds, work, p["client_timeout_s"])
     end_s = warmup_s + segment_s
     systems: dict[str, dict[str, Any]] = {}
     timelines: dict[str, list[tuple[float, float | None]]] = {}

@@ -46,6 +46,7 @@ class Candidate:
         size_bytes: The model's size on disk (its load cost when not loaded), 0 when unknown.
         full: The node has as many requests from this router as it takes at once (offered only to
             a balancer that weighs waiting for it, `ect`; picking it means: wait for a slot).
+        priority: The node's registry label `priority` (lower first; see `ScoreBoard.candidates`).
         estimate: Set by the `ect` balancer on the node it picks: why, term by term.
     """
 
@@ -60,6 +61,7 @@ class Candidate:
     interactive_inflight: int = 0
     size_bytes: int = 0
     full: bool = False
+    priority: int = 0
     estimate: Estimate | None = None
 
     @property

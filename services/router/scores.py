@@ -115,6 +115,11 @@ class NodeView:
     state: str = "unknown"
     models: dict[str, ModelView] | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    priority: int = field(init=False, default=0)
+
+    def __post_init__(self) -> None:
+        # NOTE: parsed once here, not on every pick (`ScoreBoard._best_priority`).
+        self.priority = node_priority(self.labels)
 
 
 @dataclass(slots=True)
@@ -254,18 +259,14 @@ class ScoreBoard:
         self._neutral_prior(model, result)
         return result
 
-    def _best_priority(self, candidates: list[Candidate]) -> list[Candidate]:
+    @staticmethod
+    def _best_priority(candidates: list[Candidate]) -> list[Candidate]:
         """The candidates of the best priority that has a node with room (else the best overall)."""
-        if len(candidates) < 2:
+        ranks = {c.priority for c in candidates}
+        if len(ranks) < 2:
             return candidates
-        ranks = [
-            node_priority(self.nodes[c.node_id].labels) if c.node_id in self.nodes else 0 for c in candidates
-        ]
-        if len(set(ranks)) == 1:
-            return candidates
-        open_ranks = [r for r, c in zip(ranks, candidates, strict=True) if not c.full]
-        best = min(open_ranks or ranks)
-        return [c for r, c in zip(ranks, candidates, strict=True) if r == best]
+        best = min((c.priority for c in candidates if not c.full), default=min(ranks))
+        return [c for c in candidates if c.priority == best]
 
     def _neutral_prior(self, model: str, candidates: list[Candidate]) -> None:
         """Gives nodes this router has no service time for the median of the others'.
@@ -335,6 +336,7 @@ class ScoreBoard:
                     interactive_inflight=local.interactive,
                     size_bytes=view.size_bytes if view is not None else 0,
                     full=full,
+                    priority=node.priority,
                 )
             )
         return out
