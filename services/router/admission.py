@@ -12,7 +12,9 @@ fewer waiters than the busiest one by refusing the busiest tenant's newest waite
 waiter, so one tenant's burst cannot lock the others out.
 
 Waiters are woken by `release` (a node slot was freed), one per slot, never by polling. A granted
-waiter that can no longer use the slot hands the grant on (`rewait` or `leave`). Pure asyncio
+waiter that can no longer use the slot hands the grant on (`rewait` or `leave`); one that passes a
+free slot over to wait for a faster full node offers it once to the newest waiter, which has the
+whole queue ahead of it (`rewait(passing_over=True)`). Pure asyncio
 logic, no I/O: services/router/forward.py wires it to the score board.
 """
 
@@ -59,14 +61,23 @@ class Waiter:
         background: A background (prewarm) request: served after every user request.
         model: The model it needs; a freed slot goes only to a waiter whose model the node serves.
         future: Resolved when it is granted a slot (or refused).
+        seq: Its place in arrival order (the newest waiter has the highest).
         granted: A slot was handed to it and it has not taken or passed it on yet.
+        ahead: When granted, the requests for its model still queued ahead of it (0 for the
+            next in turn; the queue's length for the newest waiter offered a passed-over slot).
+        passed_over: It was granted a slot that an earlier waiter passed over (see `rewait`).
+        accepts: When granted, which models the freed slot's node serves.
     """
 
     tenant: str
     background: bool
     model: str
     future: asyncio.Future[None] = field(repr=False)
+    seq: int = 0
     granted: bool = False
+    ahead: int = 0
+    passed_over: bool = False
+    accepts: Callable[[str], bool] | None = field(default=None, repr=False)
 
 
 class _Class:
@@ -123,6 +134,19 @@ class _Class:
             return chosen
         return None
 
+    def take_newest(self, accepts: Callable[[str], bool], besides: Waiter) -> Waiter | None:
+        """The newest waiter other than `besides` whose model `accepts` takes, out of the queue."""
+        newest: Waiter | None = None
+        for queue in self.tenants.values():
+            for waiter in reversed(queue):
+                if waiter is not besides and accepts(waiter.model):
+                    if newest is None or waiter.seq > newest.seq:
+                        newest = waiter
+                    break
+        if newest is not None:
+            self.remove(newest)
+        return newest
+
     def busiest(self) -> tuple[str, int]:
         """The tenant with the most waiters and its count ("", 0 when empty)."""
         if not self.tenants:
@@ -153,6 +177,7 @@ class AdmissionQueue:
         # NOTE: granted waiters still hold their model's turn until they resume and take the slot,
         # so a request arriving meanwhile cannot take that slot from under them.
         self._granted: dict[str, int] = {}
+        self._seq = 0
         self.waits = 0
         self.admitted = 0
         self.wait_s_total = 0.0
@@ -178,6 +203,14 @@ class AdmissionQueue:
             return True
         return background and self._background.models.get(model, 0) > 0
 
+    def waiting(self, model: str) -> int:
+        """User requests for `model` queued or granted a slot: ahead of a user request arriving now."""
+        return self._user.models.get(model, 0) + self._granted.get(model, 0)
+
+    def granting(self, model: str) -> bool:
+        """A slot was handed to a waiter for `model` that has not taken it yet."""
+        return self._granted.get(model, 0) > 0
+
     # --- waiting ----------------------------------------------------------------------------
     async def wait(self, tenant: str, model: str, background: bool, deadline: float | None) -> Waiter:
         """Waits for a slot; returns the granted waiter (pass it to `taken`, `rewait` or `leave`).
@@ -188,16 +221,31 @@ class AdmissionQueue:
             DeadlineExceeded: The request's own deadline passed while it waited.
         """
         loop = asyncio.get_running_loop()
-        waiter = Waiter(tenant, background, model, loop.create_future())
+        self._seq += 1
+        waiter = Waiter(tenant, background, model, loop.create_future(), seq=self._seq)
         self._admit(waiter)
         self.waits += 1
         return await self._await(waiter, deadline)
 
-    async def rewait(self, waiter: Waiter, deadline: float | None) -> Waiter:
-        """A granted waiter that found no free slot waits again at the head of its tenant's queue."""
+    async def rewait(self, waiter: Waiter, deadline: float | None, passing_over: bool = False) -> Waiter:
+        """A granted waiter that did not take a slot waits again, in its place.
+
+        `passing_over`: a slot was free but the waiter prefers to wait for a full node (a faster
+        one). The slot is then offered to the newest waiter whose model its node serves, which has
+        the whole queue ahead of it and may be better off there; offered once, so a slot every
+        waiter passes over stays free for the next newcomer.
+        """
+        accepts, offered_on = waiter.accepts, waiter.passed_over
         self._ungrant(waiter)
         waiter.future = asyncio.get_running_loop().create_future()
-        self._class(waiter).add(waiter, front=True)
+        # NOTE: the next in turn goes back to the head of its tenant's queue; the newest, offered a
+        # passed-over slot, back to the tail.
+        self._class(waiter).add(waiter, front=not offered_on)
+        if passing_over and not offered_on and accepts is not None:
+            newest = self._class(waiter).take_newest(accepts, besides=waiter)
+            if newest is not None:
+                ahead = self._class(newest).models.get(newest.model, 0) + self._granted.get(newest.model, 0)
+                self._grant(newest, accepts, ahead=ahead, passed_over=True)
         return await self._await(waiter, deadline)
 
     async def _await(self, waiter: Waiter, deadline: float | None) -> Waiter:
@@ -279,11 +327,19 @@ class AdmissionQueue:
         for klass in (self._user, self._background):
             waiter = klass.take(accepts)
             if waiter is not None:
-                waiter.granted = True
-                self._granted[waiter.model] = self._granted.get(waiter.model, 0) + 1
-                waiter.future.set_result(None)
+                self._grant(waiter, accepts)
                 return True
         return False
+
+    def _grant(
+        self, waiter: Waiter, accepts: Callable[[str], bool], ahead: int = 0, passed_over: bool = False
+    ) -> None:
+        waiter.granted = True
+        waiter.ahead = ahead
+        waiter.passed_over = passed_over
+        waiter.accepts = accepts
+        self._granted[waiter.model] = self._granted.get(waiter.model, 0) + 1
+        waiter.future.set_result(None)
 
     def taken(self, waiter: Waiter) -> None:
         """The granted waiter took its slot."""
@@ -299,6 +355,7 @@ class AdmissionQueue:
         if not waiter.granted:
             return False
         waiter.granted = False
+        waiter.accepts = None
         left = self._granted.get(waiter.model, 0) - 1
         if left > 0:
             self._granted[waiter.model] = left

@@ -87,6 +87,8 @@ class PickContext:
         follow_up: The request continues a conversation (a chat with an earlier answer in it, or a
             keyed generate); False for a conversation's first turn, which no node holds yet
             (only `ect` uses it).
+        waiting_ahead: Requests for the model waiting ahead of this one in the router's admission
+            queue: they take the full nodes' next slots first (only `ect` uses it).
     """
 
     model: str
@@ -95,6 +97,7 @@ class PickContext:
     prompt_chars: int = 0
     num_predict: int | None = None
     follow_up: bool = True
+    waiting_ahead: int = 0
 
 
 class Balancer(Protocol):
@@ -296,6 +299,8 @@ class Ect:
             )
             for c in candidates
         ]
+        if ctx.waiting_ahead:
+            add_router_queue(out, candidates, ctx.waiting_ahead, cfg.ect.queue_weight)
         # NOTE: a failed attempt is retried on the best other node: the two lowest base times suffice.
         ranked = sorted(range(len(out)), key=lambda i: out[i].base_ms)
         for i, (cand, est) in enumerate(zip(candidates, out, strict=True)):
@@ -357,6 +362,32 @@ class Ect:
         placed.move_to_end(key)
         while len(placed) > self._cfg.ect.affinity_memory:
             placed.popitem(last=False)
+
+
+def add_router_queue(
+    estimates: Sequence[Estimate], candidates: Sequence[Candidate], ahead: int, queue_weight: float
+) -> None:
+    """Adds the wait behind the router's own admission queue to every full candidate's queue term.
+
+    The requests waiting ahead take the next slots that free on the full nodes, which together
+    serve sum(slots / typical service time) requests per millisecond, so a request behind `ahead`
+    of them waits about ahead / that rate longer for any full node. A free node does not wait
+    behind them: the waiters passed it over. Without this term every waiter in an overload counts
+    only the node's own queue, waits for the fastest node and leaves the slower ones idle
+    (docs/router.md, "Full nodes").
+    """
+    rate = sum(
+        est.slots / est.typical_service_ms
+        for est, cand in zip(estimates, candidates, strict=True)
+        if cand.full and est.typical_service_ms > 0
+    )
+    if rate <= 0:
+        return
+    extra_ms = queue_weight * ahead / rate
+    for est, cand in zip(estimates, candidates, strict=True):
+        if cand.full:
+            est.queue_ms += extra_ms
+            est.waiting_ahead = ahead
 
 
 def make_balancer(strategy: Strategy, cfg: BalancerConfig | None = None, seed: int | None = None) -> Balancer:

@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from corral.v1 import common_pb2
@@ -270,9 +270,17 @@ class Forwarder:
                     include_full=weigh_full,
                 )
                 # NOTE: a newcomer queues behind earlier waiters for the model instead of taking the
-                # slot just handed to one of them.
+                # slot just handed to one of them. With a balancer that weighs full nodes it is
+                # placed first, behind the whole queue: a free node the waiters passed over (a
+                # slower one) may still serve it sooner than the queue drains, and then it takes it.
                 held = waiter is None and self.admission.holds(model, background)
-                picked = None if held else self.balancer.pick(ctx, candidates)
+                if held and not (weigh_full and not self.admission.granting(model)):
+                    picked = None
+                else:
+                    if weigh_full:
+                        ahead = waiter.ahead if waiter is not None else self.admission.waiting(model)
+                        ctx = replace(ctx, waiting_ahead=ahead)
+                    picked = self.balancer.pick(ctx, candidates)
                 better_full = picked is not None and picked.full
                 if better_full:
                     picked = None
@@ -295,7 +303,7 @@ class Forwarder:
                     if waiter is None:
                         waiter = await self.admission.wait(tenant, model, background, deadline)
                     else:
-                        waiter = await self.admission.rewait(waiter, deadline)
+                        waiter = await self.admission.rewait(waiter, deadline, passing_over=better_full)
                     continue
                 tried = f" (failed: {', '.join(exclude)})" if exclude else ""
                 raise Unavailable(f"no node can serve model {model!r} now{tried}", reason="NO_NODE_AVAILABLE")

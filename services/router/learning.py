@@ -225,6 +225,8 @@ class Estimate:
     eval_tok_s: float
     error_rate: float = 0.0
     busy_rate: float = 0.0
+    typical_service_ms: float = 0.0
+    waiting_ahead: int = 0
     reason: str = "lowest expected completion"
 
     @property
@@ -241,7 +243,8 @@ class Estimate:
         """One line naming every term, e.g. for the debug log."""
         return (
             f"{self.node_id}: {self.reason}, {self.total_ms:.0f} ms = "
-            f"queue {self.queue_ms:.0f} ms ({self.inflight} in flight, {self.slots} slots)"
+            f"queue {self.queue_ms:.0f} ms ({self.inflight} in flight, {self.slots} slots"
+            f"{f', {self.waiting_ahead} waiting ahead at the router' if self.waiting_ahead else ''})"
             f" + load {self.load_ms:.0f} ms"
             f" + prompt {self.prompt_ms:.0f} ms"
             f" ({self.prompt_tokens:.0f} tok at {self.prompt_tok_s:.0f} tok/s)"
@@ -286,6 +289,7 @@ def score(
         slots=slots,
         prompt_tokens=prompt_tokens,
         output_tokens=output_tokens,
+        typical_service_ms=typical_service_ms,
         prompt_tok_s=1000.0 / prompt_ms_per_token if prompt_ms_per_token > 0 else math.inf,
         eval_tok_s=1000.0 / eval_ms_per_token if eval_ms_per_token > 0 else math.inf,
     )

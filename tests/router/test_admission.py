@@ -11,9 +11,10 @@ import pytest
 
 from services.common.errors import DeadlineExceeded, Unavailable
 from services.router.admission import AdmissionQueue, Saturated, Waiter
-from services.router.balancer import make_balancer
-from services.router.config import BalancerConfig
+from services.router.balancer import Ect, make_balancer
+from services.router.config import BalancerConfig, EctConfig
 from services.router.forward import Forwarder
+from services.router.learning import Outcome
 from services.router.observe import Observer
 from services.router.resilience import BackgroundGate, RetryBudget, TtftTimeout
 from services.router.scores import Attempt, ModelView, NodeView, ScoreBoard
@@ -273,3 +274,83 @@ async def test_a_full_fleet_without_a_queue_refuses_with_resource_exhausted() ->
     with pytest.raises(Saturated) as caught:
         await fwd.choose(MODEL, [], None, False, None, tenant="tenant-a")
     assert caught.value.code.name == "RESOURCE_EXHAUSTED" and caught.value.reason == "QUEUE_FULL"
+
+
+async def test_a_slot_passed_over_is_offered_once_to_the_newest_waiter() -> None:
+    queue = AdmissionQueue(max_waiting=10, max_wait_s=60, retry_after_s=2)
+    line = Line(queue)
+    for name, tenant in (("a0", "tenant-a"), ("a1", "tenant-a"), ("b0", "tenant-b"), ("a2", "tenant-a")):
+        await line.join(name, tenant, take=False)
+    assert await line.release_one() == "a0"
+    head = line.waiters["a0"]
+    assert head.ahead == 0 and not head.passed_over
+    # The next in turn prefers to wait for a full node: the newest waiter, with the other three
+    # ahead of it, is offered the slot.
+    passing = asyncio.create_task(queue.rewait(head, None, passing_over=True))
+    assert await line.next_grant() == "a2"
+    newest = line.waiters["a2"]
+    assert newest.ahead == 3 and newest.passed_over
+    # It passes it over too: it goes back to the tail and nobody else is offered the slot.
+    started = asyncio.Event()
+
+    async def pass_again() -> None:
+        started.set()
+        await queue.rewait(newest, None, passing_over=True)
+
+    again = asyncio.create_task(pass_again())
+    await started.wait()
+    assert queue.depth == 4 and not queue.granting(MODEL) and queue.waiting(MODEL) == 4
+    for task in (passing, again, *line.tasks.values()):
+        task.cancel()
+    await asyncio.gather(passing, again, *line.tasks.values(), return_exceptions=True)
+
+
+def _learned(node_id: str, eval_ms_per_token: float) -> Outcome:
+    """One answer of 40 tokens after 20 prompt tokens at 2 ms each, as the node reported it."""
+    eval_ms = 40 * eval_ms_per_token
+    return Outcome(
+        node_id=node_id,
+        model=MODEL,
+        concurrency=1,
+        latency_ms=40.0 + eval_ms + 2.0,
+        ttft_ms=42.0,
+        prompt_chars=80,
+        prompt_tokens=20,
+        prompt_ms=40.0,
+        output_tokens=40,
+        eval_ms=eval_ms,
+        load_ms=0.0,
+        total_ms=40.0 + eval_ms,
+    )
+
+
+async def test_with_ect_a_newcomer_behind_a_waiter_takes_the_idle_slower_node() -> None:
+    queue = AdmissionQueue(max_waiting=10, max_wait_s=60, retry_after_s=2)
+    fwd = _forwarder(queue, _one_slot_node("fast"), _one_slot_node("slow"))
+    balancer = make_balancer("ect", BalancerConfig(ect=EctConfig(default_slots=1)))
+    assert isinstance(balancer, Ect)
+    for _ in range(10):
+        balancer.observe(_learned("fast", 10.0))  # 440 ms a request
+        balancer.observe(_learned("slow", 40.0))  # 1,640 ms
+    fwd.balancer = balancer
+    busy = await fwd.choose(MODEL, [], None, False, None, size=(80, None))
+    assert busy.node_id == "fast"
+    fwd.board.begin("fast", True)
+    # The fast node is full, yet its slot frees sooner (about 1.5 x 440 ms) than the slow node
+    # answers: the first request waits for it.
+    started = asyncio.Event()
+
+    async def first() -> str:
+        started.set()
+        return (await fwd.choose(MODEL, [], None, False, None, size=(80, None), tenant="t")).node_id
+
+    waiting = asyncio.create_task(first())
+    await started.wait()
+    assert queue.depth == 1 and not waiting.done()
+    # The next one has that request ahead of it for the fast node: the idle slow node is sooner.
+    second = await fwd.choose(MODEL, [], None, False, None, size=(80, None), tenant="t")
+    assert second.node_id == "slow" and second.estimate is not None
+    fwd.board.begin("slow", True)
+    fwd.finish_attempt("chat", MODEL, busy, True, Attempt.NONE, latency_ms=440.0)
+    assert await waiting == "fast"
+    assert queue.depth == 0 and queue.admitted == 1

@@ -452,3 +452,24 @@ def test_a_session_keeps_to_its_rendezvous_node_from_its_first_request() -> None
     busy_f = Candidate("f", "http://f", local_inflight=4)
     assert balancer.pick(first, [busy_f, Candidate("s", "http://s")]).node_id == "s"  # type: ignore[union-attr]
     assert key not in balancer.placed
+
+
+def test_a_full_node_counts_the_requests_waiting_ahead_at_the_router() -> None:
+    balancer = trained()
+    # f is full (4 in flight on 2 slots): its queue wait and 440 ms of service come to less than
+    # the idle s's 1,640 ms, so a request with nobody ahead of it at the router waits for f.
+    fast = Candidate("f", "http://f", local_inflight=4, full=True)
+    slow = cands("s")[0]
+    picked = balancer.pick(CTX, [fast, slow])
+    assert picked is not None and picked.node_id == "f"
+    # One request already waiting takes f's next slot first: f serves 2 / 440 requests per ms, so
+    # the wait grows by 1.5 x 440 / 2 ms, enough to make the idle slow node the sooner one.
+    behind = dataclasses.replace(CTX, waiting_ahead=1)
+    alone, queued = balancer.estimates(CTX, [fast, slow]), balancer.estimates(behind, [fast, slow])
+    typical = queued[0].typical_service_ms
+    assert typical == pytest.approx(440.0, rel=0.05)
+    assert queued[0].queue_ms - alone[0].queue_ms == pytest.approx(1.5 * typical / 2)
+    assert queued[0].waiting_ahead == 1 and "1 waiting ahead at the router" in queued[0].explain()
+    assert queued[1].queue_ms == alone[1].queue_ms and queued[1].waiting_ahead == 0  # s is free
+    picked = balancer.pick(behind, [fast, slow])
+    assert picked is not None and picked.node_id == "s"
