@@ -33,6 +33,13 @@ fleet the oracle's p99 is 1.98 s with w = 1.5 against 2.09 s with w = 1).
   service time (the live one uses latency EWMAs, which include queueing).
 - `least_inflight`, `round_robin`, `random`.
 
+Mixed models (`chat_trace(mix=...)`): each node holds one model at a time (the simulator's
+`--max-loaded-models 1`) and starts with llama3.2:1b loaded. A request for another model waits for
+every request on the node to finish, then for the load (the simulator's 0.3 s + 2 s per GB at speed
+1), as the simulator's scheduler does; the policies that know the fleet see which model each node
+holds, and `oracle` weighs the drain and the load like any wait. It stays greedy: it does not count
+what a swap costs the requests that come after it.
+
 Round robin and random send a quarter of the traffic to the 0.25x node, more than it can serve at
 any of these loads: its queue grows without bound, so their p99 grows with the trace's length.
 """
@@ -56,7 +63,8 @@ from typing import Any, NamedTuple
 
 from bench.harness.report import machine
 from bench.harness.stats import percentile
-from bench.harness.workload import RateProfile, poisson_arrivals, unique_question
+from bench.harness.stats import rounded as stats_round
+from bench.harness.workload import ModelMix, RateProfile, model_of, poisson_arrivals, unique_question
 from services.router.balancer import Candidate, Ect, PickContext
 from services.router.config import BalancerConfig, EctConfig
 from services.router.learning import Outcome, score
@@ -68,6 +76,11 @@ MODEL = "llama3.2:1b"
 PROMPT_TOK_S = 600.0
 EVAL_TOK_S = 60.0
 ANSWER_MIN, ANSWER_MAX = 20, 60
+# NOTE: sim/config.py BUILTIN_MODELS: a model's own rates replace the node's defaults (at speed 1),
+# and its size sets its load time (NodeConfig load_base_s + load_s_per_gb x GB).
+MODEL_RATES: dict[str, tuple[float, float]] = {MODEL: (PROMPT_TOK_S, EVAL_TOK_S), "mistral:7b": (150.0, 12.0)}
+MODEL_BYTES: dict[str, int] = {MODEL: 1_321_098_329, "mistral:7b": 4_113_301_824}
+LOAD_BASE_S, LOAD_S_PER_GB = 0.3, 2.0
 POLICIES = (
     "oracle",
     "oracle_state",
@@ -114,7 +127,12 @@ class NodeModel:
         return self.speed
 
     def service_s(
-        self, prompt_tokens: float, output_tokens: float, time_scale: float, at: float | None = None
+        self,
+        prompt_tokens: float,
+        output_tokens: float,
+        time_scale: float,
+        at: float | None = None,
+        model: str = MODEL,
     ) -> float:
         """Seconds a request holds a slot (sim/completion.py: prompt evaluation, then generation).
 
@@ -122,8 +140,19 @@ class NodeModel:
         prompt evaluation and generation begin, so a request that starts in a window runs slow.
         """
         speed = self.speed_at(at)
-        nominal = prompt_tokens / (self.prompt_tok_s * speed) + output_tokens / (self.eval_tok_s * speed)
+        prompt_tok_s, eval_tok_s = self.rates(model)
+        nominal = prompt_tokens / (prompt_tok_s * speed) + output_tokens / (eval_tok_s * speed)
         return nominal * time_scale
+
+    def rates(self, model: str) -> tuple[float, float]:
+        """Prompt and generation tokens/s of `model` at speed 1."""
+        if model == MODEL:
+            return self.prompt_tok_s, self.eval_tok_s
+        return MODEL_RATES[model]
+
+    def load_s(self, model: str, time_scale: float) -> float:
+        """Seconds to load `model` (sim/engine.py `load_s`)."""
+        return (LOAD_BASE_S + LOAD_S_PER_GB * MODEL_BYTES[model] / 1e9) / self.speed * time_scale
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,12 +164,14 @@ class Job:
         prompt_tokens: Tokens of the rendered prompt (the node evaluates them all: unique questions).
         output_tokens: The answer's length on each node, in the fleet's order.
         measured: False during the warm-up.
+        model: The model it asks for.
     """
 
     at_s: float
     prompt_tokens: int
     output_tokens: tuple[int, ...]
     measured: bool = True
+    model: str = MODEL
 
 
 Slowdown = tuple[int, float, float, float]
@@ -184,6 +215,7 @@ def chat_trace(
     model: str = MODEL,
     per_node_answers: bool = False,
     profile: RateProfile = (),
+    mix: ModelMix = (),
 ) -> list[Job]:
     """The load generator's trace of unique one-question chats (bench/harness/loadgen.py, kind "unique").
 
@@ -192,11 +224,14 @@ def chat_trace(
     default every request gets one length (the first node's draw): an oracle that knows sizes would
     otherwise win by sending each request where the simulator happens to draw it short (at 70 %
     load on the heterogeneous fleet, p99 1.44 s instead of 1.98 s). `per_node_answers` keeps the
-    simulator's per-node draws.
+    simulator's per-node draws. `mix` draws each request's model as the load generator does
+    (bench/harness/workload.py `model_of`); without it every request asks for `model`.
     """
     jobs = []
     for i, arrival in enumerate(poisson_arrivals(rate_rps, duration_s, warmup_s, seed, profile)):
         question = unique_question(i, tag)
+        if mix:
+            model = model_of(i, str(seed), mix)
         # NOTE: sim/api_infer.py render_chat: a role marker, the content's tokens, the assistant marker.
         prompt_tokens = textgen.count_tokens(question) + 2
         key = f"{model}\x01user\x02{question}"
@@ -204,7 +239,7 @@ def chat_trace(
             answers = tuple(natural_tokens(key, node.seed) for node in nodes)
         else:
             answers = (natural_tokens(key, nodes[0].seed),) * len(nodes)
-        jobs.append(Job(arrival.at_s, prompt_tokens, answers, arrival.phase == "measure"))
+        jobs.append(Job(arrival.at_s, prompt_tokens, answers, arrival.phase == "measure", model))
     return jobs
 
 
@@ -222,6 +257,8 @@ class InFlight(NamedTuple):
     prompt_tokens: int
     output_tokens: int
     concurrency: int
+    model: str = MODEL
+    load_s: float = 0.0
 
 
 @dataclass(slots=True)
@@ -233,12 +270,25 @@ class NodeState:
         free: Heap of the times each slot becomes free (first come, first served makes these exact).
         inflight: Heap of the requests in the system, by completion.
         finished: When not None, the requests that completed, for a policy that learns from them.
+        loaded: The model the node holds (one at a time; see the module's notes on mixed models).
     """
 
     model: NodeModel
     free: list[float]
     inflight: list[InFlight] = field(default_factory=list)
     finished: list[InFlight] | None = None
+    loaded: str = MODEL
+
+    def start_of(self, now: float, model: str, time_scale: float) -> tuple[float, float]:
+        """When a request for `model` sent now would start here, and the load it waits for (seconds).
+
+        Its model loaded: the first free slot. Another model: every request on the node finishes
+        first, then the load.
+        """
+        if model == self.loaded:
+            return max(now, self.free[0]), 0.0
+        load = self.model.load_s(model, time_scale)
+        return max(now, max(self.free)) + load, load
 
     def count(self, now: float) -> int:
         """Requests in the system (running or queued) at `now`."""
@@ -289,20 +339,22 @@ def _outcome(node: NodeModel, visit: InFlight, time_scale: float) -> Outcome:
     model; its total_duration holds the queue wait.
     """
     speed = node.speed_at(visit.start)
-    prompt_ms = 1000 * visit.prompt_tokens / (node.prompt_tok_s * speed)
-    eval_ms = 1000 * visit.output_tokens / (node.eval_tok_s * speed)
+    prompt_tok_s, eval_tok_s = node.rates(visit.model)
+    prompt_ms = 1000 * visit.prompt_tokens / (prompt_tok_s * speed)
+    eval_ms = 1000 * visit.output_tokens / (eval_tok_s * speed)
     real_ms = 1000 * (visit.done - visit.sent)
+    load_ms = 1000 * visit.load_s / time_scale if visit.load_s else 5.0
     return Outcome(
         node_id=node.node_id,
-        model=MODEL,
+        model=visit.model,
         concurrency=visit.concurrency,
         latency_ms=real_ms,
         prompt_tokens=visit.prompt_tokens,
         prompt_ms=prompt_ms,
         output_tokens=visit.output_tokens,
         eval_ms=eval_ms,
-        load_ms=5.0,
-        total_ms=5.0 + real_ms / time_scale,
+        load_ms=load_ms,
+        total_ms=load_ms + real_ms / time_scale,
     )
 
 
@@ -316,18 +368,21 @@ def make_policy(name: str, knowledge: Knowledge, rng: random.Random) -> Policy:
     # NOTE: the idealised policies know each node's speed at the moment they route (a slowdown
     # included); only `ect_learned` has to find it out from outcomes.
     def expected(state: NodeState, job: Job, now: float) -> float:
-        return state.model.service_s(job.prompt_tokens, mean_out, ts, at=now)
+        return state.model.service_s(job.prompt_tokens, mean_out, ts, at=now, model=job.model)
 
     def oracle(now: float, job: Job, nodes: list[NodeState]) -> int:
-        ends = [
-            q * max(0.0, s.free[0] - now)
-            + s.model.service_s(job.prompt_tokens, job.output_tokens[i], ts, at=max(now, s.free[0]))
-            for i, s in enumerate(nodes)
-        ]
+        ends = []
+        for i, s in enumerate(nodes):
+            start, _ = s.start_of(now, job.model, ts)
+            service = s.model.service_s(
+                job.prompt_tokens, job.output_tokens[i], ts, at=start, model=job.model
+            )
+            ends.append(q * (start - now) + service)
         return min(range(len(nodes)), key=lambda i: (ends[i], i))
 
     def oracle_state(now: float, job: Job, nodes: list[NodeState]) -> int:
-        ends = [q * max(0.0, s.free[0] - now) + expected(s, job, max(now, s.free[0])) for s in nodes]
+        starts = [s.start_of(now, job.model, ts)[0] for s in nodes]
+        ends = [q * (start - now) + expected(s, job, start) for s, start in zip(nodes, starts, strict=True)]
         return min(range(len(nodes)), key=lambda i: (ends[i], i))
 
     def sed(now: float, job: Job, nodes: list[NodeState]) -> int:
@@ -341,16 +396,18 @@ def make_policy(name: str, knowledge: Knowledge, rng: random.Random) -> Policy:
             m = s.model
             speed = m.speed_at(now)
             inflight = s.count(now)
+            prompt_tok_s, eval_tok_s = m.rates(job.model)
             estimate = score(
                 m.node_id,
                 inflight=inflight,
                 slots=m.slots,
                 prompt_tokens=job.prompt_tokens,
                 output_tokens=mean_out,
-                prompt_ms_per_token=1000 * ts / (m.prompt_tok_s * speed),
-                eval_ms_per_token=1000 * ts / (m.eval_tok_s * speed),
+                prompt_ms_per_token=1000 * ts / (prompt_tok_s * speed),
+                eval_ms_per_token=1000 * ts / (eval_tok_s * speed),
                 typical_service_ms=1000 * expected(s, job, now),
                 queue_weight=q,
+                load_ms=0.0 if s.loaded == job.model else 1000 * m.load_s(job.model, ts),
             )
             scores.append((estimate.total_ms, inflight, i))
         return min(scores)[2]
@@ -395,8 +452,18 @@ def make_policy(name: str, knowledge: Knowledge, rng: random.Random) -> Policy:
             for visit in s.finished:
                 learning.observe(_outcome(s.model, visit, ts))
             s.finished.clear()
-        candidates = [Candidate(s.model.node_id, "", local_inflight=len(s.inflight)) for s in nodes]
-        picked = learning.pick(PickContext(model=MODEL), candidates)
+        candidates = [
+            Candidate(
+                s.model.node_id,
+                "",
+                loaded=s.loaded == job.model,
+                local_inflight=len(s.inflight),
+                size_bytes=MODEL_BYTES.get(job.model, 0),
+                displaced_bytes=0 if s.loaded == job.model else MODEL_BYTES.get(s.loaded, 0),
+            )
+            for s in nodes
+        ]
+        picked = learning.pick(PickContext(model=job.model), candidates)
         return next(i for i, c in enumerate(candidates) if c is picked)
 
     table: dict[str, Policy] = {
@@ -423,10 +490,12 @@ class Replay:
     Attributes:
         latencies_s: Completion minus arrival of every measured request, in trace order.
         served_by: The node index of every request (warm-up included), in trace order.
+        swaps: Model loads that replaced another model on a node.
     """
 
     latencies_s: list[float]
     served_by: list[int]
+    swaps: int = 0
 
 
 def replay(
@@ -448,25 +517,38 @@ def replay(
     choose = make_policy(policy, knowledge, random.Random(seed))
     latencies: list[float] = []
     served: list[int] = []
+    swaps = 0
     mean_out = knowledge.mean_output
     for seq, job in enumerate(jobs):
         now = job.at_s
         index = choose(now, job, states)
         state = states[index]
         concurrency = state.count(now) + 1
+        load = 0.0
+        if job.model != state.loaded:
+            ready, _ = state.start_of(now, job.model, time_scale)
+            # NOTE: the simulator's load_duration counts the wait for the evicted model's requests
+            # too (sim/engine.py `_load`), as Ollama's does.
+            load = ready - now
+            state.free = [ready] * state.model.slots
+            state.loaded = job.model
+            swaps += 1
         start = max(now, heapq.heappop(state.free))
-        service = state.model.service_s(job.prompt_tokens, job.output_tokens[index], time_scale, at=start)
+        service = state.model.service_s(
+            job.prompt_tokens, job.output_tokens[index], time_scale, at=start, model=job.model
+        )
         done = start + service
         heapq.heappush(state.free, done)
-        expected = state.model.service_s(job.prompt_tokens, mean_out, time_scale, at=now)
+        expected = state.model.service_s(job.prompt_tokens, mean_out, time_scale, at=now, model=job.model)
         visit = InFlight(
-            done, seq, now, expected, start, job.prompt_tokens, job.output_tokens[index], concurrency
-        )
+            done, seq, now, expected, start, job.prompt_tokens, job.output_tokens[index], concurrency,
+            job.model, load,
+        )  # fmt: skip
         heapq.heappush(state.inflight, visit)
         served.append(index)
         if job.measured:
             latencies.append(done - now)
-    return Replay(latencies, served)
+    return Replay(latencies, served, swaps)
 
 
 def figures(result: Replay, jobs: Sequence[Job], nodes: Sequence[NodeModel]) -> dict[str, Any]:
@@ -477,6 +559,15 @@ def figures(result: Replay, jobs: Sequence[Job], nodes: Sequence[NodeModel]) -> 
         if job.measured:
             counts[index] += 1
     p50, p99 = percentile(ms, 50), percentile(ms, 99)
+    models = sorted({job.model for job in jobs})
+    extra: dict[str, Any] = {}
+    if len(models) > 1:
+        measured = [job.model for job in jobs if job.measured]
+        extra["p99_by_model"] = {
+            m: stats_round(percentile([x for x, jm in zip(ms, measured, strict=True) if jm == m], 99))
+            for m in models
+        }
+        extra["swaps"] = result.swaps
     return {
         "requests": len(ms),
         "ok": len(ms),
@@ -486,6 +577,7 @@ def figures(result: Replay, jobs: Sequence[Job], nodes: Sequence[NodeModel]) -> 
         "p99_ms": None if p99 is None else round(p99, 2),
         "mean_ms": round(sum(ms) / len(ms), 2) if ms else None,
         "requests_by_node": {node.node_id: c for node, c in zip(nodes, counts, strict=True)},
+        **extra,
     }
 
 
@@ -502,19 +594,28 @@ def scenario_rows(
     slowdowns: Sequence[Slowdown] = (),
     replays: dict[str, list[tuple[list[Job], Replay]]] | None = None,
     profile: RateProfile = (),
+    mix: ModelMix = (),
 ) -> dict[str, dict[str, Any]]:
     """Rows for a scenario report: each policy on the arrival trace of the live run's rounds.
 
     Round r replays the load generator's trace with seed r + 1, `duration_s / rounds` long after
     `warmup_s` of warm-up, as bench/scenarios/heterogeneous.py runs it; the rounds are pooled.
-    `slowdowns` and the rate `profile` repeat in every round (trace seconds, warm-up included).
+    `slowdowns` and the rate `profile` repeat in every round (trace seconds, warm-up included);
+    `mix` gives the requests' models (each node then holds one model at a time).
     When `replays` is given, each policy's per-round (trace, replay) pairs are put there, for
     timelines.
     """
     nodes = sim_fleet(speeds, num_parallel, slowdowns)
     traces = [
         chat_trace(
-            nodes, rate_rps, duration_s / rounds, warmup_s, seed=r + 1, tag=f"{tag}-{r}", profile=profile
+            nodes,
+            rate_rps,
+            duration_s / rounds,
+            warmup_s,
+            seed=r + 1,
+            tag=f"{tag}-{r}",
+            profile=profile,
+            mix=mix,
         )
         for r in range(rounds)
     ]
@@ -526,6 +627,7 @@ def scenario_rows(
             one = replay(trace, nodes, policy, time_scale, seed=r + 1)
             pooled.latencies_s += one.latencies_s
             pooled.served_by += one.served_by
+            pooled.swaps += one.swaps
             jobs += trace
             if replays is not None:
                 replays.setdefault(policy, []).append((trace, one))
@@ -544,28 +646,47 @@ def long_run(
     queue_weight: float = EctConfig().queue_weight,
     per_node_answers: bool = False,
     slowdowns: Sequence[Slowdown] = (),
+    mix: ModelMix = (),
 ) -> dict[str, dict[str, Any]]:
     """Each policy on one trace of about `requests` arrivals (enough samples for a stable p99)."""
     nodes = sim_fleet(speeds, num_parallel, slowdowns)
     jobs = chat_trace(
-        nodes, rate_rps, requests / rate_rps, 0.0, seed=seed, tag="oracle", per_node_answers=per_node_answers
-    )
+        nodes, rate_rps, requests / rate_rps, 0.0, seed=seed, tag="oracle", per_node_answers=per_node_answers,
+        mix=mix,
+    )  # fmt: skip
     knowledge = Knowledge(time_scale, queue_weight=queue_weight)
     return {p: figures(replay(jobs, nodes, p, time_scale, seed, knowledge), jobs, nodes) for p in policies}
 
 
-def _heterogeneous(load: float, time_scale: float) -> tuple[list[float], int, float]:
+Fleet = tuple[list[float], int, float, ModelMix]
+"""Speeds, slots per node, the arrival rate at a load, and the model mix (empty: one model)."""
+
+
+def _heterogeneous(load: float, time_scale: float) -> Fleet:
     from bench.scenarios import heterogeneous
 
     return (
         list(heterogeneous.SPEEDS),
         heterogeneous.NUM_PARALLEL,
         load * heterogeneous.capacity_rps(time_scale),
+        (),
     )
 
 
-SCENARIOS: dict[str, Callable[[float, float], tuple[list[float], int, float]]] = {
+def _mixed_models(load: float, time_scale: float) -> Fleet:
+    from bench.scenarios import mixed_models
+
+    return (
+        list(mixed_models.SPEEDS),
+        mixed_models.NUM_PARALLEL,
+        load * mixed_models.capacity_rps(time_scale),
+        mixed_models.MIX,
+    )
+
+
+SCENARIOS: dict[str, Callable[[float, float], Fleet]] = {
     "heterogeneous": _heterogeneous,
+    "mixed-models": _mixed_models,
 }
 
 
@@ -582,7 +703,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--json", type=Path, help="also write the run (parameters, machine, rows) here")
     args = parser.parse_args(argv)
     load_before = os.getloadavg()
-    speeds, num_parallel, rate = SCENARIOS[args.scenario](args.load, args.time_scale)
+    speeds, num_parallel, rate, mix = SCENARIOS[args.scenario](args.load, args.time_scale)
     policies = [p for p in args.policies.split(",") if p]
     started = time.perf_counter()
     rows = long_run(
@@ -595,6 +716,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         policies,
         args.queue_weight,
         args.per_node_answers,
+        mix=mix,
     )
     elapsed = time.perf_counter() - started
     print(
@@ -605,7 +727,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(f"{'policy':<16} {'p50 ms':>9} {'p99 ms':>9} {'mean ms':>9}  served by node")
     for name, row in rows.items():
         share = ", ".join(f"{n} {c}" for n, c in row["requests_by_node"].items())
-        print(f"{name:<16} {row['p50_ms']:>9,.0f} {row['p99_ms']:>9,.0f} {row['mean_ms']:>9,.0f}  {share}")
+        swaps = f", {row['swaps']} model swaps" if "swaps" in row else ""
+        times = f"{row['p50_ms']:>9,.0f} {row['p99_ms']:>9,.0f} {row['mean_ms']:>9,.0f}"
+        print(f"{name:<16} {times}  {share}{swaps}")
     print(f"{next(iter(rows.values()))['requests']} requests per policy, {elapsed:.1f} s")
     if args.json:
         command = (
@@ -627,6 +751,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "seed": args.seed,
                 "queue_weight": args.queue_weight,
                 "per_node_answers": args.per_node_answers,
+                "mix": dict(mix),
             },
             "machine": {**machine(), "load_average_before": [round(x, 2) for x in load_before]},
             "elapsed_s": round(elapsed, 1),

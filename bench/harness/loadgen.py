@@ -7,6 +7,9 @@ The spec names the target (`protocol`: `ollama` for /api/chat, `openai` for /v1/
 with `concurrency` for a saturation measurement), the duration, a warm-up, a cap on outstanding
 requests (arrivals beyond it are dropped and counted, never queued in the client) and the requests
 (`unique` questions, a `script` of items, or chat `sessions` whose turns carry the growing history).
+Unique questions may mix models (`models`: [[name, share], ...], each request's model fixed by the
+arrival seed and its index, bench/harness/workload.py `model_of`, so every system and the oracle
+get the same sequence); each record keeps its model.
 A Poisson run may follow a `rate_profile` ((from s, factor) steps of its rate, bench/harness/workload.py)
 and carry `events`: HTTP calls made at set times of the trace (`at_s`, the same
 clock as the arrivals, warm-up included; `method`, `url`, optional `json`), e.g. a simulator fault
@@ -26,7 +29,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.harness.workload import Session, make_session, poisson_arrivals, unique_question
+from bench.harness.workload import Session, make_session, model_of, poisson_arrivals, unique_question
 
 _HEADERS_KEPT = {
     "x-corral-node": "node",
@@ -57,6 +60,7 @@ class Record:
     session: str = ""
     turn: int = -1
     answer: str = ""
+    model: str = ""
 
 
 class Target:
@@ -95,7 +99,9 @@ class Target:
             await self._channel.close()
 
     async def send(self, rec: Record, messages: list[dict[str, str]], session_id: str = "") -> None:
-        """Sends the request and records latency, TTFT, status and the routing headers."""
+        """Sends the request (to `rec.model`, else the target's model) and records latency, TTFT,
+        status and the routing headers."""
+        rec.model = rec.model or self.model
         started = time.perf_counter()
         try:
             if self.protocol == "grpc":
@@ -110,13 +116,13 @@ class Target:
             rec.error = f"{type(exc).__name__}: {exc}"[:200]
         rec.latency_ms = (time.perf_counter() - started) * 1000
 
-    def _body(self, messages: list[dict[str, str]]) -> tuple[str, dict[str, Any]]:
+    def _body(self, messages: list[dict[str, str]], model: str) -> tuple[str, dict[str, Any]]:
         if self.protocol == "ollama":
-            body: dict[str, Any] = {"model": self.model, "messages": messages, "stream": self.stream}
+            body: dict[str, Any] = {"model": model, "messages": messages, "stream": self.stream}
             if self.num_predict is not None:
                 body["options"] = {"num_predict": self.num_predict}
             return "/api/chat", body
-        body = {"model": self.model, "messages": messages, "stream": self.stream}
+        body = {"model": model, "messages": messages, "stream": self.stream}
         if self.num_predict is not None:
             body["max_tokens"] = self.num_predict
         return "/v1/chat/completions", body
@@ -125,7 +131,7 @@ class Target:
         self, rec: Record, messages: list[dict[str, str]], session_id: str, started: float
     ) -> None:
         assert self.http is not None
-        path, body = self._body(messages)
+        path, body = self._body(messages, rec.model)
         headers = dict(self.headers)
         if session_id and self.session_header:
             headers[self.session_header] = session_id
@@ -183,7 +189,7 @@ class Target:
 
         options = common_pb2.ModelOptions(num_predict=self.num_predict) if self.num_predict else None
         spec = common_pb2.ChatSpec(
-            model=self.model,
+            model=rec.model,
             messages=[common_pb2.ChatMessage(role=m["role"], content=m["content"]) for m in messages],
             options=options,
         )
@@ -297,8 +303,12 @@ class Run:
                 rec = Record(t=time.time(), phase=phase, label=item.get("label", ""))
                 self._spawn(self.one(rec, item["messages"]))
             else:
-                question = unique_question(i, requests.get("tag", "q"))
+                tag = requests.get("tag", "q")
+                question = unique_question(i, tag)
                 rec = Record(t=time.time(), phase=phase)
+                if requests.get("models"):
+                    mix = [(m, float(share)) for m, share in requests["models"]]
+                    rec.model = model_of(i, str(spec.get("seed", 1)), mix)
                 self._spawn(self.one(rec, [{"role": "user", "content": question}]))
             i += 1
         await events

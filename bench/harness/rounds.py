@@ -7,13 +7,14 @@ with all systems up at once spreads that noise over every system alike, so the r
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from bench.harness.context import Context
 from bench.harness.systems import (
     LITELLM_STRATEGIES,
+    MODEL,
     Gateway,
     Node,
     run_load,
@@ -24,10 +25,17 @@ from bench.harness.systems import (
 )
 
 SpecFor = Callable[[str, dict[str, Any], int], dict[str, Any]]
+Hook = Callable[[str], Awaitable[None]]
 
 
 async def run_rounds(
-    targets: dict[str, dict[str, Any]], spec_for: SpecFor, rounds: int, work: Path, label: str = "load"
+    targets: dict[str, dict[str, Any]],
+    spec_for: SpecFor,
+    rounds: int,
+    work: Path,
+    label: str = "load",
+    before_segment: Hook | None = None,
+    after_segment: Hook | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Runs `rounds` rounds of one load segment per system; returns each system's merged records.
 
@@ -40,6 +48,11 @@ async def run_rounds(
         rounds: Number of rounds.
         work: Scratch folder for specs and raw records.
         label: Prefix of the raw files (when a scenario runs several kinds of rounds).
+        before_segment: Awaited with the system's name before each of its segments, e.g. to put
+            the nodes back in the state a segment starts from (which models are loaded), so that no
+            system inherits another's.
+        after_segment: Awaited with the system's name after each of its segments (e.g. to read
+            the nodes' counters).
     """
     merged: dict[str, dict[str, Any]] = {
         name: {"records": [], "dropped": 0, "segments": []} for name in targets
@@ -50,7 +63,11 @@ async def run_rounds(
         names = names[round_no % len(names) :] + names[: round_no % len(names)]
         for name in names:
             slug = f"{label}-{name.replace('/', '_').replace(' ', '_')}-r{round_no}"
+            if before_segment is not None:
+                await before_segment(name)
             result = await run_load(spec_for(name, targets[name], round_no), work, slug)
+            if after_segment is not None:
+                await after_segment(name)
             for record in result["records"]:
                 record["round"] = round_no
             merged[name]["records"] += result["records"]
@@ -62,26 +79,38 @@ async def run_rounds(
 
 
 async def every_strategy(
-    ctx: Context, nodes: list[Node], spec_for: SpecFor, rounds: int, work: Path, timeout_s: float
+    ctx: Context,
+    nodes: list[Node],
+    spec_for: SpecFor,
+    rounds: int,
+    work: Path,
+    timeout_s: float,
+    models: tuple[str, ...] = (MODEL,),
+    before_segment: Hook | None = None,
+    after_segment: Hook | None = None,
 ) -> dict[str, dict[str, Any]]:
     """Every Corral strategy and, when installed, every LiteLLM strategy over the same nodes, in rounds.
 
-    The nodes' model is loaded first; a smoke run takes two Corral strategies and one LiteLLM
-    strategy (it checks the harness). The gateways are closed and the nodes killed at the end,
-    also on failure. Returns `run_rounds`'s merged records per system.
+    The nodes' first model is loaded first (`before_segment` and `after_segment`, when given, run
+    around every segment: see `run_rounds`); LiteLLM is configured with every one of `models`. A
+    smoke run takes two Corral strategies and one LiteLLM strategy (it checks the harness). The
+    gateways are closed and the nodes killed at the end, also on failure. Returns `run_rounds`'s
+    merged records per system.
     """
     # NOTE: a smoke run checks the harness: two strategies per system are enough for that.
     corral_strategies = ctx.pick(("ect", "p2c_ect", "round_robin", "least_inflight"), ("ect", "p2c_ect"))
     litellm_strategies = ctx.pick(LITELLM_STRATEGIES, LITELLM_STRATEGIES[:1]) if ctx.litellm else ()
     gateways: list[Gateway] = []
     try:
-        await warm(nodes)
+        await warm(nodes, models[:1])
         for strategy in corral_strategies:
             gateways.append(await start_corral(nodes, strategy))
         for strategy in litellm_strategies:
-            gateways.append(await start_litellm(nodes, strategy, work))
+            gateways.append(await start_litellm(nodes, strategy, work, models))
         endpoints = {g.name: target_of(g, timeout_s=timeout_s) for g in gateways}
-        return await run_rounds(endpoints, spec_for, rounds, work)
+        return await run_rounds(
+            endpoints, spec_for, rounds, work, before_segment=before_segment, after_segment=after_segment
+        )
     finally:
         for gateway in gateways:
             await gateway.close()

@@ -118,6 +118,19 @@ async def warm(nodes: list[Node], models: tuple[str, ...] = (MODEL,)) -> None:
                     await resp.read()
 
 
+async def reset_models(nodes: list[Node], unload: tuple[str, ...], keep: tuple[str, ...] = (MODEL,)) -> None:
+    """Unloads `unload` on every node (keep_alive 0) and loads `keep` for good: the state every
+    segment of a mixed-model scenario starts from."""
+    async with aiohttp.ClientSession() as http:
+        for node in nodes:
+            for model in unload:
+                async with http.post(
+                    node.url + "/api/generate", json={"model": model, "keep_alive": 0}
+                ) as resp:
+                    await resp.read()
+    await warm(nodes, keep)
+
+
 async def node_stats(node: Node) -> dict[str, Any]:
     """The simulator's counters of one node (admin API)."""
     async with aiohttp.ClientSession() as http, http.get(node.admin_url + "/_sim/stats") as resp:
@@ -288,15 +301,16 @@ async def cache_stats(addr: str) -> Any:
         )
 
 
-def litellm_config(nodes: list[Node], strategy: str) -> dict[str, Any]:
-    """LiteLLM's proxy config: every node a deployment of the same model group, one routing strategy."""
+def litellm_config(nodes: list[Node], strategy: str, models: tuple[str, ...] = (MODEL,)) -> dict[str, Any]:
+    """LiteLLM's proxy config: every node a deployment of each model's group, one routing strategy."""
     return {
         "model_list": [
             {
-                "model_name": MODEL,
-                "litellm_params": {"model": f"ollama_chat/{MODEL}", "api_base": node.url},
-                "model_info": {"id": node.node_id},
+                "model_name": model,
+                "litellm_params": {"model": f"ollama_chat/{model}", "api_base": node.url},
+                "model_info": {"id": node.node_id if model == MODEL else f"{node.node_id}/{model}"},
             }
+            for model in models
             for node in nodes
         ],
         "router_settings": {"routing_strategy": strategy, **LITELLM_ROUTER_SETTINGS},
@@ -330,12 +344,14 @@ async def start_litellm_proxy(
     return proc, f"http://127.0.0.1:{port}"
 
 
-async def start_litellm(nodes: list[Node], strategy: str, workdir: Path) -> Gateway:
+async def start_litellm(
+    nodes: list[Node], strategy: str, workdir: Path, models: tuple[str, ...] = (MODEL,)
+) -> Gateway:
     """LiteLLM's proxy (one uvicorn worker, like one router process) over the same nodes."""
     if not litellm_installed():
         raise RuntimeError("LiteLLM is not installed: run bench/litellm/install.sh")
     workdir.mkdir(parents=True, exist_ok=True)  # noqa: ASYNC240 (a local folder, once per run)
-    config = litellm_config(nodes, strategy)
+    config = litellm_config(nodes, strategy, models)
     proc, base = await start_litellm_proxy(config, workdir, f"litellm-{strategy}")
     try:
         await _wait_http(base + "/health/liveliness", 90, proc.proc)

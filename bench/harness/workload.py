@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import random
 from collections.abc import Iterator, Sequence
@@ -33,6 +34,23 @@ SUPPORT_MANUAL = " ".join(
 def unique_question(i: int, tag: str) -> str:
     """A short question that no earlier request asked (cache misses, no prompt-cache reuse)."""
     return f"[{tag} {i}] How do I {TOPICS[i % len(TOPICS)]}?"
+
+
+ModelMix = Sequence[tuple[str, float]]
+"""Models and their shares of the requests, e.g. (("llama3.2:1b", 0.8), ("mistral:7b", 0.2))."""
+
+
+def model_of(i: int, key: str, mix: ModelMix) -> str:
+    """The model of request `i` in a mixed workload: a draw from the shares, fixed by (key, i), so
+    that the load generator and bench/oracle.py give every request the same model (both key it by
+    the arrival trace's seed)."""
+    u = int.from_bytes(hashlib.blake2b(f"{key}\x00{i}".encode(), digest_size=8).digest(), "big") / 2**64
+    total = sum(share for _, share in mix)
+    for name, share in mix:
+        u -= share / total
+        if u < 0:
+            return name
+    return mix[-1][0]
 
 
 @dataclass

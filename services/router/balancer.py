@@ -44,6 +44,8 @@ class Candidate:
         busy_rate: Recent share of 503 answers (0..1).
         interactive_inflight: Interactive requests this router has in flight on the node.
         size_bytes: The model's size on disk (its load cost when not loaded), 0 when unknown.
+        displaced_bytes: When the model is not loaded: the sizes of the other models loaded on the
+            node, which its load may evict (`ect` charges their reload).
         full: The node has as many requests from this router as it takes at once (offered only to
             a balancer that weighs waiting for it, `ect`; picking it means: wait for a slot).
         priority: The node's registry label `priority` (lower first; see `ScoreBoard.candidates`).
@@ -60,6 +62,7 @@ class Candidate:
     busy_rate: float = 0.0
     interactive_inflight: int = 0
     size_bytes: int = 0
+    displaced_bytes: int = 0
     full: bool = False
     priority: int = 0
     estimate: Estimate | None = None
@@ -296,6 +299,7 @@ class Ect:
                 num_predict=ctx.num_predict,
                 prior=prior,
                 not_loaded_penalty_ms=cfg.not_loaded_penalty_ms,
+                displaced_bytes=c.displaced_bytes,
             )
             for c in candidates
         ]

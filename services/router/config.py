@@ -72,6 +72,11 @@ class EctConfig(Section):
         load_base_ms: Cold-load time of a model not yet seen loading on the node: this plus
             `load_ms_per_gb` x its size (when the size is unknown: `not_loaded_penalty_ms`).
         load_ms_per_gb: See `load_base_ms`.
+        displace_weight: A load on a node that holds other models may evict them (Ollama evicts
+            when the memory or OLLAMA_MAX_LOADED_MODELS is full; the router cannot tell): the load
+            is charged this x their reload time as well (the swap back), so that two models do not
+            evict each other in turns on every node (bench/scenarios/mixed_models.py). 0 charges
+            only the load itself.
         failure_ms: Time a failed attempt is assumed to cost before the node's failures are seen.
         affinity_slack: A conversation's follow-up stays on the node that served it (else its
             rendezvous node) while that node's expected completion is at most this many times
@@ -96,6 +101,7 @@ class EctConfig(Section):
     default_tokens_per_char: float = Field(default=0.25, gt=0)
     load_base_ms: float = Field(default=300.0, ge=0)
     load_ms_per_gb: float = Field(default=2000.0, ge=0)
+    displace_weight: float = Field(default=1.0, ge=0)
     failure_ms: float = Field(default=500.0, ge=0)
     affinity_slack: float = Field(default=2.0, ge=1.0)
     affinity_memory: int = Field(default=65_536, ge=0)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import grpc
 from corral.v1 import common_pb2, health_service_pb2, health_service_pb2_grpc
+from google.protobuf import timestamp_pb2
 
 from services.router.observe import AttemptRecord, Observer
 from services.router.scores import ModelView, NodeView, ScoreBoard, normalize_model
@@ -57,7 +58,13 @@ def node_view(score: health_service_pb2.NodeScore) -> NodeView:
         state=health_service_pb2.NodeState.Name(score.state).removeprefix("NODE_STATE_").lower(),
         models=models,
         labels=dict(score.labels),
+        probed_at=_monotonic_of(score.last_probe_at) if score.HasField("last_probe_at") else 0.0,
     )
+
+
+def _monotonic_of(stamp: timestamp_pb2.Timestamp) -> float:
+    """A wall-clock time from health as this process's monotonic clock reads it."""
+    return time.monotonic() - (time.time() - (stamp.seconds + stamp.nanos / 1e9))
 
 
 class Backoff:

@@ -207,7 +207,7 @@ class ModelLearned:
 class Estimate:
     """The expected completion time of one request on one node, term by term (milliseconds).
 
-    total_ms = queue_ms + load_ms + prompt_ms + generate_ms + overhead_ms + penalty_ms.
+    total_ms = queue_ms + load_ms + displace_ms + prompt_ms + generate_ms + overhead_ms + penalty_ms.
     """
 
     node_id: str
@@ -227,12 +227,14 @@ class Estimate:
     busy_rate: float = 0.0
     typical_service_ms: float = 0.0
     waiting_ahead: int = 0
+    displace_ms: float = 0.0
     reason: str = "lowest expected completion"
 
     @property
     def base_ms(self) -> float:
         """The expected completion without the error and busy penalty."""
-        return self.queue_ms + self.load_ms + self.prompt_ms + self.generate_ms + self.overhead_ms
+        waits = self.queue_ms + self.load_ms + self.displace_ms
+        return waits + self.prompt_ms + self.generate_ms + self.overhead_ms
 
     @property
     def total_ms(self) -> float:
@@ -246,6 +248,7 @@ class Estimate:
             f"queue {self.queue_ms:.0f} ms ({self.inflight} in flight, {self.slots} slots"
             f"{f', {self.waiting_ahead} waiting ahead at the router' if self.waiting_ahead else ''})"
             f" + load {self.load_ms:.0f} ms"
+            f"{f' + reload of the models it may evict {self.displace_ms:.0f} ms' if self.displace_ms else ''}"
             f" + prompt {self.prompt_ms:.0f} ms"
             f" ({self.prompt_tokens:.0f} tok at {self.prompt_tok_s:.0f} tok/s)"
             f" + generate {self.generate_ms:.0f} ms"
@@ -491,10 +494,13 @@ class Learner:
         num_predict: int | None,
         prior: Prior | None,
         not_loaded_penalty_ms: float,
+        displaced_bytes: int = 0,
     ) -> Estimate:
         """The expected completion time of a request on a node (without penalties: see `add_penalty`).
 
         `prior` stands for the costs the node has no outcome of yet (None: the configured defaults).
+        `displaced_bytes`: the other models loaded there that loading this one may evict; their
+        reload is charged x `displace_weight`.
         """
         cfg = self.cfg
         now = self._clock()
@@ -528,7 +534,7 @@ class Learner:
             if learned and learned.output_tokens.samples
             else cfg.default_output_tokens
         )
-        return score(
+        estimate = score(
             node_id,
             inflight=inflight,
             slots=self.node(node_id).slots,
@@ -541,6 +547,10 @@ class Learner:
             load_ms=load_ms,
             overhead_ms=overhead_ms,
         )
+        if not loaded and displaced_bytes > 0:
+            reload_ms = cfg.load_base_ms + cfg.load_ms_per_gb * displaced_bytes / 1e9
+            estimate.displace_ms = cfg.displace_weight * reload_ms
+        return estimate
 
     def failure_ms(self, node_id: str) -> float:
         """How long a failed attempt on the node takes (learned, else the configured default)."""

@@ -105,6 +105,8 @@ class NodeView:
         models: Keyed by normalised model name; None means "not known yet" (a static node not read).
         routable: Health says the node may take traffic (not unhealthy, ejected or draining).
         labels: The node's registry labels (from health; empty on the static list).
+        probed_at: When health last probed the node (which models it holds), on this process's
+            monotonic clock; 0 when not known.
     """
 
     node_id: str
@@ -115,6 +117,7 @@ class NodeView:
     state: str = "unknown"
     models: dict[str, ModelView] | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    probed_at: float = 0.0
     priority: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
@@ -322,12 +325,15 @@ class ScoreBoard:
             service_ms = local.service_ms.get(model) or (
                 view.ewma_latency_ms if view is not None and view.ewma_latency_ms > 0 else 0.0
             )
+            loaded = (view.loaded if view is not None else True) or self._served_since_view(
+                node, local, model, now
+            )
             out.append(
                 Candidate(
                     node_id=node.node_id,
                     address=node.address,
-                    loaded=(view.loaded if view is not None else True)
-                    or now - local.served_at.get(model, -_RECENTLY_SERVED_S) < _RECENTLY_SERVED_S,
+                    loaded=loaded,
+                    displaced_bytes=0 if loaded else self._displaced_bytes(node, local, model, now),
                     local_inflight=local.inflight,
                     reported_inflight=node.inflight,
                     service_ms=service_ms or self._cfg.default_service_ms,
@@ -340,6 +346,26 @@ class ScoreBoard:
                 )
             )
         return out
+
+    @staticmethod
+    def _served_since_view(node: NodeView, local: _Local, model: str, now: float) -> bool:
+        """This router had an answer for `model` from the node recently, after health's latest probe
+        of the node: the model is loaded there whatever that older view says. A probe after the
+        answer wins: the model may have been evicted since (another model loaded in its place)."""
+        served = local.served_at.get(model)
+        return served is not None and now - served < _RECENTLY_SERVED_S and served >= node.probed_at
+
+    def _displaced_bytes(self, node: NodeView, local: _Local, model: str, now: float) -> int:
+        """The sizes of the node's other loaded models (a load of `model` may evict them)."""
+        if node.models is None:
+            return 0
+        return sum(
+            view.size_bytes
+            for name, view in node.models.items()
+            if name != model
+            and "embedding" not in view.capabilities
+            and (view.loaded or self._served_since_view(node, local, name, now))
+        )
 
     def inflight_limit(self, node: NodeView) -> int:
         """Requests from this router the node takes at once: from its parallel slots when they are

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bench import oracle
-from bench.harness.workload import poisson_arrivals, poisson_gaps
+from bench.harness.workload import model_of, poisson_arrivals, poisson_gaps
 from bench.scenarios import heterogeneous
 from sim import textgen
 
@@ -189,3 +189,48 @@ def test_the_oracle_and_the_learning_router_move_traffic_off_a_slowed_node() -> 
     # Without the slowdown the same trace keeps the node's share.
     steady = oracle.replay(jobs, oracle.sim_fleet([1.0] * 4, 2), "oracle").served_by
     assert share(steady, since + 5, until) > 0.15
+
+
+def test_the_model_mix_is_drawn_alike_for_every_system_and_the_oracle() -> None:
+    mix = (("llama3.2:1b", 0.8), ("mistral:7b", 0.2))
+    drawn = [model_of(i, "1", mix) for i in range(2000)]
+    assert drawn == [model_of(i, "1", mix) for i in range(2000)]  # fixed by (seed, index)
+    assert 0.17 < drawn.count("mistral:7b") / len(drawn) < 0.23
+    assert drawn != [model_of(i, "2", mix) for i in range(2000)]  # another round, another draw
+    nodes = oracle.sim_fleet([1.0], 2)
+    trace = oracle.chat_trace(nodes, 10.0, 20.0, 0.0, seed=1, tag="t", mix=mix)
+    assert [job.model for job in trace] == drawn[: len(trace)]
+
+
+def test_a_node_holding_another_model_drains_then_loads() -> None:
+    nodes = oracle.sim_fleet([1.0], 2)
+    big = "mistral:7b"
+    jobs = [
+        oracle.Job(0.0, 10, (40,)),  # llama, 10/600 + 40/60 s
+        oracle.Job(0.1, 10, (40,), model=big),  # waits for the first to finish, then the load
+        oracle.Job(0.2, 10, (40,), model=big),  # the big model is loaded: a free slot at once
+    ]
+    result = oracle.replay(jobs, nodes, "round_robin")
+    first = 10 / 600 + 40 / 60
+    load = oracle.LOAD_BASE_S + oracle.LOAD_S_PER_GB * oracle.MODEL_BYTES[big] / 1e9
+    big_service = 10 / 150 + 40 / 12
+    assert result.latencies_s[0] == pytest.approx(first)
+    assert result.latencies_s[1] == pytest.approx(first + load + big_service - 0.1)
+    assert result.latencies_s[2] == pytest.approx(first + load + big_service - 0.2)
+    assert result.swaps == 1
+
+
+def test_the_learning_router_keeps_two_models_from_evicting_each_other() -> None:
+    from bench.scenarios import mixed_models
+
+    ts = 0.25
+    rate = 0.7 * mixed_models.capacity_rps(ts)
+    rows = oracle.scenario_rows(
+        mixed_models.SPEEDS, mixed_models.NUM_PARALLEL, ts, rate, 120.0, 2.0, 2,
+        policies=("oracle", "ect_learned", "least_inflight"), mix=mixed_models.MIX,
+    )  # fmt: skip
+    learned, blind = rows["ect_learned"], rows["least_inflight"]
+    # Least in flight ignores which model a node holds and swaps on most requests; the learning
+    # router places the big model on a few nodes and keeps it there.
+    assert blind["swaps"] > 10 * learned["swaps"]
+    assert learned["p99_ms"] < 2 * rows["oracle"]["p99_ms"] < blind["p99_ms"]

@@ -473,3 +473,22 @@ def test_a_full_node_counts_the_requests_waiting_ahead_at_the_router() -> None:
     assert queued[1].queue_ms == alone[1].queue_ms and queued[1].waiting_ahead == 0  # s is free
     picked = balancer.pick(behind, [fast, slow])
     assert picked is not None and picked.node_id == "s"
+
+
+def test_a_load_that_may_evict_another_model_is_charged_its_reload() -> None:
+    balancer = trained()
+    gb = 1_000_000_000
+    # Both nodes must load the 4 GB model; f holds a 1.5 GB model that the load may evict, s holds
+    # nothing: s is the better place although f is faster.
+    holding = Candidate("f", "http://f", loaded=False, size_bytes=4 * gb, displaced_bytes=3 * gb // 2)
+    empty = Candidate("s", "http://s", loaded=False, size_bytes=4 * gb)
+    est = balancer.estimates(CTX, [holding, empty])
+    assert est[0].displace_ms == pytest.approx(300 + 1.5 * 2000) and est[1].displace_ms == 0
+    assert "reload of the models it may evict 3300 ms" in est[0].explain()
+    picked = balancer.pick(CTX, [holding, empty])
+    assert picked is not None and picked.node_id == "s"
+    # A loaded model displaces nothing, whatever the candidate says; weight 0 turns the charge off.
+    loaded = dataclasses.replace(holding, loaded=True)
+    assert balancer.estimates(CTX, [loaded])[0].displace_ms == 0
+    plain = trained(displace_weight=0.0)
+    assert plain.estimates(CTX, [holding])[0].displace_ms == 0

@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from services.router.config import BalancerConfig
-from services.router.scores import ModelView, NodeView, ScoreBoard, node_priority
+from services.router.scores import Attempt, ModelView, NodeView, ScoreBoard, node_priority
 
 MODEL = "m:latest"
 BIG = "mistral:7b"
@@ -90,3 +90,41 @@ def test_learned_slots_set_the_limit_once_the_balancer_reports_them() -> None:
     assert board.inflight_limit(node) == 6
     node.labels["num_parallel"] = "4"
     assert board.inflight_limit(node) == 8  # the operator's label wins over what was learned
+
+
+class _Clock:
+    now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_cold_candidate_names_the_models_its_load_may_evict() -> None:
+    gb = 1_000_000_000
+    models = {
+        MODEL: ModelView("m", loaded=True, size_bytes=gb),
+        BIG: ModelView(BIG, loaded=False, size_bytes=4 * gb),
+        "nomic-embed-text:v1.5": ModelView(
+            "nomic-embed-text:v1.5", loaded=True, size_bytes=gb // 4, capabilities=("embedding",)
+        ),
+    }
+    clock = _Clock()
+    board = ScoreBoard(BalancerConfig(), clock=clock)
+    board.apply_snapshot(
+        [NodeView("n", "http://n", models=models, probed_at=90.0)], version=1, stale_after_s=3.0
+    )
+    (big,) = board.candidates(BIG)
+    (small,) = board.candidates(MODEL)
+    # The loaded 1 GB model may be evicted; the small embedding model is left out (it fits).
+    assert not big.loaded and big.displaced_bytes == gb
+    assert small.loaded and small.displaced_bytes == 0
+    # An answer for the big model after health's latest probe: it is loaded, whatever the probe said.
+    board.record("n", BIG, Attempt.NONE, 500.0)
+    (big,) = board.candidates(BIG)
+    assert big.loaded and big.displaced_bytes == 0
+    # A later probe that finds it unloaded (evicted since) wins over the older answer.
+    clock.now = 110.0
+    evicted = NodeView("n", "http://n", models=models, probed_at=105.0)
+    board.apply_update([evicted], [], version=2)
+    (big,) = board.candidates(BIG)
+    assert not big.loaded and big.displaced_bytes == gb
