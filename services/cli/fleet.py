@@ -11,12 +11,14 @@ from corral.v1 import (
     health_service_pb2_grpc,
     prewarm_service_pb2,
     prewarm_service_pb2_grpc,
+    router_service_pb2,
+    router_service_pb2_grpc,
 )
 from rich.console import Console
 from rich.live import Live
 
 from services.cli.client import Peers, UsageError, to_json
-from services.cli.render import required_models_view, status_table
+from services.cli.render import pins_line, required_models_view, status_table
 
 
 async def prewarm_status(peers: Peers) -> prewarm_service_pb2.GetStatusResponse | None:
@@ -50,6 +52,23 @@ def leader_line(reply: prewarm_service_pb2.GetStatusResponse) -> str:
     return f"prewarm leader: {reply.leader} ({role})"
 
 
+async def router_pins(peers: Peers) -> dict[str, dict[str, str]]:
+    """The router's model pins (model to the labels its nodes must carry); empty when the router is
+    away or nothing is pinned.
+
+    NOTE: a side view, as prewarm's: the pins are the router's configuration, not health's.
+    """
+    try:
+        async with peers.channel("router") as channel:
+            stub = router_service_pb2_grpc.RouterServiceStub(channel)
+            reply: router_service_pb2.ListModelsResponse = await stub.ListModels(
+                router_service_pb2.ListModelsRequest(), timeout=min(peers.timeout_s, 2.0)
+            )
+    except grpc.aio.AioRpcError:
+        return {}
+    return {m.name: dict(m.pin) for m in reply.models if m.pin}
+
+
 async def status(args: argparse.Namespace, peers: Peers, console: Console) -> int:
     """Prints the node table (or streams it live with --watch)."""
     async with peers.channel("health") as channel:
@@ -58,6 +77,7 @@ async def status(args: argparse.Namespace, peers: Peers, console: Console) -> in
             reply = await stub.ListNodes(health_service_pb2.ListNodesRequest(), timeout=peers.timeout_s)
             prewarm = await prewarm_status(peers)
             required = [] if prewarm is None else list(prewarm.required_models)
+            pins = await router_pins(peers)
             if args.json:
                 out: dict[str, object] = {
                     "version": reply.version,
@@ -67,6 +87,8 @@ async def status(args: argparse.Namespace, peers: Peers, console: Console) -> in
                     out["required_models"] = [to_json(r) for r in required]
                 if prewarm is not None:
                     out["prewarm"] = {"leader": prewarm.leader, "answered_by_leader": prewarm.leads}
+                if pins:
+                    out["pins"] = pins
                 print(json.dumps(out))
             else:
                 console.print(status_table(reply.nodes, reply.version, console.width))
@@ -74,6 +96,8 @@ async def status(args: argparse.Namespace, peers: Peers, console: Console) -> in
                     console.print(required_models_view(required))
                 if prewarm is not None:
                     console.print(leader_line(prewarm))
+                if pins:
+                    console.print(pins_line(pins))
             return 0
         return await _watch(stub, args, console)
 

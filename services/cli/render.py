@@ -118,8 +118,21 @@ def status_table(
     return Group(header, table, *problems, *labelled)
 
 
+def pins_line(pins: dict[str, dict[str, str]]) -> Text:
+    """The router's model pins, e.g. "pins (router): mistral:7b -> gpu=true"."""
+    text = Text("pins (router): ", style="dim")
+    text.append("; ".join(f"{model} -> {_labels(labels)}" for model, labels in sorted(pins.items())))
+    return text
+
+
+def _labels(labels: dict[str, str]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
 def models_table(models: Iterable[router_service_pb2.FleetModel]) -> RenderableType:
-    """The `corral models` view: one row per model in the fleet."""
+    """The `corral models` view: one row per model in the fleet (with the router's pins, if any)."""
+    models = list(models)
+    pinned = any(m.pin for m in models)
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("MODEL", no_wrap=True, max_width=28, overflow="ellipsis")
     table.add_column("SIZE", justify="right", no_wrap=True)
@@ -127,16 +140,21 @@ def models_table(models: Iterable[router_service_pb2.FleetModel]) -> RenderableT
     table.add_column("QUANT", no_wrap=True)
     table.add_column("NODES", justify="right", no_wrap=True)
     table.add_column("LOADED ON", overflow="fold")
+    if pinned:
+        table.add_column("PINNED TO", overflow="fold")
     for model in models:
         loaded = [p.node_id for p in model.placements if p.loaded]
-        table.add_row(
+        cells: list[RenderableType] = [
             model.name,
             fmt_bytes(model.details.size_bytes) if model.details.size_bytes else "-",
             model.details.parameter_size or "-",
             model.details.quantization_level or "-",
             str(len(model.placements)),
             ", ".join(loaded) if loaded else Text("-", style="dim"),
-        )
+        ]
+        if pinned:
+            cells.append(_labels(dict(model.pin)) if model.pin else Text("-", style="dim"))
+        table.add_row(*cells)
     return table
 
 

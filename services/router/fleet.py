@@ -108,6 +108,7 @@ class Fleet:
             fleet_model = models[key]
             if loaded_only and not any(p.loaded for p in fleet_model.placements):
                 continue
+            fleet_model.pin.update(self._board.pin_of(key))
             result.models.append(fleet_model)
         return result
 

@@ -367,6 +367,10 @@ class ScoreBoard:
             and (view.loaded or self._served_since_view(node, local, name, now))
         )
 
+    def pin_of(self, model: str) -> dict[str, str]:
+        """The labels a node must carry to serve `model` (`balancer.pins`); empty when not pinned."""
+        return dict(self._pins.get(normalize_model(model)) or {})
+
     def inflight_limit(self, node: NodeView) -> int:
         """Requests from this router the node takes at once: from its parallel slots when they are
         known (its registry label `num_parallel`, else `ect.node_slots`, else the slots the `ect`

@@ -13,7 +13,7 @@ from rich.console import Console
 
 from services.cli.fleet import leader_line
 from services.cli.inference import routing_line
-from services.cli.render import cache_stats_view, fmt_bytes, fmt_ms, models_table, status_table
+from services.cli.render import cache_stats_view, fmt_bytes, fmt_ms, models_table, pins_line, status_table
 
 MODELS = ("llama3.2:1b", "nomic-embed-text:v1.5", "mistral:7b")
 LONG_MODEL = "mistral:7b-instruct-v0.3-q4_K_M"
@@ -130,3 +130,14 @@ def test_the_prewarm_leader_line_says_who_leads_and_who_answered() -> None:
     standby = leader_line(prewarm_service_pb2.GetStatusResponse(leads=False, leader=name))
     assert name in standby and "standby" in standby
     assert "no leader" in leader_line(prewarm_service_pb2.GetStatusResponse())
+
+
+def test_the_routers_pins_show_in_models_and_status() -> None:
+    plain = router_service_pb2.FleetModel(name="llama3.2:1b")
+    assert not any("PINNED" in line for line in _render(models_table([plain])))  # no pins: no column
+    big = router_service_pb2.FleetModel(name="mistral:7b", pin={"gpu": "true", "zone": "a"})
+    lines = _render(models_table([plain, big]))
+    assert any("PINNED TO" in line for line in lines) and max(len(line) for line in lines) <= 80
+    assert any("mistral:7b" in line and "gpu=true, zone=a" in line for line in lines)
+    line = _render(pins_line({"mistral:7b": {"gpu": "true"}}))[0]
+    assert line == "pins (router): mistral:7b -> gpu=true"

@@ -128,3 +128,21 @@ def test_a_cold_candidate_names_the_models_its_load_may_evict() -> None:
     board.apply_update([evicted], [], version=2)
     (big,) = board.candidates(BIG)
     assert not big.loaded and big.displaced_bytes == gb
+
+
+async def test_list_models_names_each_models_pin() -> None:
+    from services.router.fleet import Fleet
+    from services.router.transport import NodeTransport
+    from tests.helpers.procs import free_port
+
+    # NOTE: nothing listens on the node's port: ListModels describes it from the score copy.
+    node = NodeView("gpu-a", f"http://127.0.0.1:{free_port()}", models={BIG: ModelView(BIG, loaded=True)})
+    board = _board(node, pins={"Mistral:7B": {"gpu": "true"}})
+    assert board.pin_of(BIG) == {"gpu": "true"} and board.pin_of(MODEL) == {}
+    transport = NodeTransport()
+    await transport.start()
+    try:
+        reply = await Fleet(board, transport).list_models(loaded_only=False, timeout_s=2.0)
+    finally:
+        await transport.close()
+    assert [(m.name, dict(m.pin)) for m in reply.models] == [(BIG, {"gpu": "true"})]

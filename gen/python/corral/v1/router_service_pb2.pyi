@@ -585,9 +585,30 @@ class FleetModel(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class PinEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     NAME_FIELD_NUMBER: _builtins.int
     DETAILS_FIELD_NUMBER: _builtins.int
     PLACEMENTS_FIELD_NUMBER: _builtins.int
+    PIN_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The model name."""
     @_builtins.property
@@ -598,16 +619,23 @@ class FleetModel(_message.Message):
     def placements(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelPlacement]:
         """One entry per node that has the model installed."""
 
+    @_builtins.property
+    def pin(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The node labels this router sends the model to (its `balancer.pins`): only nodes carrying
+        every one of them serve it. Empty when the model is not pinned.
+        """
+
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         details: Global___ModelDetails | None = ...,
         placements: _abc.Iterable[Global___ModelPlacement] | None = ...,
+        pin: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["details", b"details"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["details", b"details", "name", b"name", "placements", b"placements"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["details", b"details", "name", b"name", "pin", b"pin", "placements", b"placements"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
