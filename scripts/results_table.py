@@ -21,6 +21,8 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 SCENARIOS = (
     "overhead",
     "heterogeneous",
+    "heterogeneous-50",
+    "heterogeneous-90",
     "slowdown",
     "bursty",
     "mixed-models",
@@ -34,6 +36,8 @@ SCENARIOS = (
 EXTRA: dict[str, tuple[str, str]] = {
     "overhead": ("added_p99_ms", "added p99 {} ms"),
     "heterogeneous": ("requests_by_node", "{}"),
+    "heterogeneous-50": ("requests_by_node", "{}"),
+    "heterogeneous-90": ("requests_by_node", "{}"),
     "slowdown": ("time_to_halve_s", "share to the slowed node halved in {} s"),
     "bursty": ("refusals_in_burst", "{} refused in the overload"),
     "mixed-models": ("swaps", "{} model loads"),

@@ -10,7 +10,6 @@ from bench.harness.context import Context, poisson_spec
 from bench.harness.rounds import every_strategy
 from bench.harness.systems import start_nodes
 
-TITLE = "Heterogeneous fleet at 70 % load"
 SPEEDS = [1.0, 1.0, 0.5, 0.25]
 FAILING = 1  # node-2: a fast node that also fails 10 % of requests (fails fast: an attractive trap)
 NUM_PARALLEL = 2
@@ -26,10 +25,14 @@ def capacity_rps(time_scale: float) -> float:
 
 async def run(ctx: Context) -> dict[str, Any]:
     """Runs every Corral strategy and every LiteLLM strategy against the same fleet and workload."""
-    # NOTE: time scale 0.25 gives each system over 2,000 requests in 100 s, enough for a p99 that is
-    # not the third-slowest request; queueing scales with the time scale, so the ratios hold.
+    return await run_at(ctx, "heterogeneous", 0.7, duration_s=100.0)
+
+
+async def run_at(ctx: Context, scenario: str, load: float, duration_s: float) -> dict[str, Any]:
+    """The heterogeneous scenario at `load` (a share of capacity), `duration_s` per system in all."""
+    # NOTE: time scale 0.25 gives each system over 2,000 requests in 100 s at 70 %, enough for a p99
+    # that is not the third-slowest request; queueing scales with the time scale, so the ratios hold.
     time_scale = ctx.pick(0.25, 0.05)
-    load = 0.7
     p: dict[str, Any] = {
         "speeds": SPEEDS,
         "failing_node": f"node-{FAILING + 1} (error_rate 0.1)",
@@ -38,13 +41,13 @@ async def run(ctx: Context) -> dict[str, Any]:
         "capacity_rps": round(capacity_rps(time_scale), 2),
         "load": load,
         "rate_rps": round(ctx.pick(load * capacity_rps(time_scale), 10.0), 2),
-        "duration_s": ctx.pick(100.0, 2.0),
+        "duration_s": ctx.pick(duration_s, 2.0),
         "warmup_s": ctx.pick(2.0, 0.5),
         "rounds": ctx.pick(4, 1),
         "client_timeout_s": 60,
         "request": "non-streamed chat, one unique user question, natural answer length (20-60 tokens)",
     }
-    work = ctx.scratch("heterogeneous")
+    work = ctx.scratch(scenario)
     nodes = await start_nodes(
         SPEEDS,
         time_scale,
@@ -77,8 +80,8 @@ async def run(ctx: Context) -> dict[str, Any]:
         *fleet, long_requests, policies=("oracle", "ect", "ect_learned", "least_inflight", "round_robin")
     )
     result_doc = report.Result(
-        scenario="heterogeneous",
-        title=TITLE,
+        scenario=scenario,
+        title=f"Heterogeneous fleet at {load:.0%} load",
         description=(
             f"Four simulated nodes at speeds {', '.join(f'{s:g}x' for s in SPEEDS)} "
             f"(time scale {time_scale:g}, "
@@ -101,7 +104,7 @@ async def run(ctx: Context) -> dict[str, Any]:
             ("errors", "errors"),
             ("requests_by_node", "served by node"),
         ],
-        targets=routing.targets("heterogeneous", systems),
+        targets=routing.targets(scenario, systems),
         notes=[
             "oracle: bench/oracle.py replays each round's arrival trace offline through the simulator's "
             "cost model (same fleet, slots and speeds; no network, no failures) and routes every request "
