@@ -58,6 +58,11 @@ class CacheCollector(Collector):
             skips.add_metric([category], s.semantic_skips[category])
         yield skips
         yield CounterMetricFamily(
+            "corral_cache_shared_vectors",
+            "Semantic lookups and stores whose question vector came from the embedding cache.",
+            s.shared_vectors,
+        )
+        yield CounterMetricFamily(
             "corral_cache_coalesced_lookups",
             "Lookups answered by an identical request in flight.",
             s.coalesced,

@@ -89,6 +89,24 @@ class EmbeddingCache:
         counters.latencies_ms.append((time.perf_counter() - started) * 1000)
         return list(found), False
 
+    async def node_vector(self, tenant: str, model: str, text: str, budget_s: float) -> bytes | None:
+        """The vector a client's plain Embed of `text` with `model` stored (no dimensions, truncation or
+        options), or None; not counted as an embedding-cache lookup, and never raises."""
+        engine = self._engine
+        timeout_s = min(budget_s, engine.cfg.redis_timeout_ms / 1000)
+        if timeout_s <= 0 or not engine.exact_breaker.allow():
+            return None
+        scope = scope_of(cache_service_pb2.EmbeddingKey(tenant=tenant, model=model))
+        try:
+            found = await bounded(
+                engine.exact.get_many(scope.tenant, scope.model, [text_key(scope, text)]), timeout_s
+            )
+        except Exception as exc:
+            _blame(engine.exact_breaker, exc, caller_bound=timeout_s < engine.cfg.redis_timeout_ms / 1000)
+            return None
+        engine.exact_breaker.success()
+        return found[0]
+
     async def store(
         self, scope: EmbeddingScope, inputs: Sequence[str], vectors: Sequence[bytes], ttl_s: float
     ) -> int:

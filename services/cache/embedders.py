@@ -146,6 +146,11 @@ class OllamaEmbedder:
         return f"ollama:{self._cfg.model}"
 
     @property
+    def node_model(self) -> str:
+        """The nodes' model it calls: a client's Embed with this model gets the same vectors."""
+        return self._cfg.model
+
+    @property
     def dims(self) -> int:
         """The configured vector size."""
         return self._cfg.dims

@@ -7,11 +7,12 @@ import contextlib
 import logging
 import time
 from collections import Counter, OrderedDict
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import numpy as np
 from corral.v1 import cache_service_pb2, common_pb2
 from google.protobuf import message as pb_message
 from redis.exceptions import AuthenticationError
@@ -20,12 +21,15 @@ from services.cache import guard
 from services.cache.backfill import Backfill
 from services.cache.breaker import Breaker
 from services.cache.config import CacheConfig
-from services.cache.embedders import Embedder, Vector
+from services.cache.embedders import Embedder, Vector, normalise
 from services.cache.exact_store import ExactStore, bounded
 from services.cache.flights import Flights
 from services.cache.keys import RequestView, TierPlan
 from services.cache.semantic_store import Candidate, Namespace, SemanticStore
 from services.cache.stats import CacheStats
+
+SharedVector = Callable[[str, str, str, float], Awaitable[bytes | None]]
+"""(tenant, model, text, budget seconds) to a client's stored vector of the text, or None."""
 
 logger = logging.getLogger(__name__)
 
@@ -146,6 +150,8 @@ class CacheEngine:
         self.embed_breaker = Breaker(open_s, cfg.breaker_failures)
         self.threshold = cfg.threshold()
         self._memo: OrderedDict[tuple[str, str], Vector] = OrderedDict()
+        # Set by the servicer: reads a client's stored vector of a text (services/cache/embed_cache.py).
+        self.shared_vector: SharedVector | None = None
         self._hits: Counter[int] = Counter()
         self._recovery: asyncio.Task[None] | None = None
         # NOTE: semantic queries made moot by an exact hit, referenced until they finish.
@@ -451,7 +457,7 @@ class CacheEngine:
         if not self.semantic.is_open or not self.semantic_breaker.allow():
             return None
         started = time.perf_counter()
-        vector = await self._vector(text, embedding, deadline - loop.time())
+        vector = await self._vector(text, embedding, deadline - loop.time(), view.tenant)
         timeout_s = min(self.cfg.postgres_timeout_ms / 1000, deadline - loop.time())
         if vector is None or timeout_s <= 0:
             return None
@@ -534,8 +540,10 @@ class CacheEngine:
         """True when the request's vector needs no embedding call (given by the caller, or remembered)."""
         return given is not None or (self.embedder.name, text) in self._memo
 
-    async def _vector(self, text: str, given: Vector | None, budget_s: float) -> Vector | None:
-        """The request's vector: given by the caller, remembered, or embedded now (None on failure)."""
+    async def _vector(self, text: str, given: Vector | None, budget_s: float, tenant: str) -> Vector | None:
+        """The request's vector: given by the caller, remembered, read from the embedding cache
+        (a client embedded the same text with the embedder's model), or embedded now (None on
+        failure)."""
         if given is not None:
             return given
         memo_key = (self.embedder.name, text)
@@ -543,6 +551,11 @@ class CacheEngine:
         if cached is not None:
             self._memo.move_to_end(memo_key)
             return cached
+        # NOTE: a vector read from the tenant's embedding cache is not remembered: the memo serves
+        # every tenant, and that vector is the tenant's.
+        shared = await self._shared(text, budget_s, tenant)
+        if shared is not None:
+            return shared
         if budget_s <= 0 or not self.embed_breaker.allow():
             return None
         try:
@@ -557,6 +570,21 @@ class CacheEngine:
             self._memo[memo_key] = vector
             while len(self._memo) > self.cfg.embedding_memo_size:
                 self._memo.popitem(last=False)
+        return vector
+
+    async def _shared(self, text: str, budget_s: float, tenant: str) -> Vector | None:
+        """A client's vector of `text` from the embedding cache, when the embedder is the nodes'
+        model (the same vectors), normalised as the embedder's are; None when there is none."""
+        model = getattr(self.embedder, "node_model", None)
+        if self.shared_vector is None or not model or budget_s <= 0:
+            return None
+        raw = await self.shared_vector(tenant, model, text, budget_s)
+        if raw is None:
+            return None
+        vector = normalise(np.frombuffer(raw, dtype="<f4"))
+        if vector.shape != (self.embedder.dims,):
+            return None
+        self.stats.shared_vectors += 1
         return vector
 
     def _namespace(self, view: RequestView) -> Namespace:
@@ -663,7 +691,7 @@ class CacheEngine:
         if not self.semantic_breaker.allow():
             return False
         timeout_s = self.cfg.store_timeout_ms / 1000
-        vector = await self._vector(text, embedding, timeout_s)
+        vector = await self._vector(text, embedding, timeout_s, view.tenant)
         if vector is None:
             return False
         try:

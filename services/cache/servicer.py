@@ -63,6 +63,10 @@ class CacheServicer(cache_service_pb2_grpc.CacheServiceServicer):
         self._admin = CacheAdmin(engine)
         self._cfg = engine.cfg
         self._vectors = EmbeddingCache(engine)
+        # NOTE: the semantic tier reads a question's vector from the embedding cache when a client
+        # already embedded the same text with the embedder's model (a RAG application embeds its
+        # question to retrieve documents, then asks it): one node call instead of two.
+        engine.shared_vector = self._vectors.node_vector
 
     def _plan(self, request: pb.LookupRequest | pb.StoreRequest, view: keys.RequestView) -> keys.TierPlan:
         return keys.plan(
@@ -197,6 +201,7 @@ class CacheServicer(cache_service_pb2_grpc.CacheServiceServicer):
             embedder_degraded=report.embedder_degraded,
             backfill_pending=report.backfill_pending,
             backfilled=report.backfilled,
+            shared_vectors=self._engine.stats.shared_vectors,
         )
 
     def _scope(self, key: pb.EmbeddingKey, inputs: Sequence[str]) -> EmbeddingScope:

@@ -33,6 +33,8 @@ class CacheStats:
     # NOTE: the embedding cache counts texts (one Embed call of 5 texts is 5 lookups), apart from answers.
     embeddings: TierCounters = field(default_factory=TierCounters)
     coalesced: int = 0
+    # NOTE: question vectors of the semantic tier read from the embedding cache (no embedding call).
+    shared_vectors: int = 0
     guard_rejections: int = 0
     guard_reasons: Counter[str] = field(default_factory=Counter)
     degraded_lookups: int = 0

@@ -87,3 +87,48 @@ async def test_cache_with_the_ollama_embedder(
             assert not miss.hit
     finally:
         await running.stop()
+
+
+async def test_a_question_a_client_already_embedded_is_not_embedded_again(
+    sim_node: SimNode, redis_server: RedisServer, migrated_dsn: str
+) -> None:
+    cfg = make_config(embedder=_config(sim_node.url))
+    running = await start_in_process(cfg, redis_server.url, migrated_dsn)
+    client = OllamaEmbedder(_config(sim_node.url))
+    question = "How do I rotate an API key without downtime?"
+    try:
+        async with grpc.aio.insecure_channel(running.address) as channel:
+            stub = cache_service_pb2_grpc.CacheServiceStub(channel)
+            tenant = "shared-vectors"
+            await stub.Invalidate(pb.InvalidateRequest(tenant=tenant))
+            # A RAG application embeds its question (through the router, which stores the vector
+            # in the embedding cache), then asks it.
+            vector = await client.embed(question, 5)
+            key = pb.EmbeddingKey(tenant=tenant, model=MODEL)
+            cached = pb.CachedVector(hit=True, values=[float(x) for x in vector])
+            await stub.StoreEmbeddings(
+                pb.StoreEmbeddingsRequest(key=key, inputs=[question], vectors=[cached])
+            )
+            calls = sim_node.stats()["requests_total"]
+            forced = c.CachePolicy(mode=c.CACHE_MODE_SEMANTIC)
+            miss = await stub.Lookup(lookup(tenant, gen(question), policy=forced))
+            assert not miss.hit
+            stats = await stub.Stats(pb.StatsRequest(tenant=tenant))
+            assert stats.shared_vectors == 1
+            assert sim_node.stats()["requests_total"] == calls  # no embedding call for it
+            # The answer's semantic entry has that vector: a paraphrase finds it.
+            stored = await stub.Store(store(tenant, gen(question), b"use two keys"))
+            assert stored.stored_semantic
+            hit = await stub.Lookup(lookup(tenant, gen(question + " "), policy=forced))
+            assert hit.outcome in (c.CACHE_OUTCOME_EXACT_HIT, c.CACHE_OUTCOME_SEMANTIC_HIT)
+            # Another tenant's vector is not shared: its question is embedded on a node.
+            other = "shared-vectors-other"
+            await stub.Invalidate(pb.InvalidateRequest(tenant=other))
+            shared = (await stub.Stats(pb.StatsRequest())).shared_vectors
+            calls = sim_node.stats()["requests_total"]
+            await stub.Lookup(lookup(other, gen(question), policy=forced))
+            assert sim_node.stats()["requests_total"] > calls
+            assert (await stub.Stats(pb.StatsRequest())).shared_vectors == shared
+    finally:
+        await client.close()
+        await running.stop()

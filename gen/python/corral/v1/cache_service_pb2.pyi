@@ -684,6 +684,7 @@ class StatsResponse(_message.Message):
     EMBEDDER_DEGRADED_FIELD_NUMBER: _builtins.int
     BACKFILL_PENDING_FIELD_NUMBER: _builtins.int
     BACKFILLED_FIELD_NUMBER: _builtins.int
+    SHARED_VECTORS_FIELD_NUMBER: _builtins.int
     coalesced: _builtins.int
     """Lookups that were answered by waiting on an identical in-flight request."""
     guard_rejections: _builtins.int
@@ -704,6 +705,10 @@ class StatsResponse(_message.Message):
     """
     backfilled: _builtins.int
     """Semantic entries the backfill wrote since the process started."""
+    shared_vectors: _builtins.int
+    """Semantic lookups and stores whose question vector came from the embedding cache (a client's
+    Embed of the same text with the embedder's model) instead of an embedding call.
+    """
     @_builtins.property
     def exact(self) -> Global___TierStats:
         """Exact tier statistics."""
@@ -738,10 +743,11 @@ class StatsResponse(_message.Message):
         embedder_degraded: _builtins.bool = ...,
         backfill_pending: _builtins.int = ...,
         backfilled: _builtins.int = ...,
+        shared_vectors: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["embeddings", b"embeddings", "exact", b"exact", "semantic", b"semantic"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["backfill_pending", b"backfill_pending", "backfilled", b"backfilled", "coalesced", b"coalesced", "degraded_lookups", b"degraded_lookups", "embedder", b"embedder", "embedder_degraded", b"embedder_degraded", "embeddings", b"embeddings", "exact", b"exact", "exact_degraded", b"exact_degraded", "guard_rejections", b"guard_rejections", "semantic", b"semantic", "semantic_degraded", b"semantic_degraded", "semantic_skips", b"semantic_skips"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["backfill_pending", b"backfill_pending", "backfilled", b"backfilled", "coalesced", b"coalesced", "degraded_lookups", b"degraded_lookups", "embedder", b"embedder", "embedder_degraded", b"embedder_degraded", "embeddings", b"embeddings", "exact", b"exact", "exact_degraded", b"exact_degraded", "guard_rejections", b"guard_rejections", "semantic", b"semantic", "semantic_degraded", b"semantic_degraded", "semantic_skips", b"semantic_skips", "shared_vectors", b"shared_vectors"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
