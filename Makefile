@@ -62,7 +62,7 @@ up: setup ## Start the local stack in the background (Redis, PostgreSQL, 4 simul
 down: ## Stop the local stack started by `make up`
 	@test -x $(PY) && $(PY) -m scripts.stack down || true
 
-bench: setup ## Every benchmark scenario side by side with LiteLLM's proxy (~90 min); bench/results/, README block
+bench: setup ## Every benchmark scenario side by side with LiteLLM's proxy (~3 h); bench/results/, README block
 	./bench/litellm/install.sh
 	$(PY) -m bench.run
 	$(PY) bench/rag.py
