@@ -61,6 +61,17 @@ class HealthCollector(Collector):
         yield GaugeMetricFamily(
             "corral_health_score_version", "Version of the published scores.", engine.fleet.version
         )
+        if engine.share is not None:
+            shared = CounterMetricFamily(
+                "corral_health_shared_outcomes",
+                "Router outcomes shared with the other replicas (published), folded in from them "
+                "(received), or dropped while PostgreSQL was away (dropped).",
+                labels=["direction"],
+            )
+            shared.add_metric(["published"], engine.share.published)
+            shared.add_metric(["received"], engine.share.received)
+            shared.add_metric(["dropped"], engine.share.dropped)
+            yield shared
 
 
 def watch_health(engine: HealthEngine) -> None:

@@ -118,6 +118,10 @@ class HealthConfig(ServiceConfig):
             seed of an empty registry.
         shared_registry: Keep the fleet registry in PostgreSQL (the `postgres` section), shared by every
             replica and followed with LISTEN/NOTIFY; off, each replica keeps its own in memory.
+        share_outcomes: With shared_registry: publish the outcomes this replica's routers report and
+            fold in the other replicas' (PostgreSQL NOTIFY, services/health/shared_outcomes.py), so
+            every replica's error rates, ejections and in-flight counts cover every router.
+        share_interval_s: Longest wait of an outcome before it is published (a batch per interval).
         registry_timeout_s: Bound of one registry connection or write.
         registry_retry_s: Pause between reconnections while PostgreSQL is down.
         outlier: Outlier ejection settings.
@@ -134,6 +138,8 @@ class HealthConfig(ServiceConfig):
     subscriber_queue_size: int = Field(default=64, ge=1)
     nodes: list[NodeSpec] = Field(default_factory=_default_nodes)
     shared_registry: bool = False
+    share_outcomes: bool = True
+    share_interval_s: float = Field(default=0.1, gt=0, le=5)
     registry_timeout_s: float = Field(default=2.0, gt=0)
     registry_retry_s: float = Field(default=1.0, gt=0)
     outlier: OutlierConfig = OutlierConfig()

@@ -16,6 +16,7 @@ from services.health.fleet import Fleet
 from services.health.hub import Hub, Subscription
 from services.health.registry import DuplicateNode, ProbeResult, UnknownNode
 from services.health.scoring import NodeView
+from services.health.shared_outcomes import OutcomeShare
 from services.health.stats import Outcome
 from services.health.store import RegistryStore, StoredNode
 
@@ -80,11 +81,16 @@ class HealthEngine:
         self._publisher: asyncio.Task[None] | None = None
         self.probes_done = 0
         self._store: RegistryStore | None = None
+        self.share: OutcomeShare | None = None
 
     def use_store(self, dsn: str) -> None:
         """Makes PostgreSQL the fleet registry (call before start): shared by every replica."""
         cfg = self.cfg
         self._store = RegistryStore(dsn, self.reconcile, cfg.registry_timeout_s, cfg.registry_retry_s)
+        if cfg.share_outcomes:
+            self.share = OutcomeShare(
+                dsn, self._record_shared, cfg.share_interval_s, cfg.registry_retry_s, cfg.registry_timeout_s
+            )
 
     # ---- lifecycle ------------------------------------------------------------------------
     async def start(self) -> None:
@@ -101,10 +107,14 @@ class HealthEngine:
         # NOTE: the configured nodes are the starting point of the stream, not an update.
         self.fleet.collect_changes()
         self._publisher = asyncio.create_task(self._publish_loop(), name="health-publisher")
+        if self.share is not None:
+            await self.share.start()
 
     async def stop(self) -> None:
         """Ends every subscription and background task, then closes the prober."""
         self.hub.close()
+        if self.share is not None:
+            await self.share.stop()
         if self._store is not None:
             await self._store.stop()
         tasks = [*self._probe_tasks.values(), *([self._publisher] if self._publisher else [])]
@@ -203,8 +213,17 @@ class HealthEngine:
 
     # ---- passive signals ------------------------------------------------------------------
     def record_outcomes(self, reporter: str, outcomes: Sequence[Outcome]) -> int:
-        """Folds in validated outcomes; returns how many named a registered node."""
+        """Folds in validated outcomes of a router reporting to this replica (and shares them with
+        the other replicas, see services/health/shared_outcomes.py); returns how many named a
+        registered node."""
+        if self.share is not None and outcomes:
+            self.share.publish(reporter, outcomes)
         return sum(1 for outcome in outcomes if self.fleet.record_outcome(outcome, reporter))
+
+    def _record_shared(self, reporter: str, outcomes: Sequence[Outcome]) -> None:
+        """Folds in outcomes another replica's routers reported (`reporter` names that replica)."""
+        for outcome in outcomes:
+            self.fleet.record_outcome(outcome, reporter)
 
     def forget_reporter(self, reporter: str) -> None:
         """A reporter's stream closed: its in-flight counts no longer hold."""

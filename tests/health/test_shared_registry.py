@@ -1,17 +1,20 @@
-"""Two health replicas on one PostgreSQL fleet registry: changes through either reach both."""
+"""Two health replicas on one PostgreSQL fleet registry: changes through either reach both, and so do
+the outcomes their routers report."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 import psycopg
 import pytest
+from corral.v1 import common_pb2, health_service_pb2_grpc
 from corral.v1 import health_service_pb2 as pb
-from corral.v1 import health_service_pb2_grpc
 
+from services.health import shared_outcomes
+from services.health.stats import Outcome, OutcomeKind
 from tests.helpers.procs import ServiceProcess, free_port
 
 
@@ -136,3 +139,74 @@ async def test_a_replica_that_lost_postgres_catches_up_when_it_returns(fresh_dat
             await _until(stub, lambda seen: "late" in seen and seen["node-1"].draining, 5.0)
     finally:
         await proc.kill()
+
+
+async def _listeners(dsn: str, count: int, timeout_s: float) -> None:
+    """Waits until `count` connections listen on the shared outcomes channel."""
+    async with (
+        asyncio.timeout(timeout_s),
+        await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn,
+    ):
+        while True:
+            cur = await conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query = %s",
+                (f"LISTEN {shared_outcomes.CHANNEL}",),
+            )
+            row = await cur.fetchone()
+            if row is not None and row[0] >= count:
+                return
+            await asyncio.sleep(0.05)  # NOTE: polls PostgreSQL's own view; no event to await here.
+
+
+async def test_a_node_failing_for_one_replicas_routers_is_ejected_on_every_replica(
+    fresh_database: str,
+) -> None:
+    seed = [
+        {"id": "node-1", "address": "http://127.0.0.1:9"},
+        {"id": "node-2", "address": "http://127.0.0.1:10"},
+    ]
+    port_a, port_b = free_port(), free_port()
+    a = await _replica(fresh_database, port_a, seed).start()
+    b = await _replica(fresh_database, port_b, seed).start()
+    try:
+        await _listeners(fresh_database, 2, 10.0)
+        async with (
+            grpc.aio.insecure_channel(f"127.0.0.1:{port_a}") as chan_a,
+            grpc.aio.insecure_channel(f"127.0.0.1:{port_b}") as chan_b,
+        ):
+            stub_a = health_service_pb2_grpc.HealthServiceStub(chan_a)
+            stub_b = health_service_pb2_grpc.HealthServiceStub(chan_b)
+            failure = pb.Outcome(
+                node_id="node-1", model="m", error_kind=common_pb2.ERROR_KIND_CONNECTION, latency_ms=3.0
+            )
+
+            async def batches() -> AsyncIterator[pb.ReportOutcomesRequest]:
+                yield pb.ReportOutcomesRequest(reporter="router-a", outcomes=[failure] * 5)
+
+            # A router reporting to A only: five connection failures in a row eject node-1 on B too.
+            reply = await stub_a.ReportOutcomes(batches(), timeout=5)
+            assert reply.accepted == 5
+            await _until(stub_b, lambda seen: seen["node-1"].ejected and not seen["node-2"].ejected, 2.0)
+            await _until(stub_a, lambda seen: seen["node-1"].ejected, 2.0)
+    finally:
+        await a.kill()
+        await b.kill()
+
+
+def test_shared_outcomes_fit_notify_payloads_and_bad_ones_are_refused() -> None:
+    outcome = Outcome("node-1", "llama3.2:1b", OutcomeKind.SERVER, 12.5, 3.0, 40.0, 2)
+    payloads = shared_outcomes.encode("replica-a", [("router-1", outcome)] * 500)
+    assert len(payloads) > 1 and all(len(p.encode()) < 8000 for p in payloads)
+    decoded = [shared_outcomes.decode(p) for p in payloads]
+    assert {origin for origin, _ in decoded} == {"replica-a"}
+    pairs = [pair for _, batch in decoded for pair in batch]
+    assert len(pairs) == 500 and pairs[0] == ("router-1", outcome)
+    bad = json.dumps({"origin": "x", "outcomes": [["r", "n", "m", "success", -1, 0, 0, 0]]})
+    for payload in (
+        bad,
+        "{}",
+        "not json",
+        json.dumps({"origin": "x", "outcomes": [["r", "n", "m", "?", 1, 0, 0, 0]]}),
+    ):
+        with pytest.raises(ValueError):
+            shared_outcomes.decode(payload)
