@@ -33,11 +33,12 @@ import grpc
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "gen" / "python")]
 
+from services.common.health_watch import HealthWatcher  # noqa: E402
 from services.health.config import HealthConfig, NodeSpec  # noqa: E402
 from services.health.server import start_in_process  # noqa: E402
 from services.prewarm.app import PrewarmApp  # noqa: E402
 from services.prewarm.config import PrewarmConfig, WarmModel  # noqa: E402
-from services.prewarm.health_watch import HealthWatcher  # noqa: E402
+from services.prewarm.health_watch import watch_health  # noqa: E402
 from services.prewarm.planner import NodeView  # noqa: E402
 from services.prewarm.runs import Run, Trigger  # noqa: E402
 from sim.config import NodeConfig  # noqa: E402
@@ -58,7 +59,7 @@ QUESTIONS = (
 class NodeState:
     """Follows health's view of one node and lets a caller await a change of its serving state."""
 
-    def __init__(self, watcher: HealthWatcher, node_id: str) -> None:
+    def __init__(self, watcher: HealthWatcher[NodeView], node_id: str) -> None:
         self._node_id = node_id
         self._serving: bool | None = None
         self._changed = asyncio.Event()
@@ -116,7 +117,7 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
     health = await start_in_process(health_cfg)
     health_addr = f"127.0.0.1:{health.port}"
     channel = grpc.aio.insecure_channel(health_addr)
-    watcher = HealthWatcher(channel, health_addr, clock=time.time)
+    watcher = watch_health(channel, health_addr, clock=time.time)
     state = NodeState(watcher, NODE_ID)
     watch_task = asyncio.create_task(watcher.run())
     samples: dict[str, list[dict[str, float]]] = {

@@ -62,6 +62,7 @@ WIRED_KEYS = (
     "health.nodes",
     "cache.port",
     "cache.embedder.node_urls",
+    "cache.embedder.health_addr",
     "router.port",
     "router.http_port",
     "router.health_addr",
@@ -160,7 +161,11 @@ def stack_config(
         },
         "cache": {
             "port": ports.cache,
-            "embedder": {"node_urls": node_urls, "model": "nomic-embed-text:v1.5"},
+            "embedder": {
+                "node_urls": node_urls,
+                "model": "nomic-embed-text:v1.5",
+                "health_addr": f"127.0.0.1:{ports.health}",
+            },
         },
         "router": {
             "port": ports.router,

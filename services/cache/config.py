@@ -33,6 +33,11 @@ class EmbedderConfig(Section):
         model: The embedding model name on the Ollama nodes.
         dims: The embedding size; must match the model (768 for nomic-embed-text, 384 for MiniLM).
         node_urls: Ollama base URLs; batches go round-robin, a failed node is skipped for the batch.
+            With `health_addr`, only the start: used until health's first snapshot, and whenever
+            health lists no node that can embed.
+        health_addr: The health service (host:port). When set, the Ollama embedder sends texts to
+            the nodes health reports routable with `model` installed, followed on its score stream:
+            a node added, drained or ejected at run time is used or left within a score update.
         batch_size: Texts per embedding call (the original cluster batched 5 at a time).
         batch_window_ms: How long the first text of a batch waits for company.
         timeout_s: Upper bound of one embedding call (a lookup's own deadline may cut it shorter).
@@ -44,6 +49,7 @@ class EmbedderConfig(Section):
     model: str = "nomic-embed-text"
     dims: int = Field(default=768, ge=1, le=16000)
     node_urls: list[str] = Field(default_factory=_default_node_urls)
+    health_addr: str = ""
     batch_size: int = Field(default=5, ge=1, le=512)
     batch_window_ms: float = Field(default=5.0, ge=0)
     timeout_s: float = Field(default=2.0, gt=0)

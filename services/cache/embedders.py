@@ -138,12 +138,25 @@ class OllamaEmbedder:
         self._cfg = cfg
         self._session: aiohttp.ClientSession | None = None
         self._next_node = 0
+        self._urls = list(cfg.node_urls)
         self._batcher = MicroBatcher(self._embed_batch, cfg.batch_size, cfg.batch_window_ms)
 
     @property
     def name(self) -> str:
         """E.g. "ollama:nomic-embed-text"."""
         return f"ollama:{self._cfg.model}"
+
+    @property
+    def urls(self) -> list[str]:
+        """The nodes it sends texts to now."""
+        return list(self._urls)
+
+    def use_nodes(self, urls: list[str]) -> None:
+        """Sends texts to these nodes from now on (the configured `node_urls` when empty)."""
+        chosen = [u.rstrip("/") for u in urls] or list(self._cfg.node_urls)
+        if chosen != self._urls:
+            logger.info("embedding on %s", ", ".join(chosen) or "no node")
+        self._urls = chosen
 
     @property
     def node_model(self) -> str:
@@ -170,7 +183,7 @@ class OllamaEmbedder:
                 connector=aiohttp.TCPConnector(limit=32, keepalive_timeout=30),
                 timeout=aiohttp.ClientTimeout(total=self._cfg.timeout_s),
             )
-        urls = self._cfg.node_urls
+        urls = self._urls
         errors: list[str] = []
         for attempt in range(len(urls)):
             url = urls[(self._next_node + attempt) % len(urls)]

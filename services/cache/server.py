@@ -14,9 +14,10 @@ from psycopg.conninfo import make_conninfo
 from services.cache.backfill import watch_backfill
 from services.cache.collector import watch_cache
 from services.cache.config import CacheConfig
-from services.cache.embedders import Embedder, make_embedder
+from services.cache.embedders import Embedder, OllamaEmbedder, make_embedder
 from services.cache.engine import CacheEngine, StoreAuthError
 from services.cache.exact_store import ExactStore
+from services.cache.node_feed import NodeFeed
 from services.cache.semantic_store import SemanticStore
 from services.cache.servicer import CacheServicer
 from services.common.config import configuration_error, load_config_or_exit
@@ -122,6 +123,16 @@ async def warm_embedder(engine: CacheEngine) -> bool:
     return True
 
 
+def follow_nodes(engine: CacheEngine) -> NodeFeed | None:
+    """Starts following health for the embedder's nodes when `embedder.health_addr` is set."""
+    cfg = engine.cfg.embedder
+    if not cfg.health_addr or not isinstance(engine.embedder, OllamaEmbedder):
+        return None
+    feed = NodeFeed(engine.embedder, cfg.health_addr)
+    feed.start()
+    return feed
+
+
 async def setup(ctx: ServiceContext) -> Cleanup:
     """Starts the engine (stores that are down leave it degraded, not stopped) and registers the servicer.
 
@@ -148,6 +159,7 @@ async def setup(ctx: ServiceContext) -> Cleanup:
         configuration_error("cache", str(exc))
     watch_cache(engine)
     watch_backfill(engine)
+    feed = follow_nodes(engine)
     cache_service_pb2_grpc.add_CacheServiceServicer_to_server(CacheServicer(engine), ctx.server)
 
     async def ready() -> None:
@@ -161,7 +173,13 @@ async def setup(ctx: ServiceContext) -> Cleanup:
         )
 
     ctx.ready = ready
-    return engine.stop
+
+    async def stop() -> None:
+        if feed is not None:
+            await feed.stop()
+        await engine.stop()
+
+    return stop
 
 
 @dataclass
@@ -171,6 +189,7 @@ class RunningCache:
     server: grpc.aio.Server
     port: int
     engine: CacheEngine
+    feed: NodeFeed | None = None
 
     @property
     def address(self) -> str:
@@ -180,6 +199,8 @@ class RunningCache:
     async def stop(self) -> None:
         """Stops the server and the engine."""
         await self.server.stop(None)
+        if self.feed is not None:
+            await self.feed.stop()
         await self.engine.stop()
 
 
@@ -209,12 +230,13 @@ async def start_in_process(
         postgres_password=postgres_password,
     )
     await engine.start()
+    feed = follow_nodes(engine)
     cache_service_pb2_grpc.add_CacheServiceServicer_to_server(CacheServicer(engine), server)
     await set_serving(health_servicer, SERVICE_NAMES, False)
     await server.start()
     await warm_embedder(engine)
     await set_serving(health_servicer, SERVICE_NAMES, True)
-    return RunningCache(server=server, port=port, engine=engine)
+    return RunningCache(server=server, port=port, engine=engine, feed=feed)
 
 
 async def serve() -> None:

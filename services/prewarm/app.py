@@ -20,7 +20,7 @@ import grpc
 from services.common.channels import make_channel
 from services.prewarm.config import PrewarmConfig
 from services.prewarm.executor import RunExecutor
-from services.prewarm.health_watch import HealthWatcher
+from services.prewarm.health_watch import watch_health
 from services.prewarm.leader import (
     NOT_LEADER,
     GuardedMaintainer,
@@ -82,7 +82,7 @@ class PrewarmApp:
         owned_nodes = OllamaNodeClient()
         self._node_client = owned_nodes if nodes is None else None
         health_channel = self._channel(cfg.health_addr)
-        self.health = HealthWatcher(health_channel, cfg.health_addr, clock=clock)
+        self.health = watch_health(health_channel, cfg.health_addr, clock=clock)
         self.executor = RunExecutor(
             cfg,
             scores=self.health,

@@ -16,6 +16,8 @@ from devstack.redis import RedisServer
 from services.cache.config import EmbedderConfig
 from services.cache.embedders import EmbedderError, OllamaEmbedder
 from services.cache.server import start_in_process
+from services.health.config import HealthConfig
+from services.health.server import start_in_process as start_health
 from sim.config import NodeConfig
 from sim.node import SimNode
 from tests.cache.helpers import gen, lookup, make_config, store
@@ -132,3 +134,39 @@ async def test_a_question_a_client_already_embedded_is_not_embedded_again(
     finally:
         await client.close()
         await running.stop()
+
+
+async def test_the_embedder_follows_the_nodes_health_reports(
+    sim_node: SimNode, redis_server: RedisServer, migrated_dsn: str
+) -> None:
+    health = await start_health(HealthConfig(port=0, nodes=[], probe_interval_s=0.2, probe_timeout_s=1.0))
+    dead = f"http://127.0.0.1:{free_port()}"
+    embedder = EmbedderConfig(
+        kind="ollama", model=MODEL, dims=768, node_urls=[dead], timeout_s=5.0, warmup_timeout_s=0,
+        health_addr=f"127.0.0.1:{health.port}",
+    )  # fmt: skip
+    running = await start_in_process(make_config(embedder=embedder), redis_server.url, migrated_dsn)
+    assert running.feed is not None and isinstance(running.engine.embedder, OllamaEmbedder)
+    nodes = running.engine.embedder
+    changed = asyncio.Event()
+    running.feed.watcher.listeners.append(lambda before, after: changed.set())
+
+    async def until(urls: list[str]) -> None:
+        async with asyncio.timeout(10):
+            while nodes.urls != urls:
+                changed.clear()
+                await changed.wait()
+
+    try:
+        # Health lists no node yet: the configured one serves.
+        assert nodes.urls == [dead]
+        # A node added to health at run time, once probed with the model installed, embeds.
+        await health.engine.admin_add("sim-1", sim_node.url, {})
+        await until([sim_node.url])
+        assert (await nodes.embed("a question", 5)).shape == (768,)
+        # Drained: back to the configured list (no node from health can embed).
+        await health.engine.admin_drain("sim-1", True)
+        await until([dead])
+    finally:
+        await running.stop()
+        await health.stop()

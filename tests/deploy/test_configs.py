@@ -150,6 +150,8 @@ def test_compose_nodes_and_pulled_models_match_the_config() -> None:
     names = [f"ollama-{i}" for i in range(1, 5)]
     assert [node.address for node in cfg.health.nodes] == [f"http://{n}:11434" for n in names]
     assert cfg.cache.embedder.node_urls == [f"http://{n}:11434" for n in names]
+    # The embedder follows health's registry; its node_urls are only the start.
+    assert cfg.cache.embedder.health_addr == "health:50053"
     # Each node profile answers under the same four names.
     assert all(n in services for n in names)
     for prefix in ("ollama-gpu-", "sim-"):

@@ -25,7 +25,7 @@ EXPECTED: dict[tuple[str, int], set[str]] = {
     ("router", 50051): {ANYONE},
     ("router", 11400): {ANYONE},
     ("cache", 50052): {"router", "prewarm"},
-    ("health", 50053): {"router", "prewarm"},
+    ("health", 50053): {"router", "prewarm", "cache"},
     ("ollama", 11434): {"router", "cache", "health", "prewarm", "ollama-pull"},
     ("redis", 6379): {"cache", "router"},
     ("postgres", 5432): {"cache", "health", "prewarm"},
