@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -313,7 +313,9 @@ class Forwarder:
 
     def _release_slot(self, node_id: str) -> None:
         """A request on the node ended: the slot goes to the next waiter whose model the node serves."""
+        self.admission.release(self._serves(node_id))
 
+    def _serves(self, node_id: str) -> Callable[[str], bool]:
         def serves(model: str) -> bool:
             node = self.board.nodes.get(node_id)
             if node is None or model in self.board.local(node_id).missing_models:
@@ -323,7 +325,21 @@ class Forwarder:
             view = node.models.get(model)
             return view is not None and view.installed
 
-        self.admission.release(serves)
+        return serves
+
+    def nodes_changed(self) -> None:
+        """Health's view changed (a node added, recovered, undrained): hands the free slots of the
+        routable nodes to waiters, since no request's end will announce them."""
+        if not self.admission.depth:
+            return
+        for node in list(self.board.nodes.values()):
+            if not node.routable:
+                continue
+            free = self.board.inflight_limit(node) - self.board.local(node.node_id).inflight
+            serves = self._serves(node.node_id)
+            for _ in range(max(0, free)):
+                if not self.admission.release(serves):
+                    break
 
     def allow_retry(self) -> bool:
         allowed = self.budget.try_withdraw()

@@ -101,7 +101,8 @@ class ScoreFeed:
         self._board = board
         self._subscriber = subscriber
         self._stale_factor = stale_after_heartbeats
-        self._on_change = on_change
+        # NOTE: public so that the router can wire it once its forwarder exists.
+        self.on_change = on_change
         self.first_snapshot = asyncio.Event()
         self.messages = 0
 
@@ -119,8 +120,8 @@ class ScoreFeed:
         elif msg.kind == health_service_pb2.SCORE_UPDATE_KIND_UPDATE:
             self._board.apply_update([node_view(n) for n in msg.nodes], msg.removed_node_ids, msg.version)
         self._board.heartbeat(msg.version, stale_after)
-        if self._on_change is not None and msg.kind != health_service_pb2.SCORE_UPDATE_KIND_HEARTBEAT:
-            self._on_change()
+        if self.on_change is not None and msg.kind != health_service_pb2.SCORE_UPDATE_KIND_HEARTBEAT:
+            self.on_change()
 
     async def run(self) -> None:
         """Consumes the stream forever; on loss keeps the last snapshot (stale) and reconnects."""

@@ -118,6 +118,9 @@ async def start_router(cfg: RouterConfig, observer: Observer | None = None) -> R
     )
     if reporter is not None:
         core.observers.add(HealthOutcomeObserver(reporter))
+    if feed is not None:
+        # NOTE: a node added, recovered or undrained has free slots that no request's end announces.
+        feed.on_change = core.forwarder.nodes_changed
     runtime = RouterRuntime(
         core=core, feed=feed, reporter=reporter, cache=cache, transport=transport, channels=channels
     )

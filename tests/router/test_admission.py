@@ -354,3 +354,24 @@ async def test_with_ect_a_newcomer_behind_a_waiter_takes_the_idle_slower_node() 
     fwd.finish_attempt("chat", MODEL, busy, True, Attempt.NONE, latency_ms=440.0)
     assert await waiting == "fast"
     assert queue.depth == 0 and queue.admitted == 1
+
+
+async def test_a_node_that_joins_takes_the_waiting_requests_at_once() -> None:
+    queue = AdmissionQueue(max_waiting=10, max_wait_s=60, retry_after_s=2)
+    fwd = _forwarder(queue, _one_slot_node("n1"))
+    fwd.board.begin("n1", True)
+    started = asyncio.Event()
+
+    async def waiting() -> str:
+        started.set()
+        return (await fwd.choose(MODEL, [], None, False, None, tenant="t")).node_id
+
+    task = asyncio.create_task(waiting())
+    await started.wait()
+    assert queue.depth == 1
+    fwd.nodes_changed()  # nothing new: n1 is still full, the request keeps waiting
+    assert queue.depth == 1 and not task.done()
+    # Health reports a second node: its free slot goes to the waiter without any request ending.
+    fwd.board.apply_update([_one_slot_node("n2")], [], version=2)
+    fwd.nodes_changed()
+    assert await task == "n2"
