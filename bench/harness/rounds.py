@@ -18,6 +18,7 @@ from bench.harness.systems import (
     Gateway,
     Node,
     run_load,
+    settle,
     start_corral,
     start_litellm,
     target_of,
@@ -91,11 +92,11 @@ async def every_strategy(
 ) -> dict[str, dict[str, Any]]:
     """Every Corral strategy and, when installed, every LiteLLM strategy over the same nodes, in rounds.
 
-    The nodes' first model is loaded first (`before_segment` and `after_segment`, when given, run
-    around every segment: see `run_rounds`); LiteLLM is configured with every one of `models`. A
-    smoke run takes two Corral strategies and one LiteLLM strategy (it checks the harness). The
-    gateways are closed and the nodes killed at the end, also on failure. Returns `run_rounds`'s
-    merged records per system.
+    The nodes' first model is loaded first; every segment starts once the nodes are idle (`settle`),
+    and `before_segment` and `after_segment`, when given, run around it (see `run_rounds`). LiteLLM
+    is configured with every one of `models`. A smoke run takes two Corral strategies and one
+    LiteLLM strategy (it checks the harness). The gateways are closed and the nodes killed at the
+    end, also on failure. Returns `run_rounds`'s merged records per system.
     """
     # NOTE: a smoke run checks the harness: two strategies per system are enough for that.
     corral_strategies = ctx.pick(("ect", "p2c_ect", "round_robin", "least_inflight"), ("ect", "p2c_ect"))
@@ -108,8 +109,17 @@ async def every_strategy(
         for strategy in litellm_strategies:
             gateways.append(await start_litellm(nodes, strategy, work, models))
         endpoints = {g.name: target_of(g, timeout_s=timeout_s) for g in gateways}
+
+        async def before(name: str) -> None:
+            # NOTE: every segment starts on idle nodes, whatever the previous system left running.
+            waited_s = await settle(nodes)
+            if waited_s > 1.0:
+                print(f"   {name}: waited {waited_s:.1f} s for the nodes to finish the previous segment")
+            if before_segment is not None:
+                await before_segment(name)
+
         return await run_rounds(
-            endpoints, spec_for, rounds, work, before_segment=before_segment, after_segment=after_segment
+            endpoints, spec_for, rounds, work, before_segment=before, after_segment=after_segment
         )
     finally:
         for gateway in gateways:

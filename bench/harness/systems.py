@@ -131,6 +131,23 @@ async def reset_models(nodes: list[Node], unload: tuple[str, ...], keep: tuple[s
     await warm(nodes, keep)
 
 
+async def settle(nodes: list[Node], timeout_s: float = 120.0) -> float:
+    """Waits until no node has a request in flight or queued; returns the seconds it took.
+
+    A segment must start on idle nodes: a system whose clients gave up (timeouts) leaves its
+    requests running on the nodes, and the next system's segment would pay for them. The
+    simulator's admin API is polled (no event reaches this process); past `timeout_s` the segment
+    starts anyway and the wait says so.
+    """
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        loads = [await node_stats(n) for n in nodes]
+        if all(s["in_flight"] == 0 and s["queued"] == 0 for s in loads):
+            break
+        await asyncio.sleep(0.1)
+    return time.monotonic() - started
+
+
 async def node_stats(node: Node) -> dict[str, Any]:
     """The simulator's counters of one node (admin API)."""
     async with aiohttp.ClientSession() as http, http.get(node.admin_url + "/_sim/stats") as resp:
