@@ -32,6 +32,13 @@ class Slot:
     last_used: float = 0.0
 
 
+@dataclass(eq=False)
+class _LoadTicket:
+    """A request waiting for its model's load; `runner` is set when the load hands it the runner."""
+
+    runner: Runner | None = None
+
+
 class Runner:
     """A loaded model (one llama-server in Ollama) with its slots."""
 
@@ -164,6 +171,9 @@ class Engine:
         self.catalog.update(self.installed)
         self.runners: dict[str, Runner] = {}
         self._loading: dict[str, asyncio.Task[Runner]] = {}
+        # Requests waiting for a model's load, by model: the load hands the runner to each of them
+        # (see `_load`), as Ollama's scheduler gives a runner to the request it loaded it for.
+        self._load_waiters: dict[str, list[_LoadTicket]] = {}
         self._load_lock = asyncio.Lock()
         self.queued = 0
         self.in_flight = 0
@@ -261,7 +271,20 @@ class Engine:
                 if task is None:
                     task = asyncio.get_running_loop().create_task(self._load(spec))
                     self._loading[spec.key] = task
-                runner = await asyncio.shield(task)
+                ticket = _LoadTicket()
+                self._load_waiters.setdefault(spec.key, []).append(ticket)
+                try:
+                    runner = await asyncio.shield(task)
+                except BaseException:
+                    if ticket.runner is not None:
+                        self.release_runner(ticket.runner)  # handed over, but this request is gone
+                    else:
+                        self._drop_ticket(spec.key, ticket)
+                    raise
+                if ticket.runner is runner:
+                    self._keep(runner, keep_alive_s)
+                    return runner, runner.load_ns
+                self._drop_ticket(spec.key, ticket)
                 if self.runners.get(spec.key) is runner and not runner.expiring:
                     self._hold(runner, keep_alive_s)
                     return runner, runner.load_ns
@@ -269,9 +292,19 @@ class Engine:
             self.queued -= 1
             self.poke()
 
+    def _drop_ticket(self, key: str, ticket: _LoadTicket) -> None:
+        waiting = self._load_waiters.get(key)
+        if waiting is not None and ticket in waiting:
+            waiting.remove(ticket)
+            if not waiting:
+                del self._load_waiters[key]
+
     def _hold(self, runner: Runner, keep_alive_s: float) -> None:
         runner.ref_count += 1
         runner.idle.clear()
+        self._keep(runner, keep_alive_s)
+
+    def _keep(self, runner: Runner, keep_alive_s: float) -> None:
         runner.keep_alive_s = keep_alive_s
         # NOTE: a pending expiry timer is left alone (it re-checks when it fires): cancelling and
         # re-arming a timer per request costs more than the rest of a no-delay request.
@@ -339,6 +372,13 @@ class Engine:
                 parallel = 1 if spec.is_embedding else self.cfg.num_parallel
                 runner = Runner(spec, parallel, load_ns=int((load_s + waited_s) * 1e9))
                 self.runners[spec.key] = runner
+                # NOTE: the requests that waited for this load hold the runner from now on: the next
+                # load (another model's, next in line for the lock) must not evict it before they
+                # resume, or two models evict each other forever and their requests never run.
+                for ticket in self._load_waiters.pop(spec.key, []):
+                    ticket.runner = runner
+                    runner.ref_count += 1
+                    runner.idle.clear()
                 self.stats.loads += 1
                 self.poke()
                 return runner

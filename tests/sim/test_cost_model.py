@@ -198,6 +198,26 @@ async def test_eviction_waits_for_a_busy_model(make_node: Callable[..., Any]) ->
     assert reply.done and node.stats()["loaded_models"] == ["mistral:7b"]
 
 
+async def test_two_models_that_take_turns_on_one_slot_of_memory_all_get_served(
+    make_node: Callable[..., Any],
+) -> None:
+    # NOTE: a load hands its runner to the requests that waited for it; before, the other model's
+    # load (next in line) evicted the fresh runner before they resumed, and both models' requests
+    # waited forever.
+    node: SimNode = await make_node(max_loaded_models=1, time_scale=0.05, num_parallel=2)
+    await node.load_model(LLM)
+    client = ollama.AsyncClient(host=node.url)
+    models = ["mistral:7b" if i % 5 == 1 else LLM for i in range(30)]
+    calls = []
+    async with asyncio.timeout(60):  # a guard against the hang, not a measurement
+        for i, model in enumerate(models):
+            calls.append(asyncio.create_task(client.chat(model, [{"role": "user", "content": f"q{i}"}])))
+            await asyncio.sleep(0.05)  # NOTE: arrivals spread over time (the workload), not a wait for state
+        replies = await asyncio.gather(*calls)
+    assert all(r.done for r in replies)
+    assert node.stats()["loads"] <= 1 + len(models)
+
+
 async def test_no_delay_mode_and_determinism(make_node: Callable[..., Any]) -> None:
     a: SimNode = await make_node(time_scale=0, seed=7)
     b: SimNode = await make_node(time_scale=0, seed=7)
