@@ -288,6 +288,8 @@ class Forwarder:
                     if waiter is not None:
                         self.admission.taken(waiter)
                         waiter = None
+                    if not picked.loaded:
+                        self.board.loading(picked.node_id, model)
                     return picked
                 if not held and background and self.board.candidates(model, exclude=exclude):
                     if waiter is not None:

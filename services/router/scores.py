@@ -67,6 +67,9 @@ def _positive_int(text: str | None) -> int | None:
 # NOTE: a node that just answered for a model has it loaded (Ollama's default keep_alive is 5 min),
 # whatever a not-yet-refreshed score copy says.
 _RECENTLY_SERVED_S = 120.0
+# NOTE: how long a load this router started decides which models a node holds when no probe has
+# seen the node since (health probes every few seconds).
+_SWAP_WINDOW_S = 30.0
 
 _NODE_FAULTS = {
     Attempt.CONNECTION,
@@ -138,6 +141,9 @@ class _Local:
     service_ms: dict[str, float] = field(default_factory=dict)
     missing_models: set[str] = field(default_factory=set)
     served_at: dict[str, float] = field(default_factory=dict)
+    # The latest load this router started on the node (a request sent for a model it did not hold).
+    swap_model: str = ""
+    swap_at: float = -math.inf
 
 
 class ScoreBoard:
@@ -325,9 +331,7 @@ class ScoreBoard:
             service_ms = local.service_ms.get(model) or (
                 view.ewma_latency_ms if view is not None and view.ewma_latency_ms > 0 else 0.0
             )
-            loaded = (view.loaded if view is not None else True) or self._served_since_view(
-                node, local, model, now
-            )
+            loaded = self._holds(node, local, model, view, now)
             out.append(
                 Candidate(
                     node_id=node.node_id,
@@ -364,8 +368,32 @@ class ScoreBoard:
             for name, view in node.models.items()
             if name != model
             and "embedding" not in view.capabilities
-            and (view.loaded or self._served_since_view(node, local, name, now))
+            and self._holds(node, local, name, view, now)
         )
+
+    def _holds(self, node: NodeView, local: _Local, model: str, view: ModelView | None, now: float) -> bool:
+        """Whether the node holds `model` now, as far as this router can tell.
+
+        Health's latest probe, unless this router knows better since: an answer for the model after
+        that probe (it is loaded), or a load of another model it started after that probe and
+        after its last answer for this one (the load may have evicted it; Ollama evicts when its
+        memory is full). The model being loaded still counts as not loaded (a request sent next
+        waits for that load too) until an answer or a probe shows it. Nodes of the static list (no
+        probe time) follow their view as the router refreshes it.
+        """
+        # NOTE: only against health's probes (probed_at set): a static node list's view is refreshed
+        # by the router itself, and there the next refresh decides.
+        if 0 < node.probed_at < local.swap_at and now - local.swap_at < _SWAP_WINDOW_S:
+            if model != local.swap_model and local.served_at.get(model, -math.inf) < local.swap_at:
+                return False
+        return (view.loaded if view is not None else True) or self._served_since_view(node, local, model, now)
+
+    def loading(self, node_id: str, model: str) -> None:
+        """This router sent a request for `model` to a node that did not hold it: the node loads it
+        now, and may evict its other models (see `_holds`)."""
+        local = self.local(node_id)
+        local.swap_model = model
+        local.swap_at = self._clock()
 
     def pin_of(self, model: str) -> dict[str, str]:
         """The labels a node must carry to serve `model` (`balancer.pins`); empty when not pinned."""

@@ -375,3 +375,18 @@ async def test_a_node_that_joins_takes_the_waiting_requests_at_once() -> None:
     fwd.board.apply_update([_one_slot_node("n2")], [], version=2)
     fwd.nodes_changed()
     assert await task == "n2"
+
+
+async def test_a_request_sent_to_a_node_without_its_model_marks_the_other_models_evicted() -> None:
+    queue = AdmissionQueue(max_waiting=10, max_wait_s=60, retry_after_s=2)
+    # NOTE: a view from health's probe (a probe time); a static node's view decides by itself.
+    other = "other:latest"
+    models = {MODEL: ModelView(MODEL, loaded=False), other: ModelView(other, loaded=True)}
+    probed = time.monotonic() - 1
+    node = NodeView("n1", "http://n1", models=models, labels={"num_parallel": "2"}, probed_at=probed)
+    fwd = _forwarder(queue, node)
+    assert fwd.board.candidates(other)[0].loaded
+    picked = await fwd.choose(MODEL, [], None, False, None)
+    assert picked.node_id == "n1" and not picked.loaded
+    # The load may evict the other model: until a probe or an answer says otherwise, it is not held.
+    assert not fwd.board.candidates(other)[0].loaded

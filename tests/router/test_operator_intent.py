@@ -146,3 +146,29 @@ async def test_list_models_names_each_models_pin() -> None:
     finally:
         await transport.close()
     assert [(m.name, dict(m.pin)) for m in reply.models] == [(BIG, {"gpu": "true"})]
+
+
+def test_a_load_this_router_started_counts_until_a_probe_sees_the_node() -> None:
+    gb = 1_000_000_000
+    models = {MODEL: ModelView("m", loaded=True, size_bytes=gb), BIG: ModelView(BIG, size_bytes=4 * gb)}
+    clock = _Clock()
+    board = ScoreBoard(BalancerConfig(), clock=clock)
+    board.apply_snapshot(
+        [NodeView("n", "http://n", models=models, probed_at=90.0)], version=1, stale_after_s=3.0
+    )
+    # The router sends the big model there: it loads (a request sent next waits for that load
+    # too), and may evict the small one, which then displaces nothing more.
+    board.loading("n", BIG)
+    ((big,), (small,)) = board.candidates(BIG), board.candidates(MODEL)
+    assert not big.loaded and big.displaced_bytes == 0
+    assert not small.loaded
+    # An answer for the small model after that load: it is there after all.
+    clock.now = 101.0
+    board.record("n", MODEL, Attempt.NONE, 50.0)
+    assert board.candidates(MODEL)[0].loaded
+    # A probe after the load decides for every model (here: only the big one is loaded).
+    clock.now = 110.0
+    probed = {MODEL: ModelView("m", size_bytes=gb), BIG: ModelView(BIG, loaded=True, size_bytes=4 * gb)}
+    board.apply_update([NodeView("n", "http://n", models=probed, probed_at=105.0)], [], version=2)
+    assert board.candidates(BIG)[0].loaded
+    assert not board.candidates(MODEL)[0].loaded  # the answer at 101 is older than the probe
