@@ -21,7 +21,6 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 SCENARIOS = (
     "overhead",
     "heterogeneous",
-    "heterogeneous-50",
     "heterogeneous-90",
     "slowdown",
     "bursty",
@@ -36,7 +35,6 @@ SCENARIOS = (
 EXTRA: dict[str, tuple[str, str]] = {
     "overhead": ("added_p99_ms", "added p99 {} ms"),
     "heterogeneous": ("requests_by_node", "{}"),
-    "heterogeneous-50": ("requests_by_node", "{}"),
     "heterogeneous-90": ("requests_by_node", "{}"),
     "slowdown": ("time_to_halve_s", "share to the slowed node halved in {} s"),
     "bursty": ("refusals_in_burst", "{} refused in the overload"),
