@@ -43,3 +43,17 @@ def test_a_rate_profile_shapes_the_arrivals_and_keeps_them_reproducible() -> Non
     # A profile of one step at 1 gives the plain process's statistics (not its exact draws).
     flat = list(workload.poisson_arrivals(20.0, 98.0, 2.0, seed=5, profile=[(0.0, 1.0)]))
     assert 1800 < len(flat) < 2200
+
+
+def test_a_system_that_failed_many_requests_is_no_latency_yardstick() -> None:
+    from bench.harness import routing
+
+    systems = {
+        "corral/ect": {"p99_ms": 900.0, "p50_ms": 300.0, "requests": 1000, "errors": 0},
+        "litellm/fails-fast": {"p99_ms": 700.0, "requests": 1000, "errors": 200},
+        "litellm/slow": {"p99_ms": 3000.0, "requests": 1000, "errors": 5},
+    }
+    assert routing.best_p99(systems, "litellm") == ("litellm/slow", 3000.0)
+    found = {t.name: t for t in routing.targets("s", systems)}
+    against = found["s: Corral default p99 / LiteLLM's best p99"]
+    assert against.value == 0.3 and "litellm/slow" in against.detail and "left out" in against.detail
