@@ -69,6 +69,7 @@ from services.router.balancer import Candidate, Ect, PickContext
 from services.router.config import BalancerConfig, EctConfig
 from services.router.learning import Outcome, score
 from sim import textgen
+from sim.config import BUILTIN_MODELS, NodeConfig, normalize_model_name
 
 MODEL = "llama3.2:1b"
 # NOTE: the simulator's defaults (sim/config.py NodeConfig): 600 prompt tokens/s, 60 tokens/s, natural
@@ -76,11 +77,24 @@ MODEL = "llama3.2:1b"
 PROMPT_TOK_S = 600.0
 EVAL_TOK_S = 60.0
 ANSWER_MIN, ANSWER_MAX = 20, 60
-# NOTE: sim/config.py BUILTIN_MODELS: a model's own rates replace the node's defaults (at speed 1),
-# and its size sets its load time (NodeConfig load_base_s + load_s_per_gb x GB).
-MODEL_RATES: dict[str, tuple[float, float]] = {MODEL: (PROMPT_TOK_S, EVAL_TOK_S), "mistral:7b": (150.0, 12.0)}
-MODEL_BYTES: dict[str, int] = {MODEL: 1_321_098_329, "mistral:7b": 4_113_301_824}
-LOAD_BASE_S, LOAD_S_PER_GB = 0.3, 2.0
+# NOTE: the simulator's own model table and load costs (sim/config.py), not copies: a model's own
+# rates replace the node's defaults (at speed 1), and its size sets its load time.
+_SIM_NODE = NodeConfig()
+LOAD_BASE_S, LOAD_S_PER_GB = _SIM_NODE.load_base_s, _SIM_NODE.load_s_per_gb
+
+
+def model_rates(model: str) -> tuple[float, float]:
+    """The simulator's prompt and generation tokens/s of `model` at speed 1."""
+    spec = BUILTIN_MODELS[normalize_model_name(model)]
+    return spec.prompt_eval_tok_s or PROMPT_TOK_S, spec.eval_tok_s or EVAL_TOK_S
+
+
+def model_bytes(model: str) -> int:
+    """The size of `model` in the simulator's table (0 when it has none)."""
+    spec = BUILTIN_MODELS.get(normalize_model_name(model))
+    return 0 if spec is None else spec.size_bytes
+
+
 POLICIES = (
     "oracle",
     "oracle_state",
@@ -148,11 +162,11 @@ class NodeModel:
         """Prompt and generation tokens/s of `model` at speed 1."""
         if model == MODEL:
             return self.prompt_tok_s, self.eval_tok_s
-        return MODEL_RATES[model]
+        return model_rates(model)
 
     def load_s(self, model: str, time_scale: float) -> float:
         """Seconds to load `model` (sim/engine.py `load_s`)."""
-        return (LOAD_BASE_S + LOAD_S_PER_GB * MODEL_BYTES[model] / 1e9) / self.speed * time_scale
+        return (LOAD_BASE_S + LOAD_S_PER_GB * model_bytes(model) / 1e9) / self.speed * time_scale
 
 
 @dataclass(frozen=True, slots=True)
@@ -458,8 +472,8 @@ def make_policy(name: str, knowledge: Knowledge, rng: random.Random) -> Policy:
                 "",
                 loaded=s.loaded == job.model,
                 local_inflight=len(s.inflight),
-                size_bytes=MODEL_BYTES.get(job.model, 0),
-                displaced_bytes=0 if s.loaded == job.model else MODEL_BYTES.get(s.loaded, 0),
+                size_bytes=model_bytes(job.model),
+                displaced_bytes=0 if s.loaded == job.model else model_bytes(s.loaded),
             )
             for s in nodes
         ]

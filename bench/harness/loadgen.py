@@ -277,6 +277,8 @@ class Run:
         duration_s = float(spec["duration_s"])
         cap = int(spec.get("max_outstanding", 1000))
         items = requests.get("items", [])
+        mix = [(m, float(share)) for m, share in requests.get("models", [])]
+        mix_key = str(spec.get("seed", 1))
         start = time.perf_counter()
         self.t0 = time.time()
         events = asyncio.create_task(self._events(start, spec.get("events", [])))
@@ -306,9 +308,8 @@ class Run:
                 tag = requests.get("tag", "q")
                 question = unique_question(i, tag)
                 rec = Record(t=time.time(), phase=phase)
-                if requests.get("models"):
-                    mix = [(m, float(share)) for m, share in requests["models"]]
-                    rec.model = model_of(i, str(spec.get("seed", 1)), mix)
+                if mix:
+                    rec.model = model_of(i, mix_key, mix)
                 self._spawn(self.one(rec, [{"role": "user", "content": question}]))
             i += 1
         await events

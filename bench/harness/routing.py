@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.harness import report
+from bench.harness import report, stats
 from bench.harness.systems import DEFAULT_STRATEGY
 
 # NOTE: a p99 is over the answered requests; a system that failed more than this share of its
@@ -73,6 +73,15 @@ def targets(
             f"{corral[errors_key]} of {corral['requests']} requests failed at the client{where}.",
         )
     )
+    return found
+
+
+def figures(result: dict[str, Any], duration_s: float, names: dict[str, str]) -> dict[str, Any]:
+    """A routing scenario's figures of one system: `stats.summarise`, the requests each node served
+    (`names`: node URL to id) and the spread of the p99 between rounds."""
+    found = stats.summarise(result, duration_s)
+    found["requests_by_node"] = stats.by_node(stats.measured(result), names)
+    found["p99_by_round"] = stats.round_spread(result)
     return found
 
 

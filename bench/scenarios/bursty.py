@@ -118,9 +118,7 @@ async def run(ctx: Context) -> dict[str, Any]:
     systems: dict[str, dict[str, Any]] = {}
     for name, result in merged.items():
         zero = {seg["round"]: seg["t0"] for seg in result["segments"]}
-        figures = stats.summarise(result, segment_s * rounds)
-        figures["requests_by_node"] = stats.by_node(stats.measured(result), names)
-        figures["p99_by_round"] = stats.round_spread(result)
+        figures = routing.figures(result, segment_s * rounds, names)
         figures.update(_phases(result, zero, burst_from, burst_until))
         systems[name] = figures
     systems.update(

@@ -67,9 +67,7 @@ async def run_at(ctx: Context, scenario: str, load: float, duration_s: float) ->
 
     merged = await every_strategy(ctx, nodes, spec_for, rounds, work, p["client_timeout_s"])
     for name, result in merged.items():
-        figures = stats.summarise(result, p["duration_s"])
-        figures["requests_by_node"] = stats.by_node(stats.measured(result), names)
-        figures["p99_by_round"] = stats.round_spread(result)
+        figures = routing.figures(result, p["duration_s"], names)
         systems[name] = figures
         latencies[name] = [r["latency_ms"] for r in stats.measured(result) if r["ok"]]
     # NOTE: the oracle replays the same arrivals (seed per round) through the simulator's cost model.

@@ -23,7 +23,7 @@ def mean_service_s() -> float:
     """Seconds a request of the mix holds a slot on a 1x node at time scale 1 (mean answer 40 tokens)."""
     total = 0.0
     for model, share in MIX:
-        prompt_tok_s, eval_tok_s = oracle.MODEL_RATES[model]
+        prompt_tok_s, eval_tok_s = oracle.model_rates(model)
         total += share * (PROMPT_TOKENS / prompt_tok_s + 40 / eval_tok_s)
     return total
 
@@ -92,10 +92,8 @@ async def run(ctx: Context) -> dict[str, Any]:
     )  # fmt: skip
     systems: dict[str, dict[str, Any]] = {}
     for name, result in merged.items():
-        figures = stats.summarise(result, p["duration_s"])
+        figures = routing.figures(result, p["duration_s"], names)
         measured = stats.measured(result)
-        figures["requests_by_node"] = stats.by_node(measured, names)
-        figures["p99_by_round"] = stats.round_spread(result)
         figures["p99_by_model"] = {
             m: stats.rounded(
                 stats.percentile([r["latency_ms"] for r in measured if r["ok"] and r["model"] == m], 99)

@@ -140,9 +140,7 @@ async def run(ctx: Context) -> dict[str, Any]:
             if failed:
                 raise RuntimeError(f"{name}: the fault call failed: {failed[0]}")
         records = stats.measured(result)
-        figures = stats.summarise(result, segment_s * rounds)
-        figures["requests_by_node"] = stats.by_node(records, names)
-        figures["p99_by_round"] = stats.round_spread(result)
+        figures = routing.figures(result, segment_s * rounds, names)
         # NOTE: every request, warm-up included, counts for the share (the baseline window starts
         # in it at smoke sizes); a failed request counts as sent elsewhere.
         sends = [

@@ -65,13 +65,35 @@ class EmbeddingCache:
         engine = self._engine
         counters = engine.stats.embeddings
         started = time.perf_counter()
-        timeout_s = min(budget_s, engine.cfg.redis_timeout_ms / 1000)
         if not inputs:
             return [], False
-        if timeout_s <= 0 or not engine.exact_breaker.allow():
+        found = await self._get(scope, inputs, budget_s)
+        if found is None:
             engine.stats.degraded_lookups += 1
             counters.misses += len(inputs)
             return [None] * len(inputs), True
+        hits = sum(1 for value in found if value is not None)
+        counters.hits += hits
+        counters.misses += len(inputs) - hits
+        counters.latencies_ms.append((time.perf_counter() - started) * 1000)
+        return found, False
+
+    async def node_vector(self, tenant: str, model: str, text: str, budget_s: float) -> bytes | None:
+        """The vector a client's plain Embed of `text` with `model` stored (no dimensions, truncation or
+        options), or None; not counted as an embedding-cache lookup, and never raises."""
+        scope = scope_of(cache_service_pb2.EmbeddingKey(tenant=tenant, model=model))
+        found = await self._get(scope, [text], budget_s)
+        return None if found is None else found[0]
+
+    async def _get(
+        self, scope: EmbeddingScope, inputs: Sequence[str], budget_s: float
+    ) -> list[bytes | None] | None:
+        """The stored vectors of `inputs` (None each for a miss) in one MGET behind the exact tier's
+        breaker and Redis timeout; None when Redis was down or slow."""
+        engine = self._engine
+        timeout_s = min(budget_s, engine.cfg.redis_timeout_ms / 1000)
+        if timeout_s <= 0 or not engine.exact_breaker.allow():
+            return None
         try:
             found = await bounded(
                 engine.exact.get_many(scope.tenant, scope.model, [text_key(scope, t) for t in inputs]),
@@ -79,33 +101,9 @@ class EmbeddingCache:
             )
         except Exception as exc:
             _blame(engine.exact_breaker, exc, caller_bound=timeout_s < engine.cfg.redis_timeout_ms / 1000)
-            engine.stats.degraded_lookups += 1
-            counters.misses += len(inputs)
-            return [None] * len(inputs), True
-        engine.exact_breaker.success()
-        hits = sum(1 for value in found if value is not None)
-        counters.hits += hits
-        counters.misses += len(inputs) - hits
-        counters.latencies_ms.append((time.perf_counter() - started) * 1000)
-        return list(found), False
-
-    async def node_vector(self, tenant: str, model: str, text: str, budget_s: float) -> bytes | None:
-        """The vector a client's plain Embed of `text` with `model` stored (no dimensions, truncation or
-        options), or None; not counted as an embedding-cache lookup, and never raises."""
-        engine = self._engine
-        timeout_s = min(budget_s, engine.cfg.redis_timeout_ms / 1000)
-        if timeout_s <= 0 or not engine.exact_breaker.allow():
-            return None
-        scope = scope_of(cache_service_pb2.EmbeddingKey(tenant=tenant, model=model))
-        try:
-            found = await bounded(
-                engine.exact.get_many(scope.tenant, scope.model, [text_key(scope, text)]), timeout_s
-            )
-        except Exception as exc:
-            _blame(engine.exact_breaker, exc, caller_bound=timeout_s < engine.cfg.redis_timeout_ms / 1000)
             return None
         engine.exact_breaker.success()
-        return found[0]
+        return list(found)
 
     async def store(
         self, scope: EmbeddingScope, inputs: Sequence[str], vectors: Sequence[bytes], ttl_s: float

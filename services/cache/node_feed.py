@@ -19,14 +19,7 @@ from corral.v1 import health_service_pb2
 from services.cache.embedders import OllamaEmbedder
 from services.cache.keys import normalise_model
 from services.common.channels import make_channel
-from services.common.health_watch import HealthWatcher
-
-_UNUSABLE = {
-    health_service_pb2.NODE_STATE_UNSPECIFIED,
-    health_service_pb2.NODE_STATE_UNHEALTHY,
-    health_service_pb2.NODE_STATE_EJECTED,
-    health_service_pb2.NODE_STATE_DRAINING,
-}
+from services.common.health_watch import HealthWatcher, routable
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +36,7 @@ def embed_node(model: str) -> Callable[[health_service_pb2.NodeScore, float], Em
 
     def convert(score: health_service_pb2.NodeScore, now_s: float) -> EmbedNode:
         has_model = any(m.installed and normalise_model(m.model) == wanted for m in score.models)
-        usable = has_model and score.state not in _UNUSABLE and not score.ejected and not score.draining
-        return EmbedNode(score.address.rstrip("/"), usable)
+        return EmbedNode(score.address.rstrip("/"), has_model and routable(score))
 
     return convert
 

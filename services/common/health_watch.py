@@ -21,6 +21,22 @@ T = TypeVar("T")
 Convert = Callable[[health_service_pb2.NodeScore, float], T]
 """A NodeScore (and the clock's now) to the caller's view of one node."""
 
+_UNROUTABLE = {
+    health_service_pb2.NODE_STATE_UNHEALTHY,
+    health_service_pb2.NODE_STATE_EJECTED,
+    health_service_pb2.NODE_STATE_DRAINING,
+}
+
+
+def routable(score: health_service_pb2.NodeScore) -> bool:
+    """Health says the node may take traffic: probed, and not unhealthy, ejected or draining.
+
+    NOTE: a node health has not probed yet (just added) takes no traffic: its models are not known,
+    and a model it lacks (a required model still to be pulled) must not reach it.
+    """
+    unprobed = score.state == health_service_pb2.NODE_STATE_UNSPECIFIED
+    return not unprobed and not score.ejected and not score.draining and score.state not in _UNROUTABLE
+
 
 class HealthWatcher(Generic[T]):
     """Keeps a view of the nodes from health's score stream, reconnecting when the stream breaks.

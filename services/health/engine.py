@@ -218,12 +218,12 @@ class HealthEngine:
         registered node."""
         if self.share is not None and outcomes:
             self.share.publish(reporter, outcomes)
-        return sum(1 for outcome in outcomes if self.fleet.record_outcome(outcome, reporter))
+        return self._record_shared(reporter, outcomes)
 
-    def _record_shared(self, reporter: str, outcomes: Sequence[Outcome]) -> None:
-        """Folds in outcomes another replica's routers reported (`reporter` names that replica)."""
-        for outcome in outcomes:
-            self.fleet.record_outcome(outcome, reporter)
+    def _record_shared(self, reporter: str, outcomes: Sequence[Outcome]) -> int:
+        """Folds in outcomes (another replica's routers' when shared: `reporter` then names that
+        replica); returns how many named a registered node."""
+        return sum(1 for outcome in outcomes if self.fleet.record_outcome(outcome, reporter))
 
     def forget_reporter(self, reporter: str) -> None:
         """A reporter's stream closed: its in-flight counts no longer hold."""

@@ -40,7 +40,7 @@ MAX_PAYLOAD_BYTES = 7_500
 # Outcomes kept while PostgreSQL is away; older ones are dropped first.
 MAX_PENDING = 20_000
 
-Apply = Callable[[str, Sequence[Outcome]], None]
+Apply = Callable[[str, Sequence[Outcome]], object]
 
 
 def encode(origin: str, pending: Sequence[tuple[str, Outcome]]) -> list[str]:

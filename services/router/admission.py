@@ -244,8 +244,7 @@ class AdmissionQueue:
         if passing_over and not offered_on and accepts is not None:
             newest = self._class(waiter).take_newest(accepts, besides=waiter)
             if newest is not None:
-                ahead = self._class(newest).models.get(newest.model, 0) + self._granted.get(newest.model, 0)
-                self._grant(newest, accepts, ahead=ahead, passed_over=True)
+                self._grant(newest, accepts, ahead=self.waiting(newest.model), passed_over=True)
         return await self._await(waiter, deadline)
 
     async def _await(self, waiter: Waiter, deadline: float | None) -> Waiter:

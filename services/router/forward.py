@@ -274,7 +274,7 @@ class Forwarder:
                 # placed first, behind the whole queue: a free node the waiters passed over (a
                 # slower one) may still serve it sooner than the queue drains, and then it takes it.
                 held = waiter is None and self.admission.holds(model, background)
-                if held and not (weigh_full and not self.admission.granting(model)):
+                if held and (not weigh_full or self.admission.granting(model)):
                     picked = None
                 else:
                     if weigh_full:

@@ -13,16 +13,12 @@ import grpc
 from corral.v1 import common_pb2, health_service_pb2, health_service_pb2_grpc
 from google.protobuf import timestamp_pb2
 
+from services.common.health_watch import routable
 from services.router.observe import AttemptRecord, Observer
 from services.router.scores import ModelView, NodeView, ScoreBoard, normalize_model
 
 logger = logging.getLogger(__name__)
 
-_UNROUTABLE = {
-    health_service_pb2.NODE_STATE_UNHEALTHY,
-    health_service_pb2.NODE_STATE_EJECTED,
-    health_service_pb2.NODE_STATE_DRAINING,
-}
 DEFAULT_HEARTBEAT_S = 5.0
 
 
@@ -50,9 +46,7 @@ def node_view(score: health_service_pb2.NodeScore) -> NodeView:
     return NodeView(
         node_id=score.node_id,
         address=score.address.rstrip("/"),
-        # NOTE: a node health has not probed yet (just added) takes no traffic: its models are not
-        # known, and a model it lacks (a required model still to be pulled) must not reach it.
-        routable=not unprobed and not score.ejected and not score.draining and score.state not in _UNROUTABLE,
+        routable=routable(score),
         inflight=score.inflight,
         error_rate=score.error_rate,
         state=health_service_pb2.NodeState.Name(score.state).removeprefix("NODE_STATE_").lower(),

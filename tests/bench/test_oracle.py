@@ -212,7 +212,7 @@ def test_a_node_holding_another_model_drains_then_loads() -> None:
     ]
     result = oracle.replay(jobs, nodes, "round_robin")
     first = 10 / 600 + 40 / 60
-    load = oracle.LOAD_BASE_S + oracle.LOAD_S_PER_GB * oracle.MODEL_BYTES[big] / 1e9
+    load = oracle.LOAD_BASE_S + oracle.LOAD_S_PER_GB * oracle.model_bytes(big) / 1e9
     big_service = 10 / 150 + 40 / 12
     assert result.latencies_s[0] == pytest.approx(first)
     assert result.latencies_s[1] == pytest.approx(first + load + big_service - 0.1)

@@ -15,6 +15,7 @@ from corral.v1 import health_service_pb2 as pb
 
 from services.health import shared_outcomes
 from services.health.stats import Outcome, OutcomeKind
+from tests.helpers.polling import wait_for
 from tests.helpers.procs import ServiceProcess, free_port
 
 
@@ -142,20 +143,19 @@ async def test_a_replica_that_lost_postgres_catches_up_when_it_returns(fresh_dat
 
 
 async def _listeners(dsn: str, count: int, timeout_s: float) -> None:
-    """Waits until `count` connections listen on the shared outcomes channel."""
-    async with (
-        asyncio.timeout(timeout_s),
-        await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn,
-    ):
-        while True:
+    """Waits until `count` connections listen on the shared outcomes channel (PostgreSQL's own view
+    is polled: no event reaches the test)."""
+    async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
+
+        async def listening() -> bool:
             cur = await conn.execute(
                 "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND query = %s",
                 (f"LISTEN {shared_outcomes.CHANNEL}",),
             )
             row = await cur.fetchone()
-            if row is not None and row[0] >= count:
-                return
-            await asyncio.sleep(0.05)  # NOTE: polls PostgreSQL's own view; no event to await here.
+            return row is not None and row[0] >= count
+
+        await wait_for(listening, timeout_s=timeout_s, what=f"{count} listeners on the outcomes channel")
 
 
 async def test_a_node_failing_for_one_replicas_routers_is_ejected_on_every_replica(
